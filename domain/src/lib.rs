@@ -1,0 +1,14 @@
+//! The ITSM domain: ITIL entities, value types, state machines and rules as plain Rust.
+//!
+//! Nothing here performs I/O or knows about HTTP or SQL; the API parses input into these
+//! types at the edge and persistence stores them.
+
+pub mod changes;
+pub mod error;
+pub mod identity;
+
+pub use changes::Changes;
+pub use error::{DomainError, FieldError};
+pub use identity::{
+    role_permits, validate_password, validate_username, ApiToken, ExternalRef, Group, Role, User,
+};

@@ -1,0 +1,10 @@
+DROP TABLE idempotency_keys;
+DROP TABLE settings;
+DROP TABLE counters;
+DROP TABLE outbox_events;
+DROP TABLE audit_entries;
+DROP TABLE api_tokens;
+DROP TABLE external_refs;
+DROP TABLE group_members;
+DROP TABLE assignment_groups;
+DROP TABLE users;

@@ -1,0 +1,152 @@
+//! Machine credentials. Only a hash of each secret is stored.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use domain::{ApiToken, Changes, Role};
+use serde_json::json;
+
+use crate::audit::{self, Mutation};
+use crate::schema::api_tokens;
+use crate::{utc, DbConnection, Slice, StoreError, WriteContext};
+
+pub const ENTITY: &str = "api_token";
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = api_tokens)]
+struct ApiTokenRow {
+    id: String,
+    name: String,
+    role: String,
+    created_by: Option<String>,
+    created_at: NaiveDateTime,
+    expires_at: Option<NaiveDateTime>,
+    revoked_at: Option<NaiveDateTime>,
+}
+
+impl ApiTokenRow {
+    fn into_token(self) -> ApiToken {
+        ApiToken {
+            // Stored roles were validated on the way in; an unknown one grants nothing.
+            role: self.role.parse().unwrap_or(Role::Requester),
+            id: self.id,
+            name: self.name,
+            created_by: self.created_by,
+            created_at: utc(self.created_at),
+            expires_at: self.expires_at.map(utc),
+            revoked_at: self.revoked_at.map(utc),
+        }
+    }
+}
+
+pub struct NewApiToken {
+    pub name: String,
+    pub role: Role,
+    pub token_hash: String,
+    pub expires_at: Option<NaiveDateTime>,
+}
+
+pub fn create(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    new: NewApiToken,
+) -> Result<ApiToken, StoreError> {
+    let id = crate::new_id();
+    diesel::insert_into(api_tokens::table)
+        .values((
+            api_tokens::id.eq(&id),
+            api_tokens::name.eq(&new.name),
+            api_tokens::role.eq(new.role.as_str()),
+            api_tokens::token_hash.eq(&new.token_hash),
+            api_tokens::created_by.eq(&ctx.actor_id),
+            api_tokens::created_at.eq(ctx.at),
+            api_tokens::expires_at.eq(new.expires_at),
+        ))
+        .execute(conn)?;
+    let token = get(conn, &id)?;
+    audit::record(
+        conn,
+        ctx,
+        Mutation {
+            entity_type: ENTITY,
+            entity_id: &id,
+            action: "create",
+            changes: Changes::created(&token).into_value(),
+            event_type: "api_token.created",
+            event_data: json!(token),
+        },
+    )?;
+    Ok(token)
+}
+
+pub fn get(conn: &mut DbConnection, id: &str) -> Result<ApiToken, StoreError> {
+    Ok(api_tokens::table
+        .find(id)
+        .select(ApiTokenRow::as_select())
+        .first::<ApiTokenRow>(conn)?
+        .into_token())
+}
+
+/// The token whose secret hashes to `token_hash`, whether or not it is still usable.
+pub fn find_by_hash(
+    conn: &mut DbConnection,
+    token_hash: &str,
+) -> Result<Option<ApiToken>, StoreError> {
+    Ok(api_tokens::table
+        .filter(api_tokens::token_hash.eq(token_hash))
+        .select(ApiTokenRow::as_select())
+        .first::<ApiTokenRow>(conn)
+        .optional()?
+        .map(ApiTokenRow::into_token))
+}
+
+pub fn list(
+    conn: &mut DbConnection,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Slice<ApiToken>, StoreError> {
+    let mut query = api_tokens::table
+        .select(ApiTokenRow::as_select())
+        .order(api_tokens::id.asc())
+        .limit(limit + 1)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(api_tokens::id.gt(after));
+    }
+    let rows = Slice::from_overfetch(query.load::<ApiTokenRow>(conn)?, limit);
+    Ok(Slice {
+        more: rows.more,
+        items: rows
+            .items
+            .into_iter()
+            .map(ApiTokenRow::into_token)
+            .collect(),
+    })
+}
+
+/// Revokes the token from now on. Revoking a revoked token is not found.
+pub fn revoke(conn: &mut DbConnection, ctx: &WriteContext, id: &str) -> Result<(), StoreError> {
+    let revoked = diesel::update(
+        api_tokens::table
+            .find(id)
+            .filter(api_tokens::revoked_at.is_null()),
+    )
+    .set(api_tokens::revoked_at.eq(ctx.at))
+    .execute(conn)?;
+    if revoked == 0 {
+        return Err(StoreError::NotFound);
+    }
+    let token = get(conn, id)?;
+    audit::record(
+        conn,
+        ctx,
+        Mutation {
+            entity_type: ENTITY,
+            entity_id: id,
+            action: "revoke",
+            changes: json!({ "revoked_at": [null, token.revoked_at] }),
+            event_type: "api_token.revoked",
+            event_data: json!(token),
+        },
+    )?;
+    Ok(())
+}

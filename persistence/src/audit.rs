@@ -1,0 +1,118 @@
+//! The audit trail: who changed what, when, in which request. Written in the same transaction
+//! as the change it describes, together with that change's outbox event.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use serde_json::Value;
+
+use crate::schema::audit_entries;
+use crate::{outbox, DbConnection, Slice, StoreError};
+
+/// Who performs a unit of work, in which request, and the time it is recorded at.
+#[derive(Debug, Clone)]
+pub struct WriteContext {
+    /// `None` for the service itself (bootstrap, background jobs).
+    pub actor_id: Option<String>,
+    pub actor_name: String,
+    pub request_id: Option<String>,
+    pub at: NaiveDateTime,
+}
+
+impl WriteContext {
+    pub fn system(reason: &str) -> Self {
+        Self {
+            actor_id: None,
+            actor_name: format!("system:{reason}"),
+            request_id: None,
+            at: crate::now_utc(),
+        }
+    }
+}
+
+/// One mutation as the audit trail and the event feed record it.
+#[derive(Debug)]
+pub struct Mutation<'a> {
+    pub entity_type: &'a str,
+    pub entity_id: &'a str,
+    /// The audit action: `create`, `update`, `deactivate`, `add_member`...
+    pub action: &'a str,
+    /// `{"field": [old, new]}`; secrets appear only as `[redacted]`.
+    pub changes: Value,
+    /// The outbox event type: `user.created`, `group.member_added`...
+    pub event_type: &'a str,
+    /// The event payload: the public representation, never a secret.
+    pub event_data: Value,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = audit_entries)]
+pub struct AuditEntry {
+    pub id: String,
+    pub at: NaiveDateTime,
+    pub actor_id: Option<String>,
+    pub actor_name: String,
+    pub entity_type: String,
+    pub entity_id: String,
+    pub action: String,
+    pub changes: String,
+    pub request_id: Option<String>,
+}
+
+/// Records `mutation` in the audit trail and the outbox; returns the event's sequence.
+pub fn record(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    mutation: Mutation<'_>,
+) -> Result<i64, StoreError> {
+    diesel::insert_into(audit_entries::table)
+        .values((
+            audit_entries::id.eq(crate::new_id()),
+            audit_entries::at.eq(ctx.at),
+            audit_entries::actor_id.eq(&ctx.actor_id),
+            audit_entries::actor_name.eq(&ctx.actor_name),
+            audit_entries::entity_type.eq(mutation.entity_type),
+            audit_entries::entity_id.eq(mutation.entity_id),
+            audit_entries::action.eq(mutation.action),
+            audit_entries::changes.eq(mutation.changes.to_string()),
+            audit_entries::request_id.eq(&ctx.request_id),
+        ))
+        .execute(conn)?;
+    outbox::emit(
+        conn,
+        ctx,
+        mutation.event_type,
+        mutation.entity_type,
+        mutation.entity_id,
+        &mutation.event_data,
+    )
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct AuditFilter {
+    pub entity_type: Option<String>,
+    pub entity_id: Option<String>,
+}
+
+/// Newest first; `before` is the id of the last entry of the previous page.
+pub fn list(
+    conn: &mut DbConnection,
+    filter: &AuditFilter,
+    before: Option<&str>,
+    limit: i64,
+) -> Result<Slice<AuditEntry>, StoreError> {
+    let mut query = audit_entries::table
+        .select(AuditEntry::as_select())
+        .order(audit_entries::id.desc())
+        .limit(limit + 1)
+        .into_boxed();
+    if let Some(entity_type) = &filter.entity_type {
+        query = query.filter(audit_entries::entity_type.eq(entity_type));
+    }
+    if let Some(entity_id) = &filter.entity_id {
+        query = query.filter(audit_entries::entity_id.eq(entity_id));
+    }
+    if let Some(before) = before {
+        query = query.filter(audit_entries::id.lt(before));
+    }
+    Ok(Slice::from_overfetch(query.load(conn)?, limit))
+}

@@ -1,0 +1,282 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::writer::Writer;
+use crate::StoreError;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
+
+/// One connection type over both backends; repositories are written once against it.
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Postgresql(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Where the data lives and how the pools are sized.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: Option<String>,
+    pub read_pool_size: u32,
+    /// The most units of work the writer commits in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            read_pool_size: 8,
+            max_batch: 64,
+        }
+    }
+}
+
+/// A resolved database location: the SQLite file path or the PostgreSQL URL.
+#[derive(Debug, Clone)]
+enum Location {
+    SqliteFile(PathBuf),
+    Postgres(String),
+}
+
+impl Location {
+    const DEFAULT_SQLITE_FILE: &'static str = "./data/itsm.db";
+
+    fn parse(url: Option<&str>) -> Result<Self, StoreError> {
+        let url = url.map(str::trim).filter(|url| !url.is_empty());
+        let Some(url) = url else {
+            return Ok(Location::SqliteFile(Self::DEFAULT_SQLITE_FILE.into()));
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Location::Postgres(url.to_owned()));
+        }
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| {
+                StoreError::Unavailable(
+                    "ITSM_DATABASE_URL must start with sqlite:// or postgres://".into(),
+                )
+            })?;
+        if path.is_empty() || path.contains(":memory:") {
+            return Err(StoreError::Unavailable(
+                "the SQLite database must be a file (readers and the writer share it)".into(),
+            ));
+        }
+        Ok(Location::SqliteFile(path.into()))
+    }
+
+    /// The embedded default creates its folder on first start.
+    fn create_parent_folder(&self) -> Result<(), StoreError> {
+        if let Location::SqliteFile(path) = self {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn backend(&self) -> Backend {
+        match self {
+            Location::SqliteFile(_) => Backend::Sqlite,
+            Location::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Opens one connection with the settings its role needs.
+    fn connect(&self, role: ConnectionRole) -> Result<DbConnection, StoreError> {
+        let unavailable = |e: ConnectionError| StoreError::Unavailable(e.to_string());
+        match self {
+            Location::SqliteFile(path) => {
+                let mut conn =
+                    SqliteConnection::establish(&path.to_string_lossy()).map_err(unavailable)?;
+                // WAL lets readers run beside the one writer; NORMAL is durable in WAL mode
+                // except for the last commits on power loss, the usual trade for this mode.
+                let pragmas = match role {
+                    ConnectionRole::Writer => {
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+                         PRAGMA cache_size = -16000; PRAGMA temp_store = MEMORY;"
+                    }
+                    ConnectionRole::Reader => {
+                        "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+                         PRAGMA query_only = ON; PRAGMA cache_size = -4000;"
+                    }
+                };
+                conn.batch_execute(pragmas)?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+            Location::Postgres(url) => {
+                let conn = PgConnection::establish(url).map_err(unavailable)?;
+                Ok(DbConnection::Postgresql(conn))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ConnectionRole {
+    Writer,
+    Reader,
+}
+
+/// r2d2 manager that opens reader connections of the configured backend.
+struct ReaderManager(Location);
+
+impl r2d2::ManageConnection for ReaderManager {
+    type Connection = DbConnection;
+    type Error = StoreError;
+
+    fn connect(&self) -> Result<DbConnection, StoreError> {
+        self.0.connect(ConnectionRole::Reader)
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), StoreError> {
+        conn.batch_execute("SELECT 1").map_err(StoreError::from)
+    }
+
+    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
+        false
+    }
+}
+
+/// The database as the rest of the service sees it: reads from a pool, writes through the
+/// single write path.
+#[derive(Clone)]
+pub struct Database {
+    backend: Backend,
+    readers: r2d2::Pool<ReaderManager>,
+    writer: Writer,
+}
+
+impl Database {
+    /// Connects, applies pending migrations, and starts the writer.
+    pub fn open(config: &DatabaseConfig) -> Result<Self, StoreError> {
+        let location = Location::parse(config.url.as_deref())?;
+        location.create_parent_folder()?;
+        let mut write_conn = location.connect(ConnectionRole::Writer)?;
+        run_migrations(&mut write_conn)?;
+        let readers = r2d2::Pool::builder()
+            .max_size(config.read_pool_size.max(1))
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(10))
+            .build(ReaderManager(location.clone()))?;
+        let reconnect_location = location.clone();
+        let writer = Writer::start(
+            write_conn,
+            Box::new(move || reconnect_location.connect(ConnectionRole::Writer)),
+            config.max_batch.max(1),
+        );
+        Ok(Self {
+            backend: location.backend(),
+            readers,
+            writer,
+        })
+    }
+
+    /// Applies pending migrations and returns, for `itsm migrate`.
+    pub fn migrate_only(config: &DatabaseConfig) -> Result<usize, StoreError> {
+        let location = Location::parse(config.url.as_deref())?;
+        location.create_parent_folder()?;
+        run_migrations(&mut location.connect(ConnectionRole::Writer)?)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Runs `f` on a pooled read connection, off the async executor.
+    pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get().map_err(StoreError::from)?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
+    }
+
+    /// Runs `f` as one unit of work on the write path: inside its own savepoint of a write
+    /// transaction, answered only once that transaction committed. An `Err` from `f` rolls
+    /// back everything `f` wrote and nothing else.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
+    {
+        self.writer.submit(f).await
+    }
+
+    /// True when the database answers and every embedded migration is applied.
+    pub async fn is_ready(&self) -> bool {
+        let backend = self.backend;
+        self.read(move |conn| migrations_complete(conn, backend))
+            .await
+            .unwrap_or(false)
+    }
+}
+
+fn run_migrations(conn: &mut DbConnection) -> Result<usize, StoreError> {
+    let applied = match conn {
+        DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+        DbConnection::Postgresql(c) => c
+            .run_pending_migrations(POSTGRES_MIGRATIONS)
+            .map(|v| v.len()),
+    }
+    .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+    if applied > 0 {
+        log::info!("applied {applied} migration(s)");
+    }
+    Ok(applied)
+}
+
+fn migrations_complete(conn: &mut DbConnection, backend: Backend) -> Result<bool, StoreError> {
+    use diesel::migration::MigrationSource;
+    let expected = match backend {
+        Backend::Sqlite => {
+            MigrationSource::<diesel::sqlite::Sqlite>::migrations(&SQLITE_MIGRATIONS)
+                .map(|m| m.len())
+        }
+        Backend::Postgres => {
+            MigrationSource::<diesel::pg::Pg>::migrations(&POSTGRES_MIGRATIONS).map(|m| m.len())
+        }
+    }
+    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        applied: i64,
+    }
+    let count: Count =
+        diesel::sql_query("SELECT COUNT(*) AS applied FROM __diesel_schema_migrations")
+            .get_result(conn)?;
+    Ok(count.applied as usize >= expected)
+}

@@ -1,0 +1,67 @@
+//! Storage for the ITSM service: one schema over SQLite and PostgreSQL, a read pool, a single
+//! write path with group commit, embedded migrations, and the repositories (the only code that
+//! speaks SQL).
+
+pub mod api_tokens;
+pub mod audit;
+mod db;
+mod error;
+pub mod external_refs;
+pub mod groups;
+pub mod idempotency;
+pub mod outbox;
+pub mod schema;
+pub mod settings;
+pub mod users;
+mod writer;
+
+pub use audit::WriteContext;
+pub use db::{Backend, Database, DatabaseConfig, DbConnection};
+pub use error::StoreError;
+
+/// Now, in UTC, at the microsecond precision both backends store, so that what a create
+/// returns equals what a later read returns.
+pub fn now_utc() -> chrono::NaiveDateTime {
+    let now = chrono::Utc::now().naive_utc();
+    chrono::DurationRound::duration_trunc(now, chrono::TimeDelta::microseconds(1)).unwrap_or(now)
+}
+
+/// A new opaque, time-ordered identifier (UUID v7 as text).
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// One page of rows from a repository, fetched with one extra row to know whether more follow.
+#[derive(Debug, Clone)]
+pub struct Slice<T> {
+    pub items: Vec<T>,
+    pub more: bool,
+}
+
+impl<T> Slice<T> {
+    pub(crate) fn from_overfetch(mut rows: Vec<T>, limit: i64) -> Self {
+        let limit = usize::try_from(limit).unwrap_or(0);
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        Self { items: rows, more }
+    }
+}
+
+diesel::define_sql_function! {
+    /// SQL `lower()`, the same on both backends, for case-insensitive search.
+    fn lower(text: diesel::sql_types::Text) -> diesel::sql_types::Text;
+}
+
+pub(crate) fn utc(at: chrono::NaiveDateTime) -> chrono::DateTime<chrono::Utc> {
+    at.and_utc()
+}
+
+/// Optimistic concurrency: `expected` (from `If-Match`) must be the current version.
+pub(crate) fn check_version(expected: Option<i64>, actual: i64) -> Result<(), StoreError> {
+    match expected {
+        Some(expected) if expected != actual => {
+            Err(StoreError::VersionMismatch { expected, actual })
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,119 @@
+//! The event outbox: one row per domain event, numbered by a gap-free sequence in commit order.
+//!
+//! The sequence comes from a counter row updated in the writing transaction. Its row lock is held
+//! until commit, so sequences are handed out in commit order, and a rolled-back unit returns its
+//! number: a client that polls `after=N` never misses an event that commits later with a lower
+//! number, which an auto-increment column cannot promise under concurrent writers.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use serde_json::Value;
+
+use crate::schema::{counters, outbox_events};
+use crate::{DbConnection, Slice, StoreError, WriteContext};
+
+const EVENT_SEQUENCE: &str = "event_sequence";
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = outbox_events)]
+pub struct OutboxEvent {
+    pub sequence: i64,
+    pub event_type: String,
+    pub occurred_at: NaiveDateTime,
+    pub entity_type: String,
+    pub entity_id: String,
+    pub data: String,
+}
+
+pub(crate) fn emit(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    event_type: &str,
+    entity_type: &str,
+    entity_id: &str,
+    data: &Value,
+) -> Result<i64, StoreError> {
+    let sequence = next_counter_value(conn, EVENT_SEQUENCE)?;
+    diesel::insert_into(outbox_events::table)
+        .values((
+            outbox_events::sequence.eq(sequence),
+            outbox_events::event_type.eq(event_type),
+            outbox_events::occurred_at.eq(ctx.at),
+            outbox_events::entity_type.eq(entity_type),
+            outbox_events::entity_id.eq(entity_id),
+            outbox_events::data.eq(data.to_string()),
+        ))
+        .execute(conn)?;
+    Ok(sequence)
+}
+
+/// Increments the named counter in the current transaction and returns its new value.
+pub(crate) fn next_counter_value(conn: &mut DbConnection, name: &str) -> Result<i64, StoreError> {
+    diesel::update(counters::table.find(name))
+        .set(counters::value.eq(counters::value + 1))
+        .execute(conn)?;
+    Ok(counters::table
+        .find(name)
+        .select(counters::value)
+        .first(conn)?)
+}
+
+/// An event type filter: `incident.created` exactly, or `incident.*` for a family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventTypePattern {
+    Exact(String),
+    Prefix(String),
+}
+
+type TypeCondition = Box<
+    dyn BoxableExpression<
+        outbox_events::table,
+        crate::db::MultiBackend,
+        SqlType = diesel::sql_types::Bool,
+    >,
+>;
+
+/// Events after `after` in sequence order, optionally of the given types.
+pub fn list(
+    conn: &mut DbConnection,
+    after: i64,
+    types: &[EventTypePattern],
+    limit: i64,
+) -> Result<Slice<OutboxEvent>, StoreError> {
+    let mut query = outbox_events::table
+        .select(OutboxEvent::as_select())
+        .filter(outbox_events::sequence.gt(after))
+        .order(outbox_events::sequence.asc())
+        .limit(limit + 1)
+        .into_boxed();
+    let mut conditions = types.iter().map(|pattern| -> TypeCondition {
+        match pattern {
+            EventTypePattern::Exact(name) => Box::new(outbox_events::event_type.eq(name.clone())),
+            EventTypePattern::Prefix(prefix) => Box::new(
+                outbox_events::event_type
+                    .like(format!("{}%", escape_like(prefix)))
+                    .escape('\\'),
+            ),
+        }
+    });
+    if let Some(first) = conditions.next() {
+        query = query.filter(conditions.fold(first, |any, next| Box::new(any.or(next))));
+    }
+    Ok(Slice::from_overfetch(query.load(conn)?, limit))
+}
+
+/// The highest sequence handed out so far (0 when there are no events).
+pub fn latest_sequence(conn: &mut DbConnection) -> Result<i64, StoreError> {
+    Ok(counters::table
+        .find(EVENT_SEQUENCE)
+        .select(counters::value)
+        .first(conn)?)
+}
+
+/// Escapes LIKE wildcards; event type names never contain them, but filters come from clients.
+fn escape_like(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}

@@ -1,0 +1,125 @@
+//! The one schema both backends share: portable SQL types only (DESIGN.md section 1).
+
+diesel::table! {
+    users (id) {
+        id -> Text,
+        username -> Text,
+        email -> Nullable<Text>,
+        display_name -> Text,
+        password_hash -> Nullable<Text>,
+        roles -> Text,
+        active -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    assignment_groups (id) {
+        id -> Text,
+        name -> Text,
+        description -> Text,
+        email -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    group_members (group_id, user_id) {
+        group_id -> Text,
+        user_id -> Text,
+        added_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    external_refs (entity_type, entity_id, system) {
+        entity_type -> Text,
+        entity_id -> Text,
+        system -> Text,
+        external_id -> Text,
+    }
+}
+
+diesel::table! {
+    api_tokens (id) {
+        id -> Text,
+        name -> Text,
+        role -> Text,
+        token_hash -> Text,
+        created_by -> Nullable<Text>,
+        created_at -> Timestamp,
+        expires_at -> Nullable<Timestamp>,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    audit_entries (id) {
+        id -> Text,
+        at -> Timestamp,
+        actor_id -> Nullable<Text>,
+        actor_name -> Text,
+        entity_type -> Text,
+        entity_id -> Text,
+        action -> Text,
+        changes -> Text,
+        request_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    outbox_events (sequence) {
+        sequence -> BigInt,
+        event_type -> Text,
+        occurred_at -> Timestamp,
+        entity_type -> Text,
+        entity_id -> Text,
+        data -> Text,
+    }
+}
+
+diesel::table! {
+    counters (name) {
+        name -> Text,
+        value -> BigInt,
+    }
+}
+
+diesel::table! {
+    settings (name) {
+        name -> Text,
+        value -> Text,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (principal, idem_key) {
+        principal -> Text,
+        idem_key -> Text,
+        request_hash -> Text,
+        status -> Nullable<Integer>,
+        response_body -> Nullable<Text>,
+        response_location -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(group_members -> assignment_groups (group_id));
+diesel::joinable!(group_members -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    assignment_groups,
+    group_members,
+    external_refs,
+    api_tokens,
+    audit_entries,
+    outbox_events,
+    counters,
+    settings,
+    idempotency_keys,
+);

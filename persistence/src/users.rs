@@ -1,0 +1,331 @@
+//! Users: people and service accounts that sign in.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use domain::{Changes, ExternalRef, Role, User};
+use serde_json::json;
+
+use crate::audit::{self, Mutation};
+use crate::schema::users;
+use crate::{external_refs, lower, utc, DbConnection, Slice, StoreError, WriteContext};
+
+pub const ENTITY: &str = "user";
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = users)]
+struct UserRow {
+    id: String,
+    username: String,
+    email: Option<String>,
+    display_name: String,
+    roles: String,
+    active: bool,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+    version: i64,
+}
+
+impl UserRow {
+    fn into_user(self, external_refs: Vec<ExternalRef>) -> User {
+        User {
+            roles: parse_roles(&self.roles),
+            id: self.id,
+            username: self.username,
+            email: self.email,
+            display_name: self.display_name,
+            active: self.active,
+            external_refs,
+            created_at: utc(self.created_at),
+            updated_at: utc(self.updated_at),
+            version: self.version,
+        }
+    }
+}
+
+fn parse_roles(stored: &str) -> Vec<Role> {
+    serde_json::from_str(stored).unwrap_or_default()
+}
+
+fn store_roles(roles: &[Role]) -> String {
+    json!(roles).to_string()
+}
+
+/// A user to create; the password is already hashed.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: String,
+    pub email: Option<String>,
+    pub display_name: String,
+    pub password_hash: Option<String>,
+    pub roles: Vec<Role>,
+    pub external_refs: Vec<ExternalRef>,
+}
+
+pub fn create(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    new: NewUser,
+) -> Result<User, StoreError> {
+    let taken = users::table
+        .filter(users::username.eq(&new.username))
+        .count()
+        .get_result::<i64>(conn)?;
+    if taken > 0 {
+        return Err(StoreError::Conflict(format!(
+            "username {} is taken",
+            new.username
+        )));
+    }
+    let id = crate::new_id();
+    diesel::insert_into(users::table)
+        .values((
+            users::id.eq(&id),
+            users::username.eq(&new.username),
+            users::email.eq(&new.email),
+            users::display_name.eq(&new.display_name),
+            users::password_hash.eq(&new.password_hash),
+            users::roles.eq(store_roles(&new.roles)),
+            users::active.eq(true),
+            users::created_at.eq(ctx.at),
+            users::updated_at.eq(ctx.at),
+            users::version.eq(1),
+        ))
+        .execute(conn)?;
+    external_refs::replace(conn, ENTITY, &id, &new.external_refs)?;
+    let user = get(conn, &id)?;
+    let mut changes = Changes::created(&user);
+    if new.password_hash.is_some() {
+        changes.redacted("password");
+    }
+    audit::record(
+        conn,
+        ctx,
+        Mutation {
+            entity_type: ENTITY,
+            entity_id: &id,
+            action: "create",
+            changes: changes.into_value(),
+            event_type: "user.created",
+            event_data: json!(user),
+        },
+    )?;
+    Ok(user)
+}
+
+pub fn get(conn: &mut DbConnection, id: &str) -> Result<User, StoreError> {
+    let row: UserRow = users::table
+        .find(id)
+        .select(UserRow::as_select())
+        .first(conn)?;
+    let refs = external_refs::of(conn, ENTITY, id)?;
+    Ok(row.into_user(refs))
+}
+
+pub fn count(conn: &mut DbConnection) -> Result<i64, StoreError> {
+    Ok(users::table.count().get_result(conn)?)
+}
+
+/// What sign-in needs: the user's id, stored hash and whether it may sign in.
+#[derive(Debug, Clone, Queryable)]
+pub struct Credentials {
+    pub id: String,
+    pub password_hash: Option<String>,
+    pub active: bool,
+    pub roles: String,
+}
+
+impl Credentials {
+    pub fn roles(&self) -> Vec<Role> {
+        parse_roles(&self.roles)
+    }
+}
+
+pub fn credentials_by_username(
+    conn: &mut DbConnection,
+    username: &str,
+) -> Result<Option<Credentials>, StoreError> {
+    Ok(users::table
+        .filter(users::username.eq(username))
+        .select((users::id, users::password_hash, users::active, users::roles))
+        .first(conn)
+        .optional()?)
+}
+
+/// The sign-in state of a user, read on every authenticated request so that deactivation and
+/// role changes take effect at once on every node.
+pub fn access(
+    conn: &mut DbConnection,
+    id: &str,
+) -> Result<Option<(String, bool, Vec<Role>)>, StoreError> {
+    Ok(users::table
+        .find(id)
+        .select((users::username, users::active, users::roles))
+        .first::<(String, bool, String)>(conn)
+        .optional()?
+        .map(|(username, active, roles)| (username, active, parse_roles(&roles))))
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct UserFilter {
+    /// Words in username, display name or email, case-insensitive.
+    pub q: Option<String>,
+    pub role: Option<Role>,
+    pub active: Option<bool>,
+    pub external_ref: Option<ExternalRef>,
+}
+
+/// Users in creation order; `after` is the last id of the previous page.
+pub fn list(
+    conn: &mut DbConnection,
+    filter: &UserFilter,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Slice<User>, StoreError> {
+    let mut query = users::table
+        .select(UserRow::as_select())
+        .order(users::id.asc())
+        .limit(limit + 1)
+        .into_boxed();
+    if let Some(q) = &filter.q {
+        let pattern = format!("%{}%", q.to_lowercase());
+        query = query.filter(
+            lower(users::username)
+                .like(pattern.clone())
+                .or(lower(users::display_name).like(pattern.clone()))
+                .or(lower(users::email.assume_not_null()).like(pattern)),
+        );
+    }
+    if let Some(role) = filter.role {
+        query = query.filter(users::roles.like(format!("%\"{}\"%", role.as_str())));
+    }
+    if let Some(active) = filter.active {
+        query = query.filter(users::active.eq(active));
+    }
+    if let Some(reference) = &filter.external_ref {
+        match external_refs::find_entity(conn, ENTITY, &reference.system, &reference.id)? {
+            Some(id) => query = query.filter(users::id.eq(id)),
+            None => {
+                return Ok(Slice {
+                    items: Vec::new(),
+                    more: false,
+                })
+            }
+        }
+    }
+    if let Some(after) = after {
+        query = query.filter(users::id.gt(after));
+    }
+    let rows = Slice::from_overfetch(query.load::<UserRow>(conn)?, limit);
+    let ids: Vec<&str> = rows.items.iter().map(|row| row.id.as_str()).collect();
+    let mut refs = external_refs::of_many(conn, ENTITY, &ids)?;
+    Ok(Slice {
+        more: rows.more,
+        items: rows
+            .items
+            .into_iter()
+            .map(|row| {
+                let own = refs.remove(&row.id).unwrap_or_default();
+                row.into_user(own)
+            })
+            .collect(),
+    })
+}
+
+/// A partial update; `None` leaves a field as it is.
+#[derive(Debug, Default, Clone)]
+pub struct UserUpdate {
+    pub email: Option<Option<String>>,
+    pub display_name: Option<String>,
+    pub roles: Option<Vec<Role>>,
+    pub active: Option<bool>,
+    pub password_hash: Option<String>,
+    pub external_refs: Option<Vec<ExternalRef>>,
+}
+
+/// Applies `update` if the user is still at `expected_version` (when given).
+pub fn update(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    id: &str,
+    expected_version: Option<i64>,
+    update: UserUpdate,
+) -> Result<User, StoreError> {
+    let before = get(conn, id)?;
+    crate::check_version(expected_version, before.version)?;
+    let mut after = before.clone();
+    if let Some(email) = update.email {
+        after.email = email;
+    }
+    if let Some(display_name) = update.display_name {
+        after.display_name = display_name;
+    }
+    if let Some(roles) = update.roles {
+        after.roles = roles;
+    }
+    if let Some(active) = update.active {
+        after.active = active;
+    }
+    if let Some(refs) = update.external_refs {
+        after.external_refs = refs;
+    }
+    let mut changes = Changes::new();
+    changes
+        .field("email", &before.email, &after.email)
+        .field("display_name", &before.display_name, &after.display_name)
+        .field("roles", &before.roles, &after.roles)
+        .field("active", &before.active, &after.active)
+        .field("external_refs", &before.external_refs, &after.external_refs);
+    if update.password_hash.is_some() {
+        changes.redacted("password");
+    }
+    if changes.is_empty() {
+        return Ok(before);
+    }
+    let updated = diesel::update(
+        users::table
+            .find(id)
+            .filter(users::version.eq(before.version)),
+    )
+    .set((
+        users::email.eq(&after.email),
+        users::display_name.eq(&after.display_name),
+        users::roles.eq(store_roles(&after.roles)),
+        users::active.eq(after.active),
+        users::updated_at.eq(ctx.at),
+        users::version.eq(before.version + 1),
+    ))
+    .execute(conn)?;
+    if updated == 0 {
+        return Err(StoreError::VersionMismatch {
+            expected: before.version,
+            actual: before.version + 1,
+        });
+    }
+    if let Some(hash) = &update.password_hash {
+        diesel::update(users::table.find(id))
+            .set(users::password_hash.eq(hash))
+            .execute(conn)?;
+    }
+    if before.external_refs != after.external_refs {
+        external_refs::replace(conn, ENTITY, id, &after.external_refs)?;
+    }
+    let user = get(conn, id)?;
+    let (action, event_type) = match (before.active, user.active) {
+        (true, false) => ("deactivate", "user.deactivated"),
+        (false, true) => ("activate", "user.activated"),
+        _ => ("update", "user.updated"),
+    };
+    audit::record(
+        conn,
+        ctx,
+        Mutation {
+            entity_type: ENTITY,
+            entity_id: id,
+            action,
+            changes: changes.into_value(),
+            event_type,
+            event_data: json!(user),
+        },
+    )?;
+    Ok(user)
+}

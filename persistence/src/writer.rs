@@ -1,0 +1,144 @@
+//! The single write path (DESIGN.md section 6).
+//!
+//! One thread owns the only write connection. It takes the units of work waiting in its queue,
+//! up to `max_batch`, runs them in one write transaction (`BEGIN IMMEDIATE` on SQLite), each in
+//! its own savepoint, commits once, and only then answers each caller. A unit of work that fails
+//! rolls back its savepoint alone; a failed commit fails every unit of the batch. So a 2xx is
+//! always durable, SQLite never sees two writers in this process, and the fsync cost is shared.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::thread;
+
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::prelude::*;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{DbConnection, StoreError};
+
+/// Tells a waiting caller how its batch ended.
+type Delivery = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// A unit of work: runs on the writer's connection and returns how to answer its caller.
+type Job = Box<dyn FnOnce(&mut DbConnection) -> JobRun + Send>;
+type Reconnect = Box<dyn Fn() -> Result<DbConnection, StoreError> + Send>;
+
+struct JobRun {
+    deliver: Delivery,
+    /// The unit panicked: the connection's transaction state can no longer be trusted.
+    poisoned: bool,
+}
+
+const QUEUE_CAPACITY: usize = 4096;
+
+#[derive(Clone)]
+pub(crate) struct Writer {
+    queue: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    pub(crate) fn start(conn: DbConnection, reconnect: Reconnect, max_batch: usize) -> Self {
+        let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        thread::Builder::new()
+            .name("itsm-writer".into())
+            .spawn(move || run(conn, reconnect, receiver, max_batch))
+            .expect("the operating system refused to start the writer thread");
+        Self { queue }
+    }
+
+    pub(crate) async fn submit<T, E, F>(&self, unit: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
+    {
+        let (answer, answered) = oneshot::channel::<Result<T, E>>();
+        let job: Job = Box::new(move |conn| {
+            let outcome = catch_unwind(AssertUnwindSafe(|| conn.transaction::<T, E, _>(unit)));
+            let poisoned = outcome.is_err();
+            let result = outcome.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable("the unit of work panicked".into()).into())
+            });
+            JobRun {
+                poisoned,
+                deliver: Box::new(move |committed| {
+                    let reply = match committed {
+                        Ok(()) => result,
+                        Err(reason) => Err(StoreError::Unavailable(reason).into()),
+                    };
+                    // The caller may have gone away (client disconnected): nothing to answer.
+                    let _ = answer.send(reply);
+                }),
+            }
+        });
+        self.queue
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("the write path is shut down".into()))?;
+        answered
+            .await
+            .map_err(|_| StoreError::Unavailable("the write path stopped".into()))?
+    }
+}
+
+fn run(
+    mut conn: DbConnection,
+    reconnect: Reconnect,
+    mut queue: mpsc::Receiver<Job>,
+    max_batch: usize,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut runs = Vec::with_capacity(batch.len());
+        let committed = match begin(&mut conn) {
+            Err(e) => Err(format!("cannot begin a write transaction: {e}")),
+            Ok(()) => {
+                for job in batch.drain(..) {
+                    runs.push(job(&mut conn));
+                }
+                if runs.iter().any(|run| run.poisoned) {
+                    Err("a unit of work in the same transaction failed; retry".to_owned())
+                } else {
+                    commit(&mut conn).map_err(|e| format!("commit failed: {e}"))
+                }
+            }
+        };
+        // Units never started (begin failed) are dropped: their callers learn the write
+        // path is unavailable and may retry.
+        batch.clear();
+        if committed.is_err() {
+            // Whatever state the connection is in, a fresh one is the safe way on.
+            match reconnect() {
+                Ok(fresh) => conn = fresh,
+                Err(e) => log::error!("writer cannot reconnect: {e}"),
+            }
+        }
+        for run in runs {
+            (run.deliver)(committed.clone());
+        }
+    }
+    log::info!("write path stopped");
+}
+
+fn begin(conn: &mut DbConnection) -> QueryResult<()> {
+    match conn {
+        // IMMEDIATE takes the write lock up front, so no statement of the batch can fail
+        // with SQLITE_BUSY half-way (DESIGN.md section 6).
+        DbConnection::Sqlite(c) => {
+            AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")
+        }
+        DbConnection::Postgresql(c) => AnsiTransactionManager::begin_transaction(c),
+    }
+}
+
+fn commit(conn: &mut DbConnection) -> QueryResult<()> {
+    match conn {
+        DbConnection::Sqlite(c) => AnsiTransactionManager::commit_transaction(c),
+        DbConnection::Postgresql(c) => AnsiTransactionManager::commit_transaction(c),
+    }
+}
