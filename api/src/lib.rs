@@ -1,1 +1,16 @@
+//! The HTTP API of the ITSM service: routes, handlers, authentication, errors and the OpenAPI
+//! contract. The `itsm` binary in `main.rs` is a thin command line over [`app`].
 
+pub mod app;
+pub mod auth;
+pub mod concurrency;
+pub mod config;
+pub mod error;
+pub mod idempotency;
+pub mod json_body;
+pub mod listing;
+pub mod openapi;
+pub mod request_context;
+pub mod routes;
+
+pub use config::Config;

@@ -1,1 +1,115 @@
-fn main() {}
+//! `itsm`: serve the API, apply migrations, print the OpenAPI spec, or manage users.
+
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use domain::{validate_password, validate_username, Role};
+use itsm_api::{app, auth, openapi, Config};
+use persistence::users::{self, NewUser};
+use persistence::{Database, WriteContext};
+
+const USAGE: &str = "usage:
+  itsm [serve]                                   serve the API (the default)
+  itsm migrate                                   apply pending database migrations and exit
+  itsm openapi                                   print the OpenAPI spec
+  itsm users create --username U --role R [--role R2]
+                                                 create a user; the password is read from stdin
+Configuration comes from ITSM_* environment variables (see README.md).";
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        [] | ["serve"] => serve(),
+        ["migrate"] => migrate(),
+        ["openapi"] => {
+            print!("{}", openapi::spec_json());
+            Ok(())
+        }
+        ["users", "create", rest @ ..] => create_user(rest),
+        ["help" | "--help" | "-h"] => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(format!("unknown command\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("itsm: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve() -> Result<(), String> {
+    let config = Config::from_env()?;
+    log::info!("starting with {config:?}");
+    actix_web::rt::System::new().block_on(async move {
+        let running = app::start(config).await?;
+        log::info!("listening on http://{}", running.addr);
+        // actix-web stops gracefully on SIGTERM and SIGINT: it stops accepting, lets requests
+        // in flight finish, then the writer drains its queue as the last handle drops.
+        running.server.await.map_err(|e| e.to_string())
+    })
+}
+
+fn migrate() -> Result<(), String> {
+    let config = Config::from_env()?;
+    let applied = Database::migrate_only(&config.database).map_err(|e| e.to_string())?;
+    println!("applied {applied} migration(s)");
+    Ok(())
+}
+
+fn create_user(args: &[&str]) -> Result<(), String> {
+    let mut username = None;
+    let mut roles = Vec::new();
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match *flag {
+            "--username" => username = Some(value.to_string()),
+            "--role" => roles.push(
+                value
+                    .parse::<Role>()
+                    .map_err(|_| format!("--role must be one of {}", Role::names()))?,
+            ),
+            other => return Err(format!("unknown option {other}\n{USAGE}")),
+        }
+    }
+    let username = username.ok_or("--username is required")?;
+    if roles.is_empty() {
+        return Err("at least one --role is required".into());
+    }
+    validate_username(&username).map_err(|e| format!("username: {e:?}"))?;
+    let mut password = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut password)
+        .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+    let password = password.trim_end_matches(['\r', '\n']).to_owned();
+    validate_password(&password)
+        .map_err(|_| "the password must be 12 to 256 characters long".to_owned())?;
+    let hash = auth::hash_password(&password).map_err(|e| e.to_string())?;
+    let config = Config::from_env()?;
+    actix_web::rt::System::new().block_on(async move {
+        let db = Database::open(&config.database).map_err(|e| e.to_string())?;
+        roles.sort();
+        roles.dedup();
+        let new = NewUser {
+            display_name: username.clone(),
+            username,
+            email: None,
+            password_hash: Some(hash),
+            roles,
+            external_refs: Vec::new(),
+        };
+        let user = db
+            .write(move |conn| users::create(conn, &WriteContext::system("cli"), new))
+            .await
+            .map_err(|e: persistence::StoreError| e.to_string())?;
+        println!("created user {} ({})", user.username, user.id);
+        Ok(())
+    })
+}

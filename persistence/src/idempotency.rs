@@ -15,7 +15,8 @@ pub struct StoredKey {
     pub request_hash: String,
     pub status: Option<i32>,
     pub response_body: Option<String>,
-    pub response_location: Option<String>,
+    /// JSON object of the replayed headers (content type, location, etag).
+    pub response_headers: Option<String>,
     pub created_at: NaiveDateTime,
 }
 
@@ -65,13 +66,13 @@ pub fn complete(
     key: &str,
     status: u16,
     body: &str,
-    location: Option<&str>,
+    headers: &str,
 ) -> Result<(), StoreError> {
     diesel::update(idempotency_keys::table.find((principal, key)))
         .set((
             idempotency_keys::status.eq(i32::from(status)),
             idempotency_keys::response_body.eq(body),
-            idempotency_keys::response_location.eq(location),
+            idempotency_keys::response_headers.eq(headers),
         ))
         .execute(conn)?;
     Ok(())

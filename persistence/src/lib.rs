@@ -17,6 +17,7 @@ mod writer;
 
 pub use audit::WriteContext;
 pub use db::{Backend, Database, DatabaseConfig, DbConnection};
+pub use diesel::result::Error as DieselError;
 pub use error::StoreError;
 
 /// Now, in UTC, at the microsecond precision both backends store, so that what a create

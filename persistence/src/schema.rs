@@ -103,7 +103,7 @@ diesel::table! {
         request_hash -> Text,
         status -> Nullable<Integer>,
         response_body -> Nullable<Text>,
-        response_location -> Nullable<Text>,
+        response_headers -> Nullable<Text>,
         created_at -> Timestamp,
     }
 }

@@ -91,7 +91,7 @@ CREATE TABLE idempotency_keys (
     request_hash TEXT NOT NULL,
     status INTEGER,
     response_body TEXT,
-    response_location TEXT,
+    response_headers TEXT,
     created_at TIMESTAMP NOT NULL,
     PRIMARY KEY (principal, idem_key)
 );

@@ -1,0 +1,255 @@
+//! Assembling and starting the service: database, signing keys, bootstrap, HTTP server.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix_cors::Cors;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::{from_fn, Compress, Logger};
+use actix_web::{http::header, web, App, HttpRequest, HttpResponse, HttpServer};
+use domain::Role;
+use persistence::users::{self, NewUser};
+use persistence::{idempotency, settings, Database, WriteContext};
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::auth::{generate_password, generate_signing_secret, hash_password, TokenKeys};
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::json_body::BodyLimit;
+use crate::openapi::{ApiDoc, RouteTable};
+use crate::{idempotency as idempotency_middleware, request_context, routes};
+
+/// What every handler shares.
+pub struct AppState {
+    pub db: Database,
+    pub tokens: TokenKeys,
+    pub routes: RouteTable,
+}
+
+const JWT_SECRET_SETTING: &str = "jwt_signing_secret";
+
+/// Opens the database (applying migrations), loads or creates the signing secret, and creates
+/// the bootstrap admin when there are no users yet.
+pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
+    let database_config = config.database.clone();
+    let db = tokio::task::spawn_blocking(move || Database::open(&database_config))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot open the database: {e}"))?;
+    let secret = match &config.jwt_secret {
+        Some(secret) => secret.clone(),
+        None => {
+            let candidate = generate_signing_secret();
+            db.write(move |conn| settings::get_or_insert(conn, JWT_SECRET_SETTING, &candidate))
+                .await
+                .map_err(|e: persistence::StoreError| {
+                    format!("cannot store the signing secret: {e}")
+                })?
+        }
+    };
+    bootstrap_admin(&db, config.admin_password.clone()).await?;
+    Ok(web::Data::new(AppState {
+        db,
+        tokens: TokenKeys::new(secret.as_bytes(), config.token_ttl_seconds),
+        routes: RouteTable::from_spec(),
+    }))
+}
+
+async fn bootstrap_admin(db: &Database, password: Option<String>) -> Result<(), String> {
+    let is_empty = db
+        .read(|conn| users::count(conn))
+        .await
+        .map_err(|e| format!("cannot count users: {e}"))?
+        == 0;
+    if !is_empty {
+        return Ok(());
+    }
+    let generated = password.is_none();
+    let password = password.unwrap_or_else(generate_password);
+    let hash = hash_password(&password).map_err(|e| e.to_string())?;
+    let created = db
+        .write(move |conn| -> Result<bool, persistence::StoreError> {
+            // Another node may have bootstrapped meanwhile.
+            if users::count(conn)? > 0 {
+                return Ok(false);
+            }
+            let ctx = WriteContext::system("bootstrap");
+            let admin = NewUser {
+                username: "admin".into(),
+                email: None,
+                display_name: "Administrator".into(),
+                password_hash: Some(hash),
+                roles: vec![Role::Admin],
+                external_refs: Vec::new(),
+            };
+            users::create(conn, &ctx, admin).map(|_| true)
+        })
+        .await
+        .map_err(|e| format!("cannot create the admin user: {e}"))?;
+    if created && generated {
+        // Printed once, on the first start of an empty database, so the operator can sign in.
+        log::warn!("created user 'admin' with the generated password {password} (set ITSM_ADMIN_PASSWORD to choose it)");
+    } else if created {
+        log::info!("created user 'admin' with the password from ITSM_ADMIN_PASSWORD");
+    }
+    Ok(())
+}
+
+/// A bound, not yet awaited, HTTP server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub server: Server,
+}
+
+/// Prepares the state and binds the server to `config.bind`.
+pub async fn start(config: Config) -> Result<Running, String> {
+    let state = prepare(&config).await?;
+    spawn_housekeeping(state.clone());
+    let body_limit = web::Data::new(BodyLimit(config.max_body_bytes));
+    let cors_origins = config.cors_origins.clone();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(body_limit.clone())
+            .wrap(from_fn(idempotency_middleware::middleware))
+            .wrap(cors(&cors_origins))
+            .wrap(Compress::default())
+            .wrap(from_fn(request_context::middleware))
+            .wrap(Logger::new("%a \"%r\" %s %b %Dms id=%{x-request-id}o"))
+            .configure(routes::configure)
+            .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi()))
+            .service(web::redirect("/docs", "/docs/"))
+            .default_service(web::to(fallback))
+    })
+    .shutdown_timeout(10);
+    if let Some(workers) = config.workers {
+        server = server.workers(workers);
+    }
+    let server = server
+        .bind(&config.bind)
+        .map_err(|e| format!("cannot bind {}: {e}", config.bind))?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| "bound to no address".to_owned())?;
+    Ok(Running {
+        addr,
+        server: server.run(),
+    })
+}
+
+fn cors(origins: &[String]) -> Cors {
+    let mut cors = Cors::default()
+        .allow_any_method()
+        .allow_any_header()
+        .expose_headers([
+            header::ETAG,
+            header::LINK,
+            header::LOCATION,
+            header::HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(3600);
+    for origin in origins {
+        cors = if origin == "*" {
+            cors.allow_any_origin()
+        } else {
+            cors.allowed_origin(origin)
+        };
+    }
+    cors
+}
+
+/// Unknown path: 404. Known path, other method: 405 with `Allow`.
+async fn fallback(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    match state.routes.allowed_methods(req.path()) {
+        Some(allow) => Err(ApiError::MethodNotAllowed {
+            method: req.method().to_string(),
+            allow,
+        }),
+        None => Err(ApiError::NotFound(format!("no resource at {}", req.path()))),
+    }
+}
+
+/// Periodic clean-up that is safe on several nodes: each step is idempotent.
+fn spawn_housekeeping(state: web::Data<AppState>) {
+    actix_web::rt::spawn(async move {
+        let mut interval = actix_web::rt::time::interval(Duration::from_secs(600));
+        loop {
+            interval.tick().await;
+            let purged = state
+                .db
+                .write(|conn| {
+                    idempotency::purge_expired(
+                        conn,
+                        persistence::now_utc() - idempotency_middleware::RETENTION,
+                    )
+                })
+                .await;
+            match purged {
+                Ok(0) => {}
+                Ok(n) => log::info!("purged {n} expired idempotency key(s)"),
+                Err(e) => log::warn!("idempotency purge failed: {e}"),
+            }
+        }
+    });
+}
+
+/// A server running on its own thread, for tests and the benchmark.
+pub struct Spawned {
+    pub addr: SocketAddr,
+    pub handle: ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Spawned {
+    /// Stops the server and waits for it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let handle = self.handle.clone();
+            // Its own thread: the caller may be inside an async runtime that cannot block.
+            let stopper = std::thread::spawn(move || {
+                actix_web::rt::System::new().block_on(handle.stop(false))
+            });
+            let _ = stopper.join();
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Starts the service on a background thread and returns once it listens.
+pub fn spawn(config: Config) -> Result<Spawned, String> {
+    let (ready, started) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            match start(config).await {
+                Ok(running) => {
+                    let _ = ready.send(Ok((running.addr, running.server.handle())));
+                    let _ = running.server.await;
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                }
+            }
+        });
+    });
+    let (addr, handle) = started
+        .recv()
+        .map_err(|_| "the server thread ended before listening".to_owned())??;
+    Ok(Spawned {
+        addr,
+        handle,
+        thread: Some(thread),
+    })
+}

@@ -1,0 +1,370 @@
+//! Authentication (JWT for people, hashed API tokens for machines) and role checks.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::OnceLock;
+
+use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
+use argon2::Argon2;
+use base64::Engine;
+use chrono::Utc;
+use domain::{role_permits, Role};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use persistence::{api_tokens, users, WriteContext};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::app::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::request_context;
+
+/// API token secrets start with this, so they are recognisable in configuration and scanners.
+pub const API_TOKEN_PREFIX: &str = "itsm_";
+
+/// JWT signing keys and lifetime.
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    pub ttl_seconds: i64,
+}
+
+impl TokenKeys {
+    pub fn new(secret: &[u8], ttl_seconds: i64) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "iat", "sub"]);
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            ttl_seconds,
+        }
+    }
+
+    pub fn issue(&self, user_id: &str, roles: &[Role]) -> ApiResult<String> {
+        let now = Utc::now().timestamp();
+        let claims = Claims {
+            sub: user_id.to_owned(),
+            roles: roles.to_vec(),
+            iat: now,
+            exp: now + self.ttl_seconds,
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| ApiError::Internal(format!("cannot sign a token: {e}")))
+    }
+
+    /// Checks signature, algorithm and expiry; `alg: none` and other algorithms are refused.
+    fn verify(&self, token: &str) -> Option<Claims> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .ok()
+            .map(|data| data.claims)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    roles: Vec<Role>,
+    iat: i64,
+    exp: i64,
+    jti: String,
+}
+
+/// A new random secret for signing tokens, when none is configured or stored.
+pub fn generate_signing_secret() -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<48>())
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
+/// A new API token secret and the hash that is stored for it.
+pub fn generate_api_token() -> (String, String) {
+    let secret = format!(
+        "{API_TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+    );
+    let hash = hash_api_token(&secret);
+    (secret, hash)
+}
+
+/// API token secrets are 256 random bits, so a fast hash is enough to make the stored value
+/// useless to a reader of the database.
+fn hash_api_token(secret: &str) -> String {
+    let digest = Sha256::digest(secret.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A random password for the bootstrap admin when none is configured.
+pub fn generate_password() -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<18>())
+}
+
+/// argon2id with the crate's default cost (19 MiB, 2 passes).
+pub fn hash_password(password: &str) -> ApiResult<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| ApiError::Internal(format!("cannot hash a password: {e}")))
+}
+
+/// Verifies `password`; with no stored hash it verifies against a dummy one, so an unknown
+/// user costs the same time as a wrong password.
+pub fn verify_password(stored_hash: Option<&str>, password: &str) -> bool {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    let dummy =
+        DUMMY.get_or_init(|| hash_password("dummy password for timing").unwrap_or_default());
+    let (hash, real) = match stored_hash {
+        Some(hash) => (hash, true),
+        None => (dummy.as_str(), false),
+    };
+    let verified = PasswordHash::new(hash)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false);
+    verified && real
+}
+
+/// Who is calling: a signed-in user or an API token.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The user id, or the API token id.
+    pub id: String,
+    /// The username, or `api-token:<name>`.
+    pub name: String,
+    pub roles: Vec<Role>,
+    pub kind: CallerKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallerKind {
+    User,
+    ApiToken,
+}
+
+impl Caller {
+    pub fn has_any(&self, allowed: &[Role]) -> bool {
+        role_permits(&self.roles, allowed)
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.roles.contains(&Role::Admin)
+    }
+
+    /// Who, when and in which request, for the audit trail of a unit of work.
+    pub fn write_context(&self) -> WriteContext {
+        WriteContext {
+            actor_id: Some(self.id.clone()),
+            actor_name: self.name.clone(),
+            request_id: request_context::current_request_id(),
+            at: persistence::now_utc(),
+        }
+    }
+
+    /// The key idempotency records are kept under.
+    pub fn principal(&self) -> String {
+        match self.kind {
+            CallerKind::User => format!("user:{}", self.id),
+            CallerKind::ApiToken => format!("token:{}", self.id),
+        }
+    }
+}
+
+const INVALID_TOKEN: &str = "the access token is missing, malformed, expired or revoked";
+
+fn bearer_token(req: &HttpRequest) -> Option<&str> {
+    let value = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Authenticates the request: verifies the credential and reads its holder's current state, so
+/// deactivation, role changes and revocation take effect at once on every node.
+pub async fn authenticate(req: &HttpRequest) -> ApiResult<Caller> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::Internal("application state missing".into()))?;
+    let token = bearer_token(req).ok_or(ApiError::Unauthenticated(INVALID_TOKEN))?;
+    if token.starts_with(API_TOKEN_PREFIX) {
+        let hash = hash_api_token(token);
+        let found = state
+            .db
+            .read(move |conn| api_tokens::find_by_hash(conn, &hash))
+            .await?;
+        let now = Utc::now();
+        return match found {
+            Some(t) if t.revoked_at.is_none() && t.expires_at.is_none_or(|at| at > now) => {
+                Ok(Caller {
+                    name: format!("api-token:{}", t.name),
+                    id: t.id,
+                    roles: vec![t.role],
+                    kind: CallerKind::ApiToken,
+                })
+            }
+            _ => Err(ApiError::Unauthenticated(INVALID_TOKEN)),
+        };
+    }
+    let claims = state
+        .tokens
+        .verify(token)
+        .ok_or(ApiError::Unauthenticated(INVALID_TOKEN))?;
+    let user_id = claims.sub;
+    let lookup_id = user_id.clone();
+    let access = state
+        .db
+        .read(move |conn| users::access(conn, &lookup_id))
+        .await?;
+    match access {
+        Some((username, true, roles)) => Ok(Caller {
+            id: user_id,
+            name: username,
+            roles,
+            kind: CallerKind::User,
+        }),
+        _ => Err(ApiError::Unauthenticated(INVALID_TOKEN)),
+    }
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = ApiResult<Caller>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { authenticate(&req).await })
+    }
+}
+
+/// A set of roles an endpoint admits; `admin` is always admitted.
+pub trait Policy {
+    const ROLES: &'static [Role];
+    const DESCRIPTION: &'static str;
+}
+
+/// Administrators only.
+pub struct Admins;
+impl Policy for Admins {
+    const ROLES: &'static [Role] = &[Role::Admin];
+    const DESCRIPTION: &'static str = "admin";
+}
+
+/// Staff who work tickets or manage practices.
+pub struct Staff;
+impl Policy for Staff {
+    const ROLES: &'static [Role] = &[Role::Agent, Role::ChangeManager, Role::ProblemManager];
+    const DESCRIPTION: &'static str = "agent, change_manager, problem_manager or admin";
+}
+
+/// Consumers of the event feed: staff and integrations.
+pub struct FeedReaders;
+impl Policy for FeedReaders {
+    const ROLES: &'static [Role] = &[
+        Role::Agent,
+        Role::ChangeManager,
+        Role::ProblemManager,
+        Role::Integration,
+    ];
+    const DESCRIPTION: &'static str =
+        "agent, change_manager, problem_manager, integration or admin";
+}
+
+/// An authenticated caller holding one of `P`'s roles; rejects with 403 before the handler runs.
+pub struct Authorized<P: Policy> {
+    pub caller: Caller,
+    policy: PhantomData<P>,
+}
+
+impl<P: Policy> std::ops::Deref for Authorized<P> {
+    type Target = Caller;
+    fn deref(&self) -> &Caller {
+        &self.caller
+    }
+}
+
+impl<P: Policy + 'static> FromRequest for Authorized<P> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = ApiResult<Self>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let caller = authenticate(&req).await?;
+            if !caller.has_any(P::ROLES) {
+                return Err(ApiError::Forbidden(format!(
+                    "this action requires the role {}",
+                    P::DESCRIPTION
+                )));
+            }
+            Ok(Authorized {
+                caller,
+                policy: PhantomData,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_verify_only_against_their_own_hash() {
+        let hash = hash_password("correct horse battery").unwrap();
+        assert!(verify_password(Some(&hash), "correct horse battery"));
+        assert!(!verify_password(Some(&hash), "wrong horse battery"));
+        assert!(!verify_password(None, "correct horse battery"));
+        assert!(!verify_password(Some("not a hash"), "x"));
+    }
+
+    #[test]
+    fn tokens_round_trip_and_other_algorithms_are_refused() {
+        let keys = TokenKeys::new(b"a test secret of enough length!!", 60);
+        let token = keys.issue("u1", &[Role::Agent]).unwrap();
+        assert_eq!(keys.verify(&token).unwrap().sub, "u1");
+
+        let other = TokenKeys::new(b"another secret of enough length!", 60);
+        assert!(other.verify(&token).is_none());
+
+        // alg: none, same claims, no signature.
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let payload = token.split('.').nth(1).unwrap();
+        let unsigned = format!(
+            "{}.{payload}.",
+            engine.encode(r#"{"alg":"none","typ":"JWT"}"#)
+        );
+        assert!(keys.verify(&unsigned).is_none());
+
+        let expired = TokenKeys::new(b"a test secret of enough length!!", -120);
+        let old = expired.issue("u1", &[Role::Agent]).unwrap();
+        assert!(keys.verify(&old).is_none());
+    }
+
+    #[test]
+    fn api_tokens_are_prefixed_and_stored_only_as_a_hash() {
+        let (secret, hash) = generate_api_token();
+        assert!(secret.starts_with(API_TOKEN_PREFIX));
+        assert_eq!(hash, hash_api_token(&secret));
+        assert!(!hash.contains(&secret[API_TOKEN_PREFIX.len()..]));
+    }
+}

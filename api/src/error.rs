@@ -1,0 +1,236 @@
+//! One error type for the whole API, rendered as RFC 9457 `application/problem+json`.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use domain::{DomainError, FieldError};
+use persistence::StoreError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::request_context;
+
+const PROBLEM_BASE: &str = "https://itsm.example/problems/";
+
+/// Everything a request can fail with, each mapped to exactly one status and problem type.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Malformed(String),
+    #[error("{detail}")]
+    Invalid {
+        detail: String,
+        errors: Vec<FieldError>,
+    },
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{method} is not allowed here")]
+    MethodNotAllowed {
+        method: String,
+        allow: Vec<&'static str>,
+    },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{detail}")]
+    InvalidTransition {
+        detail: String,
+        allowed_actions: Vec<String>,
+    },
+    #[error("If-Match \"{expected}\" does not match current version \"{actual}\"")]
+    VersionMismatch { expected: i64, actual: i64 },
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+/// The problem document clients receive.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    /// The request path the problem occurred on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// The request id, as echoed in `X-Request-Id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Field-level validation errors (422).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<ProblemFieldError>)]
+    pub errors: Vec<FieldError>,
+    /// The actions the resource allows now (409 on a transition).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_actions: Option<Vec<String>>,
+}
+
+/// One invalid field of a request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProblemFieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::from_field_errors(vec![FieldError::new(field, message)])
+    }
+
+    pub fn from_field_errors(errors: Vec<FieldError>) -> Self {
+        let detail = match errors.as_slice() {
+            [one] => format!("{}: {}", one.field, one.message),
+            many => format!("{} fields are invalid", many.len()),
+        };
+        Self::Invalid { detail, errors }
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::NotFound(format!("{what} not found"))
+    }
+
+    fn kind(&self) -> (&'static str, &'static str) {
+        match self {
+            ApiError::Malformed(_) => ("malformed-request", "Malformed request"),
+            ApiError::Invalid { .. } => ("validation", "Invalid request"),
+            ApiError::Unauthenticated(_) => ("unauthenticated", "Authentication required"),
+            ApiError::Forbidden(_) => ("forbidden", "Forbidden"),
+            ApiError::NotFound(_) => ("not-found", "Not found"),
+            ApiError::MethodNotAllowed { .. } => ("method-not-allowed", "Method not allowed"),
+            ApiError::Conflict(_) => ("conflict", "Conflict"),
+            ApiError::InvalidTransition { .. } => ("invalid-transition", "Transition not allowed"),
+            ApiError::VersionMismatch { .. } => ("version-mismatch", "Resource has changed"),
+            ApiError::PayloadTooLarge(_) => ("payload-too-large", "Request body too large"),
+            ApiError::UnsupportedMediaType(_) => {
+                ("unsupported-media-type", "Unsupported media type")
+            }
+            ApiError::Unavailable(_) => ("unavailable", "Service unavailable"),
+            ApiError::Internal(_) => ("internal", "Internal error"),
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        let (slug, title) = self.kind();
+        let context = request_context::current();
+        let detail = match self {
+            // Internal details go to the log, never to the client.
+            ApiError::Internal(_) => "the server failed to handle the request".to_owned(),
+            other => other.to_string(),
+        };
+        Problem {
+            problem_type: format!("{PROBLEM_BASE}{slug}"),
+            title,
+            status: self.status_code().as_u16(),
+            detail,
+            instance: context.as_ref().map(|c| c.path.clone()),
+            request_id: context.map(|c| c.request_id),
+            errors: match self {
+                ApiError::Invalid { errors, .. } => errors.clone(),
+                _ => Vec::new(),
+            },
+            allowed_actions: match self {
+                ApiError::InvalidTransition {
+                    allowed_actions, ..
+                } => Some(allowed_actions.clone()),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) | ApiError::InvalidTransition { .. } => StatusCode::CONFLICT,
+            ApiError::VersionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Internal(cause) = self {
+            log::error!("internal error: {cause}");
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        response.insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        ));
+        match self {
+            ApiError::Unauthenticated(_) => {
+                response
+                    .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            }
+            ApiError::MethodNotAllowed { allow, .. } => {
+                response.insert_header((header::ALLOW, allow.join(", ")));
+            }
+            ApiError::Unavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            _ => {}
+        }
+        response.body(serde_json::to_string(&self.problem()).unwrap_or_default())
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(error: DomainError) -> Self {
+        match error {
+            DomainError::Invalid(errors) => ApiError::from_field_errors(errors),
+            DomainError::InvalidTransition {
+                detail,
+                allowed_actions,
+            } => ApiError::InvalidTransition {
+                detail,
+                allowed_actions,
+            },
+            DomainError::Conflict(detail) => ApiError::Conflict(detail),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound => ApiError::NotFound("resource not found".into()),
+            StoreError::Conflict(detail) => ApiError::Conflict(detail),
+            StoreError::VersionMismatch { expected, actual } => {
+                ApiError::VersionMismatch { expected, actual }
+            }
+            StoreError::Unavailable(detail) => {
+                log::warn!("database unavailable: {detail}");
+                ApiError::Unavailable("the database is unavailable, retry shortly".into())
+            }
+            StoreError::Database(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// Units of work run inside diesel transactions, which report diesel's own error type.
+impl From<persistence::DieselError> for ApiError {
+    fn from(error: persistence::DieselError) -> Self {
+        StoreError::from(error).into()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

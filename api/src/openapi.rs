@@ -1,0 +1,138 @@
+//! The OpenAPI contract, generated from the handlers and types themselves.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{auth, feed, groups, health, users};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ITSM API",
+        description = "IT service management: incidents, problems, changes, CMDB, service catalog and \
+                       service levels as a REST/JSON API. Errors are RFC 9457 problem documents; lists use \
+                       cursor pagination; mutable resources carry an ETag for If-Match; POST accepts an \
+                       Idempotency-Key.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(
+        health::healthz, health::readyz,
+        auth::issue_token, auth::me, auth::create_api_token, auth::list_api_tokens, auth::revoke_api_token,
+        users::create_user, users::list_users, users::get_user, users::update_user,
+        groups::create_group, groups::list_groups, groups::get_group, groups::update_group,
+        groups::list_members, groups::add_member, groups::remove_member,
+        feed::list_audit_events, feed::list_events,
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "auth", description = "Access tokens and the caller's identity"),
+        (name = "api-tokens", description = "Credentials for integrations"),
+        (name = "users", description = "People and service accounts"),
+        (name = "groups", description = "Assignment groups (teams)"),
+        (name = "audit", description = "Who changed what"),
+        (name = "events", description = "The event feed integrators poll"),
+        (name = "health", description = "Probes"),
+    ),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT or itsm_ API token")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The spec as published: pretty JSON with a trailing newline, identical for `itsm openapi`,
+/// `/openapi.json` and the checked-in `openapi/openapi.json`.
+pub fn spec_json() -> String {
+    let mut json = ApiDoc::openapi().to_pretty_json().unwrap_or_default();
+    json.push('\n');
+    json
+}
+
+/// The paths and methods the API serves, to tell 405 (known path) from 404.
+pub struct RouteTable {
+    routes: Vec<(Vec<String>, Vec<&'static str>)>,
+}
+
+impl RouteTable {
+    pub fn from_spec() -> Self {
+        let openapi = ApiDoc::openapi();
+        let mut routes: Vec<(Vec<String>, Vec<&'static str>)> = openapi
+            .paths
+            .paths
+            .iter()
+            .map(|(path, item)| {
+                let methods = [
+                    ("GET", item.get.is_some()),
+                    ("POST", item.post.is_some()),
+                    ("PUT", item.put.is_some()),
+                    ("PATCH", item.patch.is_some()),
+                    ("DELETE", item.delete.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(method, present)| present.then_some(method))
+                .collect();
+                (segments(path), methods)
+            })
+            .collect();
+        routes.push((segments("/openapi.json"), vec!["GET"]));
+        Self { routes }
+    }
+
+    /// The methods allowed on `path`, or `None` when no route has that path.
+    pub fn allowed_methods(&self, path: &str) -> Option<Vec<&'static str>> {
+        let requested = segments(path);
+        let mut allowed: Vec<&'static str> = self
+            .routes
+            .iter()
+            .filter(|(template, _)| {
+                template.len() == requested.len()
+                    && template
+                        .iter()
+                        .zip(&requested)
+                        .all(|(t, r)| (t.starts_with('{') && !r.is_empty()) || t == r)
+            })
+            .flat_map(|(_, methods)| methods.iter().copied())
+            .collect();
+        allowed.sort_unstable();
+        allowed.dedup();
+        (!allowed.is_empty()).then_some(allowed)
+    }
+}
+
+fn segments(path: &str) -> Vec<String> {
+    path.split('/').skip(1).map(str::to_owned).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_paths_list_their_methods() {
+        let table = RouteTable::from_spec();
+        assert_eq!(
+            table.allowed_methods("/api/v1/users"),
+            Some(vec!["GET", "POST"])
+        );
+        assert_eq!(
+            table.allowed_methods("/api/v1/users/abc"),
+            Some(vec!["GET", "PATCH"])
+        );
+        assert_eq!(table.allowed_methods("/api/v1/nothing"), None);
+        assert_eq!(table.allowed_methods("/api/v1/users/abc/extra"), None);
+    }
+}

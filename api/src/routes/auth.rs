@@ -1,0 +1,245 @@
+//! `/api/v1/auth/token`, `/api/v1/api-tokens` and `/api/v1/me`.
+
+use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use domain::{ApiToken, ExternalRef, Role};
+use persistence::api_tokens::{self, NewApiToken};
+use persistence::{groups, users};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use validator::Validate;
+
+use super::users::{blocking, not_found_as};
+use crate::app::AppState;
+use crate::auth::{generate_api_token, verify_password, Admins, Authorized, Caller, CallerKind};
+use crate::concurrency::created;
+use crate::error::{ApiError, ApiResult};
+use crate::json_body::ValidJson;
+use crate::listing::{Page, QueryParams, PAGE_PARAMS};
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    #[validate(length(min = 1, max = 64))]
+    pub username: String,
+    #[validate(length(min = 1, max = 256))]
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    /// Seconds until the token expires.
+    pub expires_in: i64,
+}
+
+/// Exchange a username and password for an access token.
+#[utoipa::path(
+    tag = "auth", operation_id = "issue_token", security(()),
+    request_body = TokenRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem)),
+)]
+#[post("/api/v1/auth/token")]
+pub async fn issue_token(
+    state: web::Data<AppState>,
+    body: ValidJson<TokenRequest>,
+) -> ApiResult<HttpResponse> {
+    let TokenRequest { username, password } = body.0;
+    let credentials = state
+        .db
+        .read(move |conn| users::credentials_by_username(conn, &username))
+        .await
+        .map_err(ApiError::from)?;
+    let stored_hash = credentials.as_ref().and_then(|c| c.password_hash.clone());
+    // Unknown users are verified against a dummy hash: same answer, same time class.
+    let verified = web::block(move || verify_password(stored_hash.as_deref(), &password))
+        .await
+        .map_err(blocking)?;
+    let credentials = match credentials {
+        Some(c) if verified && c.active => c,
+        _ => return Err(ApiError::Unauthenticated("invalid username or password")),
+    };
+    let access_token = state.tokens.issue(&credentials.id, &credentials.roles())?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: state.tokens.ttl_seconds,
+        }))
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiToken {
+    #[validate(length(min = 1, max = 100))]
+    #[schema(example = "crm-sync")]
+    pub name: String,
+    pub role: Role,
+    /// When the token stops working; `null` for never.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A new API token. `token` is shown only in this response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedApiToken {
+    #[serde(flatten)]
+    pub token: ApiToken,
+    #[serde(rename = "token")]
+    pub secret: String,
+}
+
+/// Create an API token for a machine.
+#[utoipa::path(
+    tag = "api-tokens", operation_id = "create_api_token",
+    request_body = CreateApiToken,
+    responses((status = 201, body = CreatedApiToken), (status = 422, body = crate::error::Problem)),
+)]
+#[post("/api/v1/api-tokens")]
+pub async fn create_api_token(
+    caller: Authorized<Admins>,
+    state: web::Data<AppState>,
+    body: ValidJson<CreateApiToken>,
+) -> ApiResult<HttpResponse> {
+    let body = body.0;
+    if body.expires_at.is_some_and(|at| at <= Utc::now()) {
+        return Err(ApiError::invalid("expires_at", "must be in the future"));
+    }
+    let name = body.name.trim().to_owned();
+    if name.is_empty() {
+        return Err(ApiError::invalid("name", "must not be blank"));
+    }
+    let (secret, token_hash) = generate_api_token();
+    let new = NewApiToken {
+        name,
+        role: body.role,
+        token_hash,
+        expires_at: body.expires_at.map(|at| at.naive_utc()),
+    };
+    let ctx = caller.write_context();
+    let token = state
+        .db
+        .write(move |conn| api_tokens::create(conn, &ctx, new))
+        .await
+        .map_err(ApiError::from)?;
+    let location = format!("/api/v1/api-tokens/{}", token.id);
+    Ok(created(location, 1, &CreatedApiToken { token, secret }).map_into_boxed_body())
+}
+
+/// List API tokens (never their secrets).
+#[utoipa::path(
+    tag = "api-tokens", operation_id = "list_api_tokens",
+    params(("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = Page<ApiToken>)),
+)]
+#[get("/api/v1/api-tokens")]
+pub async fn list_api_tokens(
+    _caller: Authorized<Admins>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let page = QueryParams::parse(&req, &PAGE_PARAMS)?.page::<String>()?;
+    let slice = state
+        .db
+        .read(move |conn| api_tokens::list(conn, page.cursor.as_deref(), page.limit))
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Page::from_slice(slice, |token| token.id.clone()).respond(&req))
+}
+
+/// Revoke an API token; it is refused from the next request on.
+#[utoipa::path(
+    tag = "api-tokens", operation_id = "revoke_api_token",
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = crate::error::Problem)),
+)]
+#[delete("/api/v1/api-tokens/{id}")]
+pub async fn revoke_api_token(
+    caller: Authorized<Admins>,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let id = id.into_inner();
+    let ctx = caller.write_context();
+    state
+        .db
+        .write(move |conn| api_tokens::revoke(conn, &ctx, &id))
+        .await
+        .map_err(|e| not_found_as(e, "active API token"))?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// A group as listed on `/me`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// The caller: a user with their groups, or an API token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Me {
+    pub id: String,
+    /// `user` or `api_token`.
+    pub kind: &'static str,
+    pub username: String,
+    pub display_name: String,
+    pub email: Option<String>,
+    pub roles: Vec<Role>,
+    pub groups: Vec<GroupRef>,
+    pub external_refs: Vec<ExternalRef>,
+}
+
+/// Who am I: the caller's identity, roles and groups.
+#[utoipa::path(
+    tag = "auth", operation_id = "get_me",
+    responses((status = 200, body = Me), (status = 401, body = crate::error::Problem)),
+)]
+#[get("/api/v1/me")]
+pub async fn me(caller: Caller, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    if caller.kind == CallerKind::ApiToken {
+        return Ok(HttpResponse::Ok().json(Me {
+            id: caller.id,
+            kind: "api_token",
+            display_name: caller.name.clone(),
+            username: caller.name,
+            email: None,
+            roles: caller.roles,
+            groups: Vec::new(),
+            external_refs: Vec::new(),
+        }));
+    }
+    let id = caller.id.clone();
+    let (user, groups) = state
+        .db
+        .read(move |conn| -> ApiResult<_> {
+            let user = users::get(conn, &id)?;
+            let groups = groups::of_user(conn, &id)?;
+            Ok((user, groups))
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(Me {
+        id: user.id,
+        kind: "user",
+        username: user.username,
+        display_name: user.display_name,
+        email: user.email,
+        roles: user.roles,
+        groups: groups
+            .into_iter()
+            .map(|(id, name)| GroupRef { id, name })
+            .collect(),
+        external_refs: user.external_refs,
+    }))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(issue_token)
+        .service(create_api_token)
+        .service(list_api_tokens)
+        .service(revoke_api_token)
+        .service(me);
+}

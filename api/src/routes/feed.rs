@@ -1,0 +1,227 @@
+//! `/api/v1/audit-events` (the audit trail) and `/api/v1/events` (the event feed integrators poll).
+
+use actix_web::{get, web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use persistence::audit::{self, AuditEntry, AuditFilter};
+use persistence::outbox::{self, EventTypePattern, OutboxEvent};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::auth::{Admins, Authorized, FeedReaders};
+use crate::error::{ApiError, ApiResult};
+use crate::listing::{Page, QueryParams, DEFAULT_LIMIT, MAX_LIMIT, PAGE_PARAMS};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Actor {
+    /// The user or API token id; `null` for the service itself.
+    pub id: Option<String>,
+    pub username: String,
+}
+
+/// One change to one record.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEvent {
+    pub id: String,
+    pub at: DateTime<Utc>,
+    pub actor: Actor,
+    pub action: String,
+    pub entity_type: String,
+    pub entity_id: String,
+    /// `{"field": [old, new]}`.
+    #[schema(value_type = Object)]
+    pub changes: Value,
+    pub request_id: Option<String>,
+}
+
+impl From<AuditEntry> for AuditEvent {
+    fn from(entry: AuditEntry) -> Self {
+        Self {
+            id: entry.id,
+            at: entry.at.and_utc(),
+            actor: Actor {
+                id: entry.actor_id,
+                username: entry.actor_name,
+            },
+            action: entry.action,
+            entity_type: entry.entity_type,
+            entity_id: entry.entity_id,
+            changes: serde_json::from_str(&entry.changes).unwrap_or(Value::Null),
+            request_id: entry.request_id,
+        }
+    }
+}
+
+/// Read the audit trail, newest first.
+#[utoipa::path(
+    tag = "audit", operation_id = "list_audit_events",
+    params(("entity_type" = Option<String>, Query), ("entity_id" = Option<String>, Query),
+           ("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = Page<AuditEvent>), (status = 403, body = crate::error::Problem)),
+)]
+#[get("/api/v1/audit-events")]
+pub async fn list_audit_events(
+    _caller: Authorized<Admins>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let params = QueryParams::parse(
+        &req,
+        &[&PAGE_PARAMS[..], &["entity_type", "entity_id"]].concat(),
+    )?;
+    let filter = AuditFilter {
+        entity_type: params.text("entity_type", 64)?,
+        entity_id: params.text("entity_id", 64)?,
+    };
+    let page = params.page::<String>()?;
+    let slice = state
+        .db
+        .read(move |conn| audit::list(conn, &filter, page.cursor.as_deref(), page.limit))
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Page::from_slice(slice, |entry| entry.id.clone())
+        .map(AuditEvent::from)
+        .respond(&req))
+}
+
+/// One domain event, in the order the changes committed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Event {
+    /// Gap-free and increasing in commit order; resume with `after=` this value.
+    pub sequence: i64,
+    #[serde(rename = "type")]
+    #[schema(example = "user.created")]
+    pub event_type: String,
+    pub occurred_at: DateTime<Utc>,
+    pub entity_type: String,
+    pub entity_id: String,
+    #[schema(value_type = Object)]
+    pub data: Value,
+}
+
+impl From<OutboxEvent> for Event {
+    fn from(event: OutboxEvent) -> Self {
+        Self {
+            sequence: event.sequence,
+            event_type: event.event_type,
+            occurred_at: event.occurred_at.and_utc(),
+            entity_type: event.entity_type,
+            entity_id: event.entity_id,
+            data: serde_json::from_str(&event.data).unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// Parses `types=user.created,group.*` (repeatable, comma-separated).
+fn type_patterns(values: &[&str]) -> ApiResult<Vec<EventTypePattern>> {
+    let mut patterns = Vec::new();
+    for value in values.iter().flat_map(|v| v.split(',')).map(str::trim) {
+        let name_ok = |name: &str| {
+            !name.is_empty()
+                && name.len() <= 100
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+        };
+        let pattern = match value.strip_suffix('*') {
+            Some(prefix) if prefix.ends_with('.') && name_ok(prefix) => {
+                EventTypePattern::Prefix(prefix.to_owned())
+            }
+            None if name_ok(value) => EventTypePattern::Exact(value.to_owned()),
+            _ => {
+                return Err(ApiError::invalid(
+                    "types",
+                    "must be event types such as user.created, or families such as user.*",
+                ))
+            }
+        };
+        patterns.push(pattern);
+    }
+    Ok(patterns)
+}
+
+/// Poll the event feed: events after a sequence number, oldest first.
+///
+/// `next_cursor` is the sequence of the last event returned (pass it as `after`); it is
+/// `null` only when no event was returned, in which case poll again with the same `after`.
+#[utoipa::path(
+    tag = "events", operation_id = "list_events",
+    params(("after" = Option<i64>, Query, description = "Return events with a greater sequence; default 0"),
+           ("types" = Option<String>, Query, description = "Comma-separated types or families (user.*)"),
+           ("limit" = Option<i64>, Query, description = "1 to 500, default 50")),
+    responses((status = 200, body = Page<Event>), (status = 422, body = crate::error::Problem)),
+)]
+#[get("/api/v1/events")]
+pub async fn list_events(
+    _caller: Authorized<FeedReaders>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let params = QueryParams::parse(&req, &["after", "types", "limit"])?;
+    let after = params
+        .parsed::<i64>("after", "a sequence number (0 or more)")?
+        .unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::invalid(
+            "after",
+            "must be a sequence number (0 or more)",
+        ));
+    }
+    let limit = params
+        .parsed::<i64>("limit", &format!("a whole number from 1 to {MAX_LIMIT}"))?
+        .unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("must be a whole number from 1 to {MAX_LIMIT}"),
+        ));
+    }
+    let types = type_patterns(&params.all("types"))?;
+    let slice = state
+        .db
+        .read(move |conn| outbox::list(conn, after, &types, limit))
+        .await
+        .map_err(ApiError::from)?;
+    let more = slice.more;
+    let items: Vec<Event> = slice.items.into_iter().map(Event::from).collect();
+    let next_cursor = items.last().map(|event| event.sequence.to_string());
+    let mut response = HttpResponse::Ok();
+    if let (true, Some(cursor)) = (more, &next_cursor) {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in form_urlencoded::parse(req.query_string().as_bytes()) {
+            if name != "after" {
+                query.append_pair(&name, &value);
+            }
+        }
+        query.append_pair("after", cursor);
+        response.insert_header((
+            "Link",
+            format!("<{}?{}>; rel=\"next\"", req.path(), query.finish()),
+        ));
+    }
+    Ok(response.json(Page { items, next_cursor }))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(list_audit_events).service(list_events);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_filters_take_exact_names_and_families() {
+        assert_eq!(
+            type_patterns(&["user.created,group.*"]).unwrap(),
+            vec![
+                EventTypePattern::Exact("user.created".into()),
+                EventTypePattern::Prefix("group.".into())
+            ]
+        );
+        assert!(type_patterns(&["user%"]).is_err());
+        assert!(type_patterns(&["*"]).is_err());
+        assert!(type_patterns(&["us*er.created"]).is_err());
+    }
+}

@@ -1,0 +1,15 @@
+//! One module per resource; each registers its own routes.
+
+pub mod auth;
+pub mod feed;
+pub mod groups;
+pub mod health;
+pub mod users;
+
+pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
+    health::configure(cfg);
+    auth::configure(cfg);
+    users::configure(cfg);
+    groups::configure(cfg);
+    feed::configure(cfg);
+}

@@ -1,0 +1,272 @@
+//! `/api/v1/users`: people and service accounts. Admins manage them; staff may look them up.
+
+use actix_web::http::StatusCode;
+use actix_web::{get, patch, post, web, HttpRequest, HttpResponse};
+use domain::{validate_password, validate_username, ExternalRef, FieldError, Role, User};
+use persistence::users::{self, NewUser, UserFilter, UserUpdate};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use validator::Validate;
+
+use crate::app::AppState;
+use crate::auth::{hash_password, Admins, Authorized, Staff};
+use crate::concurrency::{created, if_match, with_etag};
+use crate::error::{ApiError, ApiResult};
+use crate::json_body::{nullable, ValidJson};
+use crate::listing::{Page, QueryParams, PAGE_PARAMS};
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    #[schema(example = "alice")]
+    pub username: String,
+    #[validate(email, length(max = 254))]
+    #[schema(example = "alice@example.com")]
+    pub email: Option<String>,
+    #[validate(length(min = 1, max = 200))]
+    #[schema(example = "Alice")]
+    pub display_name: String,
+    /// 12 to 256 characters; omit for accounts that never sign in with a password.
+    pub password: Option<String>,
+    #[validate(length(min = 1, max = 6, message = "must list 1 to 6 roles"))]
+    pub roles: Vec<Role>,
+    #[serde(default)]
+    pub external_refs: Vec<ExternalRef>,
+}
+
+/// A merge patch of a user: absent fields stay, `null` clears a nullable field.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    #[serde(default, deserialize_with = "nullable")]
+    #[validate(email, length(max = 254))]
+    #[schema(value_type = Option<String>)]
+    pub email: Option<Option<String>>,
+    #[validate(length(min = 1, max = 200))]
+    pub display_name: Option<String>,
+    pub password: Option<String>,
+    #[validate(length(min = 1, max = 6, message = "must list 1 to 6 roles"))]
+    pub roles: Option<Vec<Role>>,
+    /// `false` deactivates: the user can no longer sign in and their tokens stop working.
+    pub active: Option<bool>,
+    pub external_refs: Option<Vec<ExternalRef>>,
+}
+
+/// Checks the rules `validator` cannot express, all at once so the client sees every problem.
+fn domain_checks(
+    username: Option<&str>,
+    password: Option<&str>,
+    external_refs: Option<&[ExternalRef]>,
+) -> ApiResult<()> {
+    let mut errors: Vec<FieldError> = Vec::new();
+    let mut collect = |result: Result<(), domain::DomainError>| {
+        if let Err(domain::DomainError::Invalid(found)) = result {
+            errors.extend(found);
+        }
+    };
+    if let Some(username) = username {
+        collect(validate_username(username));
+    }
+    if let Some(password) = password {
+        collect(validate_password(password));
+    }
+    if let Some(refs) = external_refs {
+        collect(ExternalRef::validate_list(refs, "external_refs"));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::from_field_errors(errors))
+    }
+}
+
+fn dedup_roles(mut roles: Vec<Role>) -> Vec<Role> {
+    roles.sort();
+    roles.dedup();
+    roles
+}
+
+fn location(user: &User) -> String {
+    format!("/api/v1/users/{}", user.id)
+}
+
+/// Create a user.
+#[utoipa::path(
+    tag = "users", operation_id = "create_user",
+    request_body = CreateUser,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a retry")),
+    responses(
+        (status = 201, body = User, headers(("Location" = String), ("ETag" = String))),
+        (status = 409, description = "Username or external reference taken", body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem),
+    ),
+)]
+#[post("/api/v1/users")]
+pub async fn create_user(
+    caller: Authorized<Admins>,
+    state: web::Data<AppState>,
+    body: ValidJson<CreateUser>,
+) -> ApiResult<HttpResponse> {
+    let body = body.0;
+    domain_checks(
+        Some(&body.username),
+        body.password.as_deref(),
+        Some(&body.external_refs),
+    )?;
+    let password_hash = match body.password {
+        Some(password) => Some(
+            web::block(move || hash_password(&password))
+                .await
+                .map_err(blocking)??,
+        ),
+        None => None,
+    };
+    let ctx = caller.write_context();
+    let new = NewUser {
+        username: body.username,
+        email: body.email,
+        display_name: body.display_name,
+        password_hash,
+        roles: dedup_roles(body.roles),
+        external_refs: body.external_refs,
+    };
+    let user = state
+        .db
+        .write(move |conn| users::create(conn, &ctx, new))
+        .await
+        .map_err(ApiError::from)?;
+    Ok(created(location(&user), user.version, &user))
+}
+
+/// List users.
+#[utoipa::path(
+    tag = "users", operation_id = "list_users",
+    params(
+        ("q" = Option<String>, Query, description = "Words in username, display name or email"),
+        ("role" = Option<Role>, Query),
+        ("active" = Option<bool>, Query),
+        ("external_ref" = Option<String>, Query, description = "system:id"),
+        ("limit" = Option<i64>, Query, description = "1 to 500, default 50"),
+        ("cursor" = Option<String>, Query),
+    ),
+    responses((status = 200, body = Page<User>, headers(("Link" = String, description = "rel=\"next\""))),
+              (status = 422, body = crate::error::Problem)),
+)]
+#[get("/api/v1/users")]
+pub async fn list_users(
+    _caller: Authorized<Staff>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let params = QueryParams::parse(
+        &req,
+        &[&PAGE_PARAMS[..], &["q", "role", "active", "external_ref"]].concat(),
+    )?;
+    let filter = UserFilter {
+        q: params.text("q", 200)?,
+        role: params.parsed("role", &format!("one of {}", Role::names()))?,
+        active: params.boolean("active")?,
+        external_ref: params.external_ref()?,
+    };
+    let page = params.page::<String>()?;
+    let slice = state
+        .db
+        .read(move |conn| users::list(conn, &filter, page.cursor.as_deref(), page.limit))
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Page::from_slice(slice, |user| user.id.clone()).respond(&req))
+}
+
+/// Get a user.
+#[utoipa::path(
+    tag = "users", operation_id = "get_user",
+    params(("id" = String, Path)),
+    responses((status = 200, body = User, headers(("ETag" = String))), (status = 404, body = crate::error::Problem)),
+)]
+#[get("/api/v1/users/{id}")]
+pub async fn get_user(
+    _caller: Authorized<Staff>,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let id = id.into_inner();
+    let user = state
+        .db
+        .read(move |conn| users::get(conn, &id))
+        .await
+        .map_err(|e| not_found_as(e, "user"))?;
+    Ok(with_etag(StatusCode::OK, user.version, &user))
+}
+
+/// Update or deactivate a user (JSON merge patch).
+#[utoipa::path(
+    tag = "users", operation_id = "update_user",
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")),
+    request_body(content = UpdateUser, content_type = "application/merge-patch+json"),
+    responses((status = 200, body = User, headers(("ETag" = String))), (status = 404, body = crate::error::Problem),
+              (status = 412, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
+)]
+#[patch("/api/v1/users/{id}")]
+pub async fn update_user(
+    caller: Authorized<Admins>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: ValidJson<UpdateUser>,
+) -> ApiResult<HttpResponse> {
+    let expected_version = if_match(&req)?;
+    let body = body.0;
+    domain_checks(
+        None,
+        body.password.as_deref(),
+        body.external_refs.as_deref(),
+    )?;
+    let id = id.into_inner();
+    if id == caller.id && body.active == Some(false) {
+        return Err(ApiError::invalid(
+            "active",
+            "you cannot deactivate yourself",
+        ));
+    }
+    let password_hash = match body.password {
+        Some(password) => Some(
+            web::block(move || hash_password(&password))
+                .await
+                .map_err(blocking)??,
+        ),
+        None => None,
+    };
+    let update = UserUpdate {
+        email: body.email,
+        display_name: body.display_name,
+        roles: body.roles.map(dedup_roles),
+        active: body.active,
+        password_hash,
+        external_refs: body.external_refs,
+    };
+    let ctx = caller.write_context();
+    let user = state
+        .db
+        .write(move |conn| users::update(conn, &ctx, &id, expected_version, update))
+        .await
+        .map_err(|e| not_found_as(e, "user"))?;
+    Ok(with_etag(StatusCode::OK, user.version, &user))
+}
+
+pub(crate) fn not_found_as(error: persistence::StoreError, what: &str) -> ApiError {
+    match error {
+        persistence::StoreError::NotFound => ApiError::not_found(what),
+        other => other.into(),
+    }
+}
+
+pub(crate) fn blocking(error: actix_web::error::BlockingError) -> ApiError {
+    ApiError::Internal(format!("blocking task failed: {error}"))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(create_user)
+        .service(list_users)
+        .service(get_user)
+        .service(update_user);
+}
