@@ -1,1 +1,310 @@
+//! Black-box test support: start the real service on a random port against a fresh database,
+//! then talk HTTP to it with reqwest.
+//!
+//! Every test runs against SQLite, and against PostgreSQL when `ITSM_TEST_POSTGRES_URL` is set
+//! (each test in its own schema). With `ITSM_TEST_REQUIRE_POSTGRES=1` a missing URL fails the
+//! PostgreSQL half instead of skipping it, so CI cannot pass without it.
 
+use std::time::Duration;
+
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use itsm_api::app::{self, Spawned};
+use itsm_api::Config;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{json, Value};
+
+pub use reqwest;
+pub use serde_json;
+
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+pub const POSTGRES_URL_VAR: &str = "ITSM_TEST_POSTGRES_URL";
+pub const REQUIRE_POSTGRES_VAR: &str = "ITSM_TEST_REQUIRE_POSTGRES";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A running service and a client signed in as its bootstrap admin.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub admin_token: String,
+    pub backend: Backend,
+    server: Option<Spawned>,
+    cleanup: Option<Cleanup>,
+}
+
+enum Cleanup {
+    SqliteFile(std::path::PathBuf),
+    PostgresSchema { url: String, schema: String },
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop();
+        }
+        match self.cleanup.take() {
+            Some(Cleanup::SqliteFile(path)) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+            }
+            Some(Cleanup::PostgresSchema { url, schema }) => {
+                if let Ok(mut conn) = PgConnection::establish(&url) {
+                    let _ = diesel::sql_query(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                        .execute(&mut conn);
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+/// The PostgreSQL URL to test against, or `None` to skip (panics when PostgreSQL is required).
+pub fn postgres_url() -> Option<String> {
+    match std::env::var(POSTGRES_URL_VAR) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ if std::env::var(REQUIRE_POSTGRES_VAR).is_ok_and(|v| v == "1") => {
+            panic!("{REQUIRE_POSTGRES_VAR}=1 but {POSTGRES_URL_VAR} is not set")
+        }
+        _ => None,
+    }
+}
+
+impl TestApp {
+    /// Starts the service on `backend`; `None` when that backend is not configured here.
+    pub async fn spawn(backend: Backend) -> Option<TestApp> {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Starts the service with configuration adjusted by `adjust`.
+    pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Option<TestApp> {
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        let mut config = Config {
+            bind: "127.0.0.1:0".into(),
+            admin_password: Some(ADMIN_PASSWORD.into()),
+            workers: Some(2),
+            ..Config::default()
+        };
+        let cleanup = match backend {
+            Backend::Sqlite => {
+                let path = std::env::temp_dir().join(format!("itsm-test-{unique}.db"));
+                config.database.url = Some(format!("sqlite://{}", path.display()));
+                Cleanup::SqliteFile(path)
+            }
+            Backend::Postgres => {
+                let url = postgres_url()?;
+                let schema = format!("t_{unique}");
+                let mut conn =
+                    PgConnection::establish(&url).expect("cannot connect to the test PostgreSQL");
+                diesel::sql_query(format!("CREATE SCHEMA {schema}"))
+                    .execute(&mut conn)
+                    .expect("cannot create the test schema");
+                let separator = if url.contains('?') { '&' } else { '?' };
+                config.database.url =
+                    Some(format!("{url}{separator}options=-csearch_path%3D{schema}"));
+                config.database.read_pool_size = 4;
+                Cleanup::PostgresSchema { url, schema }
+            }
+        };
+        adjust(&mut config);
+        let server = tokio::task::spawn_blocking(move || app::spawn(config))
+            .await
+            .expect("the server start task panicked")
+            .expect("the server did not start");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("reqwest client");
+        let mut app = TestApp {
+            base: format!("http://{}", server.addr),
+            client,
+            admin_token: String::new(),
+            backend,
+            server: Some(server),
+            cleanup: Some(cleanup),
+        };
+        app.admin_token = app.token_for("admin", ADMIN_PASSWORD).await;
+        Some(app)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A request with no credentials.
+    pub fn anonymous(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// A request carrying `token`.
+    pub fn request(&self, method: Method, path: &str, token: &str) -> RequestBuilder {
+        self.anonymous(method, path).bearer_auth(token)
+    }
+
+    /// A request as the bootstrap admin.
+    pub fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, path, &self.admin_token)
+    }
+
+    /// Signs in and returns the access token; panics when sign-in fails.
+    pub async fn token_for(&self, username: &str, password: &str) -> String {
+        let response = self
+            .anonymous(Method::POST, "/api/v1/auth/token")
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .expect("token request");
+        let (status, body) = read(response).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "sign-in of {username} failed: {body}"
+        );
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
+    /// Creates a user with `roles` through the API and returns `(user, access token)`.
+    pub async fn user_with_roles(&self, username: &str, roles: &[&str]) -> (Value, String) {
+        let password = format!("{username}-password-123");
+        let response = self
+            .admin(Method::POST, "/api/v1/users")
+            .json(&json!({
+                "username": username,
+                "display_name": username,
+                "email": format!("{username}@example.com"),
+                "password": password,
+                "roles": roles,
+            }))
+            .send()
+            .await
+            .expect("create user");
+        let (status, user) = read(response).await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "creating {username} failed: {user}"
+        );
+        let token = self.token_for(username, &password).await;
+        (user, token)
+    }
+
+    /// Creates a group through the API and returns it.
+    pub async fn group(&self, name: &str) -> Value {
+        let response = self
+            .admin(Method::POST, "/api/v1/groups")
+            .json(&json!({"name": name, "description": format!("{name} team")}))
+            .send()
+            .await
+            .expect("create group");
+        let (status, group) = read(response).await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "creating group {name} failed: {group}"
+        );
+        group
+    }
+
+    /// Every event of the feed after `after`, following `next_cursor` to the end.
+    pub async fn events_after(&self, after: i64) -> Vec<Value> {
+        let mut events = Vec::new();
+        let mut after = after;
+        loop {
+            let response = self
+                .admin(
+                    Method::GET,
+                    &format!("/api/v1/events?after={after}&limit=500"),
+                )
+                .send()
+                .await
+                .expect("events");
+            let (status, page) = read(response).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            if items.is_empty() {
+                return events;
+            }
+            after = items
+                .last()
+                .and_then(|e| e["sequence"].as_i64())
+                .expect("sequence");
+            events.extend(items);
+        }
+    }
+
+    /// The audit entries of one record, newest first.
+    pub async fn audit_of(&self, entity_type: &str, entity_id: &str) -> Vec<Value> {
+        let response = self
+            .admin(
+                Method::GET,
+                &format!("/api/v1/audit-events?entity_type={entity_type}&entity_id={entity_id}&limit=500"),
+            )
+            .send()
+            .await
+            .expect("audit events");
+        let (status, page) = read(response).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        page["items"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// Status and JSON body (`Value::Null` for an empty or non-JSON body).
+pub async fn read(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Asserts `response` is an RFC 9457 problem with `status`, and returns it.
+pub async fn expect_problem(response: Response, status: StatusCode) -> Value {
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let (actual, body) = read(response).await;
+    assert_eq!(actual, status, "unexpected status, body: {body}");
+    assert_eq!(content_type, "application/problem+json", "body: {body}");
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert!(
+        body["type"].is_string() && body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    body
+}
+
+/// Runs each named `async fn(TestApp)` once per backend: `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let app = $crate::TestApp::spawn($crate::Backend::Sqlite).await.expect("sqlite");
+                    super::$name(app).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    match $crate::TestApp::spawn($crate::Backend::Postgres).await {
+                        Some(app) => super::$name(app).await,
+                        None => eprintln!("skipped: {} is not set", $crate::POSTGRES_URL_VAR),
+                    }
+                }
+            )*
+        }
+    };
+}
