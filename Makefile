@@ -1,0 +1,40 @@
+# The gates and entry points of the ITSM service. `make run` and `make test` are all a fresh
+# machine needs (Rust toolchain and a C compiler; SQLite and libpq are built from source).
+
+CARGO ?= cargo
+POSTGRES_URL ?= $(ITSM_TEST_POSTGRES_URL)
+
+.PHONY: run test lint fmt openapi check-domain-deps migrate
+
+## Serve the API on 127.0.0.1:8080 with the embedded SQLite database in ./data.
+run:
+	$(CARGO) run --release -p itsm-api --bin itsm -- serve
+
+## The whole test suite: unit tests, the OpenAPI drift check, and the HTTP suite on SQLite
+## (and on PostgreSQL when ITSM_TEST_POSTGRES_URL is set).
+test:
+	ITSM_TEST_POSTGRES_URL=$(POSTGRES_URL) $(CARGO) test --workspace
+
+## Formatting, clippy with warnings as errors, and the domain's independence from I/O crates.
+lint: check-domain-deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+check-domain-deps:
+	@for crate in diesel actix-web actix-http; do \
+		if $(CARGO) tree -p itsm-domain -e normal -i $$crate >/dev/null 2>&1; then \
+			echo "domain must not depend on $$crate"; exit 1; \
+		fi; \
+	done
+	@echo "domain depends on no diesel or actix crate"
+
+fmt:
+	$(CARGO) fmt --all
+
+## Regenerate the checked-in contract from the code.
+openapi:
+	$(CARGO) run -q -p itsm-api --bin itsm -- openapi > openapi/openapi.json
+
+## Apply migrations to ITSM_DATABASE_URL (or the embedded default) and exit.
+migrate:
+	$(CARGO) run -q -p itsm-api --bin itsm -- migrate
