@@ -6,6 +6,7 @@
 pub mod changes;
 pub mod error;
 pub mod identity;
+pub mod incident;
 
 pub use changes::Changes;
 pub use error::{DomainError, FieldError};
