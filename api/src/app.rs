@@ -105,7 +105,7 @@ pub struct Running {
 /// Prepares the state and binds the server to `config.bind`.
 pub async fn start(config: Config) -> Result<Running, String> {
     let state = prepare(&config).await?;
-    spawn_housekeeping(state.clone());
+    spawn_background_jobs(state.clone(), &config);
     let body_limit = web::Data::new(BodyLimit(config.max_body_bytes));
     let cors_origins = config.cors_origins.clone();
     let mut server = HttpServer::new(move || {
@@ -172,26 +172,36 @@ async fn fallback(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     }
 }
 
-/// Periodic clean-up that is safe on several nodes: each step is idempotent.
-fn spawn_housekeeping(state: web::Data<AppState>) {
+/// Background jobs: automatic closure of resolved incidents every tick, and the purge of
+/// expired idempotency keys every ten minutes. Each step is idempotent and claims its work
+/// through version-checked writes, so several nodes may run them at once.
+fn spawn_background_jobs(state: web::Data<AppState>, config: &Config) {
+    let interval = Duration::from_secs(config.job_interval_seconds);
+    let auto_close_after = chrono::TimeDelta::seconds(config.auto_close_after_seconds);
     actix_web::rt::spawn(async move {
-        let mut interval = actix_web::rt::time::interval(Duration::from_secs(600));
+        let mut ticks = actix_web::rt::time::interval(interval);
+        let purge_every = (600 / interval.as_secs().max(1)).max(1);
+        let mut tick: u64 = 0;
         loop {
-            interval.tick().await;
-            let purged = state
-                .db
-                .write(|conn| {
-                    idempotency::purge_expired(
-                        conn,
-                        persistence::now_utc() - idempotency_middleware::RETENTION,
-                    )
-                })
-                .await;
-            match purged {
+            ticks.tick().await;
+            match routes::incidents::auto_close(&state, auto_close_after).await {
                 Ok(0) => {}
-                Ok(n) => log::info!("purged {n} expired idempotency key(s)"),
-                Err(e) => log::warn!("idempotency purge failed: {e}"),
+                Ok(n) => log::info!("closed {n} resolved incident(s) automatically"),
+                Err(e) => log::warn!("automatic closure failed: {e}"),
             }
+            if tick % purge_every == 0 {
+                let not_before = persistence::now_utc() - idempotency_middleware::RETENTION;
+                match state
+                    .db
+                    .write(move |conn| idempotency::purge_expired(conn, not_before))
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => log::info!("purged {n} expired idempotency key(s)"),
+                    Err(e) => log::warn!("idempotency purge failed: {e}"),
+                }
+            }
+            tick += 1;
         }
     });
 }

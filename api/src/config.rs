@@ -21,6 +21,11 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `ITSM_WORKERS`: HTTP worker threads, default one per core.
     pub workers: Option<usize>,
+    /// `ITSM_AUTO_CLOSE_AFTER_SECONDS`: resolved incidents close by themselves after this long,
+    /// default 7 days.
+    pub auto_close_after_seconds: i64,
+    /// `ITSM_JOB_INTERVAL_SECONDS`: how often background jobs run, default 60.
+    pub job_interval_seconds: u64,
 }
 
 // Secrets stay out of logs: Debug shows only whether they are set.
@@ -38,6 +43,8 @@ impl std::fmt::Debug for Config {
             .field("token_ttl_seconds", &self.token_ttl_seconds)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("workers", &self.workers)
+            .field("auto_close_after_seconds", &self.auto_close_after_seconds)
+            .field("job_interval_seconds", &self.job_interval_seconds)
             .finish()
     }
 }
@@ -53,6 +60,8 @@ impl Default for Config {
             token_ttl_seconds: 3600,
             max_body_bytes: 1 << 20,
             workers: None,
+            auto_close_after_seconds: 7 * 24 * 3600,
+            job_interval_seconds: 60,
         }
     }
 }
@@ -99,6 +108,16 @@ impl Config {
             workers: text("ITSM_WORKERS")
                 .map(|_| number("ITSM_WORKERS", 1, 1..=512))
                 .transpose()?,
+            auto_close_after_seconds: number(
+                "ITSM_AUTO_CLOSE_AFTER_SECONDS",
+                defaults.auto_close_after_seconds,
+                1..=366 * 24 * 3600,
+            )?,
+            job_interval_seconds: number(
+                "ITSM_JOB_INTERVAL_SECONDS",
+                defaults.job_interval_seconds,
+                1..=3600,
+            )?,
         })
     }
 }

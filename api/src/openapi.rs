@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{auth, feed, groups, health, users};
+use crate::routes::{assignment_rules, auth, feed, groups, health, incidents, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,10 @@ use crate::routes::{auth, feed, groups, health, users};
         groups::create_group, groups::list_groups, groups::get_group, groups::update_group,
         groups::list_members, groups::add_member, groups::remove_member,
         feed::list_audit_events, feed::list_events,
+        incidents::create_incident, incidents::list_incidents, incidents::get_incident, incidents::update_incident,
+        incidents::transition_incident, incidents::add_note, incidents::list_notes, incidents::history,
+        assignment_rules::create_rule, assignment_rules::list_rules, assignment_rules::get_rule,
+        assignment_rules::replace_rule, assignment_rules::delete_rule,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -30,6 +34,7 @@ use crate::routes::{auth, feed, groups, health, users};
         (name = "api-tokens", description = "Credentials for integrations"),
         (name = "users", description = "People and service accounts"),
         (name = "groups", description = "Assignment groups (teams)"),
+        (name = "incidents", description = "Incident management: lifecycle, assignment, notes, history"),
         (name = "audit", description = "Who changed what"),
         (name = "events", description = "The event feed integrators poll"),
         (name = "health", description = "Probes"),

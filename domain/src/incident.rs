@@ -1,9 +1,7 @@
 //! Incident management: the ITIL priority matrix and the incident lifecycle.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::{DomainError, ExternalRef};
@@ -11,7 +9,10 @@ use crate::{DomainError, ExternalRef};
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord,
+            serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+        )]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($variant),+ }
 
@@ -28,8 +29,8 @@ macro_rules! string_enum {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
@@ -202,7 +203,6 @@ pub struct TransitionInput {
 pub enum ClosedBy {
     Caller,
     Agent,
-    Automatically,
 }
 
 impl Incident {
@@ -390,6 +390,57 @@ impl Incident {
             }),
             _ => Ok(()),
         }
+    }
+}
+
+impl Incident {
+    /// The fields that differ between `self` (before) and `after`, for the audit trail.
+    pub fn changes_to(&self, after: &Incident) -> crate::Changes {
+        let mut changes = crate::Changes::new();
+        changes
+            .field("title", &self.title, &after.title)
+            .field("description", &self.description, &after.description)
+            .field("caller", &self.caller, &after.caller)
+            .field("channel", &self.channel, &after.channel)
+            .field("category", &self.category, &after.category)
+            .field("subcategory", &self.subcategory, &after.subcategory)
+            .field("impact", &self.impact, &after.impact)
+            .field("urgency", &self.urgency, &after.urgency)
+            .field("priority", &self.priority, &after.priority)
+            .field("state", &self.state, &after.state)
+            .field(
+                "on_hold_reason",
+                &self.on_hold_reason,
+                &after.on_hold_reason,
+            )
+            .field(
+                "assignment_group",
+                &self.assignment_group,
+                &after.assignment_group,
+            )
+            .field("assignee", &self.assignee, &after.assignee)
+            .field("major", &self.major, &after.major)
+            .field("parent_id", &self.parent_id, &after.parent_id)
+            .field(
+                "resolution_code",
+                &self.resolution_code,
+                &after.resolution_code,
+            )
+            .field(
+                "resolution_notes",
+                &self.resolution_notes,
+                &after.resolution_notes,
+            )
+            .field("external_refs", &self.external_refs, &after.external_refs)
+            .field(
+                "first_response_at",
+                &self.first_response_at,
+                &after.first_response_at,
+            )
+            .field("resolved_at", &self.resolved_at, &after.resolved_at)
+            .field("closed_at", &self.closed_at, &after.closed_at)
+            .field("reopen_count", &self.reopen_count, &after.reopen_count);
+        changes
     }
 }
 

@@ -7,6 +7,8 @@ pub mod changes;
 pub mod error;
 pub mod identity;
 pub mod incident;
+pub mod notes;
+pub mod routing;
 
 pub use changes::Changes;
 pub use error::{DomainError, FieldError};

@@ -91,6 +91,8 @@ pub fn record(
 pub struct AuditFilter {
     pub entity_type: Option<String>,
     pub entity_id: Option<String>,
+    /// Leaves out entries of these actions (work notes, for requesters).
+    pub exclude_actions: Vec<String>,
 }
 
 /// Newest first; `before` is the id of the last entry of the previous page.
@@ -110,6 +112,9 @@ pub fn list(
     }
     if let Some(entity_id) = &filter.entity_id {
         query = query.filter(audit_entries::entity_id.eq(entity_id));
+    }
+    if !filter.exclude_actions.is_empty() {
+        query = query.filter(audit_entries::action.ne_all(filter.exclude_actions.clone()));
     }
     if let Some(before) = before {
         query = query.filter(audit_entries::id.lt(before));

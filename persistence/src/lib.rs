@@ -3,12 +3,15 @@
 //! speaks SQL).
 
 pub mod api_tokens;
+pub mod assignment_rules;
 pub mod audit;
 mod db;
 mod error;
 pub mod external_refs;
 pub mod groups;
 pub mod idempotency;
+pub mod incidents;
+pub mod notes;
 pub mod outbox;
 pub mod schema;
 pub mod settings;
@@ -16,7 +19,7 @@ pub mod users;
 mod writer;
 
 pub use audit::WriteContext;
-pub use db::{Backend, Database, DatabaseConfig, DbConnection};
+pub use db::{Backend, Database, DatabaseConfig, DbConnection, MultiBackend};
 pub use diesel::result::Error as DieselError;
 pub use error::StoreError;
 

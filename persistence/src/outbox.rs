@@ -25,6 +25,7 @@ pub struct OutboxEvent {
     pub data: String,
 }
 
+/// Adds an event without an audit entry: for the further events of a change that was audited.
 pub(crate) fn emit(
     conn: &mut DbConnection,
     ctx: &WriteContext,

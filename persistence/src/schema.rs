@@ -122,4 +122,65 @@ diesel::allow_tables_to_appear_in_same_query!(
     counters,
     settings,
     idempotency_keys,
+    incidents,
+    notes,
+    assignment_rules,
 );
+
+diesel::table! {
+    incidents (id) {
+        id -> Text,
+        number -> Text,
+        title -> Text,
+        description -> Text,
+        caller_id -> Text,
+        channel -> Text,
+        category -> Nullable<Text>,
+        subcategory -> Nullable<Text>,
+        impact -> Text,
+        urgency -> Text,
+        priority -> Text,
+        state -> Text,
+        on_hold_reason -> Nullable<Text>,
+        assignment_group_id -> Nullable<Text>,
+        assignee_id -> Nullable<Text>,
+        major -> Bool,
+        parent_id -> Nullable<Text>,
+        resolution_code -> Nullable<Text>,
+        resolution_notes -> Nullable<Text>,
+        search_text -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        first_response_at -> Nullable<Timestamp>,
+        resolved_at -> Nullable<Timestamp>,
+        closed_at -> Nullable<Timestamp>,
+        reopen_count -> Integer,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    notes (id) {
+        id -> Text,
+        entity_type -> Text,
+        entity_id -> Text,
+        author_id -> Nullable<Text>,
+        author_name -> Text,
+        visibility -> Text,
+        body -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    assignment_rules (id) {
+        id -> Text,
+        position -> Integer,
+        category -> Text,
+        subcategory -> Nullable<Text>,
+        group_id -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        version -> BigInt,
+    }
+}

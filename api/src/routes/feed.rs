@@ -73,6 +73,7 @@ pub async fn list_audit_events(
     let filter = AuditFilter {
         entity_type: params.text("entity_type", 64)?,
         entity_id: params.text("entity_id", 64)?,
+        exclude_actions: Vec::new(),
     };
     let page = params.page::<String>()?;
     let slice = state

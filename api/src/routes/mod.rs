@@ -1,9 +1,11 @@
 //! One module per resource; each registers its own routes.
 
+pub mod assignment_rules;
 pub mod auth;
 pub mod feed;
 pub mod groups;
 pub mod health;
+pub mod incidents;
 pub mod users;
 
 pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
@@ -12,4 +14,6 @@ pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
     users::configure(cfg);
     groups::configure(cfg);
     feed::configure(cfg);
+    incidents::configure(cfg);
+    assignment_rules::configure(cfg);
 }

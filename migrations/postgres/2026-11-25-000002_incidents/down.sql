@@ -1,0 +1,4 @@
+DROP TABLE assignment_rules;
+DROP TABLE notes;
+DELETE FROM counters WHERE name = 'incident_number';
+DROP TABLE incidents;

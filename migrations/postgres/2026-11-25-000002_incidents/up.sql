@@ -1,0 +1,72 @@
+CREATE TABLE incidents (
+    id TEXT PRIMARY KEY NOT NULL,
+    number TEXT NOT NULL,
+    title TEXT NOT NULL,
+    description TEXT NOT NULL,
+    caller_id TEXT NOT NULL REFERENCES users (id),
+    channel TEXT NOT NULL,
+    category TEXT,
+    subcategory TEXT,
+    impact TEXT NOT NULL,
+    urgency TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    state TEXT NOT NULL,
+    on_hold_reason TEXT,
+    assignment_group_id TEXT REFERENCES assignment_groups (id),
+    assignee_id TEXT REFERENCES users (id),
+    major BOOLEAN NOT NULL DEFAULT FALSE,
+    parent_id TEXT REFERENCES incidents (id),
+    resolution_code TEXT,
+    resolution_notes TEXT,
+    search_text TEXT NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL,
+    first_response_at TIMESTAMP,
+    resolved_at TIMESTAMP,
+    closed_at TIMESTAMP,
+    reopen_count INTEGER NOT NULL DEFAULT 0,
+    version BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX incidents_number_key ON incidents (number);
+-- Keyset pagination: each sort key with the id as tie-breaker.
+CREATE INDEX incidents_created_idx ON incidents (created_at, id);
+CREATE INDEX incidents_updated_idx ON incidents (updated_at, id);
+CREATE INDEX incidents_priority_idx ON incidents (priority, id);
+-- Filters, each leading an index that also serves the default sort.
+CREATE INDEX incidents_state_idx ON incidents (state, created_at, id);
+CREATE INDEX incidents_caller_idx ON incidents (caller_id, created_at, id);
+CREATE INDEX incidents_assignee_idx ON incidents (assignee_id, created_at, id);
+CREATE INDEX incidents_group_idx ON incidents (assignment_group_id, created_at, id);
+CREATE INDEX incidents_category_idx ON incidents (category, created_at, id);
+CREATE INDEX incidents_major_idx ON incidents (major, created_at, id);
+CREATE INDEX incidents_parent_idx ON incidents (parent_id);
+CREATE INDEX incidents_resolved_idx ON incidents (state, resolved_at);
+
+INSERT INTO counters (name, value) VALUES ('incident_number', 0);
+
+CREATE TABLE notes (
+    id TEXT PRIMARY KEY NOT NULL,
+    entity_type TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    author_id TEXT,
+    author_name TEXT NOT NULL,
+    visibility TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
+CREATE INDEX notes_entity_idx ON notes (entity_type, entity_id, id);
+
+CREATE TABLE assignment_rules (
+    id TEXT PRIMARY KEY NOT NULL,
+    position INTEGER NOT NULL,
+    category TEXT NOT NULL,
+    subcategory TEXT,
+    group_id TEXT NOT NULL REFERENCES assignment_groups (id),
+    created_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL,
+    version BIGINT NOT NULL
+);
+CREATE INDEX assignment_rules_position_idx ON assignment_rules (position, id);
+
+-- Words of title and description for `q`.
+CREATE INDEX incidents_search_idx ON incidents USING GIN (to_tsvector('simple', search_text));

@@ -1,0 +1,5 @@
+DROP TABLE incidents_fts;
+DROP TABLE assignment_rules;
+DROP TABLE notes;
+DELETE FROM counters WHERE name = 'incident_number';
+DROP TABLE incidents;

@@ -1,0 +1,511 @@
+//! Incidents: storage, lists with keyset pagination, and the audit/event record of each change.
+
+use chrono::NaiveDateTime;
+use diesel::dsl::sql;
+use diesel::prelude::*;
+use diesel::sql_types::{Bool, Text};
+use domain::incident::{incident_number, is_incident_number, Incident, IncidentState, Priority};
+use serde_json::json;
+
+use crate::audit::{self, Mutation};
+use crate::outbox::{self, next_counter_value};
+use crate::schema::incidents;
+use crate::{external_refs, utc, DbConnection, MultiBackend, Slice, StoreError, WriteContext};
+
+pub const ENTITY: &str = "incident";
+const NUMBER_COUNTER: &str = "incident_number";
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = incidents)]
+struct IncidentRow {
+    id: String,
+    number: String,
+    title: String,
+    description: String,
+    caller_id: String,
+    channel: String,
+    category: Option<String>,
+    subcategory: Option<String>,
+    impact: String,
+    urgency: String,
+    priority: String,
+    state: String,
+    on_hold_reason: Option<String>,
+    assignment_group_id: Option<String>,
+    assignee_id: Option<String>,
+    major: bool,
+    parent_id: Option<String>,
+    resolution_code: Option<String>,
+    resolution_notes: Option<String>,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+    first_response_at: Option<NaiveDateTime>,
+    resolved_at: Option<NaiveDateTime>,
+    closed_at: Option<NaiveDateTime>,
+    reopen_count: i32,
+    version: i64,
+}
+
+/// Stored enumerations were validated on the way in; reading one back cannot fail.
+fn stored<T: std::str::FromStr>(value: &str, fallback: T) -> T {
+    value.parse().unwrap_or(fallback)
+}
+
+impl IncidentRow {
+    fn into_incident(self, external_refs: Vec<domain::ExternalRef>) -> Incident {
+        use domain::incident::{Channel, Impact, Urgency};
+        Incident {
+            channel: stored(&self.channel, Channel::Api),
+            impact: stored(&self.impact, Impact::Medium),
+            urgency: stored(&self.urgency, Urgency::Medium),
+            priority: stored(&self.priority, Priority::P3),
+            state: stored(&self.state, IncidentState::New),
+            on_hold_reason: self.on_hold_reason.and_then(|v| v.parse().ok()),
+            resolution_code: self.resolution_code.and_then(|v| v.parse().ok()),
+            id: self.id,
+            number: self.number,
+            title: self.title,
+            description: self.description,
+            caller: self.caller_id,
+            category: self.category,
+            subcategory: self.subcategory,
+            assignment_group: self.assignment_group_id,
+            assignee: self.assignee_id,
+            major: self.major,
+            parent_id: self.parent_id,
+            resolution_notes: self.resolution_notes,
+            external_refs,
+            created_at: utc(self.created_at),
+            updated_at: utc(self.updated_at),
+            first_response_at: self.first_response_at.map(utc),
+            resolved_at: self.resolved_at.map(utc),
+            closed_at: self.closed_at.map(utc),
+            reopen_count: self.reopen_count,
+            version: self.version,
+        }
+    }
+}
+
+fn search_text(incident: &Incident) -> String {
+    format!("{}\n{}", incident.title, incident.description)
+}
+
+/// Stores a new incident drafted by the domain; the number is handed out here.
+pub fn create(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    draft: Incident,
+) -> Result<Incident, StoreError> {
+    let number = incident_number(next_counter_value(conn, NUMBER_COUNTER)?);
+    let id = crate::new_id();
+    diesel::insert_into(incidents::table)
+        .values((
+            incidents::id.eq(&id),
+            incidents::number.eq(&number),
+            incidents::title.eq(&draft.title),
+            incidents::description.eq(&draft.description),
+            incidents::caller_id.eq(&draft.caller),
+            incidents::channel.eq(draft.channel.as_str()),
+            incidents::category.eq(&draft.category),
+            incidents::subcategory.eq(&draft.subcategory),
+            incidents::impact.eq(draft.impact.as_str()),
+            incidents::urgency.eq(draft.urgency.as_str()),
+            incidents::priority.eq(draft.priority.as_str()),
+            incidents::state.eq(draft.state.as_str()),
+            incidents::on_hold_reason.eq(draft.on_hold_reason.map(|r| r.as_str())),
+            incidents::assignment_group_id.eq(&draft.assignment_group),
+            incidents::assignee_id.eq(&draft.assignee),
+            incidents::major.eq(draft.major),
+            incidents::parent_id.eq(&draft.parent_id),
+            incidents::search_text.eq(search_text(&draft)),
+            incidents::created_at.eq(ctx.at),
+            incidents::updated_at.eq(ctx.at),
+            incidents::first_response_at.eq(draft.first_response_at.map(|t| t.naive_utc())),
+            incidents::reopen_count.eq(0),
+            incidents::version.eq(1),
+        ))
+        .execute(conn)?;
+    external_refs::replace(conn, ENTITY, &id, &draft.external_refs)?;
+    let incident = Incident {
+        id: id.clone(),
+        number,
+        created_at: utc(ctx.at),
+        updated_at: utc(ctx.at),
+        version: 1,
+        ..draft
+    };
+    audit::record(
+        conn,
+        ctx,
+        Mutation {
+            entity_type: ENTITY,
+            entity_id: &id,
+            action: "create",
+            changes: domain::Changes::created(&incident).into_value(),
+            event_type: "incident.created",
+            event_data: json!(incident),
+        },
+    )?;
+    if incident.assignee.is_some() {
+        outbox::emit(
+            conn,
+            ctx,
+            "incident.assigned",
+            ENTITY,
+            &id,
+            &json!(incident),
+        )?;
+    }
+    Ok(incident)
+}
+
+/// By id or by number (`INC0000042`).
+pub fn get(conn: &mut DbConnection, id_or_number: &str) -> Result<Incident, StoreError> {
+    let query = incidents::table.select(IncidentRow::as_select());
+    let row: IncidentRow = if is_incident_number(id_or_number) {
+        query
+            .filter(incidents::number.eq(id_or_number))
+            .first(conn)?
+    } else {
+        query.find(id_or_number).first(conn)?
+    };
+    let refs = external_refs::of(conn, ENTITY, &row.id)?;
+    Ok(row.into_incident(refs))
+}
+
+/// Saves `after` over `before` if nobody changed it meanwhile, and records the change: one
+/// audit entry with the field diff, and the events the change means (`incident.updated`,
+/// `incident.state_changed`, `incident.assigned`, `incident.major_declared`).
+pub fn save(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    before: &Incident,
+    after: &Incident,
+    action: &str,
+    note: Option<&str>,
+) -> Result<Incident, StoreError> {
+    let mut changes = before.changes_to(after);
+    if let Some(note) = note {
+        changes.field("reason", &None::<&str>, &Some(note));
+    }
+    if changes.is_empty() {
+        return Ok(before.clone());
+    }
+    let updated = diesel::update(
+        incidents::table
+            .find(&before.id)
+            .filter(incidents::version.eq(before.version)),
+    )
+    .set((
+        incidents::title.eq(&after.title),
+        incidents::description.eq(&after.description),
+        incidents::caller_id.eq(&after.caller),
+        incidents::channel.eq(after.channel.as_str()),
+        incidents::category.eq(&after.category),
+        incidents::subcategory.eq(&after.subcategory),
+        incidents::impact.eq(after.impact.as_str()),
+        incidents::urgency.eq(after.urgency.as_str()),
+        incidents::priority.eq(after.priority.as_str()),
+        incidents::state.eq(after.state.as_str()),
+        incidents::on_hold_reason.eq(after.on_hold_reason.map(|r| r.as_str())),
+        incidents::assignment_group_id.eq(&after.assignment_group),
+        incidents::assignee_id.eq(&after.assignee),
+        incidents::major.eq(after.major),
+        incidents::parent_id.eq(&after.parent_id),
+        incidents::resolution_code.eq(after.resolution_code.map(|c| c.as_str())),
+        incidents::resolution_notes.eq(&after.resolution_notes),
+        incidents::search_text.eq(search_text(after)),
+        incidents::updated_at.eq(ctx.at),
+        incidents::first_response_at.eq(after.first_response_at.map(|t| t.naive_utc())),
+        incidents::resolved_at.eq(after.resolved_at.map(|t| t.naive_utc())),
+        incidents::closed_at.eq(after.closed_at.map(|t| t.naive_utc())),
+        incidents::reopen_count.eq(after.reopen_count),
+        incidents::version.eq(before.version + 1),
+    ))
+    .execute(conn)?;
+    if updated == 0 {
+        let current: i64 = incidents::table
+            .find(&before.id)
+            .select(incidents::version)
+            .first(conn)?;
+        return Err(StoreError::VersionMismatch {
+            expected: before.version,
+            actual: current,
+        });
+    }
+    if before.external_refs != after.external_refs {
+        external_refs::replace(conn, ENTITY, &after.id, &after.external_refs)?;
+    }
+    let saved = Incident {
+        updated_at: utc(ctx.at),
+        version: before.version + 1,
+        ..after.clone()
+    };
+    let data = json!(saved);
+    let main_event = if before.state != saved.state {
+        "incident.state_changed"
+    } else {
+        "incident.updated"
+    };
+    audit::record(
+        conn,
+        ctx,
+        Mutation {
+            entity_type: ENTITY,
+            entity_id: &saved.id,
+            action,
+            changes: changes.into_value(),
+            event_type: main_event,
+            event_data: data.clone(),
+        },
+    )?;
+    if before.assignee != saved.assignee || before.assignment_group != saved.assignment_group {
+        outbox::emit(conn, ctx, "incident.assigned", ENTITY, &saved.id, &data)?;
+    }
+    if !before.major && saved.major {
+        outbox::emit(
+            conn,
+            ctx,
+            "incident.major_declared",
+            ENTITY,
+            &saved.id,
+            &data,
+        )?;
+    }
+    Ok(saved)
+}
+
+/// The open or resolved children of `parent_id`.
+pub fn children(conn: &mut DbConnection, parent_id: &str) -> Result<Vec<Incident>, StoreError> {
+    let rows: Vec<IncidentRow> = incidents::table
+        .filter(incidents::parent_id.eq(parent_id))
+        .select(IncidentRow::as_select())
+        .order(incidents::id.asc())
+        .load(conn)?;
+    rows.into_iter()
+        .map(|row| {
+            let refs = external_refs::of(conn, ENTITY, &row.id)?;
+            Ok(row.into_incident(refs))
+        })
+        .collect()
+}
+
+pub fn has_children(conn: &mut DbConnection, id: &str) -> Result<bool, StoreError> {
+    let count: i64 = incidents::table
+        .filter(incidents::parent_id.eq(id))
+        .count()
+        .get_result(conn)?;
+    Ok(count > 0)
+}
+
+/// Ids of incidents resolved before `cutoff`, oldest first (for automatic closure).
+pub fn resolved_before(
+    conn: &mut DbConnection,
+    cutoff: NaiveDateTime,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    Ok(incidents::table
+        .filter(incidents::state.eq(IncidentState::Resolved.as_str()))
+        .filter(incidents::resolved_at.lt(cutoff))
+        .order(incidents::resolved_at.asc())
+        .select(incidents::id)
+        .limit(limit)
+        .load(conn)?)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortField {
+    CreatedAt,
+    UpdatedAt,
+    Priority,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sort {
+    pub field: SortField,
+    pub descending: bool,
+}
+
+/// Where the previous page ended: the sort key of its last item and that item's id.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    pub key: String,
+    pub id: String,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct IncidentFilter {
+    pub states: Vec<IncidentState>,
+    pub priorities: Vec<Priority>,
+    pub assignment_group: Option<String>,
+    pub assignee: Option<String>,
+    pub caller: Option<String>,
+    pub major: Option<bool>,
+    pub category: Option<String>,
+    pub parent_id: Option<String>,
+    pub created_after: Option<NaiveDateTime>,
+    pub created_before: Option<NaiveDateTime>,
+    pub updated_after: Option<NaiveDateTime>,
+    /// Words that must all appear in title or description.
+    pub q: Option<String>,
+}
+
+const TIME_KEY_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6f";
+
+fn time_key(at: NaiveDateTime) -> String {
+    at.format(TIME_KEY_FORMAT).to_string()
+}
+
+fn parse_time_key(key: &str) -> Result<NaiveDateTime, StoreError> {
+    NaiveDateTime::parse_from_str(key, TIME_KEY_FORMAT)
+        .map_err(|_| StoreError::Conflict("the cursor does not belong to this sort".into()))
+}
+
+impl Sort {
+    /// The keyset position of `incident` in this sort.
+    pub fn position_of(&self, incident: &Incident) -> Position {
+        let key = match self.field {
+            SortField::CreatedAt => time_key(incident.created_at.naive_utc()),
+            SortField::UpdatedAt => time_key(incident.updated_at.naive_utc()),
+            SortField::Priority => incident.priority.as_str().to_owned(),
+        };
+        Position {
+            key,
+            id: incident.id.clone(),
+        }
+    }
+}
+
+type IncidentCondition = Box<dyn BoxableExpression<incidents::table, MultiBackend, SqlType = Bool>>;
+
+/// The words of `q` as a full-text condition: FTS5 on SQLite, a GIN-indexed tsvector on
+/// PostgreSQL. Both match whole words, case-insensitively, all of them.
+fn words_condition(conn: &DbConnection, q: &str) -> Option<IncidentCondition> {
+    let words: Vec<String> = q
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    if words.is_empty() {
+        return None;
+    }
+    Some(match conn {
+        DbConnection::Sqlite(_) => {
+            let fts_query = words
+                .iter()
+                .map(|w| format!("\"{w}\""))
+                .collect::<Vec<_>>()
+                .join(" ");
+            Box::new(
+                sql::<Bool>("incidents.rowid IN (SELECT rowid FROM incidents_fts WHERE incidents_fts MATCH ")
+                    .bind::<Text, _>(fts_query)
+                    .sql(")"),
+            )
+        }
+        DbConnection::Postgresql(_) => Box::new(
+            sql::<Bool>(
+                "to_tsvector('simple', incidents.search_text) @@ plainto_tsquery('simple', ",
+            )
+            .bind::<Text, _>(words.join(" "))
+            .sql(")"),
+        ),
+    })
+}
+
+/// One page of incidents in `sort` order after `after`.
+pub fn list(
+    conn: &mut DbConnection,
+    filter: &IncidentFilter,
+    sort: Sort,
+    after: Option<&Position>,
+    limit: i64,
+) -> Result<Slice<Incident>, StoreError> {
+    let mut query = incidents::table
+        .select(IncidentRow::as_select())
+        .limit(limit + 1)
+        .into_boxed();
+    if !filter.states.is_empty() {
+        query = query.filter(incidents::state.eq_any(filter.states.iter().map(|s| s.as_str())));
+    }
+    if !filter.priorities.is_empty() {
+        query =
+            query.filter(incidents::priority.eq_any(filter.priorities.iter().map(|p| p.as_str())));
+    }
+    if let Some(group) = &filter.assignment_group {
+        query = query.filter(incidents::assignment_group_id.eq(group.clone()));
+    }
+    if let Some(assignee) = &filter.assignee {
+        query = query.filter(incidents::assignee_id.eq(assignee.clone()));
+    }
+    if let Some(caller) = &filter.caller {
+        query = query.filter(incidents::caller_id.eq(caller.clone()));
+    }
+    if let Some(major) = filter.major {
+        query = query.filter(incidents::major.eq(major));
+    }
+    if let Some(category) = &filter.category {
+        query = query.filter(incidents::category.eq(category.clone()));
+    }
+    if let Some(parent) = &filter.parent_id {
+        query = query.filter(incidents::parent_id.eq(parent.clone()));
+    }
+    if let Some(at) = filter.created_after {
+        query = query.filter(incidents::created_at.ge(at));
+    }
+    if let Some(at) = filter.created_before {
+        query = query.filter(incidents::created_at.lt(at));
+    }
+    if let Some(at) = filter.updated_after {
+        query = query.filter(incidents::updated_at.ge(at));
+    }
+    if let Some(words) = filter.q.as_deref().and_then(|q| words_condition(conn, q)) {
+        query = query.filter(words);
+    }
+    macro_rules! keyset {
+        ($column:expr, $key:expr) => {{
+            if let Some(position) = after {
+                let key = $key(&position.key)?;
+                let id = position.id.clone();
+                query = if sort.descending {
+                    query.filter(
+                        $column
+                            .lt(key.clone())
+                            .or($column.eq(key).and(incidents::id.lt(id))),
+                    )
+                } else {
+                    query.filter(
+                        $column
+                            .gt(key.clone())
+                            .or($column.eq(key).and(incidents::id.gt(id))),
+                    )
+                };
+            }
+            query = if sort.descending {
+                query.order(($column.desc(), incidents::id.desc()))
+            } else {
+                query.order(($column.asc(), incidents::id.asc()))
+            };
+        }};
+    }
+    match sort.field {
+        SortField::CreatedAt => keyset!(incidents::created_at, parse_time_key),
+        SortField::UpdatedAt => keyset!(incidents::updated_at, parse_time_key),
+        SortField::Priority => keyset!(incidents::priority, |key: &str| Ok::<_, StoreError>(
+            key.to_owned()
+        )),
+    }
+    let rows = Slice::from_overfetch(query.load::<IncidentRow>(conn)?, limit);
+    let ids: Vec<&str> = rows.items.iter().map(|row| row.id.as_str()).collect();
+    let mut refs = external_refs::of_many(conn, ENTITY, &ids)?;
+    Ok(Slice {
+        more: rows.more,
+        items: rows
+            .items
+            .into_iter()
+            .map(|row| {
+                let own = refs.remove(&row.id).unwrap_or_default();
+                row.into_incident(own)
+            })
+            .collect(),
+    })
+}
