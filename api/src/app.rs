@@ -58,7 +58,7 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
 
 async fn bootstrap_admin(db: &Database, password: Option<String>) -> Result<(), String> {
     let is_empty = db
-        .read(|conn| users::count(conn))
+        .read(users::count)
         .await
         .map_err(|e| format!("cannot count users: {e}"))?
         == 0;
@@ -189,7 +189,7 @@ fn spawn_background_jobs(state: web::Data<AppState>, config: &Config) {
                 Ok(n) => log::info!("closed {n} resolved incident(s) automatically"),
                 Err(e) => log::warn!("automatic closure failed: {e}"),
             }
-            if tick % purge_every == 0 {
+            if tick.is_multiple_of(purge_every) {
                 let not_before = persistence::now_utc() - idempotency_middleware::RETENTION;
                 match state
                     .db

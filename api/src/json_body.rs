@@ -42,6 +42,7 @@ impl<T: DeserializeOwned + Validate + 'static> FromRequest for ValidJson<T> {
                 ));
             }
             let body = read_body(payload, limit).await?;
+            reject_nul_characters(&body)?;
             let value: T = parse_json(&body)?;
             value.validate().map_err(validation_problem)?;
             Ok(ValidJson(value))
@@ -79,6 +80,51 @@ pub async fn read_body(mut payload: Payload, limit: usize) -> ApiResult<Bytes> {
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
+}
+
+/// No text we store may hold NUL (PostgreSQL cannot, and no client means it); in JSON it can
+/// only arrive escaped, so the body is searched only when the escape is present.
+fn reject_nul_characters(body: &[u8]) -> ApiResult<()> {
+    if !body.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
+        return Ok(());
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Ok(()); // malformed: parse_json reports it
+    };
+    match nul_path(&value, String::new()) {
+        Some(path) => Err(ApiError::invalid(path, "must not contain NUL characters")),
+        None => Ok(()),
+    }
+}
+
+/// The path of the first string (or key) holding NUL, in the `a.b[0]` form errors use.
+fn nul_path(value: &serde_json::Value, path: String) -> Option<String> {
+    let or_body = |path: String| {
+        if path.is_empty() {
+            "body".to_owned()
+        } else {
+            path
+        }
+    };
+    match value {
+        serde_json::Value::String(text) if text.contains('\0') => Some(or_body(path)),
+        serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(index, item)| {
+            nul_path(item, format!("{}[{index}]", or_body(path.clone())))
+        }),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(name, item)| {
+            let child = if path.is_empty() {
+                name.replace('\0', "")
+            } else {
+                format!("{path}.{}", name.replace('\0', ""))
+            };
+            if name.contains('\0') {
+                Some(child)
+            } else {
+                nul_path(item, child)
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// Parses JSON, telling malformed syntax (400) from well-formed but wrong content (422).
@@ -178,6 +224,15 @@ fn default_message(code: &str, error: &validator::ValidationError) -> String {
         },
         other => format!("is invalid ({other})"),
     }
+}
+
+/// For merge-patch fields that cannot be cleared: absent is `None`, `null` is a 422.
+pub fn required<'de, T, D>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: Deserializer<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// For merge-patch fields that may be set to null: absent is `None`, `null` is `Some(None)`.

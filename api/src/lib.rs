@@ -12,5 +12,6 @@ pub mod listing;
 pub mod openapi;
 pub mod request_context;
 pub mod routes;
+pub mod seed;
 
 pub use config::Config;

@@ -14,6 +14,7 @@ const USAGE: &str = "usage:
   itsm openapi                                   print the OpenAPI spec
   itsm users create --username U --role R [--role R2]
                                                  create a user; the password is read from stdin
+  itsm seed --incidents N                        add demo data: 4 groups, 20 agents, N incidents
 Configuration comes from ITSM_* environment variables (see README.md).";
 
 fn main() -> ExitCode {
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         ["users", "create", rest @ ..] => create_user(rest),
+        ["seed", "--incidents", count] => seed(count),
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
             Ok(())
@@ -69,7 +71,7 @@ fn create_user(args: &[&str]) -> Result<(), String> {
     while let Some(flag) = rest.next() {
         let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match *flag {
-            "--username" => username = Some(value.to_string()),
+            "--username" => username = Some(value.to_lowercase()),
             "--role" => roles.push(
                 value
                     .parse::<Role>()
@@ -110,6 +112,27 @@ fn create_user(args: &[&str]) -> Result<(), String> {
             .await
             .map_err(|e: persistence::StoreError| e.to_string())?;
         println!("created user {} ({})", user.username, user.id);
+        Ok(())
+    })
+}
+
+fn seed(count: &str) -> Result<(), String> {
+    let count: usize = count
+        .parse()
+        .map_err(|_| "--incidents takes a number".to_owned())?;
+    let config = Config::from_env()?;
+    actix_web::rt::System::new().block_on(async move {
+        let db = Database::open(&config.database).map_err(|e| e.to_string())?;
+        let started = std::time::Instant::now();
+        let seeded = itsm_api::seed::seed(&db, count)
+            .await
+            .map_err(|e| e.to_string())?;
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "seeded {} incidents in {seconds:.1} s ({:.0}/s)",
+            seeded.incidents,
+            seeded.incidents as f64 / seconds.max(0.001)
+        );
         Ok(())
     })
 }

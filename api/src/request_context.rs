@@ -7,6 +7,8 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::Error;
 
+use crate::error::ApiError;
+
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_REQUEST_ID_LEN: usize = 128;
 
@@ -48,11 +50,34 @@ pub async fn middleware(
     };
     // Errors returned by handlers and extractors are rendered inside this scope, so their
     // problem documents name this request.
-    let mut response = CONTEXT.scope(context, next.call(req)).await?;
+    let mut response = CONTEXT
+        .scope(context, async move {
+            match nul_character_problem(&req) {
+                Some(problem) => Ok(req.error_response(problem)),
+                None => next
+                    .call(req)
+                    .await
+                    .map(ServiceResponse::map_into_boxed_body),
+            }
+        })
+        .await?;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     Ok(response)
+}
+
+/// No identifier or filter holds a NUL character (PostgreSQL text cannot), so a request that
+/// carries one is refused before any handler runs.
+fn nul_character_problem(req: &ServiceRequest) -> Option<ApiError> {
+    if req.path().contains("%00") {
+        return Some(ApiError::NotFound(format!("no resource at {}", req.path())));
+    }
+    form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(name, value)| name.contains('\0') || value.contains('\0'))
+        .map(|(name, _)| {
+            ApiError::invalid(name.replace('\0', ""), "must not contain NUL characters")
+        })
 }
 
 fn is_acceptable_request_id(id: &str) -> bool {

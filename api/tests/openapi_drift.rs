@@ -2,8 +2,11 @@
 
 #[test]
 fn checked_in_spec_matches_the_code() {
-    let checked_in = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi/openapi.json"))
-        .expect("openapi/openapi.json is missing: run `make openapi`");
+    let checked_in = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../openapi/openapi.json"
+    ))
+    .expect("openapi/openapi.json is missing: run `make openapi`");
     let generated = itsm_api::openapi::spec_json();
     assert!(
         checked_in == generated,
@@ -15,7 +18,10 @@ fn checked_in_spec_matches_the_code() {
 fn spec_is_openapi_3_1_with_bearer_security() {
     let spec: serde_json::Value = serde_json::from_str(&itsm_api::openapi::spec_json()).unwrap();
     assert_eq!(spec["openapi"], "3.1.0");
-    assert_eq!(spec["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(
+        spec["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
     let operation_ids: Vec<&str> = spec["paths"]
         .as_object()
         .unwrap()
@@ -26,5 +32,9 @@ fn spec_is_openapi_3_1_with_bearer_security() {
     let mut unique = operation_ids.clone();
     unique.sort_unstable();
     unique.dedup();
-    assert_eq!(unique.len(), operation_ids.len(), "operation ids must be unique");
+    assert_eq!(
+        unique.len(),
+        operation_ids.len(),
+        "operation ids must be unique"
+    );
 }

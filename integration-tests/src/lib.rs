@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use itsm_api::app::{self, Spawned};
-use itsm_api::Config;
+pub use itsm_api::Config;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -256,6 +256,74 @@ impl TestApp {
     }
 }
 
+/// What the service has stored so far, compared before and after a rejected request to show
+/// that it changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteMarks {
+    pub users: Vec<Value>,
+    pub groups: Vec<Value>,
+    pub api_tokens: Vec<Value>,
+    pub audit_entries: usize,
+    pub last_event: i64,
+}
+
+impl TestApp {
+    /// Every item of a list, following `next_cursor` to the end (as the admin).
+    pub async fn list_all(&self, path: &str) -> Vec<Value> {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut url = format!("{path}{separator}limit=500");
+            if let Some(cursor) = &cursor {
+                url.push_str(&format!("&cursor={cursor}"));
+            }
+            let response = self.admin(Method::GET, &url).send().await.expect("list");
+            let (status, page) = read(response).await;
+            assert_eq!(status, StatusCode::OK, "GET {url}: {page}");
+            items.extend(page["items"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return items,
+            }
+        }
+    }
+
+    /// A snapshot of users, groups, API tokens, audit entries and the event feed.
+    pub async fn write_marks(&self) -> WriteMarks {
+        WriteMarks {
+            users: self.list_all("/api/v1/users").await,
+            groups: self.list_all("/api/v1/groups").await,
+            api_tokens: self.list_all("/api/v1/api-tokens").await,
+            audit_entries: self.list_all("/api/v1/audit-events").await.len(),
+            last_event: self
+                .events_after(0)
+                .await
+                .last()
+                .and_then(|e| e["sequence"].as_i64())
+                .unwrap_or(0),
+        }
+    }
+
+    /// Asserts that nothing was written since `before` was taken.
+    pub async fn assert_unchanged_since(&self, before: &WriteMarks, what: &str) {
+        let after = self.write_marks().await;
+        assert_eq!(&after, before, "{what} changed stored state");
+    }
+
+    /// The id of the user or API token holding `token`.
+    pub async fn id_of(&self, token: &str) -> String {
+        let response = self
+            .request(Method::GET, "/api/v1/me", token)
+            .send()
+            .await
+            .expect("me");
+        let (status, me) = read(response).await;
+        assert_eq!(status, StatusCode::OK, "{me}");
+        me["id"].as_str().expect("id").to_owned()
+    }
+}
+
 /// Status and JSON body (`Value::Null` for an empty or non-JSON body).
 pub async fn read(response: Response) -> (StatusCode, Value) {
     let status = response.status();
@@ -283,14 +351,22 @@ pub async fn expect_problem(response: Response, status: StatusCode) -> Value {
 }
 
 /// Runs each named `async fn(TestApp)` once per backend: `sqlite::name` and `postgres::name`.
+///
+/// `name with adjust` starts that test's service with its configuration changed by
+/// `fn adjust(&mut Config)` (a function of the invoking module).
 #[macro_export]
 macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
+    ($($name:ident $(with $adjust:ident)?),* $(,)?) => {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let app = $crate::TestApp::spawn($crate::Backend::Sqlite).await.expect("sqlite");
+                    let app = $crate::TestApp::spawn_with(
+                        $crate::Backend::Sqlite,
+                        $crate::__adjust_config!($(super::$adjust)?),
+                    )
+                    .await
+                    .expect("sqlite");
                     super::$name(app).await;
                 }
             )*
@@ -299,12 +375,29 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    match $crate::TestApp::spawn($crate::Backend::Postgres).await {
+                    match $crate::TestApp::spawn_with(
+                        $crate::Backend::Postgres,
+                        $crate::__adjust_config!($(super::$adjust)?),
+                    )
+                    .await
+                    {
                         Some(app) => super::$name(app).await,
                         None => eprintln!("skipped: {} is not set", $crate::POSTGRES_URL_VAR),
                     }
                 }
             )*
         }
+    };
+}
+
+/// The configuration change of one `on_both_backends!` entry: none, or the named function.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __adjust_config {
+    () => {
+        |_: &mut $crate::Config| {}
+    };
+    ($adjust:path) => {
+        $adjust
     };
 }

@@ -128,11 +128,14 @@ pub fn list(
         .limit(limit + 1)
         .into_boxed();
     if let Some(q) = &filter.q {
-        let pattern = format!("%{}%", q.to_lowercase());
+        let pattern = crate::contains_pattern(q);
         query = query.filter(
             lower(assignment_groups::name)
                 .like(pattern.clone())
-                .or(lower(assignment_groups::description).like(pattern)),
+                .escape('\\')
+                .or(lower(assignment_groups::description)
+                    .like(pattern)
+                    .escape('\\')),
         );
     }
     if let Some(member) = &filter.member {

@@ -125,7 +125,9 @@ pub fn create(
             incidents::version.eq(1),
         ))
         .execute(conn)?;
-    external_refs::replace(conn, ENTITY, &id, &draft.external_refs)?;
+    if !draft.external_refs.is_empty() {
+        external_refs::replace(conn, ENTITY, &id, &draft.external_refs)?;
+    }
     let incident = Incident {
         id: id.clone(),
         number,

@@ -56,6 +56,19 @@ diesel::define_sql_function! {
     fn lower(text: diesel::sql_types::Text) -> diesel::sql_types::Text;
 }
 
+/// Escapes LIKE wildcards so that client text matches literally (use with `.escape('\\')`).
+pub(crate) fn escape_like(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// `%text%` for a case-insensitive contains search with `lower(column)`.
+pub(crate) fn contains_pattern(text: &str) -> String {
+    format!("%{}%", escape_like(&text.to_lowercase()))
+}
+
 pub(crate) fn utc(at: chrono::NaiveDateTime) -> chrono::DateTime<chrono::Utc> {
     at.and_utc()
 }

@@ -48,15 +48,19 @@ pub(crate) fn emit(
     Ok(sequence)
 }
 
-/// Increments the named counter in the current transaction and returns its new value.
+/// Increments the named counter in the current transaction and returns its new value, in one
+/// round trip (`RETURNING` is the same SQL on both backends).
 pub(crate) fn next_counter_value(conn: &mut DbConnection, name: &str) -> Result<i64, StoreError> {
-    diesel::update(counters::table.find(name))
-        .set(counters::value.eq(counters::value + 1))
-        .execute(conn)?;
-    Ok(counters::table
-        .find(name)
-        .select(counters::value)
-        .first(conn)?)
+    #[derive(QueryableByName)]
+    struct Counter {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        value: i64,
+    }
+    let counter: Counter =
+        diesel::sql_query("UPDATE counters SET value = value + 1 WHERE name = $1 RETURNING value")
+            .bind::<diesel::sql_types::Text, _>(name)
+            .get_result(conn)?;
+    Ok(counter.value)
 }
 
 /// An event type filter: `incident.created` exactly, or `incident.*` for a family.
@@ -92,7 +96,7 @@ pub fn list(
             EventTypePattern::Exact(name) => Box::new(outbox_events::event_type.eq(name.clone())),
             EventTypePattern::Prefix(prefix) => Box::new(
                 outbox_events::event_type
-                    .like(format!("{}%", escape_like(prefix)))
+                    .like(format!("{}%", crate::escape_like(prefix)))
                     .escape('\\'),
             ),
         }
@@ -109,12 +113,4 @@ pub fn latest_sequence(conn: &mut DbConnection) -> Result<i64, StoreError> {
         .find(EVENT_SEQUENCE)
         .select(counters::value)
         .first(conn)?)
-}
-
-/// Escapes LIKE wildcards; event type names never contain them, but filters come from clients.
-fn escape_like(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
 }

@@ -187,12 +187,17 @@ pub fn list(
         .limit(limit + 1)
         .into_boxed();
     if let Some(q) = &filter.q {
-        let pattern = format!("%{}%", q.to_lowercase());
+        let pattern = crate::contains_pattern(q);
         query = query.filter(
             lower(users::username)
                 .like(pattern.clone())
-                .or(lower(users::display_name).like(pattern.clone()))
-                .or(lower(users::email.assume_not_null()).like(pattern)),
+                .escape('\\')
+                .or(lower(users::display_name)
+                    .like(pattern.clone())
+                    .escape('\\'))
+                .or(lower(users::email.assume_not_null())
+                    .like(pattern)
+                    .escape('\\')),
         );
     }
     if let Some(role) = filter.role {

@@ -97,7 +97,7 @@ pub async fn list_rules(
     QueryParams::parse(&req, &[])?;
     let rules = state
         .db
-        .read(|conn| assignment_rules::all(conn))
+        .read(assignment_rules::all)
         .await
         .map_err(ApiError::from)?;
     Ok(Page {

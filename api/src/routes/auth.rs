@@ -48,6 +48,7 @@ pub async fn issue_token(
     body: ValidJson<TokenRequest>,
 ) -> ApiResult<HttpResponse> {
     let TokenRequest { username, password } = body.0;
+    let username = username.to_lowercase();
     let credentials = state
         .db
         .read(move |conn| users::credentials_by_username(conn, &username))

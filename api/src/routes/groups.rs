@@ -9,12 +9,12 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use validator::Validate;
 
-use super::users::not_found_as;
+use super::users::{non_blank, not_found_as};
 use crate::app::AppState;
 use crate::auth::{Admins, Authorized, Staff};
 use crate::concurrency::{created, if_match, with_etag};
 use crate::error::{ApiError, ApiResult};
-use crate::json_body::{nullable, ValidJson};
+use crate::json_body::{nullable, required, ValidJson};
 use crate::listing::{Page, QueryParams, PAGE_PARAMS};
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -36,14 +36,17 @@ pub struct CreateGroup {
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateGroup {
+    #[serde(default, deserialize_with = "required")]
     #[validate(length(min = 1, max = 100))]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "required")]
     #[validate(length(max = 2000))]
     pub description: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     #[validate(email, length(max = 254))]
     #[schema(value_type = Option<String>)]
     pub email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "required")]
     pub external_refs: Option<Vec<ExternalRef>>,
 }
 
@@ -59,15 +62,6 @@ fn check_refs(refs: Option<&[ExternalRef]>) -> ApiResult<()> {
         Some(refs) => ExternalRef::validate_list(refs, "external_refs").map_err(ApiError::from),
         None => Ok(()),
     }
-}
-
-/// Trims a name and refuses one that is only spaces.
-fn clean_name(name: String) -> ApiResult<String> {
-    let trimmed = name.trim();
-    if trimmed.is_empty() {
-        return Err(ApiError::invalid("name", "must not be blank"));
-    }
-    Ok(trimmed.to_owned())
 }
 
 /// Create an assignment group.
@@ -87,7 +81,7 @@ pub async fn create_group(
     let body = body.0;
     check_refs(Some(&body.external_refs))?;
     let new = NewGroup {
-        name: clean_name(body.name)?,
+        name: non_blank(&body.name, "name")?,
         description: body.description,
         email: body.email,
         external_refs: body.external_refs,
@@ -182,7 +176,11 @@ pub async fn update_group(
     let body = body.0;
     check_refs(body.external_refs.as_deref())?;
     let update = GroupUpdate {
-        name: body.name.map(clean_name).transpose()?,
+        name: body
+            .name
+            .as_deref()
+            .map(|name| non_blank(name, "name"))
+            .transpose()?,
         description: body.description,
         email: body.email,
         external_refs: body.external_refs,

@@ -25,7 +25,7 @@ use crate::app::AppState;
 use crate::auth::Caller;
 use crate::concurrency::{created, if_match, with_etag};
 use crate::error::{ApiError, ApiResult};
-use crate::json_body::{nullable, ValidJson};
+use crate::json_body::{nullable, required, ValidJson};
 use crate::listing::{Page, QueryParams, PAGE_PARAMS};
 
 /// Roles that work incidents; admin is always included.
@@ -161,10 +161,14 @@ pub struct CreateIncident {
 #[serde(deny_unknown_fields)]
 pub struct UpdateIncident {
     #[validate(length(min = 1, max = 200))]
+    #[serde(default, deserialize_with = "required")]
     pub title: Option<String>,
     #[validate(length(max = 20000))]
+    #[serde(default, deserialize_with = "required")]
     pub description: Option<String>,
+    #[serde(default, deserialize_with = "required")]
     pub caller: Option<String>,
+    #[serde(default, deserialize_with = "required")]
     pub channel: Option<Channel>,
     #[serde(default, deserialize_with = "nullable")]
     #[validate(length(min = 1, max = 100))]
@@ -174,7 +178,9 @@ pub struct UpdateIncident {
     #[validate(length(min = 1, max = 100))]
     #[schema(value_type = Option<String>)]
     pub subcategory: Option<Option<String>>,
+    #[serde(default, deserialize_with = "required")]
     pub impact: Option<Impact>,
+    #[serde(default, deserialize_with = "required")]
     pub urgency: Option<Urgency>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
@@ -185,6 +191,7 @@ pub struct UpdateIncident {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub parent_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "required")]
     pub external_refs: Option<Vec<ExternalRef>>,
 }
 

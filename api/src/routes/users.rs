@@ -12,7 +12,7 @@ use crate::app::AppState;
 use crate::auth::{hash_password, Admins, Authorized, Staff};
 use crate::concurrency::{created, if_match, with_etag};
 use crate::error::{ApiError, ApiResult};
-use crate::json_body::{nullable, ValidJson};
+use crate::json_body::{nullable, required, ValidJson};
 use crate::listing::{Page, QueryParams, PAGE_PARAMS};
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -42,13 +42,18 @@ pub struct UpdateUser {
     #[validate(email, length(max = 254))]
     #[schema(value_type = Option<String>)]
     pub email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "required")]
     #[validate(length(min = 1, max = 200))]
     pub display_name: Option<String>,
+    #[serde(default, deserialize_with = "required")]
     pub password: Option<String>,
+    #[serde(default, deserialize_with = "required")]
     #[validate(length(min = 1, max = 6, message = "must list 1 to 6 roles"))]
     pub roles: Option<Vec<Role>>,
     /// `false` deactivates: the user can no longer sign in and their tokens stop working.
+    #[serde(default, deserialize_with = "required")]
     pub active: Option<bool>,
+    #[serde(default, deserialize_with = "required")]
     pub external_refs: Option<Vec<ExternalRef>>,
 }
 
@@ -80,6 +85,27 @@ fn domain_checks(
     }
 }
 
+/// Trims a name and refuses one that is only spaces.
+pub(crate) fn non_blank(value: &str, field: &str) -> ApiResult<String> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(ApiError::invalid(field, "must not be blank"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// argon2 is deliberately slow: hash off the async executor.
+async fn hash_new_password(password: Option<String>) -> ApiResult<Option<String>> {
+    match password {
+        Some(password) => Ok(Some(
+            web::block(move || hash_password(&password))
+                .await
+                .map_err(blocking)??,
+        )),
+        None => Ok(None),
+    }
+}
+
 fn dedup_roles(mut roles: Vec<Role>) -> Vec<Role> {
     roles.sort();
     roles.dedup();
@@ -107,25 +133,21 @@ pub async fn create_user(
     state: web::Data<AppState>,
     body: ValidJson<CreateUser>,
 ) -> ApiResult<HttpResponse> {
-    let body = body.0;
+    let mut body = body.0;
+    // Usernames are case-insensitive: `Alice` and `alice` are one person.
+    body.username = body.username.to_lowercase();
+    let display_name = non_blank(&body.display_name, "display_name")?;
     domain_checks(
         Some(&body.username),
         body.password.as_deref(),
         Some(&body.external_refs),
     )?;
-    let password_hash = match body.password {
-        Some(password) => Some(
-            web::block(move || hash_password(&password))
-                .await
-                .map_err(blocking)??,
-        ),
-        None => None,
-    };
+    let password_hash = hash_new_password(body.password).await?;
     let ctx = caller.write_context();
     let new = NewUser {
         username: body.username,
         email: body.email,
-        display_name: body.display_name,
+        display_name,
         password_hash,
         roles: dedup_roles(body.roles),
         external_refs: body.external_refs,
@@ -228,17 +250,15 @@ pub async fn update_user(
             "you cannot deactivate yourself",
         ));
     }
-    let password_hash = match body.password {
-        Some(password) => Some(
-            web::block(move || hash_password(&password))
-                .await
-                .map_err(blocking)??,
-        ),
-        None => None,
-    };
+    let password_hash = hash_new_password(body.password).await?;
+    let display_name = body
+        .display_name
+        .as_deref()
+        .map(|name| non_blank(name, "display_name"))
+        .transpose()?;
     let update = UserUpdate {
         email: body.email,
-        display_name: body.display_name,
+        display_name,
         roles: body.roles.map(dedup_roles),
         active: body.active,
         password_hash,

@@ -1,0 +1,196 @@
+//! Demo and benchmark data, created through the same domain rules and repositories as the API
+//! (every incident with its audit entry and event), many per unit of work.
+
+use chrono::Utc;
+use domain::incident::{
+    Channel, Impact, Incident, IncidentAction, IncidentState, OnHoldReason, Priority, Relation,
+    ResolutionCode, TransitionInput, Urgency,
+};
+use domain::Role;
+use persistence::groups::{self, NewGroup};
+use persistence::users::{self, NewUser};
+use persistence::{incidents, Database, StoreError, WriteContext};
+
+const PER_UNIT: usize = 500;
+const IN_FLIGHT: usize = 8;
+const CATEGORIES: [&str; 6] = [
+    "network", "hardware", "software", "access", "email", "database",
+];
+const WORDS: [&str; 12] = [
+    "vpn", "printer", "laptop", "password", "outlook", "server", "latency", "disk", "backup",
+    "wifi", "license", "timeout",
+];
+
+/// What `seed` created, for the caller to use.
+pub struct Seeded {
+    pub agents: Vec<String>,
+    pub groups: Vec<String>,
+    pub incidents: usize,
+}
+
+/// A small deterministic generator, so that two seeds of the same size hold the same data.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) as usize
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.next() % items.len()]
+    }
+}
+
+/// Creates 4 groups with 5 agents each, then `count` incidents in varied states.
+pub async fn seed(db: &Database, count: usize) -> Result<Seeded, StoreError> {
+    let (agents, group_ids) = db
+        .write(|conn| -> Result<(Vec<String>, Vec<String>), StoreError> {
+            let ctx = WriteContext::system("seed");
+            let mut agents = Vec::new();
+            let mut group_ids = Vec::new();
+            let suffix = uuid::Uuid::now_v7().simple().to_string();
+            for g in 0..4 {
+                let group = groups::create(
+                    conn,
+                    &ctx,
+                    NewGroup {
+                        name: format!("Seed group {g} {}", &suffix[20..]),
+                        description: "seeded".into(),
+                        email: None,
+                        external_refs: Vec::new(),
+                    },
+                )?;
+                for a in 0..5 {
+                    let user = users::create(
+                        conn,
+                        &ctx,
+                        NewUser {
+                            username: format!("seed-agent-{g}-{a}-{}", &suffix[20..]),
+                            email: None,
+                            display_name: format!("Seed agent {g}.{a}"),
+                            password_hash: None,
+                            roles: vec![Role::Agent],
+                            external_refs: Vec::new(),
+                        },
+                    )?;
+                    groups::add_member(conn, &ctx, &group.id, &user.id)?;
+                    agents.push(user.id);
+                }
+                group_ids.push(group.id);
+            }
+            Ok((agents, group_ids))
+        })
+        .await?;
+    let mut pending = Vec::new();
+    let mut created = 0;
+    let mut unit = 0u64;
+    while created < count {
+        let size = PER_UNIT.min(count - created);
+        let (agents, group_ids) = (agents.clone(), group_ids.clone());
+        let seed_value = unit;
+        pending.push(db.write(move |conn| -> Result<(), StoreError> {
+            let ctx = WriteContext::system("seed");
+            let mut random = Lcg(seed_value);
+            for _ in 0..size {
+                let draft = draft(&mut random, &agents, &group_ids);
+                incidents::create(conn, &ctx, draft)?;
+            }
+            Ok(())
+        }));
+        created += size;
+        unit += 1;
+        if pending.len() >= IN_FLIGHT {
+            for write in pending.drain(..) {
+                write.await?;
+            }
+        }
+    }
+    for write in pending {
+        write.await?;
+    }
+    Ok(Seeded {
+        agents,
+        groups: group_ids,
+        incidents: count,
+    })
+}
+
+/// One incident, taken through the domain's own transitions to a random state.
+fn draft(random: &mut Lcg, agents: &[String], group_ids: &[String]) -> Incident {
+    let now = Utc::now();
+    let impact = random.pick(&[Impact::High, Impact::Medium, Impact::Low]);
+    let urgency = random.pick(&[Urgency::High, Urgency::Medium, Urgency::Low]);
+    let group_index = random.next() % group_ids.len();
+    let caller = agents[random.next() % agents.len()].clone();
+    let mut incident = Incident {
+        id: String::new(),
+        number: String::new(),
+        title: format!("{} {} issue", random.pick(&WORDS), random.pick(&WORDS)),
+        description: format!(
+            "Reported {} problem with {}",
+            random.pick(&WORDS),
+            random.pick(&WORDS)
+        ),
+        caller,
+        channel: random.pick(&[
+            Channel::Api,
+            Channel::Email,
+            Channel::Phone,
+            Channel::Portal,
+            Channel::Monitoring,
+        ]),
+        category: Some(random.pick(&CATEGORIES).to_owned()),
+        subcategory: None,
+        impact,
+        urgency,
+        priority: Priority::from_matrix(impact, urgency),
+        state: IncidentState::New,
+        on_hold_reason: None,
+        assignment_group: Some(group_ids[group_index].clone()),
+        assignee: None,
+        major: false,
+        parent_id: None,
+        resolution_code: None,
+        resolution_notes: None,
+        external_refs: Vec::new(),
+        created_at: now,
+        updated_at: now,
+        first_response_at: None,
+        resolved_at: None,
+        closed_at: None,
+        reopen_count: 0,
+        version: 0,
+    };
+    let agent = Relation {
+        is_agent: true,
+        is_caller: false,
+    };
+    let steps: &[IncidentAction] = match random.next() % 5 {
+        0 => &[],
+        1 => &[IncidentAction::Assign],
+        2 => &[IncidentAction::Assign, IncidentAction::Hold],
+        3 => &[IncidentAction::Assign, IncidentAction::Resolve],
+        _ => &[
+            IncidentAction::Assign,
+            IncidentAction::Resolve,
+            IncidentAction::Close,
+        ],
+    };
+    let input = TransitionInput {
+        assignee: Some(agents[group_index * 5 + random.next() % 5].clone()),
+        on_hold_reason: Some(OnHoldReason::AwaitingVendor),
+        resolution_code: Some(ResolutionCode::Fixed),
+        resolution_notes: Some("Seeded resolution".into()),
+        ..TransitionInput::default()
+    };
+    for step in steps {
+        // Every step is allowed from the state the previous one left; a refusal would only
+        // leave the incident in an earlier state.
+        let _ = incident.apply(*step, &input, agent, now);
+    }
+    incident
+}
