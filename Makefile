@@ -4,7 +4,7 @@
 CARGO ?= cargo
 POSTGRES_URL ?= $(ITSM_TEST_POSTGRES_URL)
 
-.PHONY: run test lint fmt openapi check-domain-deps migrate
+.PHONY: run test lint fmt openapi check-domain-deps migrate bench
 
 ## Serve the API on 127.0.0.1:8080 with the embedded SQLite database in ./data.
 run:
@@ -38,3 +38,9 @@ openapi:
 ## Apply migrations to ITSM_DATABASE_URL (or the embedded default) and exit.
 migrate:
 	$(CARGO) run -q -p itsm-api --bin itsm -- migrate
+
+## The benchmark: release build, fresh databases, seeded through `itsm seed`, a Rust load
+## generator. Set ITSM_BENCH_POSTGRES_URL for PostgreSQL too, BENCH_QUICK=1 for a smoke run.
+bench:
+	$(CARGO) build --release -p itsm-api -p itsm-integration-tests --bin itsm --bin itsm-bench
+	./target/release/itsm-bench

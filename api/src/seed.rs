@@ -168,6 +168,7 @@ fn draft(random: &mut Lcg, agents: &[String], group_ids: &[String]) -> Incident 
     let agent = Relation {
         is_agent: true,
         is_caller: false,
+        parent_final: false,
     };
     let steps: &[IncidentAction] = match random.next() % 5 {
         0 => &[],

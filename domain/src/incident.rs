@@ -183,6 +183,8 @@ pub struct Relation {
     pub is_agent: bool,
     /// The incident's own caller.
     pub is_caller: bool,
+    /// The incident is a child whose parent is closed or canceled: it cannot be reopened.
+    pub parent_final: bool,
 }
 
 /// What a transition needs besides the action.
@@ -224,6 +226,9 @@ impl Incident {
             }
         } else if relation.is_caller && self.state == S::Resolved {
             actions.extend([A::Reopen, A::Close]);
+        }
+        if relation.parent_final {
+            actions.retain(|action| *action != A::Reopen);
         }
         actions
     }
@@ -377,20 +382,6 @@ impl Incident {
         }
         Ok(())
     }
-
-    /// A child cannot be reopened once its parent is closed.
-    pub fn check_reopen_under(&self, parent: Option<&Incident>) -> Result<(), DomainError> {
-        match parent {
-            Some(parent) if parent.state.is_final() => Err(DomainError::InvalidTransition {
-                detail: format!(
-                    "cannot reopen: the parent incident {} is {}",
-                    parent.number, parent.state
-                ),
-                allowed_actions: Vec::new(),
-            }),
-            _ => Ok(()),
-        }
-    }
 }
 
 impl Incident {
@@ -494,14 +485,17 @@ mod tests {
     const AGENT: Relation = Relation {
         is_agent: true,
         is_caller: false,
+        parent_final: false,
     };
     const CALLER: Relation = Relation {
         is_agent: false,
         is_caller: true,
+        parent_final: false,
     };
     const STRANGER: Relation = Relation {
         is_agent: false,
         is_caller: false,
+        parent_final: false,
     };
 
     #[test]
@@ -697,7 +691,16 @@ mod tests {
         assert!(child.check_parent(&parent, true).is_err());
         parent.state = IncidentState::Closed;
         assert!(child.check_parent(&parent, false).is_err());
-        assert!(child.check_reopen_under(Some(&parent)).is_err());
+        let mut resolved_child = incident(IncidentState::Resolved);
+        resolved_child.parent_id = Some(parent.id.clone());
+        let under_closed_parent = Relation {
+            parent_final: true,
+            ..AGENT
+        };
+        assert_eq!(
+            resolved_child.allowed_actions(under_closed_parent),
+            vec![IncidentAction::Close]
+        );
     }
 
     #[test]

@@ -511,3 +511,24 @@ pub fn list(
             .collect(),
     })
 }
+
+/// Which of `ids` are closed or canceled incidents (the parents whose children cannot reopen).
+pub fn final_among(
+    conn: &mut DbConnection,
+    ids: &[&str],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let finals = [
+        IncidentState::Closed.as_str(),
+        IncidentState::Canceled.as_str(),
+    ];
+    Ok(incidents::table
+        .filter(incidents::id.eq_any(ids))
+        .filter(incidents::state.eq_any(finals))
+        .select(incidents::id)
+        .load::<String>(conn)?
+        .into_iter()
+        .collect())
+}

@@ -63,11 +63,22 @@ fn access(caller: &Caller) -> ApiResult<Access> {
     }
 }
 
-fn relation(access: Access, caller: &Caller, incident: &Incident) -> Relation {
-    Relation {
+/// How the caller relates to `incident`; a child's parent state is read when it has one.
+fn relation(
+    conn: &mut DbConnection,
+    access: Access,
+    caller: &Caller,
+    incident: &Incident,
+) -> ApiResult<Relation> {
+    let parent_final = match &incident.parent_id {
+        Some(parent) => incidents::get(conn, parent)?.state.is_final(),
+        None => false,
+    };
+    Ok(Relation {
         is_agent: access == Access::Staff,
         is_caller: incident.caller == caller.id,
-    }
+        parent_final,
+    })
 }
 
 /// An incident with the actions the caller may take now.
@@ -79,8 +90,8 @@ pub struct IncidentView {
 }
 
 /// The JSON a caller receives: requesters get the incident without its internal fields.
-fn view(incident: Incident, access: Access, caller: &Caller) -> Value {
-    let allowed_actions = incident.allowed_actions(relation(access, caller, &incident));
+fn view(incident: Incident, access: Access, relation: Relation) -> Value {
+    let allowed_actions = incident.allowed_actions(relation);
     let mut value = serde_json::to_value(IncidentView {
         incident,
         allowed_actions,
@@ -98,12 +109,11 @@ fn view(incident: Incident, access: Access, caller: &Caller) -> Value {
 
 fn respond(
     status: StatusCode,
-    incident: Incident,
+    (incident, relation): (Incident, Relation),
     access: Access,
-    caller: &Caller,
 ) -> HttpResponse {
     let version = incident.version;
-    with_etag(status, version, &view(incident, access, caller))
+    with_etag(status, version, &view(incident, access, relation))
 }
 
 /// Loads an incident the caller may see; another requester's incident is 404.
@@ -225,25 +235,31 @@ pub struct CreateNote {
 }
 
 /// The references of an incident must exist: an active caller, a group, an assignee who is an
-/// active member of that group, and a parent that may have children.
+/// active member of that group, and a parent that may have children. Only what changed since
+/// `before` is checked, so an incident whose caller has left can still be worked. A parent given
+/// by number is stored by id.
 fn check_references(
     conn: &mut DbConnection,
-    incident: &Incident,
-    check_parent: bool,
+    incident: &mut Incident,
+    before: Option<&Incident>,
 ) -> ApiResult<()> {
-    let referenced_user = |conn: &mut DbConnection,
-                           id: &str,
-                           field: &str|
-     -> ApiResult<domain::User> {
+    let changed =
+        |field: fn(&Incident) -> Option<&str>| before.is_none_or(|b| field(b) != field(incident));
+    let active_user = |conn: &mut DbConnection, id: &str, field: &str| -> ApiResult<()> {
         match users::get(conn, id) {
-            Ok(user) if user.active => Ok(user),
+            Ok(user) if user.active => Ok(()),
             Ok(_) => Err(ApiError::invalid(field, "the user is deactivated")),
             Err(persistence::StoreError::NotFound) => Err(ApiError::invalid(field, "no such user")),
             Err(e) => Err(e.into()),
         }
     };
-    referenced_user(conn, &incident.caller, "caller")?;
-    if let Some(group) = &incident.assignment_group {
+    if changed(|i| Some(i.caller.as_str())) {
+        active_user(conn, &incident.caller, "caller")?;
+    }
+    if let (true, Some(group)) = (
+        changed(|i| i.assignment_group.as_deref()),
+        &incident.assignment_group,
+    ) {
         match groups::get(conn, group) {
             Ok(_) => {}
             Err(persistence::StoreError::NotFound) => {
@@ -252,8 +268,10 @@ fn check_references(
             Err(e) => return Err(e.into()),
         }
     }
-    if let Some(assignee) = &incident.assignee {
-        referenced_user(conn, assignee, "assignee")?;
+    let assignment_changed =
+        changed(|i| i.assignee.as_deref()) || changed(|i| i.assignment_group.as_deref());
+    if let (true, Some(assignee)) = (assignment_changed, &incident.assignee) {
+        active_user(conn, assignee, "assignee")?;
         let Some(group) = &incident.assignment_group else {
             return Err(ApiError::invalid("assignee", "needs an assignment_group"));
         };
@@ -264,8 +282,11 @@ fn check_references(
             ));
         }
     }
-    if let (true, Some(parent_id)) = (check_parent, &incident.parent_id) {
-        let parent = match incidents::get(conn, parent_id) {
+    if let (true, Some(parent_ref)) = (
+        changed(|i| i.parent_id.as_deref()),
+        incident.parent_id.clone(),
+    ) {
+        let parent = match incidents::get(conn, &parent_ref) {
             Ok(parent) => parent,
             Err(persistence::StoreError::NotFound) => {
                 return Err(ApiError::invalid("parent_id", "no such incident"))
@@ -274,6 +295,7 @@ fn check_references(
         };
         let has_children = !incident.id.is_empty() && incidents::has_children(conn, &incident.id)?;
         incident.check_parent(&parent, has_children)?;
+        incident.parent_id = Some(parent.id);
     }
     Ok(())
 }
@@ -366,9 +388,10 @@ pub async fn create_incident(
     }
     let assignee = body.assignee;
     let ctx = caller.write_context();
+    let writer = caller.clone();
     let incident = state
         .db
-        .write(move |conn| -> ApiResult<Incident> {
+        .write(move |conn| -> ApiResult<(Incident, Relation)> {
             if draft.assignment_group.is_none() {
                 if let Some(category) = draft.category.clone() {
                     let rules = assignment_rules::all(conn)?;
@@ -378,13 +401,19 @@ pub async fn create_incident(
                 }
             }
             draft.assign(assignee, ctx.at.and_utc());
-            check_references(conn, &draft, true)?;
-            Ok(incidents::create(conn, &ctx, draft)?)
+            check_references(conn, &mut draft, None)?;
+            let incident = incidents::create(conn, &ctx, draft)?;
+            let relation = relation(conn, access, &writer, &incident)?;
+            Ok((incident, relation))
         })
         .await?;
-    let location = format!("/api/v1/incidents/{}", incident.number);
-    let version = incident.version;
-    Ok(created(location, version, &view(incident, access, &caller)))
+    let location = format!("/api/v1/incidents/{}", incident.0.number);
+    let version = incident.0.version;
+    Ok(created(
+        location,
+        version,
+        &view(incident.0, access, incident.1),
+    ))
 }
 
 /// The sort of `sort=created_at|-created_at|updated_at|-updated_at|priority|-priority`.
@@ -529,20 +558,52 @@ pub async fn list_incidents(
         Some(cursor) => Some(cursor.position),
         None => None,
     };
-    let slice = state
-        .db
-        .read(move |conn| incidents::list(conn, &filter, sort, after.as_ref(), page.limit))
-        .await
-        .map_err(|e| match e {
-            persistence::StoreError::Conflict(message) => ApiError::invalid("cursor", message),
-            other => other.into(),
-        })?;
-    let page = Page::from_slice(slice, |incident| IncidentCursor {
+    let reader = caller.clone();
+    let slice =
+        state
+            .db
+            .read(move |conn| -> ApiResult<_> {
+                let slice = incidents::list(conn, &filter, sort, after.as_ref(), page.limit)
+                    .map_err(|e| match e {
+                        persistence::StoreError::Conflict(message) => {
+                            ApiError::invalid("cursor", message)
+                        }
+                        other => other.into(),
+                    })?;
+                // One query for the parents of the page's children.
+                let parents: Vec<&str> = slice
+                    .items
+                    .iter()
+                    .filter_map(|i| i.parent_id.as_deref())
+                    .collect();
+                let final_parents = incidents::final_among(conn, &parents)?;
+                let items = slice
+                    .items
+                    .into_iter()
+                    .map(|incident| {
+                        let relation = Relation {
+                            is_agent: access == Access::Staff,
+                            is_caller: incident.caller == reader.id,
+                            parent_final: incident
+                                .parent_id
+                                .as_ref()
+                                .is_some_and(|p| final_parents.contains(p)),
+                        };
+                        (incident, relation)
+                    })
+                    .collect();
+                Ok(persistence::Slice {
+                    items,
+                    more: slice.more,
+                })
+            })
+            .await?;
+    let page = Page::from_slice(slice, |(incident, _)| IncidentCursor {
         sort: sort_name.clone(),
         position: sort.position_of(incident),
     });
     Ok(page
-        .map(|incident| view(incident, access, &caller))
+        .map(|(incident, relation)| view(incident, access, relation))
         .respond(&req))
 }
 
@@ -563,9 +624,13 @@ pub async fn get_incident(
     let reader = caller.clone();
     let incident = state
         .db
-        .read(move |conn| visible(conn, &id, access, &reader))
+        .read(move |conn| -> ApiResult<_> {
+            let incident = visible(conn, &id, access, &reader)?;
+            let relation = relation(conn, access, &reader, &incident)?;
+            Ok((incident, relation))
+        })
         .await?;
-    Ok(respond(StatusCode::OK, incident, access, &caller))
+    Ok(respond(StatusCode::OK, incident, access))
 }
 
 /// Change an incident's details (JSON merge patch). Staff only.
@@ -586,11 +651,6 @@ pub async fn update_incident(
     body: ValidJson<UpdateIncident>,
 ) -> ApiResult<HttpResponse> {
     let access = access(&caller)?;
-    if access != Access::Staff {
-        return Err(ApiError::Forbidden(
-            "only agents change incidents; add a comment instead".into(),
-        ));
-    }
     let expected_version = if_match(&req)?;
     let patch = body.0;
     if let Some(refs) = &patch.external_refs {
@@ -604,8 +664,13 @@ pub async fn update_incident(
     let writer = caller.clone();
     let incident = state
         .db
-        .write(move |conn| -> ApiResult<Incident> {
+        .write(move |conn| -> ApiResult<(Incident, Relation)> {
             let before = visible(conn, &id, access, &writer)?;
+            if access != Access::Staff {
+                return Err(ApiError::Forbidden(
+                    "only agents change incidents; add a comment instead".into(),
+                ));
+            }
             check_version(expected_version, &before)?;
             if before.state.is_final() {
                 return Err(ApiError::Conflict(format!(
@@ -650,13 +715,13 @@ pub async fn update_incident(
                 None if after.assignment_group != before.assignment_group => after.assignee = None,
                 None => {}
             }
-            check_references(conn, &after, after.parent_id != before.parent_id)?;
-            Ok(incidents::save(
-                conn, &ctx, &before, &after, "update", None,
-            )?)
+            check_references(conn, &mut after, Some(&before))?;
+            let saved = incidents::save(conn, &ctx, &before, &after, "update", None)?;
+            let relation = relation(conn, access, &writer, &saved)?;
+            Ok((saved, relation))
         })
         .await?;
-    Ok(respond(StatusCode::OK, incident, access, &caller))
+    Ok(respond(StatusCode::OK, incident, access))
 }
 
 fn check_version(expected: Option<i64>, incident: &Incident) -> ApiResult<()> {
@@ -679,16 +744,10 @@ pub(crate) fn transition_in(
     input: &TransitionInput,
     relation: Relation,
 ) -> ApiResult<Incident> {
-    if action == IncidentAction::Reopen {
-        if let Some(parent_id) = &before.parent_id {
-            let parent = incidents::get(conn, parent_id)?;
-            before.check_reopen_under(Some(&parent))?;
-        }
-    }
     let mut after = before.clone();
     let closed_by = after.apply(action, input, relation, ctx.at.and_utc())?;
     if action == IncidentAction::Assign {
-        check_references(conn, &after, false)?;
+        check_references(conn, &mut after, Some(&before))?;
     }
     let audit_action = match closed_by {
         Some(ClosedBy::Caller) => "close_by_caller",
@@ -790,14 +849,16 @@ pub async fn transition_incident(
     let actor = caller.clone();
     let incident = state
         .db
-        .write(move |conn| -> ApiResult<Incident> {
+        .write(move |conn| -> ApiResult<(Incident, Relation)> {
             let before = visible(conn, &id, access, &actor)?;
             check_version(expected_version, &before)?;
-            let relation = relation(access, &actor, &before);
-            transition_in(conn, &ctx, before, action, &input, relation)
+            let relation = relation(conn, access, &actor, &before)?;
+            let saved = transition_in(conn, &ctx, before, action, &input, relation)?;
+            let relation = self::relation(conn, access, &actor, &saved)?;
+            Ok((saved, relation))
         })
         .await?;
-    Ok(respond(StatusCode::OK, incident, access, &caller))
+    Ok(respond(StatusCode::OK, incident, access))
 }
 
 /// Add a comment (public) or a work note (internal).
@@ -921,8 +982,12 @@ pub async fn history(
             let filter = audit::AuditFilter {
                 entity_type: Some(incidents::ENTITY.into()),
                 entity_id: Some(incident.id),
+                // Work notes and major declarations concern staff only.
                 exclude_actions: if access == Access::Requester {
-                    vec![notes::add_action(Visibility::Internal).to_owned()]
+                    vec![
+                        notes::add_action(Visibility::Internal).to_owned(),
+                        IncidentAction::DeclareMajor.as_str().to_owned(),
+                    ]
                 } else {
                     Vec::new()
                 },
@@ -935,7 +1000,7 @@ pub async fn history(
             )?)
         })
         .await?;
-    let page = Page::from_slice(slice, |entry| entry.id.clone()).map(|entry| {
+    let mut page = Page::from_slice(slice, |entry| entry.id.clone()).map(|entry| {
         let mut event = AuditEvent::from(entry);
         if access == Access::Requester {
             if let Value::Object(changes) = &mut event.changes {
@@ -945,6 +1010,13 @@ pub async fn history(
             }
         }
         event
+    });
+    // An entry that changed internal fields only says nothing a requester may see.
+    page.items.retain(|event| {
+        event
+            .changes
+            .as_object()
+            .is_none_or(|changes| !changes.is_empty())
     });
     Ok(page.respond(&req))
 }

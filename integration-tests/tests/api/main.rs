@@ -4,4 +4,8 @@ mod auth;
 mod conventions;
 mod events;
 mod foundation;
+mod incidents;
+mod incidents_concurrency;
+mod incidents_lists;
+mod incidents_transitions;
 mod users_groups;

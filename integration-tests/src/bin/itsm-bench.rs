@@ -1,0 +1,614 @@
+//! `make bench`: the load generator. Starts the release `itsm` binary on a fresh database
+//! (SQLite, and PostgreSQL when ITSM_BENCH_POSTGRES_URL is set), seeds it with `itsm seed`,
+//! runs each scenario at concurrency 1, 16 and 64 after a warm-up, and prints one table:
+//! scenario, backend, concurrency, requests/s, p50, p99, max, errors, server peak RSS. The same
+//! figures go to target/bench/results.json.
+//!
+//! BENCH_QUICK=1 uses small volumes and short runs (a smoke check in under two minutes).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+
+const ADMIN_PASSWORD: &str = "bench-admin-password";
+
+struct Settings {
+    quick: bool,
+    seed_incidents: usize,
+    warm_up: Duration,
+    duration: Duration,
+    concurrency: Vec<usize>,
+}
+
+impl Settings {
+    fn from_env() -> Self {
+        let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
+        let seed_default = if quick { 20_000 } else { 1_000_000 };
+        Self {
+            quick,
+            seed_incidents: std::env::var("BENCH_INCIDENTS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(seed_default),
+            warm_up: Duration::from_millis(if quick { 300 } else { 2_000 }),
+            duration: Duration::from_millis(if quick { 1_500 } else { 10_000 }),
+            concurrency: vec![1, 16, 64],
+        }
+    }
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Measurement {
+    scenario: String,
+    backend: String,
+    concurrency: usize,
+    requests_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    errors: usize,
+    /// Expected refusals, such as 412 under If-Match contention, retried by the client.
+    conflicts: usize,
+    server_peak_rss_mb: f64,
+}
+
+/// The `itsm` server under test, as a child process.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Peak resident memory since the last reset, in MB (Linux `VmHWM`).
+    fn peak_rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    /// Resets the peak so that each scenario reports its own.
+    fn reset_peak_rss(&self) {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5");
+    }
+}
+
+fn itsm_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.with_file_name("itsm")
+}
+
+fn run_itsm(args: &[&str], env: &[(&str, String)], dir: &Path) {
+    let status = Command::new(itsm_binary())
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("RUST_LOG", "warn")
+        .current_dir(dir)
+        .status()
+        .expect("run itsm");
+    assert!(status.success(), "itsm {args:?} failed");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+async fn start_server(env: &[(&str, String)], dir: &Path) -> Server {
+    let port = free_port();
+    let child = Command::new(itsm_binary())
+        .arg("serve")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("ITSM_BIND", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start itsm");
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let client = Client::new();
+    for _ in 0..200 {
+        if let Ok(response) = client.get(format!("{}/readyz", server.base)).send().await {
+            if response.status() == StatusCode::OK {
+                return server;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the server did not become ready");
+}
+
+/// A request to make: method, path, body. Built fresh for every call by a scenario.
+struct Call {
+    method: Method,
+    path: String,
+    body: Option<Value>,
+    if_match: Option<String>,
+}
+
+impl Call {
+    fn get(path: String) -> Self {
+        Self {
+            method: Method::GET,
+            path,
+            body: None,
+            if_match: None,
+        }
+    }
+}
+
+/// What a scenario does for the n-th request of a worker.
+type MakeCall = Arc<dyn Fn(usize, usize) -> Call + Send + Sync>;
+
+struct Scenario {
+    name: &'static str,
+    make: MakeCall,
+    /// For read-modify-write scenarios: statuses that are expected under contention.
+    expected_refusals: &'static [StatusCode],
+}
+
+#[derive(Default)]
+struct Tally {
+    latencies_us: Vec<u32>,
+    errors: usize,
+    conflicts: usize,
+}
+
+async fn drive(
+    client: &Client,
+    base: &str,
+    token: &str,
+    scenario: &Scenario,
+    concurrency: usize,
+    run_for: Duration,
+) -> (Tally, f64) {
+    let counter = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let deadline = started + run_for;
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let client = client.clone();
+        let base = base.to_owned();
+        let token = token.to_owned();
+        let make = scenario.make.clone();
+        let refusals = scenario.expected_refusals;
+        let counter = counter.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let call = make(worker, n);
+                let mut request = client
+                    .request(call.method, format!("{base}{}", call.path))
+                    .bearer_auth(&token);
+                if let Some(body) = &call.body {
+                    request = request.json(body);
+                }
+                if let Some(tag) = &call.if_match {
+                    request = request.header("If-Match", tag);
+                }
+                let sent = Instant::now();
+                let result = request.send().await;
+                let outcome = match result {
+                    Ok(response) => {
+                        let status = response.status();
+                        let _ = response.bytes().await;
+                        status
+                    }
+                    Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                tally
+                    .latencies_us
+                    .push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                if refusals.contains(&outcome) {
+                    tally.conflicts += 1;
+                } else if !outcome.is_success() {
+                    tally.errors += 1;
+                }
+            }
+            tally
+        }));
+    }
+    let mut total = Tally::default();
+    for task in tasks {
+        let tally = task.await.expect("worker");
+        total.latencies_us.extend(tally.latencies_us);
+        total.errors += tally.errors;
+        total.conflicts += tally.conflicts;
+    }
+    (total, started.elapsed().as_secs_f64())
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[index]) / 1000.0
+}
+
+async fn json_of(
+    client: &Client,
+    base: &str,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut request = client
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status();
+    let value: Value = response.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{path}: {status} {value}");
+    value
+}
+
+async fn bench_backend(
+    backend: &str,
+    database_url: Option<String>,
+    settings: &Settings,
+) -> Vec<Measurement> {
+    let dir = std::env::temp_dir().join(format!("itsm-bench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let mut env = vec![("ITSM_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned())];
+    if let Some(url) = database_url {
+        env.push(("ITSM_DATABASE_URL", url));
+    }
+    eprintln!(
+        "[{backend}] seeding {} incidents through `itsm seed`...",
+        settings.seed_incidents
+    );
+    let seeding = Instant::now();
+    run_itsm(
+        &["seed", "--incidents", &settings.seed_incidents.to_string()],
+        &env,
+        &dir,
+    );
+    eprintln!(
+        "[{backend}] seeded in {:.1} s",
+        seeding.elapsed().as_secs_f64()
+    );
+    let server = start_server(&env, &dir).await;
+    let client = Client::builder()
+        .pool_max_idle_per_host(128)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let base = server.base.clone();
+    let token = json_of(
+        &client,
+        &base,
+        "",
+        Method::POST,
+        "/api/v1/auth/token",
+        Some(json!({"username": "admin", "password": ADMIN_PASSWORD})),
+    )
+    .await["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+
+    // Fixtures: a group with the admin in it, 100 hot incidents, a deep cursor.
+    let admin_id = json_of(&client, &base, &token, Method::GET, "/api/v1/me", None).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let group = json_of(
+        &client,
+        &base,
+        &token,
+        Method::POST,
+        "/api/v1/groups",
+        Some(json!({"name": format!("Bench {}", uuid::Uuid::new_v4().simple())})),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    json_of(
+        &client,
+        &base,
+        &token,
+        Method::POST,
+        &format!("/api/v1/groups/{group}/members"),
+        Some(json!({"user_id": admin_id})),
+    )
+    .await;
+    let mut hot = Vec::new();
+    for i in 0..100 {
+        let incident = json_of(
+            &client,
+            &base,
+            &token,
+            Method::POST,
+            "/api/v1/incidents",
+            Some(json!({"title": format!("hot incident {i}"), "impact": "low", "urgency": "low"})),
+        )
+        .await;
+        hot.push(incident["number"].as_str().unwrap().to_owned());
+    }
+    let mid = json_of(
+        &client,
+        &base,
+        &token,
+        Method::GET,
+        "/api/v1/incidents?state=in_progress&sort=-created_at&limit=50",
+        None,
+    )
+    .await;
+    let middle_time = mid["items"]
+        .as_array()
+        .and_then(|items| items.last())
+        .map(|i| i["created_at"].as_str().unwrap().to_owned());
+    let deep_query = match middle_time {
+        Some(_) => {
+            // Walk 20 pages in, so the cursor points well into the index.
+            let mut cursor = mid["next_cursor"].as_str().map(str::to_owned);
+            for _ in 0..20 {
+                let Some(c) = cursor.clone() else { break };
+                let page = json_of(
+                    &client,
+                    &base,
+                    &token,
+                    Method::GET,
+                    &format!(
+                        "/api/v1/incidents?state=in_progress&sort=-created_at&limit=50&cursor={c}"
+                    ),
+                    None,
+                )
+                .await;
+                cursor = page["next_cursor"].as_str().map(str::to_owned).or(Some(c));
+            }
+            cursor.map(|c| {
+                format!("/api/v1/incidents?state=in_progress&sort=-created_at&limit=50&cursor={c}")
+            })
+        }
+        None => None,
+    };
+    let seeded = settings.seed_incidents.max(1);
+    let latest_sequence = json_of(
+        &client,
+        &base,
+        &token,
+        Method::GET,
+        "/api/v1/events?after=0&limit=1",
+        None,
+    )
+    .await;
+    let _ = latest_sequence;
+
+    let versions: Arc<Vec<std::sync::atomic::AtomicI64>> = Arc::new(
+        (0..100)
+            .map(|_| std::sync::atomic::AtomicI64::new(1))
+            .collect(),
+    );
+    let hot = Arc::new(hot);
+    let new_pool = Arc::new(AtomicUsize::new(0));
+    let _ = new_pool;
+    let mut scenarios = vec![
+        Scenario {
+            name: "create incident",
+            make: Arc::new(|worker, n| Call {
+                method: Method::POST,
+                path: "/api/v1/incidents".into(),
+                body: Some(
+                    json!({"title": format!("bench incident {worker}-{n}"), "description": "created by the benchmark",
+                                  "impact": "medium", "urgency": "high", "category": "network"}),
+                ),
+                if_match: None,
+            }),
+            expected_refusals: &[],
+        },
+        Scenario {
+            name: "get incident by number",
+            make: Arc::new(move |_, n| {
+                Call::get(format!(
+                    "/api/v1/incidents/INC{:07}",
+                    1 + (n * 7919) % seeded
+                ))
+            }),
+            expected_refusals: &[],
+        },
+        Scenario {
+            name: "list first page (state, sort)",
+            make: Arc::new(|_, _| {
+                Call::get("/api/v1/incidents?state=in_progress&sort=-created_at&limit=50".into())
+            }),
+            expected_refusals: &[],
+        },
+    ];
+    if let Some(deep) = deep_query {
+        scenarios.push(Scenario {
+            name: "list deep page (cursor)",
+            make: Arc::new(move |_, _| Call::get(deep.clone())),
+            expected_refusals: &[],
+        });
+    }
+    {
+        let hot = hot.clone();
+        let versions = versions.clone();
+        scenarios.push(Scenario {
+            name: "patch with If-Match, 100 hot",
+            make: Arc::new(move |_, n| {
+                let i = (n * 31) % hot.len();
+                let version = versions[i].load(Ordering::Relaxed);
+                versions[i].fetch_add(1, Ordering::Relaxed);
+                Call {
+                    method: Method::PATCH,
+                    path: format!("/api/v1/incidents/{}", hot[i]),
+                    body: Some(json!({"description": format!("edit {n}")})),
+                    if_match: Some(format!("\"{version}\"")),
+                }
+            }),
+            expected_refusals: &[StatusCode::PRECONDITION_FAILED],
+        });
+    }
+    scenarios.push(Scenario {
+        name: "transition (hold/resume)",
+        make: {
+            let hot = hot.clone();
+            Arc::new(move |_, n| {
+                let i = (n * 17) % hot.len();
+                let action = if (n / hot.len()) % 2 == 0 {
+                    json!({"action": "start"})
+                } else {
+                    json!({"action": "hold", "on_hold_reason": "awaiting_vendor"})
+                };
+                Call {
+                    method: Method::POST,
+                    path: format!("/api/v1/incidents/{}/transitions", hot[i]),
+                    body: Some(action),
+                    if_match: None,
+                }
+            })
+        },
+        expected_refusals: &[StatusCode::CONFLICT],
+    });
+    scenarios.push(Scenario {
+        name: "event feed read",
+        make: Arc::new(move |_, n| {
+            Call::get(format!(
+                "/api/v1/events?after={}&limit=100",
+                (n * 104_729) % (seeded * 2)
+            ))
+        }),
+        expected_refusals: &[],
+    });
+
+    let mut results = Vec::new();
+    for scenario in &scenarios {
+        for &concurrency in &settings.concurrency {
+            drive(
+                &client,
+                &base,
+                &token,
+                scenario,
+                concurrency,
+                settings.warm_up,
+            )
+            .await;
+            server.reset_peak_rss();
+            let (mut tally, seconds) = drive(
+                &client,
+                &base,
+                &token,
+                scenario,
+                concurrency,
+                settings.duration,
+            )
+            .await;
+            tally.latencies_us.sort_unstable();
+            let measurement = Measurement {
+                scenario: scenario.name.into(),
+                backend: backend.into(),
+                concurrency,
+                requests_per_second: tally.latencies_us.len() as f64 / seconds,
+                p50_ms: percentile(&tally.latencies_us, 0.50),
+                p99_ms: percentile(&tally.latencies_us, 0.99),
+                max_ms: percentile(&tally.latencies_us, 1.0),
+                errors: tally.errors,
+                conflicts: tally.conflicts,
+                server_peak_rss_mb: server.peak_rss_mb(),
+            };
+            eprintln!("{}", row(&measurement));
+            results.push(measurement);
+        }
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    results
+}
+
+fn row(m: &Measurement) -> String {
+    format!(
+        "| {:<30} | {:<8} | {:>4} | {:>9.0} | {:>7.2} | {:>7.2} | {:>8.2} | {:>6} | {:>9} | {:>7.1} |",
+        m.scenario, m.backend, m.concurrency, m.requests_per_second, m.p50_ms, m.p99_ms, m.max_ms, m.errors, m.conflicts,
+        m.server_peak_rss_mb
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    let settings = Settings::from_env();
+    let mut results = bench_backend("sqlite", None, &settings).await;
+    match std::env::var("ITSM_BENCH_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => {
+            // A fresh schema, so the run starts from an empty database like the SQLite one.
+            let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
+            let admin = Command::new("psql")
+                .args([url.as_str(), "-qc", &format!("CREATE SCHEMA {schema}")])
+                .status();
+            assert!(
+                admin.is_ok_and(|s| s.success()),
+                "cannot create schema {schema} (is psql installed?)"
+            );
+            let separator = if url.contains('?') { '&' } else { '?' };
+            let scoped = format!("{url}{separator}options=-csearch_path%3D{schema}");
+            results.extend(bench_backend("postgres", Some(scoped), &settings).await);
+            let _ = Command::new("psql")
+                .args([
+                    url.as_str(),
+                    "-qc",
+                    &format!("DROP SCHEMA {schema} CASCADE"),
+                ])
+                .status();
+        }
+        _ => eprintln!("ITSM_BENCH_POSTGRES_URL is not set: PostgreSQL not measured"),
+    }
+    println!(
+        "\nmode: {}, seeded incidents: {}",
+        if settings.quick { "quick" } else { "full" },
+        settings.seed_incidents
+    );
+    println!(
+        "| {:<30} | {:<8} | {:>4} | {:>9} | {:>7} | {:>7} | {:>8} | {:>6} | {:>9} | {:>7} |",
+        "scenario",
+        "backend",
+        "conc",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "conflicts",
+        "RSS MB"
+    );
+    println!("|{}|", "-".repeat(128));
+    for m in &results {
+        println!("{}", row(m));
+    }
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&out).expect("target/bench");
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&results).unwrap(),
+    )
+    .expect("results.json");
+    println!("\nwritten to target/bench/results.json");
+}
