@@ -172,8 +172,8 @@ async fn fallback(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     }
 }
 
-/// Background jobs: automatic closure of resolved incidents every tick, and the purge of
-/// expired idempotency keys every ten minutes. Each step is idempotent and claims its work
+/// Background jobs: automatic closure of resolved incidents every tick, the purge of expired
+/// idempotency keys every ten minutes, and planner statistics every hour. Each step is idempotent and claims its work
 /// through version-checked writes, so several nodes may run them at once.
 fn spawn_background_jobs(state: web::Data<AppState>, config: &Config) {
     let interval = Duration::from_secs(config.job_interval_seconds);
@@ -188,6 +188,11 @@ fn spawn_background_jobs(state: web::Data<AppState>, config: &Config) {
                 Ok(0) => {}
                 Ok(n) => log::info!("closed {n} resolved incident(s) automatically"),
                 Err(e) => log::warn!("automatic closure failed: {e}"),
+            }
+            if tick.is_multiple_of(purge_every * 6) {
+                if let Err(e) = state.db.optimize().await {
+                    log::warn!("planner statistics refresh failed: {e}");
+                }
             }
             if tick.is_multiple_of(purge_every) {
                 let not_before = persistence::now_utc() - idempotency_middleware::RETENTION;

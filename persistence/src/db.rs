@@ -235,6 +235,19 @@ impl Database {
         self.writer.submit(f).await
     }
 
+    /// Refreshes the statistics the SQLite planner chooses indexes by (`PRAGMA optimize`
+    /// analyses only tables that changed enough). PostgreSQL's autovacuum does this itself.
+    pub async fn optimize(&self) -> Result<(), StoreError> {
+        if self.backend != Backend::Sqlite {
+            return Ok(());
+        }
+        self.write(|conn| {
+            conn.batch_execute("PRAGMA optimize")
+                .map_err(StoreError::from)
+        })
+        .await
+    }
+
     /// True when the database answers and every embedded migration is applied.
     pub async fn is_ready(&self) -> bool {
         let backend = self.backend;
@@ -254,6 +267,11 @@ fn run_migrations(conn: &mut DbConnection) -> Result<usize, StoreError> {
     .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
     if applied > 0 {
         log::info!("applied {applied} migration(s)");
+    }
+    if let DbConnection::Sqlite(c) = conn {
+        // Statistics for the planner: without them SQLite may sort a large filtered set instead
+        // of walking the sort index (0x10002: analyse what needs it, bounded in time).
+        c.batch_execute("PRAGMA optimize = 0x10002")?;
     }
     Ok(applied)
 }

@@ -54,6 +54,30 @@ pub fn of_many(
     Ok(by_entity)
 }
 
+/// Turns a page of rows into records carrying their references, with one query for the page.
+pub(crate) fn attach<R, T>(
+    conn: &mut DbConnection,
+    entity_type: &str,
+    rows: crate::Slice<R>,
+    id: impl Fn(&R) -> &str,
+    build: impl Fn(R, Vec<ExternalRef>) -> T,
+) -> Result<crate::Slice<T>, StoreError> {
+    let ids: Vec<&str> = rows.items.iter().map(&id).collect();
+    let mut refs = of_many(conn, entity_type, &ids)?;
+    let items = rows
+        .items
+        .into_iter()
+        .map(|row| {
+            let own = refs.remove(id(&row)).unwrap_or_default();
+            build(row, own)
+        })
+        .collect();
+    Ok(crate::Slice {
+        items,
+        more: rows.more,
+    })
+}
+
 /// Replaces a record's references. A reference already held by another record of the same
 /// type is a conflict naming the system and id.
 pub fn replace(

@@ -307,7 +307,8 @@ pub fn resolved_before(
     limit: i64,
 ) -> Result<Vec<String>, StoreError> {
     Ok(incidents::table
-        .filter(incidents::state.eq(IncidentState::Resolved.as_str()))
+        // A literal, not a parameter, so that the partial index on resolved incidents applies.
+        .filter(sql::<Bool>("incidents.state = 'resolved'"))
         .filter(incidents::resolved_at.lt(cutoff))
         .order(incidents::resolved_at.asc())
         .select(incidents::id)
@@ -497,19 +498,13 @@ pub fn list(
         )),
     }
     let rows = Slice::from_overfetch(query.load::<IncidentRow>(conn)?, limit);
-    let ids: Vec<&str> = rows.items.iter().map(|row| row.id.as_str()).collect();
-    let mut refs = external_refs::of_many(conn, ENTITY, &ids)?;
-    Ok(Slice {
-        more: rows.more,
-        items: rows
-            .items
-            .into_iter()
-            .map(|row| {
-                let own = refs.remove(&row.id).unwrap_or_default();
-                row.into_incident(own)
-            })
-            .collect(),
-    })
+    external_refs::attach(
+        conn,
+        ENTITY,
+        rows,
+        |row| &row.id,
+        IncidentRow::into_incident,
+    )
 }
 
 /// Which of `ids` are closed or canceled incidents (the parents whose children cannot reopen).

@@ -221,19 +221,7 @@ pub fn list(
         query = query.filter(users::id.gt(after));
     }
     let rows = Slice::from_overfetch(query.load::<UserRow>(conn)?, limit);
-    let ids: Vec<&str> = rows.items.iter().map(|row| row.id.as_str()).collect();
-    let mut refs = external_refs::of_many(conn, ENTITY, &ids)?;
-    Ok(Slice {
-        more: rows.more,
-        items: rows
-            .items
-            .into_iter()
-            .map(|row| {
-                let own = refs.remove(&row.id).unwrap_or_default();
-                row.into_user(own)
-            })
-            .collect(),
-    })
+    external_refs::attach(conn, ENTITY, rows, |row| &row.id, UserRow::into_user)
 }
 
 /// A partial update; `None` leaves a field as it is.

@@ -32,6 +32,7 @@ CREATE UNIQUE INDEX incidents_number_key ON incidents (number);
 CREATE INDEX incidents_created_idx ON incidents (created_at, id);
 CREATE INDEX incidents_updated_idx ON incidents (updated_at, id);
 CREATE INDEX incidents_priority_idx ON incidents (priority, id);
+CREATE INDEX incidents_priority_created_idx ON incidents (priority, created_at, id);
 -- Filters, each leading an index that also serves the default sort.
 CREATE INDEX incidents_state_idx ON incidents (state, created_at, id);
 CREATE INDEX incidents_caller_idx ON incidents (caller_id, created_at, id);
@@ -39,8 +40,9 @@ CREATE INDEX incidents_assignee_idx ON incidents (assignee_id, created_at, id);
 CREATE INDEX incidents_group_idx ON incidents (assignment_group_id, created_at, id);
 CREATE INDEX incidents_category_idx ON incidents (category, created_at, id);
 CREATE INDEX incidents_major_idx ON incidents (major, created_at, id);
-CREATE INDEX incidents_parent_idx ON incidents (parent_id);
-CREATE INDEX incidents_resolved_idx ON incidents (state, resolved_at);
+CREATE INDEX incidents_parent_idx ON incidents (parent_id, created_at, id);
+-- Automatic closure finds what is due without touching other states.
+CREATE INDEX incidents_resolved_idx ON incidents (resolved_at) WHERE state = 'resolved';
 
 INSERT INTO counters (name, value) VALUES ('incident_number', 0);
 
