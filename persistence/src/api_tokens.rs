@@ -82,7 +82,7 @@ pub fn get(conn: &mut DbConnection, id: &str) -> Result<ApiToken, StoreError> {
     Ok(api_tokens::table
         .find(id)
         .select(ApiTokenRow::as_select())
-        .first::<ApiTokenRow>(conn)?
+        .get_result::<ApiTokenRow>(conn)?
         .into_token())
 }
 
@@ -94,7 +94,7 @@ pub fn find_by_hash(
     Ok(api_tokens::table
         .filter(api_tokens::token_hash.eq(token_hash))
         .select(ApiTokenRow::as_select())
-        .first::<ApiTokenRow>(conn)
+        .get_result::<ApiTokenRow>(conn)
         .optional()?
         .map(ApiTokenRow::into_token))
 }

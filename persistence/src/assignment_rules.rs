@@ -81,7 +81,7 @@ pub fn get(conn: &mut DbConnection, id: &str) -> Result<AssignmentRule, StoreErr
     Ok(assignment_rules::table
         .find(id)
         .select(RuleRow::as_select())
-        .first::<RuleRow>(conn)?
+        .get_result::<RuleRow>(conn)?
         .into())
 }
 

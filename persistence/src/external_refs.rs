@@ -124,6 +124,6 @@ pub fn find_entity(
         .filter(external_refs::system.eq(system))
         .filter(external_refs::external_id.eq(external_id))
         .select(external_refs::entity_id)
-        .first(conn)
+        .get_result(conn)
         .optional()?)
 }

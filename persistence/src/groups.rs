@@ -54,7 +54,7 @@ fn ensure_name_free(
     let holder: Option<String> = assignment_groups::table
         .filter(assignment_groups::name.eq(name))
         .select(assignment_groups::id)
-        .first(conn)
+        .get_result(conn)
         .optional()?;
     match holder {
         Some(holder) if Some(holder.as_str()) != except_id => {
@@ -103,7 +103,7 @@ pub fn get(conn: &mut DbConnection, id: &str) -> Result<Group, StoreError> {
     let row: GroupRow = assignment_groups::table
         .find(id)
         .select(GroupRow::as_select())
-        .first(conn)?;
+        .get_result(conn)?;
     let refs = external_refs::of(conn, ENTITY, id)?;
     Ok(row.into_group(refs))
 }

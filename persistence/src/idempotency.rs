@@ -41,7 +41,7 @@ pub fn claim(
     let existing: Option<StoredKey> = idempotency_keys::table
         .find((principal, key))
         .select(StoredKey::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()?;
     match existing {
         Some(stored) if stored.created_at >= not_before => return Ok(Claim::Existing(stored)),

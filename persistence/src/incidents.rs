@@ -167,9 +167,9 @@ pub fn get(conn: &mut DbConnection, id_or_number: &str) -> Result<Incident, Stor
     let row: IncidentRow = if is_incident_number(id_or_number) {
         query
             .filter(incidents::number.eq(id_or_number))
-            .first(conn)?
+            .get_result(conn)?
     } else {
-        query.find(id_or_number).first(conn)?
+        query.find(id_or_number).get_result(conn)?
     };
     let refs = external_refs::of(conn, ENTITY, &row.id)?;
     Ok(row.into_incident(refs))
@@ -229,7 +229,7 @@ pub fn save(
         let current: i64 = incidents::table
             .find(&before.id)
             .select(incidents::version)
-            .first(conn)?;
+            .get_result(conn)?;
         return Err(StoreError::VersionMismatch {
             expected: before.version,
             actual: current,

@@ -49,18 +49,12 @@ pub(crate) fn emit(
 }
 
 /// Increments the named counter in the current transaction and returns its new value, in one
-/// round trip (`RETURNING` is the same SQL on both backends).
+/// round trip with a statement that stays prepared.
 pub(crate) fn next_counter_value(conn: &mut DbConnection, name: &str) -> Result<i64, StoreError> {
-    #[derive(QueryableByName)]
-    struct Counter {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        value: i64,
-    }
-    let counter: Counter =
-        diesel::sql_query("UPDATE counters SET value = value + 1 WHERE name = $1 RETURNING value")
-            .bind::<diesel::sql_types::Text, _>(name)
-            .get_result(conn)?;
-    Ok(counter.value)
+    Ok(diesel::update(counters::table.find(name))
+        .set(counters::value.eq(counters::value + 1))
+        .returning(counters::value)
+        .get_result(conn)?)
 }
 
 /// An event type filter: `incident.created` exactly, or `incident.*` for a family.
@@ -112,5 +106,5 @@ pub fn latest_sequence(conn: &mut DbConnection) -> Result<i64, StoreError> {
     Ok(counters::table
         .find(EVENT_SEQUENCE)
         .select(counters::value)
-        .first(conn)?)
+        .get_result(conn)?)
 }

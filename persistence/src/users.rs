@@ -116,7 +116,7 @@ pub fn get(conn: &mut DbConnection, id: &str) -> Result<User, StoreError> {
     let row: UserRow = users::table
         .find(id)
         .select(UserRow::as_select())
-        .first(conn)?;
+        .get_result(conn)?;
     let refs = external_refs::of(conn, ENTITY, id)?;
     Ok(row.into_user(refs))
 }
@@ -147,7 +147,7 @@ pub fn credentials_by_username(
     Ok(users::table
         .filter(users::username.eq(username))
         .select((users::id, users::password_hash, users::active, users::roles))
-        .first(conn)
+        .get_result(conn)
         .optional()?)
 }
 
@@ -160,7 +160,7 @@ pub fn access(
     Ok(users::table
         .find(id)
         .select((users::username, users::active, users::roles))
-        .first::<(String, bool, String)>(conn)
+        .get_result::<(String, bool, String)>(conn)
         .optional()?
         .map(|(username, active, roles)| (username, active, parse_roles(&roles))))
 }

@@ -246,11 +246,10 @@ fn check_references(
     let changed =
         |field: fn(&Incident) -> Option<&str>| before.is_none_or(|b| field(b) != field(incident));
     let active_user = |conn: &mut DbConnection, id: &str, field: &str| -> ApiResult<()> {
-        match users::get(conn, id) {
-            Ok(user) if user.active => Ok(()),
-            Ok(_) => Err(ApiError::invalid(field, "the user is deactivated")),
-            Err(persistence::StoreError::NotFound) => Err(ApiError::invalid(field, "no such user")),
-            Err(e) => Err(e.into()),
+        match users::access(conn, id)? {
+            Some((_, true, _)) => Ok(()),
+            Some(_) => Err(ApiError::invalid(field, "the user is deactivated")),
+            None => Err(ApiError::invalid(field, "no such user")),
         }
     };
     if changed(|i| Some(i.caller.as_str())) {
