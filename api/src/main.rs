@@ -8,11 +8,6 @@ use itsm_api::{app, auth, openapi, Config};
 use persistence::users::{self, NewUser};
 use persistence::{Database, WriteContext};
 
-// The write path and JSON handling allocate many small short-lived values; mimalloc serves them
-// faster than the system allocator, with less contention between worker threads.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const USAGE: &str = "usage:
   itsm [serve]                                   serve the API (the default)
   itsm migrate                                   apply pending database migrations and exit
@@ -135,6 +130,7 @@ fn seed(count: &str) -> Result<(), String> {
         let seeded = itsm_api::seed::seed(db, count)
             .await
             .map_err(|e| e.to_string())?;
+        db.optimize().await.map_err(|e| e.to_string())?;
         let seconds = started.elapsed().as_secs_f64();
         println!(
             "seeded {} incidents in {seconds:.1} s ({:.0}/s)",

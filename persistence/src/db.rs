@@ -46,7 +46,7 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: None,
-            read_pool_size: 8,
+            read_pool_size: 4,
             max_batch: 64,
         }
     }
@@ -123,7 +123,7 @@ impl Location {
                     }
                     ConnectionRole::Reader => {
                         "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
-                         PRAGMA query_only = ON; PRAGMA cache_size = -4000;"
+                         PRAGMA query_only = ON; PRAGMA cache_size = -2000;"
                     }
                 };
                 conn.batch_execute(pragmas)?;
@@ -169,6 +169,8 @@ impl r2d2::ManageConnection for ReaderManager {
 pub struct Database {
     backend: Backend,
     readers: r2d2::Pool<ReaderManager>,
+    /// One permit per read connection.
+    read_slots: std::sync::Arc<tokio::sync::Semaphore>,
     writer: Writer,
 }
 
@@ -192,6 +194,9 @@ impl Database {
         );
         Ok(Self {
             backend: location.backend(),
+            read_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                config.read_pool_size.max(1) as usize,
+            )),
             readers,
             writer,
         })
@@ -215,6 +220,13 @@ impl Database {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
+        // Wait for a connection here, not on a blocking thread: otherwise every waiting read
+        // holds a thread of its own, and each thread's allocator cache stays resident.
+        let _permit = self
+            .read_slots
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("the database is closing".into()))?;
         let pool = self.readers.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = pool.get().map_err(StoreError::from)?;
@@ -236,15 +248,13 @@ impl Database {
         self.writer.submit(f).await
     }
 
-    /// Refreshes the statistics the SQLite planner chooses indexes by (`PRAGMA optimize`
-    /// analyses only tables that changed enough). PostgreSQL's autovacuum does this itself.
+    /// Refreshes the statistics the planner chooses indexes by (SQLite: `PRAGMA optimize`,
+    /// which analyses only tables that changed enough; PostgreSQL: `ANALYZE`).
     pub async fn optimize(&self) -> Result<(), StoreError> {
-        if self.backend != Backend::Sqlite {
-            return Ok(());
-        }
         self.write(|conn| match conn {
             DbConnection::Sqlite(c) => refresh_sqlite_statistics(c, "PRAGMA optimize"),
-            DbConnection::Postgresql(_) => Ok(()),
+            // Autovacuum analyses in the end; after a bulk load the planner should not wait.
+            DbConnection::Postgresql(c) => Ok(c.batch_execute("ANALYZE")?),
         })
         .await
     }
