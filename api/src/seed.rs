@@ -11,8 +11,8 @@ use persistence::groups::{self, NewGroup};
 use persistence::users::{self, NewUser};
 use persistence::{incidents, Database, StoreError, WriteContext};
 
-const PER_UNIT: usize = 500;
-const IN_FLIGHT: usize = 8;
+const PER_UNIT: usize = 25;
+const IN_FLIGHT: usize = 128;
 const CATEGORIES: [&str; 6] = [
     "network", "hardware", "software", "access", "email", "database",
 ];
