@@ -435,6 +435,22 @@ impl Incident {
     }
 }
 
+/// The distinct words of `text` that `q` searches by: lowercased runs of letters and digits, at
+/// most `MAX_TERM_CHARS` long, sorted. Queries and the index use the same function.
+pub fn search_terms(text: &str) -> Vec<String> {
+    let mut terms: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty() && word.chars().count() <= MAX_TERM_CHARS)
+        .map(str::to_lowercase)
+        .collect();
+    terms.sort_unstable();
+    terms.dedup();
+    terms
+}
+
+/// Longer "words" (hashes, encoded blobs) are not worth indexing.
+pub const MAX_TERM_CHARS: usize = 64;
+
 /// Formats the human number of the `n`th incident.
 pub fn incident_number(n: i64) -> String {
     format!("INC{n:07}")
@@ -701,6 +717,15 @@ mod tests {
             resolved_child.allowed_actions(under_closed_parent),
             vec![IncidentAction::Close]
         );
+    }
+
+    #[test]
+    fn search_terms_are_distinct_lowercase_words() {
+        assert_eq!(
+            search_terms("VPN down; vpn-gateway DOWN"),
+            ["down", "gateway", "vpn"]
+        );
+        assert!(search_terms(&"x".repeat(65)).is_empty());
     }
 
     #[test]

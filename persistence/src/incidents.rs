@@ -4,12 +4,14 @@ use chrono::NaiveDateTime;
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
-use domain::incident::{incident_number, is_incident_number, Incident, IncidentState, Priority};
+use domain::incident::{
+    incident_number, is_incident_number, search_terms, Incident, IncidentState, Priority,
+};
 use serde_json::json;
 
 use crate::audit::{self, Mutation};
 use crate::outbox::{self, next_counter_value};
-use crate::schema::incidents;
+use crate::schema::{incident_terms, incidents};
 use crate::{external_refs, utc, DbConnection, MultiBackend, Slice, StoreError, WriteContext};
 
 pub const ENTITY: &str = "incident";
@@ -125,6 +127,7 @@ pub fn create(
             incidents::version.eq(1),
         ))
         .execute(conn)?;
+    index_words(conn, &id, None, &draft)?;
     if !draft.external_refs.is_empty() {
         external_refs::replace(conn, ENTITY, &id, &draft.external_refs)?;
     }
@@ -234,6 +237,9 @@ pub fn save(
             expected: before.version,
             actual: current,
         });
+    }
+    if before.title != after.title || before.description != after.description {
+        index_words(conn, &before.id, Some(before), after)?;
     }
     if before.external_refs != after.external_refs {
         external_refs::replace(conn, ENTITY, &after.id, &after.external_refs)?;
@@ -384,26 +390,23 @@ type IncidentCondition = Box<dyn BoxableExpression<incidents::table, MultiBacken
 /// The words of `q` as a full-text condition: FTS5 on SQLite, a GIN-indexed tsvector on
 /// PostgreSQL. Both match whole words, case-insensitively, all of them.
 fn words_condition(conn: &DbConnection, q: &str) -> Option<IncidentCondition> {
-    let words: Vec<String> = q
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect();
-    if words.is_empty() {
-        return None;
-    }
+    let words = search_terms(q);
+    let first = words.first()?.clone();
     Some(match conn {
         DbConnection::Sqlite(_) => {
-            let fts_query = words
-                .iter()
-                .map(|w| format!("\"{w}\""))
-                .collect::<Vec<_>>()
-                .join(" ");
-            Box::new(
-                sql::<Bool>("incidents.rowid IN (SELECT rowid FROM incidents_fts WHERE incidents_fts MATCH ")
-                    .bind::<Text, _>(fts_query)
-                    .sql(")"),
-            )
+            let has = |term: String| -> IncidentCondition {
+                Box::new(
+                    incidents::id.eq_any(
+                        incident_terms::table
+                            .filter(incident_terms::term.eq(term))
+                            .select(incident_terms::incident_id),
+                    ),
+                )
+            };
+            words
+                .into_iter()
+                .skip(1)
+                .fold(has(first), |all, word| Box::new(all.and(has(word))))
         }
         DbConnection::Postgresql(_) => Box::new(
             sql::<Bool>(
@@ -413,6 +416,44 @@ fn words_condition(conn: &DbConnection, q: &str) -> Option<IncidentCondition> {
             .sql(")"),
         ),
     })
+}
+
+/// Keeps SQLite's word table in step with an incident's title and description (PostgreSQL
+/// indexes `search_text` itself). Only the words that changed are written.
+fn index_words(
+    conn: &mut DbConnection,
+    id: &str,
+    before: Option<&Incident>,
+    after: &Incident,
+) -> Result<(), StoreError> {
+    if !matches!(conn, DbConnection::Sqlite(_)) {
+        return Ok(());
+    }
+    let old = before
+        .map(|b| search_terms(&search_text(b)))
+        .unwrap_or_default();
+    let new = search_terms(&search_text(after));
+    let removed: Vec<&String> = old
+        .iter()
+        .filter(|t| new.binary_search(t).is_err())
+        .collect();
+    if !removed.is_empty() {
+        diesel::delete(
+            incident_terms::table
+                .filter(incident_terms::incident_id.eq(id))
+                .filter(incident_terms::term.eq_any(removed)),
+        )
+        .execute(conn)?;
+    }
+    for term in new.iter().filter(|t| old.binary_search(t).is_err()) {
+        diesel::insert_into(incident_terms::table)
+            .values((
+                incident_terms::term.eq(term),
+                incident_terms::incident_id.eq(id),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
 }
 
 /// One page of incidents in `sort` order after `after`.

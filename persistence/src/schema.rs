@@ -123,6 +123,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     settings,
     idempotency_keys,
     incidents,
+    incident_terms,
     notes,
     assignment_rules,
 );
@@ -169,6 +170,14 @@ diesel::table! {
         visibility -> Text,
         body -> Text,
         created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// SQLite only: the words of each incident, for `q` (PostgreSQL uses a GIN index instead).
+    incident_terms (term, incident_id) {
+        term -> Text,
+        incident_id -> Text,
     }
 }
 
