@@ -30,15 +30,15 @@ struct Settings {
 impl Settings {
     fn from_env() -> Self {
         let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
-        let seed_default = if quick { 20_000 } else { 1_000_000 };
+        let seed_default = if quick { 10_000 } else { 1_000_000 };
         Self {
             quick,
             seed_incidents: std::env::var("BENCH_INCIDENTS")
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(seed_default),
-            warm_up: Duration::from_millis(if quick { 300 } else { 2_000 }),
-            duration: Duration::from_millis(if quick { 1_500 } else { 10_000 }),
+            warm_up: Duration::from_millis(if quick { 200 } else { 2_000 }),
+            duration: Duration::from_millis(if quick { 1_000 } else { 10_000 }),
             concurrency: vec![1, 16, 64],
         }
     }
