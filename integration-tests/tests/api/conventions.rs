@@ -4,30 +4,12 @@
 
 use itsm_integration_tests::reqwest::{Method, Response, StatusCode};
 use itsm_integration_tests::serde_json::{json, Value};
-use itsm_integration_tests::{expect_problem, on_both_backends, read, Config, TestApp};
+use itsm_integration_tests::{
+    error_fields, expect_problem, header, on_both_backends, read, Config, TestApp,
+};
 
 fn small_bodies(config: &mut Config) {
     config.max_body_bytes = 2048;
-}
-
-fn header(response: &Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-fn fields(problem: &Value) -> Vec<String> {
-    problem["errors"]
-        .as_array()
-        .map(|errors| {
-            errors
-                .iter()
-                .filter_map(|e| e["field"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Sends a raw body with `content_type` to POST /api/v1/users as the admin.
@@ -86,7 +68,7 @@ async fn wrong_content_is_422_naming_the_field(app: TestApp) {
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
-    assert_eq!(fields(&problem), ["is_superuser"], "{problem}");
+    assert_eq!(error_fields(&problem), ["is_superuser"], "{problem}");
     assert_eq!(problem["type"], "https://itsm.example/problems/validation");
     assert_eq!(problem["title"], "Invalid request");
 
@@ -98,7 +80,7 @@ async fn wrong_content_is_422_naming_the_field(app: TestApp) {
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
-    assert_eq!(fields(&problem), ["roles[0]"], "{problem}");
+    assert_eq!(error_fields(&problem), ["roles[0]"], "{problem}");
     let mut body = valid_user("rooty");
     body["roles"] = json!(["agent", "root"]);
     let problem = expect_problem(
@@ -106,7 +88,7 @@ async fn wrong_content_is_422_naming_the_field(app: TestApp) {
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
-    assert_eq!(fields(&problem), ["roles[1]"], "{problem}");
+    assert_eq!(error_fields(&problem), ["roles[1]"], "{problem}");
 
     // A missing required field.
     let mut body = valid_user("missy");
@@ -116,7 +98,7 @@ async fn wrong_content_is_422_naming_the_field(app: TestApp) {
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
-    assert_eq!(fields(&problem), ["display_name"], "{problem}");
+    assert_eq!(error_fields(&problem), ["display_name"], "{problem}");
 
     // A wrong type.
     let mut body = valid_user("typo");
@@ -126,7 +108,7 @@ async fn wrong_content_is_422_naming_the_field(app: TestApp) {
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
-    assert_eq!(fields(&problem), ["roles"], "{problem}");
+    assert_eq!(error_fields(&problem), ["roles"], "{problem}");
 
     // Values that parse but break the rules; every broken field is reported at once.
     let body = json!({
@@ -141,7 +123,7 @@ async fn wrong_content_is_422_naming_the_field(app: TestApp) {
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
-    let reported = fields(&problem);
+    let reported = error_fields(&problem);
     for field in ["display_name", "email", "roles"] {
         assert!(
             reported.contains(&field.to_owned()),
@@ -156,7 +138,7 @@ async fn wrong_content_is_422_naming_the_field(app: TestApp) {
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
-    let mut reported = fields(&problem);
+    let mut reported = error_fields(&problem);
     reported.sort();
     assert_eq!(reported, ["password", "username"], "{problem}");
     assert_eq!(problem["detail"], "2 fields are invalid");
@@ -251,7 +233,7 @@ async fn query_parameters_are_strict(app: TestApp) {
     ] {
         let response = app.admin(Method::GET, path).send().await.unwrap();
         let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-        assert_eq!(fields(&problem), [field], "GET {path}: {problem}");
+        assert_eq!(error_fields(&problem), [field], "GET {path}: {problem}");
     }
     // The boundaries themselves are fine.
     for path in ["/api/v1/users?limit=1", "/api/v1/users?limit=500"] {
@@ -524,7 +506,7 @@ async fn idempotency_key_replays_the_first_response(app: TestApp) {
     // The same key with another body is refused, and changes nothing.
     let response = send("key-0001", valid_user("idem-other")).await.unwrap();
     let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(fields(&problem), ["Idempotency-Key"], "{problem}");
+    assert_eq!(error_fields(&problem), ["Idempotency-Key"], "{problem}");
     app.assert_unchanged_since(&before, "a reused key").await;
 
     // A new key is a new request: this one conflicts with the user the first created.
@@ -540,7 +522,7 @@ async fn idempotency_key_replays_the_first_response(app: TestApp) {
         .await
         .unwrap();
     let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(fields(&problem), ["Idempotency-Key"], "{problem}");
+    assert_eq!(error_fields(&problem), ["Idempotency-Key"], "{problem}");
     app.assert_unchanged_since(&before, "refused idempotent requests")
         .await;
 }
@@ -726,7 +708,7 @@ async fn nul_characters_never_cause_a_500(app: TestApp) {
         match status {
             StatusCode::OK => assert_eq!(body["items"], json!([]), "GET {path}"),
             StatusCode::UNPROCESSABLE_ENTITY => {
-                assert_eq!(fields(&body), [parameter], "GET {path}: {body}")
+                assert_eq!(error_fields(&body), [parameter], "GET {path}: {body}")
             }
             other => panic!("GET {path}: {other} {body}"),
         }
@@ -775,7 +757,7 @@ async fn nul_characters_never_cause_a_500(app: TestApp) {
                 assert_eq!(stored[read_back], body[read_back], "{stored}");
             }
             StatusCode::UNPROCESSABLE_ENTITY => {
-                assert_eq!(fields(&answer), [field], "POST {path}: {answer}")
+                assert_eq!(error_fields(&answer), [field], "POST {path}: {answer}")
             }
             other => panic!("POST {path} {body}: {other} {answer}"),
         }

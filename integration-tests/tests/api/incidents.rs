@@ -5,7 +5,9 @@
 
 use itsm_integration_tests::reqwest::{Method, Response, StatusCode};
 use itsm_integration_tests::serde_json::{json, Value};
-use itsm_integration_tests::{expect_problem, on_both_backends, read, TestApp};
+use itsm_integration_tests::{
+    error_fields, expect_problem, header, on_both_backends, read, TestApp,
+};
 
 pub(crate) const INCIDENTS: &str = "/api/v1/incidents";
 
@@ -15,27 +17,6 @@ pub(crate) fn text(value: &Value, field: &str) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("{field} is not a string in {value}"))
         .to_owned()
-}
-
-pub(crate) fn header(response: &Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-/// The fields named by a validation problem.
-pub(crate) fn error_fields(problem: &Value) -> Vec<String> {
-    problem["errors"]
-        .as_array()
-        .map(|errors| {
-            errors
-                .iter()
-                .filter_map(|e| e["field"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The `allowed_actions` of an incident or a 409 problem, as strings.

@@ -4,11 +4,9 @@ use std::time::{Duration, Instant};
 
 use itsm_integration_tests::reqwest::{Method, StatusCode};
 use itsm_integration_tests::serde_json::{json, Value};
-use itsm_integration_tests::{on_both_backends, read, Config, TestApp};
+use itsm_integration_tests::{header, on_both_backends, read, Config, TestApp};
 
-use super::incidents::{
-    act, create_incident, fetch, header, resolve_body, text, transition, INCIDENTS,
-};
+use super::incidents::{act, create_incident, fetch, resolve_body, text, transition, INCIDENTS};
 
 const WRITERS: usize = 64;
 

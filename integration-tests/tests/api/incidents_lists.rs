@@ -2,11 +2,13 @@
 
 use itsm_integration_tests::reqwest::{Method, StatusCode};
 use itsm_integration_tests::serde_json::{json, Value};
-use itsm_integration_tests::{expect_problem, on_both_backends, read, TestApp};
+use itsm_integration_tests::{
+    error_fields, expect_problem, header, on_both_backends, read, TestApp,
+};
 
 use super::incidents::{
-    act, agent_in, create_incident, error_fields, header, items, numbers, numbers_of, patched,
-    resolve_body, text, INCIDENTS,
+    act, agent_in, create_incident, items, numbers, numbers_of, patched, resolve_body, text,
+    INCIDENTS,
 };
 
 /// Every item of the list at `INCIDENTS?query` as the holder of `token`, following cursors.

@@ -249,7 +249,7 @@ async fn malformed_transitions_are_422(app: TestApp) {
         )
         .await;
         assert_eq!(
-            super::incidents::error_fields(&problem),
+            itsm_integration_tests::error_fields(&problem),
             [field],
             "{body}: {problem}"
         );

@@ -1,28 +1,10 @@
 //! Users, groups, memberships, `/me`, external references and the audit trail of their changes.
 
-use itsm_integration_tests::reqwest::{Method, Response, StatusCode};
+use itsm_integration_tests::reqwest::{Method, StatusCode};
 use itsm_integration_tests::serde_json::{json, Value};
-use itsm_integration_tests::{expect_problem, on_both_backends, read, TestApp};
-
-fn header(response: &Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-fn fields(problem: &Value) -> Vec<String> {
-    problem["errors"]
-        .as_array()
-        .map(|errors| {
-            errors
-                .iter()
-                .filter_map(|e| e["field"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use itsm_integration_tests::{
+    error_fields, expect_problem, header, on_both_backends, read, TestApp,
+};
 
 async fn create_user(app: &TestApp, body: Value) -> Value {
     let response = app
@@ -354,7 +336,7 @@ async fn patch_has_merge_semantics(app: TestApp) {
             .await
             .unwrap();
         let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-        assert_eq!(fields(&problem), [field], "{body}: {problem}");
+        assert_eq!(error_fields(&problem), [field], "{body}: {problem}");
     }
     app.assert_unchanged_since(&before, "invalid patches").await;
 
@@ -494,7 +476,11 @@ async fn external_refs(app: TestApp) {
         .await
         .unwrap();
     let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(fields(&problem), ["external_refs[1].system"], "{problem}");
+    assert_eq!(
+        error_fields(&problem),
+        ["external_refs[1].system"],
+        "{problem}"
+    );
     // A malformed reference: 422 naming the bad part.
     let response = app
         .admin(Method::POST, "/api/v1/users")
@@ -508,7 +494,7 @@ async fn external_refs(app: TestApp) {
         .await
         .unwrap();
     let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    let mut reported = fields(&problem);
+    let mut reported = error_fields(&problem);
     reported.sort();
     assert_eq!(
         reported,
@@ -609,7 +595,11 @@ async fn external_refs(app: TestApp) {
         .await
         .unwrap();
     let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(fields(&problem), ["external_refs[1].system"], "{problem}");
+    assert_eq!(
+        error_fields(&problem),
+        ["external_refs[1].system"],
+        "{problem}"
+    );
 }
 
 async fn groups_and_members(app: TestApp) {
@@ -658,7 +648,7 @@ async fn groups_and_members(app: TestApp) {
         .await
         .unwrap();
     let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(fields(&problem), ["name"]);
+    assert_eq!(error_fields(&problem), ["name"]);
     app.assert_unchanged_since(&before, "refused groups").await;
 
     let (kim, kim_token) = app.user_with_roles("kim", &["agent"]).await;
@@ -736,7 +726,7 @@ async fn groups_and_members(app: TestApp) {
         .await
         .unwrap();
     let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(fields(&problem), ["user_id"], "{problem}");
+    assert_eq!(error_fields(&problem), ["user_id"], "{problem}");
     let response = app
         .admin(Method::POST, &format!("/api/v1/groups/{desk_id}/members"))
         .json(&json!({"user_id": kim_id}))
@@ -850,7 +840,7 @@ async fn deactivated_users_cannot_join_groups(app: TestApp) {
         .await
         .unwrap();
     let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(fields(&problem), ["user_id"]);
+    assert_eq!(error_fields(&problem), ["user_id"]);
     app.assert_unchanged_since(&before, "adding a deactivated user")
         .await;
 }
@@ -1010,7 +1000,11 @@ async fn null_for_a_required_field_is_422(app: TestApp) {
             .await
             .unwrap();
         let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-        assert_eq!(fields(&problem), [field], "{field}: null -> {problem}");
+        assert_eq!(
+            error_fields(&problem),
+            [field],
+            "{field}: null -> {problem}"
+        );
     }
     app.assert_unchanged_since(&before, "null for required fields")
         .await;
