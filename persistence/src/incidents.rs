@@ -468,8 +468,17 @@ pub fn list(
         .select(IncidentRow::as_select())
         .limit(limit + 1)
         .into_boxed();
-    if !filter.states.is_empty() {
-        query = query.filter(incidents::state.eq_any(filter.states.iter().map(|s| s.as_str())));
+    match filter.states.as_slice() {
+        [] => {}
+        // A literal (the state is one of our own names, never client text), so that both
+        // planners can use the partial index of that state.
+        [one] => {
+            query = query.filter(sql::<Bool>(&format!(
+                "incidents.state = '{}'",
+                one.as_str()
+            )))
+        }
+        many => query = query.filter(incidents::state.eq_any(many.iter().map(|s| s.as_str()))),
     }
     if !filter.priorities.is_empty() {
         query =

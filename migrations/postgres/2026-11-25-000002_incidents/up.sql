@@ -34,7 +34,15 @@ CREATE INDEX incidents_updated_idx ON incidents (updated_at, id);
 CREATE INDEX incidents_priority_idx ON incidents (priority, id);
 CREATE INDEX incidents_priority_created_idx ON incidents (priority, created_at, id);
 -- Filters, each leading an index that also serves the default sort.
-CREATE INDEX incidents_state_idx ON incidents (state, created_at, id);
+-- One partial index per state: a list of one state walks exactly its incidents in time order.
+-- A (state, created_at) index lost to the created_at walk on PostgreSQL, which then skipped
+-- every newer incident of other states (8 ms instead of 0.1 ms after a burst of new ones).
+CREATE INDEX incidents_new_idx ON incidents (created_at, id) WHERE state = 'new';
+CREATE INDEX incidents_in_progress_idx ON incidents (created_at, id) WHERE state = 'in_progress';
+CREATE INDEX incidents_on_hold_idx ON incidents (created_at, id) WHERE state = 'on_hold';
+CREATE INDEX incidents_resolved_created_idx ON incidents (created_at, id) WHERE state = 'resolved';
+CREATE INDEX incidents_closed_idx ON incidents (created_at, id) WHERE state = 'closed';
+CREATE INDEX incidents_canceled_idx ON incidents (created_at, id) WHERE state = 'canceled';
 CREATE INDEX incidents_caller_idx ON incidents (caller_id, created_at, id);
 CREATE INDEX incidents_assignee_idx ON incidents (assignee_id, created_at, id);
 CREATE INDEX incidents_group_idx ON incidents (assignment_group_id, created_at, id);
