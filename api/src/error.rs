@@ -234,3 +234,19 @@ impl From<persistence::DieselError> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A lookup of the resource in the path: missing is a 404 naming `what`.
+pub fn not_found_as(error: StoreError, what: &str) -> ApiError {
+    match error {
+        StoreError::NotFound => ApiError::not_found(what),
+        other => other.into(),
+    }
+}
+
+/// A lookup of a record the request body refers to: missing is a 422 on `field`.
+pub fn unknown_reference(error: StoreError, field: &str, message: &str) -> ApiError {
+    match error {
+        StoreError::NotFound => ApiError::invalid(field, message),
+        other => other.into(),
+    }
+}

@@ -119,6 +119,13 @@ impl QueryParams {
 
     /// `limit` (1..=500, default 50) and the decoded `cursor` of the previous page.
     pub fn page<C: DeserializeOwned>(&self) -> ApiResult<PageRequest<C>> {
+        let limit = self.limit()?;
+        let cursor = self.single("cursor")?.map(decode_cursor).transpose()?;
+        Ok(PageRequest { limit, cursor })
+    }
+
+    /// `limit`: 1 to 500, default 50.
+    pub fn limit(&self) -> ApiResult<i64> {
         let limit = self
             .parsed::<i64>("limit", &format!("a whole number from 1 to {MAX_LIMIT}"))?
             .unwrap_or(DEFAULT_LIMIT);
@@ -128,8 +135,7 @@ impl QueryParams {
                 format!("must be a whole number from 1 to {MAX_LIMIT}"),
             ));
         }
-        let cursor = self.single("cursor")?.map(decode_cursor).transpose()?;
-        Ok(PageRequest { limit, cursor })
+        Ok(limit)
     }
 }
 
@@ -193,23 +199,20 @@ impl<T: Serialize> Page<T> {
     pub fn respond(&self, req: &HttpRequest) -> HttpResponse {
         let mut response = HttpResponse::Ok();
         if let Some(cursor) = &self.next_cursor {
-            response.insert_header((
-                header::LINK,
-                format!("<{}>; rel=\"next\"", next_page_uri(req, cursor)),
-            ));
+            response.insert_header((header::LINK, next_page_link(req, "cursor", cursor)));
         }
         response.json(self)
     }
 }
 
-/// The same request with `cursor` replaced.
-fn next_page_uri(req: &HttpRequest, cursor: &str) -> String {
+/// `Link: <the same request with `position` set to `value`>; rel="next"`.
+pub fn next_page_link(req: &HttpRequest, position: &str, value: &str) -> String {
     let mut query = form_urlencoded::Serializer::new(String::new());
-    for (name, value) in form_urlencoded::parse(req.query_string().as_bytes()) {
-        if name != "cursor" {
-            query.append_pair(&name, &value);
+    for (name, existing) in form_urlencoded::parse(req.query_string().as_bytes()) {
+        if name != position {
+            query.append_pair(&name, &existing);
         }
     }
-    query.append_pair("cursor", cursor);
-    format!("{}?{}", req.path(), query.finish())
+    query.append_pair(position, value);
+    format!("<{}?{}>; rel=\"next\"", req.path(), query.finish())
 }

@@ -78,7 +78,7 @@ pub(crate) fn utc(at: chrono::NaiveDateTime) -> chrono::DateTime<chrono::Utc> {
 }
 
 /// Optimistic concurrency: `expected` (from `If-Match`) must be the current version.
-pub(crate) fn check_version(expected: Option<i64>, actual: i64) -> Result<(), StoreError> {
+pub fn check_version(expected: Option<i64>, actual: i64) -> Result<(), StoreError> {
     match expected {
         Some(expected) if expected != actual => {
             Err(StoreError::VersionMismatch { expected, actual })

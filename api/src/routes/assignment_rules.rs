@@ -9,11 +9,10 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use validator::Validate;
 
-use super::users::not_found_as;
 use crate::app::AppState;
 use crate::auth::{Admins, Authorized, Staff};
 use crate::concurrency::{created, if_match, with_etag};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{not_found_as, unknown_reference, ApiError, ApiResult};
 use crate::json_body::ValidJson;
 use crate::listing::{Page, QueryParams};
 
@@ -33,13 +32,8 @@ pub struct RuleRequest {
 }
 
 fn fields(conn: &mut DbConnection, request: RuleRequest) -> ApiResult<RuleFields> {
-    match groups::get(conn, &request.assignment_group) {
-        Ok(_) => {}
-        Err(persistence::StoreError::NotFound) => {
-            return Err(ApiError::invalid("assignment_group", "no such group"))
-        }
-        Err(e) => return Err(e.into()),
-    }
+    groups::get(conn, &request.assignment_group)
+        .map_err(|e| unknown_reference(e, "assignment_group", "no such group"))?;
     let category = request.category.trim().to_owned();
     if category.is_empty() {
         return Err(ApiError::invalid("category", "must not be blank"));

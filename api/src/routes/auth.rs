@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use validator::Validate;
 
-use super::users::{blocking, not_found_as};
+use super::users::blocking;
 use crate::app::AppState;
 use crate::auth::{generate_api_token, verify_password, Admins, Authorized, Caller, CallerKind};
 use crate::concurrency::created;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{not_found_as, ApiError, ApiResult};
 use crate::json_body::ValidJson;
 use crate::listing::{Page, QueryParams, PAGE_PARAMS};
 

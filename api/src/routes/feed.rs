@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use crate::app::AppState;
 use crate::auth::{Admins, Authorized, FeedReaders};
 use crate::error::{ApiError, ApiResult};
-use crate::listing::{Page, QueryParams, DEFAULT_LIMIT, MAX_LIMIT, PAGE_PARAMS};
+use crate::listing::{next_page_link, Page, QueryParams, PAGE_PARAMS};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Actor {
@@ -169,15 +169,7 @@ pub async fn list_events(
             "must be a sequence number (0 or more)",
         ));
     }
-    let limit = params
-        .parsed::<i64>("limit", &format!("a whole number from 1 to {MAX_LIMIT}"))?
-        .unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("must be a whole number from 1 to {MAX_LIMIT}"),
-        ));
-    }
+    let limit = params.limit()?;
     let types = type_patterns(&params.all("types"))?;
     let slice = state
         .db
@@ -189,17 +181,7 @@ pub async fn list_events(
     let next_cursor = items.last().map(|event| event.sequence.to_string());
     let mut response = HttpResponse::Ok();
     if let (true, Some(cursor)) = (more, &next_cursor) {
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        for (name, value) in form_urlencoded::parse(req.query_string().as_bytes()) {
-            if name != "after" {
-                query.append_pair(&name, &value);
-            }
-        }
-        query.append_pair("after", cursor);
-        response.insert_header((
-            "Link",
-            format!("<{}?{}>; rel=\"next\"", req.path(), query.finish()),
-        ));
+        response.insert_header(("Link", next_page_link(&req, "after", cursor)));
     }
     Ok(response.json(Page { items, next_cursor }))
 }

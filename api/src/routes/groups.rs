@@ -9,11 +9,11 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use validator::Validate;
 
-use super::users::{non_blank, not_found_as};
+use super::users::non_blank;
 use crate::app::AppState;
 use crate::auth::{Admins, Authorized, Staff};
 use crate::concurrency::{created, if_match, with_etag};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{not_found_as, unknown_reference, ApiError, ApiResult};
 use crate::json_body::{nullable, required, ValidJson};
 use crate::listing::{Page, QueryParams, PAGE_PARAMS};
 
@@ -241,10 +241,8 @@ pub async fn add_member(
         .db
         .write(move |conn| -> ApiResult<User> {
             groups::get(conn, &group_id).map_err(|e| not_found_as(e, "group"))?;
-            let user = users::get(conn, &user_id).map_err(|e| match e {
-                persistence::StoreError::NotFound => ApiError::invalid("user_id", "no such user"),
-                other => other.into(),
-            })?;
+            let user = users::get(conn, &user_id)
+                .map_err(|e| unknown_reference(e, "user_id", "no such user"))?;
             if !user.active {
                 return Err(ApiError::invalid("user_id", "the user is deactivated"));
             }

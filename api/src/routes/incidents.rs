@@ -24,7 +24,7 @@ use super::feed::AuditEvent;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::concurrency::{created, if_match, with_etag};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{not_found_as, unknown_reference, ApiError, ApiResult};
 use crate::json_body::{nullable, required, ValidJson};
 use crate::listing::{Page, QueryParams, PAGE_PARAMS};
 
@@ -123,8 +123,7 @@ fn visible(
     access: Access,
     caller: &Caller,
 ) -> ApiResult<Incident> {
-    let incident =
-        incidents::get(conn, id).map_err(|e| super::users::not_found_as(e, "incident"))?;
+    let incident = incidents::get(conn, id).map_err(|e| not_found_as(e, "incident"))?;
     if access == Access::Requester && incident.caller != caller.id {
         return Err(ApiError::not_found("incident"));
     }
@@ -259,13 +258,8 @@ fn check_references(
         changed(|i| i.assignment_group.as_deref()),
         &incident.assignment_group,
     ) {
-        match groups::get(conn, group) {
-            Ok(_) => {}
-            Err(persistence::StoreError::NotFound) => {
-                return Err(ApiError::invalid("assignment_group", "no such group"))
-            }
-            Err(e) => return Err(e.into()),
-        }
+        groups::get(conn, group)
+            .map_err(|e| unknown_reference(e, "assignment_group", "no such group"))?;
     }
     let assignment_changed =
         changed(|i| i.assignee.as_deref()) || changed(|i| i.assignment_group.as_deref());
@@ -285,13 +279,8 @@ fn check_references(
         changed(|i| i.parent_id.as_deref()),
         incident.parent_id.clone(),
     ) {
-        let parent = match incidents::get(conn, &parent_ref) {
-            Ok(parent) => parent,
-            Err(persistence::StoreError::NotFound) => {
-                return Err(ApiError::invalid("parent_id", "no such incident"))
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let parent = incidents::get(conn, &parent_ref)
+            .map_err(|e| unknown_reference(e, "parent_id", "no such incident"))?;
         let has_children = !incident.id.is_empty() && incidents::has_children(conn, &incident.id)?;
         incident.check_parent(&parent, has_children)?;
         incident.parent_id = Some(parent.id);
@@ -670,7 +659,7 @@ pub async fn update_incident(
                     "only agents change incidents; add a comment instead".into(),
                 ));
             }
-            check_version(expected_version, &before)?;
+            persistence::check_version(expected_version, before.version)?;
             if before.state.is_final() {
                 return Err(ApiError::Conflict(format!(
                     "incident {} is {} and cannot change",
@@ -721,16 +710,6 @@ pub async fn update_incident(
         })
         .await?;
     Ok(respond(StatusCode::OK, incident, access))
-}
-
-fn check_version(expected: Option<i64>, incident: &Incident) -> ApiResult<()> {
-    match expected {
-        Some(expected) if expected != incident.version => Err(ApiError::VersionMismatch {
-            expected,
-            actual: incident.version,
-        }),
-        _ => Ok(()),
-    }
 }
 
 /// Applies `action` to the incident inside a unit of work, cascading to children when a parent
@@ -850,7 +829,7 @@ pub async fn transition_incident(
         .db
         .write(move |conn| -> ApiResult<(Incident, Relation)> {
             let before = visible(conn, &id, access, &actor)?;
-            check_version(expected_version, &before)?;
+            persistence::check_version(expected_version, before.version)?;
             let relation = relation(conn, access, &actor, &before)?;
             let saved = transition_in(conn, &ctx, before, action, &input, relation)?;
             let relation = self::relation(conn, access, &actor, &saved)?;

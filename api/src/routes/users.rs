@@ -11,7 +11,7 @@ use validator::Validate;
 use crate::app::AppState;
 use crate::auth::{hash_password, Admins, Authorized, Staff};
 use crate::concurrency::{created, if_match, with_etag};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{not_found_as, ApiError, ApiResult};
 use crate::json_body::{nullable, required, ValidJson};
 use crate::listing::{Page, QueryParams, PAGE_PARAMS};
 
@@ -271,13 +271,6 @@ pub async fn update_user(
         .await
         .map_err(|e| not_found_as(e, "user"))?;
     Ok(with_etag(StatusCode::OK, user.version, &user))
-}
-
-pub(crate) fn not_found_as(error: persistence::StoreError, what: &str) -> ApiError {
-    match error {
-        persistence::StoreError::NotFound => ApiError::not_found(what),
-        other => other.into(),
-    }
 }
 
 pub(crate) fn blocking(error: actix_web::error::BlockingError) -> ApiError {
