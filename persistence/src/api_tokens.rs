@@ -64,7 +64,6 @@ pub fn create(
         .execute(conn)?;
     let token = get(conn, &id)?;
     audit::record(
-        conn,
         ctx,
         Mutation {
             entity_type: ENTITY,
@@ -137,7 +136,6 @@ pub fn revoke(conn: &mut DbConnection, ctx: &WriteContext, id: &str) -> Result<(
     }
     let token = get(conn, id)?;
     audit::record(
-        conn,
         ctx,
         Mutation {
             entity_type: ENTITY,

@@ -67,7 +67,6 @@ pub fn create(
         .execute(conn)?;
     let rule = get(conn, &id)?;
     record(
-        conn,
         ctx,
         &rule,
         "create",
@@ -136,14 +135,7 @@ pub fn replace(
             &before.assignment_group,
             &after.assignment_group,
         );
-    record(
-        conn,
-        ctx,
-        &after,
-        "update",
-        changes,
-        "assignment_rule.updated",
-    )?;
+    record(ctx, &after, "update", changes, "assignment_rule.updated")?;
     Ok(after)
 }
 
@@ -152,18 +144,10 @@ pub fn delete(conn: &mut DbConnection, ctx: &WriteContext, id: &str) -> Result<(
     diesel::delete(assignment_rules::table.find(id)).execute(conn)?;
     let mut changes = Changes::new();
     changes.field("rule", &Some(&rule), &None);
-    record(
-        conn,
-        ctx,
-        &rule,
-        "delete",
-        changes,
-        "assignment_rule.deleted",
-    )
+    record(ctx, &rule, "delete", changes, "assignment_rule.deleted")
 }
 
 fn record(
-    conn: &mut DbConnection,
     ctx: &WriteContext,
     rule: &AssignmentRule,
     action: &str,
@@ -171,7 +155,6 @@ fn record(
     event_type: &str,
 ) -> Result<(), StoreError> {
     audit::record(
-        conn,
         ctx,
         Mutation {
             entity_type: ENTITY,

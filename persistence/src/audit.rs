@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use serde_json::Value;
 
 use crate::schema::audit_entries;
-use crate::{outbox, DbConnection, Slice, StoreError};
+use crate::{journal, DbConnection, Slice, StoreError};
 
 /// Who performs a unit of work, in which request, and the time it is recorded at.
 #[derive(Debug, Clone)]
@@ -58,27 +58,16 @@ pub struct AuditEntry {
     pub request_id: Option<String>,
 }
 
-/// Records `mutation` in the audit trail and the outbox; returns the event's sequence.
-pub fn record(
-    conn: &mut DbConnection,
-    ctx: &WriteContext,
-    mutation: Mutation<'_>,
-) -> Result<i64, StoreError> {
-    diesel::insert_into(audit_entries::table)
-        .values((
-            audit_entries::id.eq(crate::new_id()),
-            audit_entries::at.eq(ctx.at),
-            audit_entries::actor_id.eq(&ctx.actor_id),
-            audit_entries::actor_name.eq(&ctx.actor_name),
-            audit_entries::entity_type.eq(mutation.entity_type),
-            audit_entries::entity_id.eq(mutation.entity_id),
-            audit_entries::action.eq(mutation.action),
-            audit_entries::changes.eq(mutation.changes.to_string()),
-            audit_entries::request_id.eq(&ctx.request_id),
-        ))
-        .execute(conn)?;
-    outbox::emit(
-        conn,
+/// Records `mutation` in the audit trail and the outbox, in the open write transaction.
+pub fn record(ctx: &WriteContext, mutation: Mutation<'_>) -> Result<(), StoreError> {
+    journal::add_audit_entry(
+        ctx,
+        mutation.entity_type,
+        mutation.entity_id,
+        mutation.action,
+        &mutation.changes,
+    )?;
+    journal::add_event(
         ctx,
         mutation.event_type,
         mutation.entity_type,

@@ -85,7 +85,6 @@ pub fn create(
     external_refs::replace(conn, ENTITY, &id, &new.external_refs)?;
     let group = get(conn, &id)?;
     audit::record(
-        conn,
         ctx,
         Mutation {
             entity_type: ENTITY,
@@ -231,7 +230,6 @@ pub fn update(
     }
     let group = get(conn, id)?;
     audit::record(
-        conn,
         ctx,
         Mutation {
             entity_type: ENTITY,
@@ -277,7 +275,7 @@ pub fn add_member(
             group_members::added_at.eq(ctx.at),
         ))
         .execute(conn)?;
-    record_membership(conn, ctx, group_id, user_id, true)
+    record_membership(ctx, group_id, user_id, true)
 }
 
 pub fn remove_member(
@@ -290,11 +288,10 @@ pub fn remove_member(
     if removed == 0 {
         return Err(StoreError::NotFound);
     }
-    record_membership(conn, ctx, group_id, user_id, false)
+    record_membership(ctx, group_id, user_id, false)
 }
 
 fn record_membership(
-    conn: &mut DbConnection,
     ctx: &WriteContext,
     group_id: &str,
     user_id: &str,
@@ -310,7 +307,6 @@ fn record_membership(
         )
     };
     audit::record(
-        conn,
         ctx,
         Mutation {
             entity_type: ENTITY,

@@ -10,9 +10,11 @@ use domain::incident::{
 use serde_json::json;
 
 use crate::audit::{self, Mutation};
-use crate::outbox::{self, next_counter_value};
+use crate::outbox;
 use crate::schema::{incident_terms, incidents};
-use crate::{external_refs, utc, DbConnection, MultiBackend, Slice, StoreError, WriteContext};
+use crate::{
+    counters, external_refs, utc, DbConnection, MultiBackend, Slice, StoreError, WriteContext,
+};
 
 pub const ENTITY: &str = "incident";
 const NUMBER_COUNTER: &str = "incident_number";
@@ -98,7 +100,7 @@ pub fn create(
     ctx: &WriteContext,
     draft: Incident,
 ) -> Result<Incident, StoreError> {
-    let number = incident_number(next_counter_value(conn, NUMBER_COUNTER)?);
+    let number = incident_number(counters::advance(conn, NUMBER_COUNTER, 1)?);
     let id = crate::new_id();
     diesel::insert_into(incidents::table)
         .values((
@@ -140,7 +142,6 @@ pub fn create(
         ..draft
     };
     audit::record(
-        conn,
         ctx,
         Mutation {
             entity_type: ENTITY,
@@ -152,14 +153,7 @@ pub fn create(
         },
     )?;
     if incident.assignee.is_some() {
-        outbox::emit(
-            conn,
-            ctx,
-            "incident.assigned",
-            ENTITY,
-            &id,
-            &json!(incident),
-        )?;
+        outbox::emit(ctx, "incident.assigned", ENTITY, &id, &json!(incident))?;
     }
     Ok(incident)
 }
@@ -256,7 +250,6 @@ pub fn save(
         "incident.updated"
     };
     audit::record(
-        conn,
         ctx,
         Mutation {
             entity_type: ENTITY,
@@ -268,17 +261,10 @@ pub fn save(
         },
     )?;
     if before.assignee != saved.assignee || before.assignment_group != saved.assignment_group {
-        outbox::emit(conn, ctx, "incident.assigned", ENTITY, &saved.id, &data)?;
+        outbox::emit(ctx, "incident.assigned", ENTITY, &saved.id, &data)?;
     }
     if !before.major && saved.major {
-        outbox::emit(
-            conn,
-            ctx,
-            "incident.major_declared",
-            ENTITY,
-            &saved.id,
-            &data,
-        )?;
+        outbox::emit(ctx, "incident.major_declared", ENTITY, &saved.id, &data)?;
     }
     Ok(saved)
 }

@@ -9,12 +9,14 @@
 pub mod api_tokens;
 pub mod assignment_rules;
 pub mod audit;
+mod counters;
 mod db;
 mod error;
 pub mod external_refs;
 pub mod groups;
 pub mod idempotency;
 pub mod incidents;
+mod journal;
 pub mod notes;
 pub mod outbox;
 pub mod schema;

@@ -68,7 +68,6 @@ pub fn add(
         created_at: utc(ctx.at),
     };
     audit::record(
-        conn,
         ctx,
         Mutation {
             entity_type,

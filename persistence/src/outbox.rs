@@ -1,8 +1,8 @@
 //! The event outbox: one row per domain event, numbered by a gap-free sequence in commit order.
 //!
-//! The sequence comes from a counter row updated in the writing transaction. Its row lock is held
-//! until commit, so sequences are handed out in commit order, and a rolled-back unit returns its
-//! number: a client that polls `after=N` never misses an event that commits later with a lower
+//! The sequence comes from a counter row advanced in the writing transaction, just before it
+//! commits (see `journal`). Its row lock is held until commit, so sequences are handed out in
+//! commit order, and a rolled-back unit never takes a number: a client that polls `after=N` never misses an event that commits later with a lower
 //! number, which an auto-increment column cannot promise under concurrent writers.
 
 use chrono::NaiveDateTime;
@@ -10,9 +10,7 @@ use diesel::prelude::*;
 use serde_json::Value;
 
 use crate::schema::{counters, outbox_events};
-use crate::{DbConnection, Slice, StoreError, WriteContext};
-
-const EVENT_SEQUENCE: &str = "event_sequence";
+use crate::{journal, DbConnection, Slice, StoreError, WriteContext};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = outbox_events)]
@@ -27,34 +25,13 @@ pub struct OutboxEvent {
 
 /// Adds an event without an audit entry: for the further events of a change that was audited.
 pub(crate) fn emit(
-    conn: &mut DbConnection,
     ctx: &WriteContext,
     event_type: &str,
     entity_type: &str,
     entity_id: &str,
     data: &Value,
-) -> Result<i64, StoreError> {
-    let sequence = next_counter_value(conn, EVENT_SEQUENCE)?;
-    diesel::insert_into(outbox_events::table)
-        .values((
-            outbox_events::sequence.eq(sequence),
-            outbox_events::event_type.eq(event_type),
-            outbox_events::occurred_at.eq(ctx.at),
-            outbox_events::entity_type.eq(entity_type),
-            outbox_events::entity_id.eq(entity_id),
-            outbox_events::data.eq(data.to_string()),
-        ))
-        .execute(conn)?;
-    Ok(sequence)
-}
-
-/// Increments the named counter in the current transaction and returns its new value, in one
-/// round trip with a statement that stays prepared.
-pub(crate) fn next_counter_value(conn: &mut DbConnection, name: &str) -> Result<i64, StoreError> {
-    Ok(diesel::update(counters::table.find(name))
-        .set(counters::value.eq(counters::value + 1))
-        .returning(counters::value)
-        .get_result(conn)?)
+) -> Result<(), StoreError> {
+    journal::add_event(ctx, event_type, entity_type, entity_id, data)
 }
 
 /// An event type filter: `incident.created` exactly, or `incident.*` for a family.
@@ -104,7 +81,7 @@ pub fn list(
 /// The highest sequence handed out so far (0 when there are no events).
 pub fn latest_sequence(conn: &mut DbConnection) -> Result<i64, StoreError> {
     Ok(counters::table
-        .find(EVENT_SEQUENCE)
+        .find(journal::EVENT_SEQUENCE)
         .select(counters::value)
         .get_result(conn)?)
 }

@@ -98,7 +98,6 @@ pub fn create(
         changes.redacted("password");
     }
     audit::record(
-        conn,
         ctx,
         Mutation {
             entity_type: ENTITY,
@@ -309,7 +308,6 @@ pub fn update(
         _ => ("update", "user.updated"),
     };
     audit::record(
-        conn,
         ctx,
         Mutation {
             entity_type: ENTITY,

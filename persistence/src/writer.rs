@@ -3,7 +3,8 @@
 //! One thread owns the only write connection. It takes the units of work waiting in its queue,
 //! up to `max_batch`, runs them in one write transaction (`BEGIN IMMEDIATE` on SQLite), each in
 //! its own savepoint, commits once, and only then answers each caller. A unit of work that fails
-//! rolls back its savepoint alone; a failed commit fails every unit of the batch. So a 2xx is
+//! rolls back its savepoint alone; a failed commit fails every unit of the batch. The units'
+//! audit entries and events are written together just before the commit (`journal`). So a 2xx is
 //! always durable, SQLite never sees two writers in this process, and the fsync cost is shared.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -13,7 +14,7 @@ use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{DbConnection, StoreError};
+use crate::{journal, DbConnection, StoreError};
 
 /// Tells a waiting caller how its batch ended.
 type Delivery = Box<dyn FnOnce(Result<(), String>) + Send>;
@@ -52,7 +53,11 @@ impl Writer {
     {
         let (answer, answered) = oneshot::channel::<Result<T, E>>();
         let job: Job = Box::new(move |conn| {
+            let mark = journal::mark();
             let outcome = catch_unwind(AssertUnwindSafe(|| conn.transaction::<T, E, _>(unit)));
+            if !matches!(outcome, Ok(Ok(_))) {
+                journal::cut(mark);
+            }
             let poisoned = outcome.is_err();
             let result = outcome.unwrap_or_else(|_| {
                 Err(StoreError::Unavailable("the unit of work panicked".into()).into())
@@ -98,16 +103,20 @@ fn run(
         let committed = match begin(&mut conn) {
             Err(e) => Err(format!("cannot begin a write transaction: {e}")),
             Ok(()) => {
+                journal::open();
                 for job in batch.drain(..) {
                     runs.push(job(&mut conn));
                 }
                 if runs.iter().any(|run| run.poisoned) {
                     Err("a unit of work in the same transaction failed; retry".to_owned())
                 } else {
-                    commit(&mut conn).map_err(|e| format!("commit failed: {e}"))
+                    journal::flush(&mut conn)
+                        .map_err(|e| format!("cannot write the audit trail: {e}"))
+                        .and_then(|()| commit(&mut conn).map_err(|e| format!("commit failed: {e}")))
                 }
             }
         };
+        journal::close();
         // Units never started (begin failed) are dropped: their callers learn the write
         // path is unavailable and may retry.
         batch.clear();
