@@ -83,6 +83,7 @@ impl Config {
                     1..=256,
                 )?,
                 max_batch: number("ITSM_WRITE_BATCH", defaults.database.max_batch, 1..=1024)?,
+                writers: number("ITSM_DB_WRITERS", defaults.database.writers, 1..=64)?,
             },
             bind: text("ITSM_BIND").unwrap_or(defaults.bind),
             admin_password: text("ITSM_ADMIN_PASSWORD"),

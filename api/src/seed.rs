@@ -92,7 +92,7 @@ pub async fn seed(db: &Database, count: usize) -> Result<Seeded, StoreError> {
         let size = PER_UNIT.min(count - created);
         let (agents, group_ids) = (agents.clone(), group_ids.clone());
         let seed_value = unit;
-        pending.push(db.write(move |conn| -> Result<(), StoreError> {
+        pending.push(db.write_new_rows(move |conn| -> Result<(), StoreError> {
             let ctx = WriteContext::system("seed");
             let mut random = Lcg(seed_value);
             for _ in 0..size {

@@ -5,7 +5,7 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
-use crate::writer::Writer;
+use crate::writer::{Lane, Writer};
 use crate::StoreError;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
@@ -38,8 +38,11 @@ impl Backend {
 pub struct DatabaseConfig {
     pub url: Option<String>,
     pub read_pool_size: u32,
-    /// The most units of work the writer commits in one transaction.
+    /// The most units of work a writer commits in one transaction.
     pub max_batch: usize,
+    /// Write connections on PostgreSQL: the primary writer and the writers of new rows
+    /// (SQLite always has one).
+    pub writers: usize,
 }
 
 impl Default for DatabaseConfig {
@@ -48,6 +51,7 @@ impl Default for DatabaseConfig {
             url: None,
             read_pool_size: 4,
             max_batch: 64,
+            writers: 4,
         }
     }
 }
@@ -186,12 +190,18 @@ impl Database {
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(10))
             .build(ReaderManager(location.clone()))?;
-        let reconnect_location = location.clone();
+        let connect_location = location.clone();
+        // SQLite allows one writer at a time; a second would only wait for the lock.
+        let extra_writers = match location.backend() {
+            Backend::Sqlite => 0,
+            Backend::Postgres => config.writers.max(1) - 1,
+        };
         let writer = Writer::start(
             write_conn,
-            Box::new(move || reconnect_location.connect(ConnectionRole::Writer)),
+            std::sync::Arc::new(move || connect_location.connect(ConnectionRole::Writer)),
             config.max_batch.max(1),
-        );
+            extra_writers,
+        )?;
         Ok(Self {
             backend: location.backend(),
             read_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(
@@ -245,7 +255,19 @@ impl Database {
         T: Send + 'static,
         E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
     {
-        self.writer.submit(f).await
+        self.writer.submit(Lane::Primary, f).await
+    }
+
+    /// Like [`Database::write`], for a unit of work that only adds new rows and locks no
+    /// existing row (it may read anything). On PostgreSQL such units run on several writers
+    /// at once; anything that updates or deletes a row must use `write`.
+    pub async fn write_new_rows<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
+    {
+        self.writer.submit(Lane::NewRows, f).await
     }
 
     /// Refreshes the statistics the planner chooses indexes by (SQLite: `PRAGMA optimize`,

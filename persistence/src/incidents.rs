@@ -17,7 +17,7 @@ use crate::{
 };
 
 pub const ENTITY: &str = "incident";
-const NUMBER_COUNTER: &str = "incident_number";
+const NUMBERING: &str = "incident_number";
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = incidents)]
@@ -100,7 +100,7 @@ pub fn create(
     ctx: &WriteContext,
     draft: Incident,
 ) -> Result<Incident, StoreError> {
-    let number = incident_number(counters::advance(conn, NUMBER_COUNTER, 1)?);
+    let number = incident_number(counters::next_number(conn, NUMBERING)?);
     let id = crate::new_id();
     diesel::insert_into(incidents::table)
         .values((

@@ -1,13 +1,18 @@
-//! The single write path (DESIGN.md section 6).
+//! The write path (DESIGN.md section 6).
 //!
-//! One thread owns the only write connection. It takes the units of work waiting in its queue,
+//! A writer thread owns a write connection. It takes the units of work waiting in its queue,
 //! up to `max_batch`, runs them in one write transaction (`BEGIN IMMEDIATE` on SQLite), each in
 //! its own savepoint, commits once, and only then answers each caller. A unit of work that fails
 //! rolls back its savepoint alone; a failed commit fails every unit of the batch. The units'
 //! audit entries and events are written together just before the commit (`journal`). So a 2xx is
-//! always durable, SQLite never sees two writers in this process, and the fsync cost is shared.
+//! always durable and the commit cost is shared.
+//!
+//! The primary writer runs every unit that may change existing rows. SQLite has only it, so it
+//! never sees two writers in this process. On PostgreSQL, extra writers run the units that only
+//! add rows (see [`Lane`]), because there a unit's time is mostly round trips, not the database.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
@@ -20,7 +25,8 @@ use crate::{journal, DbConnection, StoreError};
 type Delivery = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// A unit of work: runs on the writer's connection and returns how to answer its caller.
 type Job = Box<dyn FnOnce(&mut DbConnection) -> JobRun + Send>;
-type Reconnect = Box<dyn Fn() -> Result<DbConnection, StoreError> + Send>;
+type Connect = Arc<dyn Fn() -> Result<DbConnection, StoreError> + Send + Sync>;
+type SharedQueue = Arc<Mutex<mpsc::Receiver<Job>>>;
 
 struct JobRun {
     deliver: Delivery,
@@ -30,22 +36,63 @@ struct JobRun {
 
 const QUEUE_CAPACITY: usize = 4096;
 
+/// Which writers may run a unit of work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// The primary writer: every unit that may change an existing row. One thread, so two
+    /// units never wait on each other's row locks (no deadlocks) and check-then-write holds.
+    Primary,
+    /// Units that only add new rows and lock no existing one (creating an incident): on
+    /// PostgreSQL any of the extra writers runs them, so inserts overlap their round trips.
+    NewRows,
+}
+
 #[derive(Clone)]
 pub(crate) struct Writer {
-    queue: mpsc::Sender<Job>,
+    primary: mpsc::Sender<Job>,
+    /// Feeds the extra writers; `None` when there is only the primary (SQLite).
+    new_rows: Option<mpsc::Sender<Job>>,
 }
 
 impl Writer {
-    pub(crate) fn start(conn: DbConnection, reconnect: Reconnect, max_batch: usize) -> Self {
-        let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        thread::Builder::new()
-            .name("itsm-writer".into())
-            .spawn(move || run(conn, reconnect, receiver, max_batch))
-            .expect("the operating system refused to start the writer thread");
-        Self { queue }
+    /// Starts the primary writer on `conn`, and `extra_writers` more threads, each with a
+    /// connection of its own, that share the queue of new-row units.
+    pub(crate) fn start(
+        conn: DbConnection,
+        connect: Connect,
+        max_batch: usize,
+        extra_writers: usize,
+    ) -> Result<Self, StoreError> {
+        let (primary, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let primary_queue = Arc::new(Mutex::new(receiver));
+        spawn_writer(
+            "itsm-writer",
+            conn,
+            connect.clone(),
+            primary_queue,
+            max_batch,
+        );
+        let new_rows = if extra_writers == 0 {
+            None
+        } else {
+            let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+            let shared = Arc::new(Mutex::new(receiver));
+            for n in 1..=extra_writers {
+                let conn = connect()?;
+                spawn_writer(
+                    &format!("itsm-writer-{n}"),
+                    conn,
+                    connect.clone(),
+                    shared.clone(),
+                    max_batch,
+                );
+            }
+            Some(sender)
+        };
+        Ok(Self { primary, new_rows })
     }
 
-    pub(crate) async fn submit<T, E, F>(&self, unit: F) -> Result<T, E>
+    pub(crate) async fn submit<T, E, F>(&self, lane: Lane, unit: F) -> Result<T, E>
     where
         F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
@@ -74,7 +121,11 @@ impl Writer {
                 }),
             }
         });
-        self.queue
+        let queue = match (lane, &self.new_rows) {
+            (Lane::NewRows, Some(new_rows)) => new_rows,
+            _ => &self.primary,
+        };
+        queue
             .send(job)
             .await
             .map_err(|_| StoreError::Unavailable("the write path is shut down".into()))?;
@@ -84,21 +135,40 @@ impl Writer {
     }
 }
 
-fn run(
-    mut conn: DbConnection,
-    reconnect: Reconnect,
-    mut queue: mpsc::Receiver<Job>,
+fn spawn_writer(
+    name: &str,
+    conn: DbConnection,
+    reconnect: Connect,
+    queue: SharedQueue,
     max_batch: usize,
 ) {
-    let mut batch = Vec::with_capacity(max_batch);
-    while let Some(first) = queue.blocking_recv() {
-        batch.push(first);
-        while batch.len() < max_batch {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(move || run(conn, reconnect, queue, max_batch))
+        .expect("the operating system refused to start a writer thread");
+}
+
+/// Takes the next batch: waits for one unit, then takes those already waiting.
+fn next_batch(queue: &SharedQueue, batch: &mut Vec<Job>, max_batch: usize) -> bool {
+    let mut queue = queue
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let Some(first) = queue.blocking_recv() else {
+        return false;
+    };
+    batch.push(first);
+    while batch.len() < max_batch {
+        match queue.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
         }
+    }
+    true
+}
+
+fn run(mut conn: DbConnection, reconnect: Connect, queue: SharedQueue, max_batch: usize) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while next_batch(&queue, &mut batch, max_batch) {
         let mut runs = Vec::with_capacity(batch.len());
         let committed = match begin(&mut conn) {
             Err(e) => Err(format!("cannot begin a write transaction: {e}")),

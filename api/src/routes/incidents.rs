@@ -379,7 +379,7 @@ pub async fn create_incident(
     let writer = caller.clone();
     let incident = state
         .db
-        .write(move |conn| -> ApiResult<(Incident, Relation)> {
+        .write_new_rows(move |conn| -> ApiResult<(Incident, Relation)> {
             if draft.assignment_group.is_none() {
                 if let Some(category) = draft.category.clone() {
                     let rules = assignment_rules::all(conn)?;
