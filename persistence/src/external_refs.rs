@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use diesel::prelude::*;
 use domain::ExternalRef;
 
+use crate::membership::InList;
 use crate::schema::external_refs;
 use crate::{DbConnection, StoreError};
 
@@ -37,7 +38,10 @@ pub fn of_many(
     }
     let rows = external_refs::table
         .filter(external_refs::entity_type.eq(entity_type))
-        .filter(external_refs::entity_id.eq_any(entity_ids))
+        .filter(InList::bound(
+            "external_refs.entity_id",
+            entity_ids.iter().map(|id| id.to_string()).collect(),
+        ))
         .order((external_refs::entity_id.asc(), external_refs::system.asc()))
         .select((
             external_refs::entity_id,

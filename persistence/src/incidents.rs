@@ -10,6 +10,7 @@ use domain::incident::{
 use serde_json::json;
 
 use crate::audit::{self, Mutation};
+use crate::membership::InList;
 use crate::outbox;
 use crate::schema::{incident_terms, incidents};
 use crate::{
@@ -454,21 +455,13 @@ pub fn list(
         .select(IncidentRow::as_select())
         .limit(limit + 1)
         .into_boxed();
-    match filter.states.as_slice() {
-        [] => {}
-        // A literal (the state is one of our own names, never client text), so that both
-        // planners can use the partial index of that state.
-        [one] => {
-            query = query.filter(sql::<Bool>(&format!(
-                "incidents.state = '{}'",
-                one.as_str()
-            )))
-        }
-        many => query = query.filter(incidents::state.eq_any(many.iter().map(|s| s.as_str()))),
+    if !filter.states.is_empty() {
+        let names = filter.states.iter().map(|s| s.as_str()).collect();
+        query = query.filter(InList::names("incidents.state", names));
     }
     if !filter.priorities.is_empty() {
-        query =
-            query.filter(incidents::priority.eq_any(filter.priorities.iter().map(|p| p.as_str())));
+        let names = filter.priorities.iter().map(|p| p.as_str()).collect();
+        query = query.filter(InList::names("incidents.priority", names));
     }
     if let Some(group) = &filter.assignment_group {
         query = query.filter(incidents::assignment_group_id.eq(group.clone()));
@@ -555,9 +548,10 @@ pub fn final_among(
         IncidentState::Closed.as_str(),
         IncidentState::Canceled.as_str(),
     ];
+    let ids = ids.iter().map(|id| id.to_string()).collect();
     Ok(incidents::table
-        .filter(incidents::id.eq_any(ids))
-        .filter(incidents::state.eq_any(finals))
+        .filter(InList::bound("incidents.id", ids))
+        .filter(InList::names("incidents.state", finals.to_vec()))
         .select(incidents::id)
         .load::<String>(conn)?
         .into_iter()

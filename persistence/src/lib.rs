@@ -17,6 +17,7 @@ pub mod groups;
 pub mod idempotency;
 pub mod incidents;
 mod journal;
+mod membership;
 pub mod notes;
 pub mod outbox;
 pub mod schema;

@@ -90,21 +90,30 @@ pub struct IncidentView {
 }
 
 /// The JSON a caller receives: requesters get the incident without its internal fields.
-fn view(incident: Incident, access: Access, relation: Relation) -> Value {
+/// Staff views, nearly every request, are serialized straight from the typed view.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum IncidentBody {
+    Staff(IncidentView),
+    Requester(Value),
+}
+
+fn view(incident: Incident, access: Access, relation: Relation) -> IncidentBody {
     let allowed_actions = incident.allowed_actions(relation);
-    let mut value = serde_json::to_value(IncidentView {
+    let full = IncidentView {
         incident,
         allowed_actions,
-    })
-    .unwrap_or(Value::Null);
-    if access == Access::Requester {
-        if let Value::Object(fields) = &mut value {
-            for field in INTERNAL_FIELDS {
-                fields.remove(field);
-            }
+    };
+    if access == Access::Staff {
+        return IncidentBody::Staff(full);
+    }
+    let mut value = serde_json::to_value(full).unwrap_or(Value::Null);
+    if let Value::Object(fields) = &mut value {
+        for field in INTERNAL_FIELDS {
+            fields.remove(field);
         }
     }
-    value
+    IncidentBody::Requester(value)
 }
 
 fn respond(
@@ -528,7 +537,7 @@ pub async fn list_incidents(
             ));
         }
         if filter.caller.as_ref().is_some_and(|c| *c != caller.id) {
-            return Ok(Page::<Value> {
+            return Ok(Page::<IncidentBody> {
                 items: Vec::new(),
                 next_cursor: None,
             }
