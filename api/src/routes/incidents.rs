@@ -94,7 +94,7 @@ pub struct IncidentView {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum IncidentBody {
-    Staff(IncidentView),
+    Staff(Box<IncidentView>),
     Requester(Value),
 }
 
@@ -105,7 +105,7 @@ fn view(incident: Incident, access: Access, relation: Relation) -> IncidentBody 
         allowed_actions,
     };
     if access == Access::Staff {
-        return IncidentBody::Staff(full);
+        return IncidentBody::Staff(Box::new(full));
     }
     let mut value = serde_json::to_value(full).unwrap_or(Value::Null);
     if let Value::Object(fields) = &mut value {
