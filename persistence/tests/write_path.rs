@@ -1,7 +1,7 @@
 //! The write path: units of work share a transaction but fail alone.
 
 use itsm_persistence::users::{self, NewUser};
-use itsm_persistence::{audit, Database, DatabaseConfig, StoreError, WriteContext};
+use itsm_persistence::{audit, outbox, Database, DatabaseConfig, StoreError, WriteContext};
 
 fn temp_sqlite() -> DatabaseConfig {
     let path = std::env::temp_dir().join(format!("itsm-write-path-{}.db", uuid::Uuid::new_v4()));
@@ -47,14 +47,18 @@ async fn a_failing_unit_rolls_back_alone_within_a_shared_batch() {
         }
     }
     assert_eq!(failed, 32);
-    let (count, audit_entries) = db
+    let (count, audit_entries, sequences) = db
         .read(|conn| -> Result<_, StoreError> {
             let count = users::count(conn)?;
             let entries = audit::list(conn, &Default::default(), None, 500)?;
-            Ok((count, entries.items.len()))
+            let events = outbox::list(conn, 0, &[], 500)?;
+            let sequences: Vec<i64> = events.items.iter().map(|e| e.sequence).collect();
+            Ok((count, entries.items.len(), sequences))
         })
         .await
         .unwrap();
     assert_eq!(count, 32);
     assert_eq!(audit_entries, 32);
+    // The failed units' events were cut off before their numbers were handed out: no gaps.
+    assert_eq!(sequences, (1..=32).collect::<Vec<i64>>());
 }
