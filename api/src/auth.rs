@@ -210,7 +210,7 @@ pub async fn authenticate(req: &HttpRequest) -> ApiResult<Caller> {
         let hash = hash_api_token(token);
         let found = state
             .db
-            .read(move |conn| api_tokens::find_by_hash(conn, &hash))
+            .read_bounded(move |conn| api_tokens::find_by_hash(conn, &hash))
             .await?;
         let now = Utc::now();
         return match found {
@@ -233,7 +233,7 @@ pub async fn authenticate(req: &HttpRequest) -> ApiResult<Caller> {
     let lookup_id = user_id.clone();
     let access = state
         .db
-        .read(move |conn| users::access(conn, &lookup_id))
+        .read_bounded(move |conn| users::access(conn, &lookup_id))
         .await?;
     match access {
         Some((username, true, roles)) => Ok(Caller {

@@ -556,45 +556,47 @@ pub async fn list_incidents(
         None => None,
     };
     let reader = caller.clone();
-    let slice =
-        state
-            .db
-            .read(move |conn| -> ApiResult<_> {
-                let slice = incidents::list(conn, &filter, sort, after.as_ref(), page.limit)
-                    .map_err(|e| match e {
-                        persistence::StoreError::Conflict(message) => {
-                            ApiError::invalid("cursor", message)
-                        }
-                        other => other.into(),
-                    })?;
-                // One query for the parents of the page's children.
-                let parents: Vec<&str> = slice
-                    .items
-                    .iter()
-                    .filter_map(|i| i.parent_id.as_deref())
-                    .collect();
-                let final_parents = incidents::final_among(conn, &parents)?;
-                let items = slice
-                    .items
-                    .into_iter()
-                    .map(|incident| {
-                        let relation = Relation {
-                            is_agent: access == Access::Staff,
-                            is_caller: incident.caller == reader.id,
-                            parent_final: incident
-                                .parent_id
-                                .as_ref()
-                                .is_some_and(|p| final_parents.contains(p)),
-                        };
-                        (incident, relation)
-                    })
-                    .collect();
-                Ok(persistence::Slice {
-                    items,
-                    more: slice.more,
-                })
+    // A word search may sort every match; any other filter walks an index for one page.
+    let bounded = filter.q.is_none();
+    let read = move |conn: &mut DbConnection| -> ApiResult<_> {
+        let slice = incidents::list(conn, &filter, sort, after.as_ref(), page.limit).map_err(
+            |e| match e {
+                persistence::StoreError::Conflict(message) => ApiError::invalid("cursor", message),
+                other => other.into(),
+            },
+        )?;
+        // One query for the parents of the page's children.
+        let parents: Vec<&str> = slice
+            .items
+            .iter()
+            .filter_map(|i| i.parent_id.as_deref())
+            .collect();
+        let final_parents = incidents::final_among(conn, &parents)?;
+        let items = slice
+            .items
+            .into_iter()
+            .map(|incident| {
+                let relation = Relation {
+                    is_agent: access == Access::Staff,
+                    is_caller: incident.caller == reader.id,
+                    parent_final: incident
+                        .parent_id
+                        .as_ref()
+                        .is_some_and(|p| final_parents.contains(p)),
+                };
+                (incident, relation)
             })
-            .await?;
+            .collect();
+        Ok(persistence::Slice {
+            items,
+            more: slice.more,
+        })
+    };
+    let slice = if bounded {
+        state.db.read_bounded(read).await?
+    } else {
+        state.db.read(read).await?
+    };
     let page = Page::from_slice(slice, |(incident, _)| IncidentCursor {
         sort: sort_name.clone(),
         position: sort.position_of(incident),
@@ -621,7 +623,7 @@ pub async fn get_incident(
     let reader = caller.clone();
     let incident = state
         .db
-        .read(move |conn| -> ApiResult<_> {
+        .read_bounded(move |conn| -> ApiResult<_> {
             let incident = visible(conn, &id, access, &reader)?;
             let relation = relation(conn, access, &reader, &incident)?;
             Ok((incident, relation))
