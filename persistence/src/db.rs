@@ -1,10 +1,11 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
+use crate::checkpoint::{Checkpointer, WalGate};
 use crate::writer::{Lane, Writer};
 use crate::StoreError;
 
@@ -113,26 +114,7 @@ impl Location {
     fn connect(&self, role: ConnectionRole) -> Result<DbConnection, StoreError> {
         let unavailable = |e: ConnectionError| StoreError::Unavailable(e.to_string());
         match self {
-            Location::SqliteFile(path) => {
-                let mut conn =
-                    SqliteConnection::establish(&path.to_string_lossy()).map_err(unavailable)?;
-                // WAL lets readers run beside the one writer; NORMAL is durable in WAL mode
-                // except for the last commits on power loss, the usual trade for this mode.
-                let pragmas = match role {
-                    ConnectionRole::Writer => {
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
-                         PRAGMA cache_size = -16000; PRAGMA temp_store = MEMORY; \
-                         PRAGMA wal_autocheckpoint = 4000;"
-                    }
-                    ConnectionRole::Reader => {
-                        "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
-                         PRAGMA query_only = ON; PRAGMA cache_size = -2000;"
-                    }
-                };
-                conn.batch_execute(pragmas)?;
-                Ok(DbConnection::Sqlite(conn))
-            }
+            Location::SqliteFile(path) => Ok(DbConnection::Sqlite(open_sqlite(path, role)?)),
             Location::Postgres(url) => {
                 let conn = PgConnection::establish(url).map_err(unavailable)?;
                 Ok(DbConnection::Postgresql(conn))
@@ -141,10 +123,34 @@ impl Location {
     }
 }
 
+fn open_sqlite(path: &Path, role: ConnectionRole) -> Result<SqliteConnection, StoreError> {
+    let mut conn = SqliteConnection::establish(&path.to_string_lossy())
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    // WAL lets readers run beside the one writer; NORMAL is durable in WAL mode
+    // except for the last commits on power loss, the usual trade for this mode.
+    let pragmas = match role {
+        ConnectionRole::Writer => {
+            // The checkpoint thread, not the writer, copies the WAL back (`checkpoint`).
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+             PRAGMA cache_size = -16000; PRAGMA temp_store = MEMORY; \
+             PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;"
+        }
+        ConnectionRole::Reader => {
+            "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+             PRAGMA query_only = ON; PRAGMA cache_size = -2000;"
+        }
+        ConnectionRole::Checkpointer => "PRAGMA busy_timeout = 5000;",
+    };
+    conn.batch_execute(pragmas)?;
+    Ok(conn)
+}
+
 #[derive(Debug, Clone, Copy)]
 enum ConnectionRole {
     Writer,
     Reader,
+    Checkpointer,
 }
 
 /// A pooled read connection, with what it takes to check it only when there is a reason to.
@@ -198,6 +204,8 @@ pub struct Database {
     /// One permit per read connection.
     read_slots: std::sync::Arc<tokio::sync::Semaphore>,
     writer: Writer,
+    /// SQLite only: copies the WAL back into the database file, off the writer thread.
+    _checkpointer: Option<Checkpointer>,
 }
 
 impl Database {
@@ -218,13 +226,23 @@ impl Database {
             Backend::Sqlite => 0,
             Backend::Postgres => config.writers.max(1) - 1,
         };
+        let wal_gate = WalGate::default();
         let writer = Writer::start(
             write_conn,
+            wal_gate.clone(),
             std::sync::Arc::new(move || connect_location.connect(ConnectionRole::Writer)),
             config.max_batch.max(1),
             extra_writers,
         )?;
+        let checkpointer = match &location {
+            Location::SqliteFile(path) => Some(Checkpointer::start(
+                open_sqlite(path, ConnectionRole::Checkpointer)?,
+                wal_gate,
+            )),
+            Location::Postgres(_) => None,
+        };
         Ok(Self {
+            _checkpointer: checkpointer,
             backend: location.backend(),
             read_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 config.read_pool_size.max(1) as usize,

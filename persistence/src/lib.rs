@@ -9,6 +9,7 @@
 pub mod api_tokens;
 pub mod assignment_rules;
 pub mod audit;
+mod checkpoint;
 mod counters;
 mod db;
 mod error;

@@ -19,6 +19,7 @@ use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::checkpoint::WalGate;
 use crate::{journal, DbConnection, StoreError};
 
 /// Tells a waiting caller how its batch ended.
@@ -59,6 +60,7 @@ impl Writer {
     /// connection of its own, that share the queue of new-row units.
     pub(crate) fn start(
         conn: DbConnection,
+        wal_gate: WalGate,
         connect: Connect,
         max_batch: usize,
         extra_writers: usize,
@@ -69,7 +71,7 @@ impl Writer {
             "itsm-writer",
             conn,
             connect.clone(),
-            primary_queue,
+            (primary_queue, wal_gate.clone()),
             max_batch,
         );
         let new_rows = if extra_writers == 0 {
@@ -83,7 +85,7 @@ impl Writer {
                     &format!("itsm-writer-{n}"),
                     conn,
                     connect.clone(),
-                    shared.clone(),
+                    (shared.clone(), wal_gate.clone()),
                     max_batch,
                 );
             }
@@ -139,12 +141,12 @@ fn spawn_writer(
     name: &str,
     conn: DbConnection,
     reconnect: Connect,
-    queue: SharedQueue,
+    (queue, wal_gate): (SharedQueue, WalGate),
     max_batch: usize,
 ) {
     thread::Builder::new()
         .name(name.into())
-        .spawn(move || run(conn, reconnect, queue, max_batch))
+        .spawn(move || run(conn, reconnect, queue, wal_gate, max_batch))
         .expect("the operating system refused to start a writer thread");
 }
 
@@ -166,9 +168,19 @@ fn next_batch(queue: &SharedQueue, batch: &mut Vec<Job>, max_batch: usize) -> bo
     true
 }
 
-fn run(mut conn: DbConnection, reconnect: Connect, queue: SharedQueue, max_batch: usize) {
+fn run(
+    mut conn: DbConnection,
+    reconnect: Connect,
+    queue: SharedQueue,
+    wal_gate: WalGate,
+    max_batch: usize,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     while next_batch(&queue, &mut batch, max_batch) {
+        // The SQLite checkpoint thread closes it, rarely, to let the WAL start over.
+        let _batch_open = wal_gate
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut runs = Vec::with_capacity(batch.len());
         let committed = match begin(&mut conn) {
             Err(e) => Err(format!("cannot begin a write transaction: {e}")),
