@@ -229,7 +229,8 @@ impl Database {
         let wal_gate = WalGate::default();
         let writer = Writer::start(
             write_conn,
-            wal_gate.clone(),
+            // Only SQLite has a checkpoint thread to pause the writer.
+            (location.backend() == Backend::Sqlite).then(|| wal_gate.clone()),
             std::sync::Arc::new(move || connect_location.connect(ConnectionRole::Writer)),
             config.max_batch.max(1),
             extra_writers,

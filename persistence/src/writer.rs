@@ -60,7 +60,7 @@ impl Writer {
     /// connection of its own, that share the queue of new-row units.
     pub(crate) fn start(
         conn: DbConnection,
-        wal_gate: WalGate,
+        wal_gate: Option<WalGate>,
         connect: Connect,
         max_batch: usize,
         extra_writers: usize,
@@ -71,7 +71,7 @@ impl Writer {
             "itsm-writer",
             conn,
             connect.clone(),
-            (primary_queue, wal_gate.clone()),
+            (primary_queue, wal_gate),
             max_batch,
         );
         let new_rows = if extra_writers == 0 {
@@ -85,7 +85,7 @@ impl Writer {
                     &format!("itsm-writer-{n}"),
                     conn,
                     connect.clone(),
-                    (shared.clone(), wal_gate.clone()),
+                    (shared.clone(), None),
                     max_batch,
                 );
             }
@@ -141,7 +141,7 @@ fn spawn_writer(
     name: &str,
     conn: DbConnection,
     reconnect: Connect,
-    (queue, wal_gate): (SharedQueue, WalGate),
+    (queue, wal_gate): (SharedQueue, Option<WalGate>),
     max_batch: usize,
 ) {
     thread::Builder::new()
@@ -172,15 +172,15 @@ fn run(
     mut conn: DbConnection,
     reconnect: Connect,
     queue: SharedQueue,
-    wal_gate: WalGate,
+    wal_gate: Option<WalGate>,
     max_batch: usize,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     while next_batch(&queue, &mut batch, max_batch) {
         // The SQLite checkpoint thread closes it, rarely, to let the WAL start over.
         let _batch_open = wal_gate
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .as_ref()
+            .map(|gate| gate.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
         let mut runs = Vec::with_capacity(batch.len());
         let committed = match begin(&mut conn) {
             Err(e) => Err(format!("cannot begin a write transaction: {e}")),
