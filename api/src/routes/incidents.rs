@@ -245,9 +245,11 @@ pub struct CreateNote {
 /// The references of an incident must exist: an active caller, a group, an assignee who is an
 /// active member of that group, and a parent that may have children. Only what changed since
 /// `before` is checked, so an incident whose caller has left can still be worked. A parent given
-/// by number is stored by id.
+/// by number is stored by id. The acting user's own account was checked when the request was
+/// authenticated, so it is not read again.
 fn check_references(
     conn: &mut DbConnection,
+    ctx: &WriteContext,
     incident: &mut Incident,
     before: Option<&Incident>,
 ) -> ApiResult<()> {
@@ -260,7 +262,8 @@ fn check_references(
             None => Err(ApiError::invalid(field, "no such user")),
         }
     };
-    if changed(|i| Some(i.caller.as_str())) {
+    let acting = ctx.actor_id.as_deref();
+    if changed(|i| Some(i.caller.as_str())) && acting != Some(incident.caller.as_str()) {
         active_user(conn, &incident.caller, "caller")?;
     }
     if let (true, Some(group)) = (
@@ -398,7 +401,7 @@ pub async fn create_incident(
                 }
             }
             draft.assign(assignee, ctx.at.and_utc());
-            check_references(conn, &mut draft, None)?;
+            check_references(conn, &ctx, &mut draft, None)?;
             let incident = incidents::create(conn, &ctx, draft)?;
             let relation = relation(conn, access, &writer, &incident)?;
             Ok((incident, relation))
@@ -714,7 +717,7 @@ pub async fn update_incident(
                 None if after.assignment_group != before.assignment_group => after.assignee = None,
                 None => {}
             }
-            check_references(conn, &mut after, Some(&before))?;
+            check_references(conn, &ctx, &mut after, Some(&before))?;
             let saved = incidents::save(conn, &ctx, &before, &after, "update", None)?;
             let relation = relation(conn, access, &writer, &saved)?;
             Ok((saved, relation))
@@ -736,7 +739,7 @@ pub(crate) fn transition_in(
     let mut after = before.clone();
     let closed_by = after.apply(action, input, relation, ctx.at.and_utc())?;
     if action == IncidentAction::Assign {
-        check_references(conn, &mut after, Some(&before))?;
+        check_references(conn, ctx, &mut after, Some(&before))?;
     }
     let audit_action = match closed_by {
         Some(ClosedBy::Caller) => "close_by_caller",
