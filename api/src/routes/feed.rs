@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use persistence::audit::{self, AuditEntry, AuditFilter};
 use persistence::outbox::{self, EventTypePattern, OutboxEvent};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use utoipa::ToSchema;
 
@@ -97,8 +98,9 @@ pub struct Event {
     pub occurred_at: DateTime<Utc>,
     pub entity_type: String,
     pub entity_id: String,
+    /// The stored JSON, passed through as written (no parse into a tree and back).
     #[schema(value_type = Object)]
-    pub data: Value,
+    pub data: Box<RawValue>,
 }
 
 impl From<OutboxEvent> for Event {
@@ -109,7 +111,8 @@ impl From<OutboxEvent> for Event {
             occurred_at: event.occurred_at.and_utc(),
             entity_type: event.entity_type,
             entity_id: event.entity_id,
-            data: serde_json::from_str(&event.data).unwrap_or(Value::Null),
+            data: RawValue::from_string(event.data)
+                .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON")),
         }
     }
 }
@@ -171,11 +174,15 @@ pub async fn list_events(
     }
     let limit = params.limit()?;
     let types = type_patterns(&params.all("types"))?;
-    let slice = state
-        .db
-        .read(move |conn| outbox::list(conn, after, &types, limit))
-        .await
-        .map_err(ApiError::from)?;
+    // Without a type filter a page is a walk along the sequence; a rare type may scan far.
+    let bounded = types.is_empty();
+    let read = move |conn: &mut persistence::DbConnection| outbox::list(conn, after, &types, limit);
+    let slice = if bounded {
+        state.db.read_bounded(read).await
+    } else {
+        state.db.read(read).await
+    }
+    .map_err(ApiError::from)?;
     let more = slice.more;
     let items: Vec<Event> = slice.items.into_iter().map(Event::from).collect();
     let next_cursor = items.last().map(|event| event.sequence.to_string());
