@@ -106,12 +106,11 @@ pub fn list(
     let mut query = api_tokens::table
         .select(ApiTokenRow::as_select())
         .order(api_tokens::id.asc())
-        .limit(limit + 1)
         .into_boxed();
     if let Some(after) = after {
         query = query.filter(api_tokens::id.gt(after));
     }
-    let rows = Slice::from_overfetch(query.load::<ApiTokenRow>(conn)?, limit);
+    let rows = crate::load_page::<_, ApiTokenRow>(conn, query, limit)?;
     Ok(Slice {
         more: rows.more,
         items: rows

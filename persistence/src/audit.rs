@@ -94,7 +94,6 @@ pub fn list(
     let mut query = audit_entries::table
         .select(AuditEntry::as_select())
         .order(audit_entries::id.desc())
-        .limit(limit + 1)
         .into_boxed();
     if let Some(entity_type) = &filter.entity_type {
         query = query.filter(audit_entries::entity_type.eq(entity_type));
@@ -108,5 +107,5 @@ pub fn list(
     if let Some(before) = before {
         query = query.filter(audit_entries::id.lt(before));
     }
-    Ok(Slice::from_overfetch(query.load(conn)?, limit))
+    crate::load_page(conn, query, limit)
 }

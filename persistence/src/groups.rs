@@ -124,7 +124,6 @@ pub fn list(
     let mut query = assignment_groups::table
         .select(GroupRow::as_select())
         .order(assignment_groups::id.asc())
-        .limit(limit + 1)
         .into_boxed();
     if let Some(q) = &filter.q {
         let pattern = crate::contains_pattern(q);
@@ -160,7 +159,7 @@ pub fn list(
     if let Some(after) = after {
         query = query.filter(assignment_groups::id.gt(after));
     }
-    let rows = Slice::from_overfetch(query.load::<GroupRow>(conn)?, limit);
+    let rows = crate::load_page::<_, GroupRow>(conn, query, limit)?;
     external_refs::attach(conn, ENTITY, rows, |row| &row.id, GroupRow::into_group)
 }
 
@@ -332,12 +331,11 @@ pub fn members(
         .filter(group_members::group_id.eq(group_id))
         .select(group_members::user_id)
         .order(group_members::user_id.asc())
-        .limit(limit + 1)
         .into_boxed();
     if let Some(after) = after {
         query = query.filter(group_members::user_id.gt(after));
     }
-    let ids = Slice::from_overfetch(query.load::<String>(conn)?, limit);
+    let ids = crate::load_page::<_, String>(conn, query, limit)?;
     let mut members = Vec::with_capacity(ids.items.len());
     for id in &ids.items {
         members.push(crate::users::get(conn, id)?);

@@ -301,7 +301,10 @@ pub fn resolved_before(
 ) -> Result<Vec<String>, StoreError> {
     Ok(incidents::table
         // A literal, not a parameter, so that the partial index on resolved incidents applies.
-        .filter(sql::<Bool>("incidents.state = 'resolved'"))
+        .filter(InList::names(
+            "incidents.state",
+            vec![IncidentState::Resolved.as_str()],
+        ))
         .filter(incidents::resolved_at.lt(cutoff))
         .order(incidents::resolved_at.asc())
         .select(incidents::id)
@@ -453,7 +456,6 @@ pub fn list(
 ) -> Result<Slice<Incident>, StoreError> {
     let mut query = incidents::table
         .select(IncidentRow::as_select())
-        .limit(limit + 1)
         .into_boxed();
     if !filter.states.is_empty() {
         let names = filter.states.iter().map(|s| s.as_str()).collect();
@@ -526,7 +528,7 @@ pub fn list(
             key.to_owned()
         )),
     }
-    let rows = Slice::from_overfetch(query.load::<IncidentRow>(conn)?, limit);
+    let rows: Slice<IncidentRow> = crate::load_page(conn, query, limit)?;
     external_refs::attach(
         conn,
         ENTITY,

@@ -103,7 +103,6 @@ pub fn list(
         .filter(notes::entity_id.eq(entity_id))
         .select(NoteRow::as_select())
         .order(notes::id.asc())
-        .limit(limit + 1)
         .into_boxed();
     if !include_internal {
         query = query.filter(notes::visibility.eq(Visibility::Public.as_str()));
@@ -111,7 +110,7 @@ pub fn list(
     if let Some(after) = after {
         query = query.filter(notes::id.gt(after));
     }
-    let rows = Slice::from_overfetch(query.load::<NoteRow>(conn)?, limit);
+    let rows = crate::load_page::<_, NoteRow>(conn, query, limit)?;
     Ok(Slice {
         more: rows.more,
         items: rows.items.into_iter().map(NoteRow::into_note).collect(),

@@ -60,7 +60,6 @@ pub fn list(
         .select(OutboxEvent::as_select())
         .filter(outbox_events::sequence.gt(after))
         .order(outbox_events::sequence.asc())
-        .limit(limit + 1)
         .into_boxed();
     let mut conditions = types.iter().map(|pattern| -> TypeCondition {
         match pattern {
@@ -75,7 +74,7 @@ pub fn list(
     if let Some(first) = conditions.next() {
         query = query.filter(conditions.fold(first, |any, next| Box::new(any.or(next))));
     }
-    Ok(Slice::from_overfetch(query.load(conn)?, limit))
+    crate::load_page(conn, query, limit)
 }
 
 /// The highest sequence handed out so far (0 when there are no events).

@@ -183,7 +183,6 @@ pub fn list(
     let mut query = users::table
         .select(UserRow::as_select())
         .order(users::id.asc())
-        .limit(limit + 1)
         .into_boxed();
     if let Some(q) = &filter.q {
         let pattern = crate::contains_pattern(q);
@@ -219,7 +218,7 @@ pub fn list(
     if let Some(after) = after {
         query = query.filter(users::id.gt(after));
     }
-    let rows = Slice::from_overfetch(query.load::<UserRow>(conn)?, limit);
+    let rows = crate::load_page::<_, UserRow>(conn, query, limit)?;
     external_refs::attach(conn, ENTITY, rows, |row| &row.id, UserRow::into_user)
 }
 
