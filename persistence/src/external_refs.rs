@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use diesel::prelude::*;
 use domain::ExternalRef;
 
-use crate::membership::InList;
+use crate::conditions::InList;
 use crate::schema::external_refs;
 use crate::{DbConnection, StoreError};
 

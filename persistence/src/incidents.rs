@@ -10,7 +10,7 @@ use domain::incident::{
 use serde_json::json;
 
 use crate::audit::{self, Mutation};
-use crate::membership::InList;
+use crate::conditions::{InList, Key, RowAfter};
 use crate::outbox;
 use crate::schema::{incident_terms, incidents};
 use crate::{
@@ -495,39 +495,42 @@ pub fn list(
     if let Some(words) = filter.q.as_deref().and_then(|q| words_condition(conn, q)) {
         query = query.filter(words);
     }
-    macro_rules! keyset {
-        ($column:expr, $key:expr) => {{
-            if let Some(position) = after {
-                let key = $key(&position.key)?;
-                let id = position.id.clone();
-                query = if sort.descending {
-                    query.filter(
-                        $column
-                            .lt(key.clone())
-                            .or($column.eq(key).and(incidents::id.lt(id))),
-                    )
-                } else {
-                    query.filter(
-                        $column
-                            .gt(key.clone())
-                            .or($column.eq(key).and(incidents::id.gt(id))),
-                    )
-                };
-            }
-            query = if sort.descending {
+    if let Some(position) = after {
+        let (columns, key) = match sort.field {
+            SortField::CreatedAt => (
+                "(incidents.created_at, incidents.id)",
+                Key::Time(parse_time_key(&position.key)?),
+            ),
+            SortField::UpdatedAt => (
+                "(incidents.updated_at, incidents.id)",
+                Key::Time(parse_time_key(&position.key)?),
+            ),
+            SortField::Priority => (
+                "(incidents.priority, incidents.id)",
+                Key::Text(position.key.clone()),
+            ),
+        };
+        query = query.filter(RowAfter::new(
+            columns,
+            sort.descending,
+            key,
+            position.id.clone(),
+        ));
+    }
+    macro_rules! order_by {
+        ($column:expr) => {
+            if sort.descending {
                 query.order(($column.desc(), incidents::id.desc()))
             } else {
                 query.order(($column.asc(), incidents::id.asc()))
-            };
-        }};
+            }
+        };
     }
-    match sort.field {
-        SortField::CreatedAt => keyset!(incidents::created_at, parse_time_key),
-        SortField::UpdatedAt => keyset!(incidents::updated_at, parse_time_key),
-        SortField::Priority => keyset!(incidents::priority, |key: &str| Ok::<_, StoreError>(
-            key.to_owned()
-        )),
-    }
+    query = match sort.field {
+        SortField::CreatedAt => order_by!(incidents::created_at),
+        SortField::UpdatedAt => order_by!(incidents::updated_at),
+        SortField::Priority => order_by!(incidents::priority),
+    };
     let rows: Slice<IncidentRow> = crate::load_page(conn, query, limit)?;
     external_refs::attach(
         conn,
