@@ -11,7 +11,8 @@
 //! long, the checkpoint thread closes the writer's gate between two batches, copies the last
 //! frames, and opens it again: the next batch starts the WAL over.
 
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
@@ -26,7 +27,37 @@ const INTERVAL: Duration = Duration::from_millis(100);
 const RESTART_AFTER_FRAMES: i32 = 8192;
 
 /// Held by the writer for each batch, and by the checkpoint thread to pause it.
-pub(crate) type WalGate = Arc<Mutex<()>>;
+#[derive(Default)]
+pub(crate) struct WalGate {
+    batch: Mutex<()>,
+    /// The checkpoint thread waits for the gate. A plain mutex is not fair: the writer took it
+    /// again for its next batch before the waiting thread woke, for up to 1.6 s, and the
+    /// frames piling up meanwhile made the pause that followed last hundreds of milliseconds.
+    pause_wanted: AtomicBool,
+}
+
+impl WalGate {
+    /// The writer, before each batch: lets a waiting checkpoint go first.
+    pub(crate) fn enter(&self) -> MutexGuard<'_, ()> {
+        while self.pause_wanted.load(Ordering::Acquire) {
+            thread::sleep(Duration::from_micros(100));
+        }
+        self.batch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The checkpoint thread: waits for the batch in progress and holds the next one off.
+    fn pause(&self) -> MutexGuard<'_, ()> {
+        self.pause_wanted.store(true, Ordering::Release);
+        let paused = self
+            .batch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.pause_wanted.store(false, Ordering::Release);
+        paused
+    }
+}
 
 /// Keeps the checkpoint thread running; it stops when the last clone is dropped.
 #[derive(Clone)]
@@ -35,7 +66,7 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
-    pub(crate) fn start(mut conn: SqliteConnection, gate: WalGate) -> Self {
+    pub(crate) fn start(mut conn: SqliteConnection, gate: Arc<WalGate>) -> Self {
         let (running, stopped) = mpsc::sync_channel::<()>(0);
         thread::Builder::new()
             .name("itsm-checkpoint".into())
@@ -54,8 +85,8 @@ impl Checkpointer {
 fn copy_back(conn: &mut SqliteConnection, gate: &WalGate) -> Result<(), StoreError> {
     let frames = passive_checkpoint(conn)?;
     if frames > RESTART_AFTER_FRAMES {
-        // A pause of about 10 ms: the frames written since the pass above, and an fsync.
-        let _paused = gate.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A pause of about 20 ms: the frames written since the pass above, and an fsync.
+        let _paused = gate.pause();
         passive_checkpoint(conn)?;
     }
     Ok(())

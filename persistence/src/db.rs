@@ -226,7 +226,7 @@ impl Database {
             Backend::Sqlite => 0,
             Backend::Postgres => config.writers.max(1) - 1,
         };
-        let wal_gate = WalGate::default();
+        let wal_gate = std::sync::Arc::new(WalGate::default());
         let writer = Writer::start(
             write_conn,
             // Only SQLite has a checkpoint thread to pause the writer.

@@ -60,7 +60,7 @@ impl Writer {
     /// connection of its own, that share the queue of new-row units.
     pub(crate) fn start(
         conn: DbConnection,
-        wal_gate: Option<WalGate>,
+        wal_gate: Option<Arc<WalGate>>,
         connect: Connect,
         max_batch: usize,
         extra_writers: usize,
@@ -141,7 +141,7 @@ fn spawn_writer(
     name: &str,
     conn: DbConnection,
     reconnect: Connect,
-    (queue, wal_gate): (SharedQueue, Option<WalGate>),
+    (queue, wal_gate): (SharedQueue, Option<Arc<WalGate>>),
     max_batch: usize,
 ) {
     thread::Builder::new()
@@ -172,15 +172,13 @@ fn run(
     mut conn: DbConnection,
     reconnect: Connect,
     queue: SharedQueue,
-    wal_gate: Option<WalGate>,
+    wal_gate: Option<Arc<WalGate>>,
     max_batch: usize,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     while next_batch(&queue, &mut batch, max_batch) {
         // The SQLite checkpoint thread closes it, rarely, to let the WAL start over.
-        let _batch_open = wal_gate
-            .as_ref()
-            .map(|gate| gate.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let _batch_open = wal_gate.as_ref().map(|gate| gate.enter());
         let mut runs = Vec::with_capacity(batch.len());
         let committed = match begin(&mut conn) {
             Err(e) => Err(format!("cannot begin a write transaction: {e}")),
