@@ -71,7 +71,8 @@ impl Writer {
             "itsm-writer",
             conn,
             connect.clone(),
-            (primary_queue, wal_gate),
+            primary_queue,
+            wal_gate,
             max_batch,
         );
         let new_rows = if extra_writers == 0 {
@@ -85,7 +86,8 @@ impl Writer {
                     &format!("itsm-writer-{n}"),
                     conn,
                     connect.clone(),
-                    (shared.clone(), None),
+                    shared.clone(),
+                    None,
                     max_batch,
                 );
             }
@@ -141,7 +143,8 @@ fn spawn_writer(
     name: &str,
     conn: DbConnection,
     reconnect: Connect,
-    (queue, wal_gate): (SharedQueue, Option<Arc<WalGate>>),
+    queue: SharedQueue,
+    wal_gate: Option<Arc<WalGate>>,
     max_batch: usize,
 ) {
     thread::Builder::new()
