@@ -13,6 +13,7 @@ use crate::audit::{self, Mutation};
 use crate::conditions::{InList, Key, RowAfter};
 use crate::outbox;
 use crate::schema::{incident_terms, incidents};
+use crate::FixedSql;
 use crate::{
     counters, external_refs, utc, DbConnection, MultiBackend, Slice, StoreError, WriteContext,
 };
@@ -191,37 +192,39 @@ pub fn save(
     if changes.is_empty() {
         return Ok(before.clone());
     }
-    let updated = diesel::update(
-        incidents::table
-            .find(&before.id)
-            .filter(incidents::version.eq(before.version)),
+    let updated = FixedSql(
+        diesel::update(
+            incidents::table
+                .find(&before.id)
+                .filter(incidents::version.eq(before.version)),
+        )
+        .set((
+            incidents::title.eq(&after.title),
+            incidents::description.eq(&after.description),
+            incidents::caller_id.eq(&after.caller),
+            incidents::channel.eq(after.channel.as_str()),
+            incidents::category.eq(&after.category),
+            incidents::subcategory.eq(&after.subcategory),
+            incidents::impact.eq(after.impact.as_str()),
+            incidents::urgency.eq(after.urgency.as_str()),
+            incidents::priority.eq(after.priority.as_str()),
+            incidents::state.eq(after.state.as_str()),
+            incidents::on_hold_reason.eq(after.on_hold_reason.map(|r| r.as_str())),
+            incidents::assignment_group_id.eq(&after.assignment_group),
+            incidents::assignee_id.eq(&after.assignee),
+            incidents::major.eq(after.major),
+            incidents::parent_id.eq(&after.parent_id),
+            incidents::resolution_code.eq(after.resolution_code.map(|c| c.as_str())),
+            incidents::resolution_notes.eq(&after.resolution_notes),
+            incidents::search_text.eq(search_text(after)),
+            incidents::updated_at.eq(ctx.at),
+            incidents::first_response_at.eq(after.first_response_at.map(|t| t.naive_utc())),
+            incidents::resolved_at.eq(after.resolved_at.map(|t| t.naive_utc())),
+            incidents::closed_at.eq(after.closed_at.map(|t| t.naive_utc())),
+            incidents::reopen_count.eq(after.reopen_count),
+            incidents::version.eq(before.version + 1),
+        )),
     )
-    .set((
-        incidents::title.eq(&after.title),
-        incidents::description.eq(&after.description),
-        incidents::caller_id.eq(&after.caller),
-        incidents::channel.eq(after.channel.as_str()),
-        incidents::category.eq(&after.category),
-        incidents::subcategory.eq(&after.subcategory),
-        incidents::impact.eq(after.impact.as_str()),
-        incidents::urgency.eq(after.urgency.as_str()),
-        incidents::priority.eq(after.priority.as_str()),
-        incidents::state.eq(after.state.as_str()),
-        incidents::on_hold_reason.eq(after.on_hold_reason.map(|r| r.as_str())),
-        incidents::assignment_group_id.eq(&after.assignment_group),
-        incidents::assignee_id.eq(&after.assignee),
-        incidents::major.eq(after.major),
-        incidents::parent_id.eq(&after.parent_id),
-        incidents::resolution_code.eq(after.resolution_code.map(|c| c.as_str())),
-        incidents::resolution_notes.eq(&after.resolution_notes),
-        incidents::search_text.eq(search_text(after)),
-        incidents::updated_at.eq(ctx.at),
-        incidents::first_response_at.eq(after.first_response_at.map(|t| t.naive_utc())),
-        incidents::resolved_at.eq(after.resolved_at.map(|t| t.naive_utc())),
-        incidents::closed_at.eq(after.closed_at.map(|t| t.naive_utc())),
-        incidents::reopen_count.eq(after.reopen_count),
-        incidents::version.eq(before.version + 1),
-    ))
     .execute(conn)?;
     if updated == 0 {
         let current: i64 = incidents::table

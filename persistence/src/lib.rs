@@ -145,3 +145,33 @@ impl<Q: diesel::query_builder::QueryFragment<MultiBackend>>
 }
 
 impl<Q> diesel::RunQueryDsl<DbConnection> for LimitedTo<Q> {}
+
+/// A statement whose SQL is the same on every call, kept prepared.
+///
+/// diesel never caches an UPDATE it builds, because a changeset may skip `None` fields and so
+/// vary its SQL; ours set a fixed list of columns. On SQLite each call was parsed and planned
+/// again; on PostgreSQL an uncached statement also costs a round trip to prepare it.
+pub(crate) struct FixedSql<Q>(pub(crate) Q);
+
+impl<Q> diesel::query_builder::QueryId for FixedSql<Q> {
+    type QueryId = ();
+    // Cached by its SQL text.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q: diesel::query_builder::QueryFragment<MultiBackend>>
+    diesel::query_builder::QueryFragment<MultiBackend> for FixedSql<Q>
+{
+    fn walk_ast<'b>(
+        &'b self,
+        out: diesel::query_builder::AstPass<'_, 'b, MultiBackend>,
+    ) -> diesel::QueryResult<()> {
+        self.0.walk_ast(out)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _backend: &MultiBackend) -> diesel::QueryResult<bool> {
+        Ok(true)
+    }
+}
+
+impl<Q> diesel::RunQueryDsl<DbConnection> for FixedSql<Q> {}
