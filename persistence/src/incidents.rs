@@ -11,11 +11,10 @@ use serde_json::json;
 
 use crate::audit::{self, Mutation};
 use crate::conditions::{InList, Key, RowAfter};
-use crate::outbox;
 use crate::schema::{incident_terms, incidents};
-use crate::FixedSql;
 use crate::{
-    counters, external_refs, utc, DbConnection, MultiBackend, Slice, StoreError, WriteContext,
+    counters, external_refs, journal, utc, DbConnection, FixedSql, MultiBackend, Slice, StoreError,
+    WriteContext,
 };
 
 pub const ENTITY: &str = "incident";
@@ -155,7 +154,7 @@ pub fn create(
         },
     )?;
     if incident.assignee.is_some() {
-        outbox::emit(ctx, "incident.assigned", ENTITY, &id, &json!(incident))?;
+        journal::add_event(ctx, "incident.assigned", ENTITY, &id, &json!(incident))?;
     }
     Ok(incident)
 }
@@ -265,10 +264,10 @@ pub fn save(
         },
     )?;
     if before.assignee != saved.assignee || before.assignment_group != saved.assignment_group {
-        outbox::emit(ctx, "incident.assigned", ENTITY, &saved.id, &data)?;
+        journal::add_event(ctx, "incident.assigned", ENTITY, &saved.id, &data)?;
     }
     if !before.major && saved.major {
-        outbox::emit(ctx, "incident.major_declared", ENTITY, &saved.id, &data)?;
+        journal::add_event(ctx, "incident.major_declared", ENTITY, &saved.id, &data)?;
     }
     Ok(saved)
 }

@@ -125,7 +125,8 @@ pub(crate) fn add_audit_entry(
     with_journal(|journal| journal.audit.push(entry))
 }
 
-/// Queues an event; its sequence is handed out when the journal is flushed.
+/// Queues an event (without an audit entry: for the further events of an audited change); its
+/// sequence is handed out when the journal is flushed.
 pub(crate) fn add_event(
     ctx: &WriteContext,
     event_type: &str,

@@ -7,10 +7,9 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use serde_json::Value;
 
 use crate::schema::{counters, outbox_events};
-use crate::{journal, DbConnection, Slice, StoreError, WriteContext};
+use crate::{journal, DbConnection, Slice, StoreError};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = outbox_events)]
@@ -21,17 +20,6 @@ pub struct OutboxEvent {
     pub entity_type: String,
     pub entity_id: String,
     pub data: String,
-}
-
-/// Adds an event without an audit entry: for the further events of a change that was audited.
-pub(crate) fn emit(
-    ctx: &WriteContext,
-    event_type: &str,
-    entity_type: &str,
-    entity_id: &str,
-    data: &Value,
-) -> Result<(), StoreError> {
-    journal::add_event(ctx, event_type, entity_type, entity_id, data)
 }
 
 /// An event type filter: `incident.created` exactly, or `incident.*` for a family.
