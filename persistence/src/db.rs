@@ -273,15 +273,19 @@ impl Database {
     {
         // Wait for a connection here, not on a blocking thread: otherwise every waiting read
         // holds a thread of its own, and each thread's allocator cache stays resident.
-        let _permit = self
-            .read_slots
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Unavailable("the database is closing".into()))?;
+        let _permit = self.read_slot().await?;
         let pool = self.readers.clone();
         tokio::task::spawn_blocking(move || run_read(&pool, f))
             .await
             .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
+    }
+
+    /// One of the permits that stand for the read connections.
+    async fn read_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
+        self.read_slots
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("the database is closing".into()))
     }
 
     /// Runs `f`, a read bounded in size (a lookup by key, or one page walked along an index),
@@ -298,11 +302,7 @@ impl Database {
         if self.backend == Backend::Postgres {
             return self.read(f).await;
         }
-        let _permit = self
-            .read_slots
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Unavailable("the database is closing".into()))?;
+        let _permit = self.read_slot().await?;
         run_read(&self.readers, f)
     }
 

@@ -379,8 +379,8 @@ impl Sort {
 
 type IncidentCondition = Box<dyn BoxableExpression<incidents::table, MultiBackend, SqlType = Bool>>;
 
-/// The words of `q` as a full-text condition: FTS5 on SQLite, a GIN-indexed tsvector on
-/// PostgreSQL. Both match whole words, case-insensitively, all of them.
+/// The words of `q` as a full-text condition: the word table on SQLite, a GIN-indexed
+/// tsvector on PostgreSQL. Both match whole words, case-insensitively, all of them.
 fn words_condition(conn: &DbConnection, q: &str) -> Option<IncidentCondition> {
     let words = search_terms(q);
     let first = words.first()?.clone();
@@ -425,15 +425,16 @@ fn index_words(
         .map(|b| search_terms(&search_text(b)))
         .unwrap_or_default();
     let new = search_terms(&search_text(after));
-    let removed: Vec<&String> = old
+    let removed: Vec<String> = old
         .iter()
         .filter(|t| new.binary_search(t).is_err())
+        .cloned()
         .collect();
     if !removed.is_empty() {
         diesel::delete(
             incident_terms::table
                 .filter(incident_terms::incident_id.eq(id))
-                .filter(incident_terms::term.eq_any(removed)),
+                .filter(InList::bound("incident_terms.term", removed)),
         )
         .execute(conn)?;
     }

@@ -1,10 +1,10 @@
-//! Storage for the ITSM service: one schema over SQLite and PostgreSQL, a read pool, a single
-//! write path with group commit, embedded migrations, and the repositories (the only code that
-//! speaks SQL).
+//! Storage for the ITSM service: one schema over SQLite and PostgreSQL, a read pool, the write
+//! path with group commit, embedded migrations, and the repositories (the only code that speaks
+//! SQL).
 //!
-//! Lookups by a unique key use `get_result`, not `first`: `first` binds `LIMIT ?`, and SQLite
-//! prepares a statement again whenever a bound LIMIT changes, on every call (measured at a tenth
-//! of the write path's time).
+//! Lookups by a unique key use `get_result`, not `first`: `first` binds `LIMIT ?`, and binding a
+//! LIMIT expires SQLite's prepared statement, so it is prepared again on every call (measured
+//! at a tenth of the write path's time). Pages use `load_page`.
 
 pub mod api_tokens;
 pub mod assignment_rules;
