@@ -8,6 +8,9 @@ use itsm_api::{app, auth, openapi, Config};
 use persistence::users::{self, NewUser};
 use persistence::{Database, WriteContext};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage:
   itsm [serve]                                   serve the API (the default)
   itsm migrate                                   apply pending database migrations and exit
