@@ -315,15 +315,22 @@ impl Database {
         T: Send + 'static,
         E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
     {
-        self.writer.submit(Lane::Primary, f).await
+        let mut once = Some(f);
+        self.writer
+            .submit(Lane::Primary, move |conn| match once.take() {
+                Some(f) => f(conn),
+                None => Err(StoreError::Unavailable("a unit of work ran twice".into()).into()),
+            })
+            .await
     }
 
     /// Like [`Database::write`], for a unit of work that only adds new rows and locks no
     /// existing row (it may read anything). On PostgreSQL such units run on several writers
-    /// at once; anything that updates or deletes a row must use `write`.
+    /// at once; anything that updates or deletes a row must use `write`. Such units share a
+    /// savepoint, so `f` may run twice (the first run rolled back) and must be `Fn`.
     pub async fn write_new_rows<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        F: Fn(&mut DbConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
     {

@@ -22,37 +22,100 @@ use tokio::sync::{mpsc, oneshot};
 use crate::checkpoint::WalGate;
 use crate::{journal, DbConnection, StoreError};
 
-/// Tells a waiting caller how its batch ended.
-type Delivery = Box<dyn FnOnce(Result<(), String>) + Send>;
-/// A unit of work: runs on the writer's connection and returns how to answer its caller.
-type Job = Box<dyn FnOnce(&mut DbConnection) -> JobRun + Send>;
 type Connect = Arc<dyn Fn() -> Result<DbConnection, StoreError> + Send + Sync>;
-type SharedQueue = Arc<Mutex<mpsc::Receiver<Job>>>;
-
-struct JobRun {
-    deliver: Delivery,
-    /// The unit panicked: the connection's transaction state can no longer be trusted.
-    poisoned: bool,
-}
+type SharedQueue = Arc<Mutex<mpsc::Receiver<Box<dyn Job>>>>;
 
 const QUEUE_CAPACITY: usize = 4096;
 
-/// Which writers may run a unit of work.
+/// Which writers may run a unit of work, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Lane {
-    /// The primary writer: every unit that may change an existing row. One thread, so two
-    /// units never wait on each other's row locks (no deadlocks) and check-then-write holds.
+    /// The primary writer, each unit in its own savepoint. It runs every unit that may change
+    /// an existing row: one thread, so two units never wait on each other's row locks (no
+    /// deadlocks) and check-then-write holds.
     Primary,
-    /// Units that only add new rows and lock no existing one (creating an incident): on
-    /// PostgreSQL any of the extra writers runs them, so inserts overlap their round trips.
+    /// Units that only add new rows and lock no existing one (creating an incident). They
+    /// rarely fail, so consecutive ones share one savepoint, and run again each in its own if
+    /// one of them fails: a unit here may run twice. On PostgreSQL any of the extra writers
+    /// runs them, so inserts overlap their round trips.
     NewRows,
+}
+
+/// How a unit of work's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Run {
+    Succeeded,
+    Failed,
+    /// The connection's transaction state can no longer be trusted.
+    Panicked,
+}
+
+/// A unit of work in the queue, with the caller waiting for it.
+trait Job: Send {
+    fn lane(&self) -> Lane;
+    /// Runs the unit (again, for a `NewRows` unit whose shared savepoint was rolled back),
+    /// inside a savepoint of its own or, with `own_savepoint` false, a shared one.
+    fn run(&mut self, conn: &mut DbConnection, own_savepoint: bool) -> Run;
+    /// Answers the caller once the batch's transaction ended.
+    fn deliver(self: Box<Self>, committed: Result<(), String>);
+}
+
+struct Pending<T, E, F> {
+    lane: Lane,
+    unit: F,
+    result: Option<Result<T, E>>,
+    answer: oneshot::Sender<Result<T, E>>,
+}
+
+impl<T, E, F> Job for Pending<T, E, F>
+where
+    F: FnMut(&mut DbConnection) -> Result<T, E> + Send,
+    T: Send,
+    E: From<StoreError> + From<diesel::result::Error> + Send,
+{
+    fn lane(&self) -> Lane {
+        self.lane
+    }
+
+    fn run(&mut self, conn: &mut DbConnection, own_savepoint: bool) -> Run {
+        let unit = &mut self.unit;
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            if own_savepoint {
+                conn.transaction::<T, E, _>(unit)
+            } else {
+                unit(conn)
+            }
+        }));
+        let (run, result) = match outcome {
+            Ok(Ok(value)) => (Run::Succeeded, Ok(value)),
+            Ok(Err(e)) => (Run::Failed, Err(e)),
+            Err(_) => (
+                Run::Panicked,
+                Err(StoreError::Unavailable("the unit of work panicked".into()).into()),
+            ),
+        };
+        self.result = Some(result);
+        run
+    }
+
+    fn deliver(self: Box<Self>, committed: Result<(), String>) {
+        let reply = match (committed, self.result) {
+            (Ok(()), Some(result)) => result,
+            (Ok(()), None) => {
+                Err(StoreError::Unavailable("the unit of work never ran".into()).into())
+            }
+            (Err(reason), _) => Err(StoreError::Unavailable(reason).into()),
+        };
+        // The caller may have gone away (client disconnected): nothing to answer.
+        let _ = self.answer.send(reply);
+    }
 }
 
 #[derive(Clone)]
 pub(crate) struct Writer {
-    primary: mpsc::Sender<Job>,
+    primary: mpsc::Sender<Box<dyn Job>>,
     /// Feeds the extra writers; `None` when there is only the primary (SQLite).
-    new_rows: Option<mpsc::Sender<Job>>,
+    new_rows: Option<mpsc::Sender<Box<dyn Job>>>,
 }
 
 impl Writer {
@@ -96,34 +159,20 @@ impl Writer {
         Ok(Self { primary, new_rows })
     }
 
+    /// Queues `unit` and waits until its batch committed. A `Lane::Primary` unit runs once; a
+    /// `Lane::NewRows` unit may run twice (see [`Lane`]), so it keeps no state of its own.
     pub(crate) async fn submit<T, E, F>(&self, lane: Lane, unit: F) -> Result<T, E>
     where
-        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        F: FnMut(&mut DbConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
     {
         let (answer, answered) = oneshot::channel::<Result<T, E>>();
-        let job: Job = Box::new(move |conn| {
-            let mark = journal::mark();
-            let outcome = catch_unwind(AssertUnwindSafe(|| conn.transaction::<T, E, _>(unit)));
-            if !matches!(outcome, Ok(Ok(_))) {
-                journal::cut(mark);
-            }
-            let poisoned = outcome.is_err();
-            let result = outcome.unwrap_or_else(|_| {
-                Err(StoreError::Unavailable("the unit of work panicked".into()).into())
-            });
-            JobRun {
-                poisoned,
-                deliver: Box::new(move |committed| {
-                    let reply = match committed {
-                        Ok(()) => result,
-                        Err(reason) => Err(StoreError::Unavailable(reason).into()),
-                    };
-                    // The caller may have gone away (client disconnected): nothing to answer.
-                    let _ = answer.send(reply);
-                }),
-            }
+        let job = Box::new(Pending {
+            lane,
+            unit,
+            result: None,
+            answer,
         });
         let queue = match (lane, &self.new_rows) {
             (Lane::NewRows, Some(new_rows)) => new_rows,
@@ -154,7 +203,7 @@ fn spawn_writer(
 }
 
 /// Takes the next batch: waits for one unit, then takes those already waiting.
-fn next_batch(queue: &SharedQueue, batch: &mut Vec<Job>, max_batch: usize) -> bool {
+fn next_batch(queue: &SharedQueue, batch: &mut Vec<Box<dyn Job>>, max_batch: usize) -> bool {
     let mut queue = queue
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -182,27 +231,20 @@ fn run(
     while next_batch(&queue, &mut batch, max_batch) {
         // The SQLite checkpoint thread closes it, rarely, to let the WAL start over.
         let _batch_open = wal_gate.as_ref().map(|gate| gate.enter());
-        let mut runs = Vec::with_capacity(batch.len());
         let committed = match begin(&mut conn) {
             Err(e) => Err(format!("cannot begin a write transaction: {e}")),
             Ok(()) => {
                 journal::open();
-                for job in batch.drain(..) {
-                    runs.push(job(&mut conn));
-                }
-                if runs.iter().any(|run| run.poisoned) {
-                    Err("a unit of work in the same transaction failed; retry".to_owned())
-                } else {
+                if run_units(&mut conn, &mut batch) {
                     journal::flush(&mut conn)
                         .map_err(|e| format!("cannot write the audit trail: {e}"))
                         .and_then(|()| commit(&mut conn).map_err(|e| format!("commit failed: {e}")))
+                } else {
+                    Err("a unit of work in the same transaction failed; retry".to_owned())
                 }
             }
         };
         journal::close();
-        // Units never started (begin failed) are dropped: their callers learn the write
-        // path is unavailable and may retry.
-        batch.clear();
         if committed.is_err() {
             // Whatever state the connection is in, a fresh one is the safe way on.
             match reconnect() {
@@ -210,11 +252,79 @@ fn run(
                 Err(e) => log::error!("writer cannot reconnect: {e}"),
             }
         }
-        for run in runs {
-            (run.deliver)(committed.clone());
+        // Units never run (begin failed) learn that the write path is unavailable.
+        for job in batch.drain(..) {
+            job.deliver(committed.clone());
         }
     }
     log::info!("write path stopped");
+}
+
+/// Runs the batch's units in the open transaction; false if one panicked, which fails the
+/// batch. Consecutive `NewRows` units share a savepoint; if one of them fails, that savepoint
+/// is rolled back and they run again, each in a savepoint of its own.
+fn run_units(conn: &mut DbConnection, batch: &mut [Box<dyn Job>]) -> bool {
+    let mut rest = batch;
+    while let Some(first) = rest.first() {
+        let shared = match first.lane() {
+            Lane::NewRows => rest
+                .iter()
+                .take_while(|job| job.lane() == Lane::NewRows)
+                .count(),
+            Lane::Primary => 0,
+        };
+        let (units, after) = rest.split_at_mut(shared.max(1));
+        rest = after;
+        if shared > 0 && run_in_shared_savepoint(conn, units) {
+            continue;
+        }
+        for job in units {
+            let mark = journal::mark();
+            match job.run(conn, true) {
+                Run::Succeeded => {}
+                Run::Failed => journal::cut(mark),
+                Run::Panicked => return false,
+            }
+        }
+    }
+    true
+}
+
+/// Runs `units` in one savepoint; false (and nothing of theirs kept) unless all succeeded.
+fn run_in_shared_savepoint(conn: &mut DbConnection, units: &mut [Box<dyn Job>]) -> bool {
+    let mark = journal::mark();
+    if savepoint(conn, SavepointEnd::Open).is_err() {
+        return false;
+    }
+    let all_succeeded = units
+        .iter_mut()
+        .all(|job| job.run(conn, false) == Run::Succeeded);
+    let end = if all_succeeded {
+        SavepointEnd::Release
+    } else {
+        SavepointEnd::RollBack
+    };
+    if savepoint(conn, end).is_ok() && all_succeeded {
+        return true;
+    }
+    journal::cut(mark);
+    false
+}
+
+enum SavepointEnd {
+    Open,
+    Release,
+    RollBack,
+}
+
+/// Inside the batch's transaction, diesel's transaction steps are savepoint steps.
+fn savepoint(conn: &mut DbConnection, step: SavepointEnd) -> QueryResult<()> {
+    type Steps = <DbConnection as Connection>::TransactionManager;
+    match step {
+        SavepointEnd::Open => Steps::begin_transaction(conn),
+        SavepointEnd::Release => Steps::commit_transaction(conn),
+        SavepointEnd::RollBack => Steps::rollback_transaction(conn),
+    }
 }
 
 fn begin(conn: &mut DbConnection) -> QueryResult<()> {

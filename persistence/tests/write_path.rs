@@ -1,5 +1,9 @@
 //! The write path: units of work share a transaction but fail alone.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use diesel::{Connection, PgConnection, RunQueryDsl};
 use itsm_persistence::users::{self, NewUser};
 use itsm_persistence::{audit, outbox, Database, DatabaseConfig, StoreError, WriteContext};
 
@@ -61,4 +65,105 @@ async fn a_failing_unit_rolls_back_alone_within_a_shared_batch() {
     assert_eq!(audit_entries, 32);
     // The failed units' events were cut off before their numbers were handed out: no gaps.
     assert_eq!(sequences, (1..=32).collect::<Vec<i64>>());
+}
+
+/// A PostgreSQL database in a schema of its own, dropped afterwards; `None` without
+/// ITSM_TEST_POSTGRES_URL.
+struct PostgresSchema {
+    url: String,
+    schema: String,
+}
+
+impl PostgresSchema {
+    fn create() -> Option<(Self, DatabaseConfig)> {
+        let url = std::env::var("ITSM_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())?;
+        let schema = format!("w_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::establish(&url).expect("cannot connect to PostgreSQL");
+        diesel::sql_query(format!("CREATE SCHEMA {schema}"))
+            .execute(&mut conn)
+            .expect("cannot create the test schema");
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let config = DatabaseConfig {
+            url: Some(format!("{url}{separator}options=-csearch_path%3D{schema}")),
+            ..DatabaseConfig::default()
+        };
+        Some((Self { url, schema }, config))
+    }
+}
+
+impl Drop for PostgresSchema {
+    fn drop(&mut self) {
+        if let Ok(mut conn) = PgConnection::establish(&self.url) {
+            let _ = diesel::sql_query(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+                .execute(&mut conn);
+        }
+    }
+}
+
+/// New-row units share a savepoint; one failing on a constraint (which on PostgreSQL aborts
+/// the transaction up to that savepoint) sends its neighbours through again, one savepoint
+/// each, and only its own work is lost.
+async fn new_row_units_fail_alone(config: DatabaseConfig) {
+    let db = Database::open(&config).unwrap();
+    db.write(|conn| users::create(conn, &WriteContext::system("test"), new_user("taken")))
+        .await
+        .unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let (db, runs) = (db.clone(), runs.clone());
+        tasks.push(tokio::spawn(async move {
+            db.write_new_rows(move |conn| -> Result<String, StoreError> {
+                runs.fetch_add(1, Ordering::Relaxed);
+                let ctx = WriteContext::system("test");
+                let user = users::create(conn, &ctx, new_user(&format!("user{i}")))?;
+                if i % 2 == 1 {
+                    users::create(conn, &ctx, new_user("taken"))?;
+                }
+                Ok(user.username)
+            })
+            .await
+        }));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    for (i, answer) in answers.iter().enumerate() {
+        match answer {
+            Ok(name) => assert!(i % 2 == 0 && *name == format!("user{i}"), "{i}: {name}"),
+            Err(e) => assert!(i % 2 == 1, "{i} failed: {e}"),
+        }
+    }
+    // The first unit to fail in a shared savepoint ran twice: shared, then alone.
+    assert!(runs.load(Ordering::Relaxed) > 64);
+    let (count, audit_entries, sequences) = db
+        .read(|conn| -> Result<_, StoreError> {
+            let count = users::count(conn)?;
+            let entries = audit::list(conn, &Default::default(), None, 500)?;
+            let events = outbox::list(conn, 0, &[], 500)?;
+            let sequences: Vec<i64> = events.items.iter().map(|e| e.sequence).collect();
+            Ok((count, entries.items.len(), sequences))
+        })
+        .await
+        .unwrap();
+    assert_eq!(count, 33);
+    assert_eq!(audit_entries, 33);
+    assert_eq!(sequences, (1..=33).collect::<Vec<i64>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn new_row_units_fail_alone_on_sqlite() {
+    new_row_units_fail_alone(temp_sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn new_row_units_fail_alone_on_postgres() {
+    let Some((_schema, config)) = PostgresSchema::create() else {
+        eprintln!("ITSM_TEST_POSTGRES_URL is not set: skipped");
+        return;
+    };
+    new_row_units_fail_alone(config).await;
 }
