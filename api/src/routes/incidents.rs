@@ -386,21 +386,22 @@ pub async fn create_incident(
     if draft.title.is_empty() {
         return Err(ApiError::invalid("title", "must not be blank"));
     }
-    let assignee = body.assignee;
+    if draft.assignment_group.is_none() {
+        if let Some(category) = draft.category.clone() {
+            // Routing reads the rules on a reader, not on the serial write path. A rule changed
+            // meanwhile routes this incident as the rules stood when it was reported.
+            let rules = state.db.read_bounded(assignment_rules::all).await?;
+            draft.assignment_group =
+                routing::route(&rules, &category, draft.subcategory.as_deref()).map(str::to_owned);
+        }
+    }
     let ctx = caller.write_context();
+    draft.assign(body.assignee, ctx.at.and_utc());
     let writer = caller.clone();
     let incident = state
         .db
         .write_new_rows(move |conn| -> ApiResult<(Incident, Relation)> {
-            if draft.assignment_group.is_none() {
-                if let Some(category) = draft.category.clone() {
-                    let rules = assignment_rules::all(conn)?;
-                    draft.assignment_group =
-                        routing::route(&rules, &category, draft.subcategory.as_deref())
-                            .map(str::to_owned);
-                }
-            }
-            draft.assign(assignee, ctx.at.and_utc());
+            let mut draft = draft.clone();
             check_references(conn, &ctx, &mut draft, None)?;
             let incident = incidents::create(conn, &ctx, draft)?;
             let relation = relation(conn, access, &writer, &incident)?;
