@@ -5,7 +5,8 @@ use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{BigInt, Text};
 
-use crate::{DbConnection, MultiBackend, StoreError};
+use crate::schema::counters;
+use crate::{DbConnection, FixedSql, MultiBackend, StoreError};
 
 /// The next number of a numbering (`incident_number`). SQLite advances its counter row; with
 /// one writer the numbers are gap-free. PostgreSQL, where several writers create at once, takes
@@ -22,7 +23,24 @@ pub(crate) fn next_number(
 
 /// Advances the named counter by `by` and returns its new value.
 pub(crate) fn advance(conn: &mut DbConnection, name: &str, by: i64) -> Result<i64, StoreError> {
-    Ok(Advance { name, by }.get_result(conn)?)
+    match conn {
+        // SQLite runs RETURNING as a trigger, so the statement keeps a statement journal: it
+        // copied each page it touched and released the copy after, 12% of the writer's time
+        // when creating incidents. An UPDATE and a SELECT of the row cost a fraction of that.
+        DbConnection::Sqlite(_) => {
+            FixedSql(
+                diesel::update(counters::table.find(name))
+                    .set(counters::value.eq(counters::value + by)),
+            )
+            .execute(conn)?;
+            Ok(counters::table
+                .find(name)
+                .select(counters::value)
+                .get_result(conn)?)
+        }
+        // One round trip.
+        DbConnection::Postgresql(_) => Ok(Advance { name, by }.get_result(conn)?),
+    }
 }
 
 /// `UPDATE counters SET value = value + ? WHERE name = ? RETURNING value`, written by hand
