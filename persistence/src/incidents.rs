@@ -438,15 +438,46 @@ fn index_words(
         )
         .execute(conn)?;
     }
-    for term in new.iter().filter(|t| old.binary_search(t).is_err()) {
-        diesel::insert_into(incident_terms::table)
-            .values((
-                incident_terms::term.eq(term),
-                incident_terms::incident_id.eq(id),
-            ))
-            .execute(conn)?;
+    if let DbConnection::Sqlite(sqlite) = conn {
+        let added: Vec<&String> = new
+            .iter()
+            .filter(|t| old.binary_search(t).is_err())
+            .collect();
+        let mut rest = added.as_slice();
+        while !rest.is_empty() {
+            let written = match rest.len() {
+                16.. => insert_terms::<16>(sqlite, id, rest),
+                8.. => insert_terms::<8>(sqlite, id, rest),
+                4.. => insert_terms::<4>(sqlite, id, rest),
+                2.. => insert_terms::<2>(sqlite, id, rest),
+                _ => insert_terms::<1>(sqlite, id, rest),
+            }?;
+            rest = &rest[written..];
+        }
     }
     Ok(())
+}
+
+/// Inserts the first `N` of `terms` in one statement. A statement per word cost more than the
+/// words' b-tree inserts; a fixed `N` keeps the statement prepared (diesel does not cache a
+/// multi-row INSERT of a varying row count), so a few sizes cover any count. `OR IGNORE`
+/// (the terms are distinct, so nothing is ignored) spares SQLite the statement journal a
+/// multi-row INSERT that may abort half-way needs, which cost more than the statements saved.
+fn insert_terms<const N: usize>(
+    conn: &mut diesel::SqliteConnection,
+    id: &str,
+    terms: &[&String],
+) -> QueryResult<usize> {
+    let rows: [_; N] = std::array::from_fn(|i| {
+        (
+            // Owned: the statement cache keys a multi-row INSERT by its 'static row type.
+            incident_terms::term.eq(terms[i].clone()),
+            incident_terms::incident_id.eq(id.to_owned()),
+        )
+    });
+    diesel::insert_or_ignore_into(incident_terms::table)
+        .values(rows)
+        .execute(conn)
 }
 
 /// One page of incidents in `sort` order after `after`.
