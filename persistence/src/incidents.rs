@@ -13,8 +13,8 @@ use crate::audit::{self, Mutation};
 use crate::conditions::{InList, Key, RowAfter};
 use crate::schema::{incident_terms, incidents};
 use crate::{
-    counters, external_refs, journal, utc, DbConnection, FixedSql, MultiBackend, Slice, StoreError,
-    WriteContext,
+    counters, external_refs, fixed_update, journal, utc, DbConnection, MultiBackend, Slice,
+    StoreError, WriteContext,
 };
 
 pub const ENTITY: &str = "incident";
@@ -191,13 +191,9 @@ pub fn save(
     if changes.is_empty() {
         return Ok(before.clone());
     }
-    let updated = FixedSql(
-        diesel::update(
-            incidents::table
-                .find(&before.id)
-                .filter(incidents::version.eq(before.version)),
-        )
-        .set((
+    let updated = fixed_update(
+        incidents::table,
+        (
             incidents::title.eq(&after.title),
             incidents::description.eq(&after.description),
             incidents::caller_id.eq(&after.caller),
@@ -222,7 +218,10 @@ pub fn save(
             incidents::closed_at.eq(after.closed_at.map(|t| t.naive_utc())),
             incidents::reopen_count.eq(after.reopen_count),
             incidents::version.eq(before.version + 1),
-        )),
+        ),
+        incidents::id
+            .eq(&before.id)
+            .and(incidents::version.eq(before.version)),
     )
     .execute(conn)?;
     if updated == 0 {

@@ -146,32 +146,57 @@ impl<Q: diesel::query_builder::QueryFragment<MultiBackend>>
 
 impl<Q> diesel::RunQueryDsl<DbConnection> for LimitedTo<Q> {}
 
-/// A statement whose SQL is the same on every call, kept prepared.
+/// `UPDATE <table> SET <changes> WHERE <filter>`, kept prepared.
 ///
-/// diesel never caches an UPDATE it builds, because a changeset may skip `None` fields and so
-/// vary its SQL; ours set a fixed list of columns. On SQLite each call was parsed and planned
-/// again; on PostgreSQL an uncached statement also costs a round trip to prepare it.
-pub(crate) struct FixedSql<Q>(pub(crate) Q);
+/// diesel never caches an UPDATE it builds (its changeset may skip `None` fields and so vary
+/// its SQL), and overriding `is_safe_to_cache_prepared` on a wrapper does not help: diesel asks
+/// through a reference, which walks the inner statement again. This one is built from the
+/// parts, whose SQL never varies. On SQLite an uncached UPDATE was parsed and planned on
+/// every call; on PostgreSQL it also cost a round trip to prepare it.
+pub(crate) struct FixedUpdate<T, V, W> {
+    table: T,
+    changes: V,
+    filter: W,
+}
 
-impl<Q> diesel::query_builder::QueryId for FixedSql<Q> {
+pub(crate) fn fixed_update<T, C, W>(
+    table: T,
+    changes: C,
+    filter: W,
+) -> FixedUpdate<T, C::Changeset, W>
+where
+    C: diesel::AsChangeset<Target = T>,
+{
+    FixedUpdate {
+        table,
+        changes: changes.as_changeset(),
+        filter,
+    }
+}
+
+impl<T, V, W> diesel::query_builder::QueryId for FixedUpdate<T, V, W> {
     type QueryId = ();
     // Cached by its SQL text.
     const HAS_STATIC_QUERY_ID: bool = false;
 }
 
-impl<Q: diesel::query_builder::QueryFragment<MultiBackend>>
-    diesel::query_builder::QueryFragment<MultiBackend> for FixedSql<Q>
+impl<T, V, W> diesel::query_builder::QueryFragment<MultiBackend> for FixedUpdate<T, V, W>
+where
+    T: diesel::query_builder::QueryFragment<MultiBackend>,
+    V: diesel::query_builder::QueryFragment<MultiBackend>,
+    W: diesel::query_builder::QueryFragment<MultiBackend>,
 {
     fn walk_ast<'b>(
         &'b self,
-        out: diesel::query_builder::AstPass<'_, 'b, MultiBackend>,
+        mut out: diesel::query_builder::AstPass<'_, 'b, MultiBackend>,
     ) -> diesel::QueryResult<()> {
-        self.0.walk_ast(out)
-    }
-
-    fn is_safe_to_cache_prepared(&self, _backend: &MultiBackend) -> diesel::QueryResult<bool> {
-        Ok(true)
+        out.push_sql("UPDATE ");
+        self.table.walk_ast(out.reborrow())?;
+        out.push_sql(" SET ");
+        self.changes.walk_ast(out.reborrow())?;
+        out.push_sql(" WHERE ");
+        self.filter.walk_ast(out.reborrow())
     }
 }
 
-impl<Q> diesel::RunQueryDsl<DbConnection> for FixedSql<Q> {}
+impl<T, V, W> diesel::RunQueryDsl<DbConnection> for FixedUpdate<T, V, W> {}
