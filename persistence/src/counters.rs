@@ -6,7 +6,7 @@ use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{BigInt, Text};
 
 use crate::schema::counters;
-use crate::{DbConnection, FixedSql, MultiBackend, StoreError};
+use crate::{DbConnection, MultiBackend, StoreError};
 
 /// The next number of a numbering (`incident_number`). SQLite advances its counter row; with
 /// one writer the numbers are gap-free. PostgreSQL, where several writers create at once, takes
@@ -28,10 +28,11 @@ pub(crate) fn advance(conn: &mut DbConnection, name: &str, by: i64) -> Result<i6
         // copied each page it touched and released the copy after, 12% of the writer's time
         // when creating incidents. An UPDATE and a SELECT of the row cost a fraction of that.
         DbConnection::Sqlite(_) => {
-            FixedSql(
-                diesel::update(counters::table.find(name))
-                    .set(counters::value.eq(counters::value + by)),
-            )
+            Advance {
+                name,
+                by,
+                returning: false,
+            }
             .execute(conn)?;
             Ok(counters::table
                 .find(name)
@@ -39,16 +40,22 @@ pub(crate) fn advance(conn: &mut DbConnection, name: &str, by: i64) -> Result<i6
                 .get_result(conn)?)
         }
         // One round trip.
-        DbConnection::Postgresql(_) => Ok(Advance { name, by }.get_result(conn)?),
+        DbConnection::Postgresql(_) => Ok(Advance {
+            name,
+            by,
+            returning: true,
+        }
+        .get_result(conn)?),
     }
 }
 
-/// `UPDATE counters SET value = value + ? WHERE name = ? RETURNING value`, written by hand
+/// `UPDATE counters SET value = value + ? WHERE name = ? [RETURNING value]`, written by hand
 /// because diesel never caches the prepared statement of an `UPDATE` it builds (its changeset
 /// may skip columns), and preparing it again took a tenth of the writer's time.
 struct Advance<'a> {
     name: &'a str,
     by: i64,
+    returning: bool,
 }
 
 impl QueryId for Advance<'_> {
@@ -67,7 +74,9 @@ impl QueryFragment<MultiBackend> for Advance<'_> {
         out.push_bind_param::<BigInt, _>(&self.by)?;
         out.push_sql(" WHERE name = ");
         out.push_bind_param::<Text, str>(self.name)?;
-        out.push_sql(" RETURNING value");
+        if self.returning {
+            out.push_sql(" RETURNING value");
+        }
         Ok(())
     }
 }
