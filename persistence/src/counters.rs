@@ -1,5 +1,5 @@
-//! Named counters (`event_sequence`, `incident_number`), advanced inside the writing
-//! transaction so that the numbers they hand out are gap-free and in commit order.
+//! Named counters (`event_sequence`, and `incident_number` on SQLite), advanced inside the
+//! writing transaction so that the numbers they hand out are gap-free and in commit order.
 
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
@@ -7,19 +7,6 @@ use diesel::sql_types::{BigInt, Text};
 
 use crate::schema::counters;
 use crate::{DbConnection, MultiBackend, StoreError};
-
-/// The next number of a numbering (`incident_number`). SQLite advances its counter row; with
-/// one writer the numbers are gap-free. PostgreSQL, where several writers create at once, takes
-/// it from the sequence `<numbering>_seq`, which no transaction holds locked.
-pub(crate) fn next_number(
-    conn: &mut DbConnection,
-    numbering: &'static str,
-) -> Result<i64, StoreError> {
-    match conn {
-        DbConnection::Sqlite(_) => advance(conn, numbering, 1),
-        DbConnection::Postgresql(_) => Ok(NextInSequence { numbering }.get_result(conn)?),
-    }
-}
 
 /// Advances the named counter by `by` and returns its new value.
 pub(crate) fn advance(conn: &mut DbConnection, name: &str, by: i64) -> Result<i64, StoreError> {
@@ -82,28 +69,3 @@ impl QueryFragment<MultiBackend> for Advance<'_> {
 }
 
 impl RunQueryDsl<DbConnection> for Advance<'_> {}
-
-/// `SELECT nextval('<numbering>_seq')`; the name is one of our constants, never client text.
-struct NextInSequence {
-    numbering: &'static str,
-}
-
-impl QueryId for NextInSequence {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl Query for NextInSequence {
-    type SqlType = BigInt;
-}
-
-impl QueryFragment<MultiBackend> for NextInSequence {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, MultiBackend>) -> QueryResult<()> {
-        out.push_sql("SELECT nextval('");
-        out.push_sql(self.numbering);
-        out.push_sql("_seq')");
-        Ok(())
-    }
-}
-
-impl RunQueryDsl<DbConnection> for NextInSequence {}

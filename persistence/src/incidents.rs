@@ -101,35 +101,47 @@ pub fn create(
     ctx: &WriteContext,
     draft: Incident,
 ) -> Result<Incident, StoreError> {
-    let number = incident_number(counters::next_number(conn, NUMBERING)?);
     let id = crate::new_id();
-    diesel::insert_into(incidents::table)
-        .values((
-            incidents::id.eq(&id),
-            incidents::number.eq(&number),
-            incidents::title.eq(&draft.title),
-            incidents::description.eq(&draft.description),
-            incidents::caller_id.eq(&draft.caller),
-            incidents::channel.eq(draft.channel.as_str()),
-            incidents::category.eq(&draft.category),
-            incidents::subcategory.eq(&draft.subcategory),
-            incidents::impact.eq(draft.impact.as_str()),
-            incidents::urgency.eq(draft.urgency.as_str()),
-            incidents::priority.eq(draft.priority.as_str()),
-            incidents::state.eq(draft.state.as_str()),
-            incidents::on_hold_reason.eq(draft.on_hold_reason.map(|r| r.as_str())),
-            incidents::assignment_group_id.eq(&draft.assignment_group),
-            incidents::assignee_id.eq(&draft.assignee),
-            incidents::major.eq(draft.major),
-            incidents::parent_id.eq(&draft.parent_id),
-            incidents::search_text.eq(search_text(&draft)),
-            incidents::created_at.eq(ctx.at),
-            incidents::updated_at.eq(ctx.at),
-            incidents::first_response_at.eq(draft.first_response_at.map(|t| t.naive_utc())),
-            incidents::reopen_count.eq(0),
-            incidents::version.eq(1),
-        ))
-        .execute(conn)?;
+    let columns = (
+        incidents::id.eq(&id),
+        incidents::title.eq(&draft.title),
+        incidents::description.eq(&draft.description),
+        incidents::caller_id.eq(&draft.caller),
+        incidents::channel.eq(draft.channel.as_str()),
+        incidents::category.eq(&draft.category),
+        incidents::subcategory.eq(&draft.subcategory),
+        incidents::impact.eq(draft.impact.as_str()),
+        incidents::urgency.eq(draft.urgency.as_str()),
+        incidents::priority.eq(draft.priority.as_str()),
+        incidents::state.eq(draft.state.as_str()),
+        incidents::on_hold_reason.eq(draft.on_hold_reason.map(|r| r.as_str())),
+        incidents::assignment_group_id.eq(&draft.assignment_group),
+        incidents::assignee_id.eq(&draft.assignee),
+        incidents::major.eq(draft.major),
+        incidents::parent_id.eq(&draft.parent_id),
+        incidents::search_text.eq(search_text(&draft)),
+        incidents::created_at.eq(ctx.at),
+        incidents::updated_at.eq(ctx.at),
+        incidents::first_response_at.eq(draft.first_response_at.map(|t| t.naive_utc())),
+        incidents::reopen_count.eq(0),
+        incidents::version.eq(1),
+    );
+    let number = match conn {
+        // The column's default takes the next number from a sequence, in the same round trip
+        // (several writers create at once there; a counter row would queue them).
+        DbConnection::Postgresql(c) => diesel::insert_into(incidents::table)
+            .values(columns)
+            .returning(incidents::number)
+            .get_result(c)?,
+        // One writer: the counter row hands out gap-free numbers.
+        DbConnection::Sqlite(_) => {
+            let number = incident_number(counters::advance(conn, NUMBERING, 1)?);
+            diesel::insert_into(incidents::table)
+                .values((incidents::number.eq(&number), columns))
+                .execute(conn)?;
+            number
+        }
+    };
     index_words(conn, &id, None, &draft)?;
     if !draft.external_refs.is_empty() {
         external_refs::replace(conn, ENTITY, &id, &draft.external_refs)?;

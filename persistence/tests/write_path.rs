@@ -167,3 +167,39 @@ async fn new_row_units_fail_alone_on_postgres() {
     };
     new_row_units_fail_alone(config).await;
 }
+
+/// PostgreSQL numbers incidents in the INSERT (the column's default); the numbers must read
+/// as the domain formats them, past seven digits too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_incident_numbers_match_the_domain_format() {
+    let Some((_schema, config)) = PostgresSchema::create() else {
+        eprintln!("ITSM_TEST_POSTGRES_URL is not set: skipped");
+        return;
+    };
+    drop(Database::open(&config).unwrap());
+    let mut conn = PgConnection::establish(config.url.as_deref().unwrap()).unwrap();
+    #[derive(diesel::QueryableByName)]
+    struct Number {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        number: String,
+    }
+    let next = |conn: &mut PgConnection| {
+        diesel::sql_query("SELECT next_incident_number() AS number")
+            .get_result::<Number>(conn)
+            .unwrap()
+            .number
+    };
+    assert_eq!(next(&mut conn), domain::incident::incident_number(1));
+    diesel::sql_query("SELECT setval('incident_number_seq', 9999998)")
+        .execute(&mut conn)
+        .unwrap();
+    assert_eq!(
+        next(&mut conn),
+        domain::incident::incident_number(9_999_999)
+    );
+    assert_eq!(
+        next(&mut conn),
+        domain::incident::incident_number(10_000_000)
+    );
+    assert_eq!(domain::incident::incident_number(10_000_000), "INC10000000");
+}
