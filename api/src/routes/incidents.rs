@@ -386,15 +386,15 @@ pub async fn create_incident(
     if draft.title.is_empty() {
         return Err(ApiError::invalid("title", "must not be blank"));
     }
-    if draft.assignment_group.is_none() {
-        if let Some(category) = draft.category.clone() {
-            // Routing reads the rules on a reader, not on the serial write path. A rule changed
-            // meanwhile routes this incident as the rules stood when it was reported.
+    // Routing reads the rules on a reader, not on the serial write path. A rule changed
+    // meanwhile routes this incident as the rules stood when it was reported.
+    let routed_group = match (&draft.assignment_group, &draft.category) {
+        (None, Some(category)) => {
             let rules = state.db.read_bounded(assignment_rules::all).await?;
-            draft.assignment_group =
-                routing::route(&rules, &category, draft.subcategory.as_deref()).map(str::to_owned);
+            routing::route(&rules, category, draft.subcategory.as_deref()).map(str::to_owned)
         }
-    }
+        _ => None,
+    };
     let ctx = caller.write_context();
     draft.assign(body.assignee, ctx.at.and_utc());
     let writer = caller.clone();
@@ -402,7 +402,18 @@ pub async fn create_incident(
         .db
         .write_new_rows(move |conn| -> ApiResult<(Incident, Relation)> {
             let mut draft = draft.clone();
+            // A routed group needs no lookup (its rule's foreign key kept it, and the
+            // incident's keeps it now), unless an assignee must be one of its members.
+            let route = |draft: &mut Incident| {
+                if draft.assignment_group.is_none() {
+                    draft.assignment_group = routed_group.clone();
+                }
+            };
+            if draft.assignee.is_some() {
+                route(&mut draft);
+            }
             check_references(conn, &ctx, &mut draft, None)?;
+            route(&mut draft);
             let incident = incidents::create(conn, &ctx, draft)?;
             let relation = relation(conn, access, &writer, &incident)?;
             Ok((incident, relation))
