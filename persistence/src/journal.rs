@@ -21,9 +21,6 @@ use crate::{counters, DbConnection, StoreError, WriteContext};
 
 pub(crate) const EVENT_SEQUENCE: &str = "event_sequence";
 
-/// Rows per INSERT: below both backends' limits on bound parameters.
-const ROWS_PER_INSERT: usize = 500;
-
 #[derive(Insertable)]
 #[diesel(table_name = audit_entries)]
 struct NewAuditEntry {
@@ -145,14 +142,37 @@ pub(crate) fn add_event(
     with_journal(|journal| journal.events.push(event))
 }
 
-/// A multi-row INSERT, which diesel's `MultiConnection` does not offer: one per backend.
+/// Inserts all `rows` in multi-row INSERTs (which diesel's `MultiConnection` does not offer:
+/// one per backend) of 64, 16, 4 or 1 rows. diesel caches a multi-row INSERT only for a fixed
+/// row count; one of the batch's size was parsed and planned on every commit, which on
+/// PostgreSQL showed as the parser among its busiest functions.
 macro_rules! insert_rows {
-    ($conn:expr, $table:expr, $rows:expr) => {
-        match $conn {
-            DbConnection::Sqlite(c) => diesel::insert_into($table).values($rows).execute(c)?,
-            DbConnection::Postgresql(c) => diesel::insert_into($table).values($rows).execute(c)?,
+    ($conn:expr, $table:expr, $rows:expr) => {{
+        let mut rest = &$rows[..];
+        while !rest.is_empty() {
+            rest = match rest.len() {
+                64.. => insert_rows!($conn, $table, first::<_, 64>(rest), rest),
+                16.. => insert_rows!($conn, $table, first::<_, 16>(rest), rest),
+                4.. => insert_rows!($conn, $table, first::<_, 4>(rest), rest),
+                _ => insert_rows!($conn, $table, first::<_, 1>(rest), rest),
+            };
         }
-    };
+    }};
+    ($conn:expr, $table:expr, $chunk:expr, $rest:expr) => {{
+        let chunk = $chunk;
+        match &mut *$conn {
+            DbConnection::Sqlite(c) => diesel::insert_into($table).values(chunk).execute(c)?,
+            DbConnection::Postgresql(c) => diesel::insert_into($table).values(chunk).execute(c)?,
+        };
+        &$rest[chunk.len()..]
+    }};
+}
+
+/// The first `N` of `rows`, which has at least that many.
+fn first<T, const N: usize>(rows: &[T]) -> &[T; N] {
+    rows[..N]
+        .try_into()
+        .expect("the caller checked that there are N rows")
 }
 
 /// Writes the collected records in the open transaction; the events get the next sequences in
@@ -168,11 +188,7 @@ pub(crate) fn flush(conn: &mut DbConnection) -> Result<(), StoreError> {
             event.sequence = sequence;
         }
     }
-    for rows in journal.audit.chunks(ROWS_PER_INSERT) {
-        insert_rows!(conn, audit_entries::table, rows);
-    }
-    for rows in journal.events.chunks(ROWS_PER_INSERT) {
-        insert_rows!(conn, outbox_events::table, rows);
-    }
+    insert_rows!(conn, audit_entries::table, journal.audit);
+    insert_rows!(conn, outbox_events::table, journal.events);
     Ok(())
 }
