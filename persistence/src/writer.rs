@@ -2,8 +2,9 @@
 //!
 //! A writer thread owns a write connection. It takes the units of work waiting in its queue,
 //! up to `max_batch`, runs them in one write transaction (`BEGIN IMMEDIATE` on SQLite), each in
-//! its own savepoint, commits once, and only then answers each caller. A unit of work that fails
-//! rolls back its savepoint alone; a failed commit fails every unit of the batch. The units'
+//! a savepoint (its own, or one shared by consecutive new-row units, see [`Lane`]), commits once,
+//! and only then answers each caller. A unit of work that fails rolls back its own work alone;
+//! a failed commit fails every unit of the batch. The units'
 //! audit entries and events are written together just before the commit (`journal`). So a 2xx is
 //! always durable and the commit cost is shared.
 //!
