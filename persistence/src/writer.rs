@@ -4,9 +4,9 @@
 //! up to `max_batch`, runs them in one write transaction (`BEGIN IMMEDIATE` on SQLite), each in
 //! a savepoint (its own, or one shared by consecutive new-row units, see [`Lane`]), commits once,
 //! and only then answers each caller. A unit of work that fails rolls back its own work alone;
-//! a failed commit fails every unit of the batch. The units'
-//! audit entries and events are written together just before the commit (`journal`). So a 2xx is
-//! always durable and the commit cost is shared.
+//! a failed commit fails every unit of the batch. The units' audit entries and events are
+//! written together just before the commit (`journal`). So a 2xx is always durable and the
+//! commit cost is shared.
 //!
 //! The primary writer runs every unit that may change existing rows. SQLite has only it, so it
 //! never sees two writers in this process. On PostgreSQL, extra writers run the units that only
