@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::audit::{self, Mutation};
 use crate::schema::api_tokens;
-use crate::{utc, DbConnection, Slice, StoreError, WriteContext};
+use crate::{fixed_update, utc, DbConnection, Slice, StoreError, WriteContext};
 
 pub const ENTITY: &str = "api_token";
 
@@ -123,12 +123,11 @@ pub fn list(
 
 /// Revokes the token from now on. Revoking a revoked token is not found.
 pub fn revoke(conn: &mut DbConnection, ctx: &WriteContext, id: &str) -> Result<(), StoreError> {
-    let revoked = diesel::update(
-        api_tokens::table
-            .find(id)
-            .filter(api_tokens::revoked_at.is_null()),
+    let revoked = fixed_update(
+        api_tokens::table,
+        api_tokens::revoked_at.eq(ctx.at),
+        api_tokens::id.eq(id).and(api_tokens::revoked_at.is_null()),
     )
-    .set(api_tokens::revoked_at.eq(ctx.at))
     .execute(conn)?;
     if revoked == 0 {
         return Err(StoreError::NotFound);

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::audit::{self, Mutation};
 use crate::schema::assignment_rules;
-use crate::{utc, DbConnection, StoreError, WriteContext};
+use crate::{fixed_update, utc, DbConnection, StoreError, WriteContext};
 
 pub const ENTITY: &str = "assignment_rule";
 
@@ -104,19 +104,20 @@ pub fn replace(
 ) -> Result<AssignmentRule, StoreError> {
     let before = get(conn, id)?;
     crate::check_version(expected_version, before.version)?;
-    let updated = diesel::update(
-        assignment_rules::table
-            .find(id)
-            .filter(assignment_rules::version.eq(before.version)),
+    let updated = fixed_update(
+        assignment_rules::table,
+        (
+            assignment_rules::position.eq(fields.position),
+            assignment_rules::category.eq(&fields.category),
+            assignment_rules::subcategory.eq(&fields.subcategory),
+            assignment_rules::group_id.eq(&fields.group_id),
+            assignment_rules::updated_at.eq(ctx.at),
+            assignment_rules::version.eq(before.version + 1),
+        ),
+        assignment_rules::id
+            .eq(id)
+            .and(assignment_rules::version.eq(before.version)),
     )
-    .set((
-        assignment_rules::position.eq(fields.position),
-        assignment_rules::category.eq(&fields.category),
-        assignment_rules::subcategory.eq(&fields.subcategory),
-        assignment_rules::group_id.eq(&fields.group_id),
-        assignment_rules::updated_at.eq(ctx.at),
-        assignment_rules::version.eq(before.version + 1),
-    ))
     .execute(conn)?;
     if updated == 0 {
         return Err(StoreError::VersionMismatch {

@@ -7,7 +7,9 @@ use serde_json::json;
 
 use crate::audit::{self, Mutation};
 use crate::schema::{assignment_groups, group_members, users};
-use crate::{external_refs, lower, utc, DbConnection, Slice, StoreError, WriteContext};
+use crate::{
+    external_refs, fixed_update, lower, utc, DbConnection, Slice, StoreError, WriteContext,
+};
 
 pub const ENTITY: &str = "group";
 
@@ -205,18 +207,19 @@ pub fn update(
     if before.name != after.name {
         ensure_name_free(conn, &after.name, Some(id))?;
     }
-    let updated = diesel::update(
-        assignment_groups::table
-            .find(id)
-            .filter(assignment_groups::version.eq(before.version)),
+    let updated = fixed_update(
+        assignment_groups::table,
+        (
+            assignment_groups::name.eq(&after.name),
+            assignment_groups::description.eq(&after.description),
+            assignment_groups::email.eq(&after.email),
+            assignment_groups::updated_at.eq(ctx.at),
+            assignment_groups::version.eq(before.version + 1),
+        ),
+        assignment_groups::id
+            .eq(id)
+            .and(assignment_groups::version.eq(before.version)),
     )
-    .set((
-        assignment_groups::name.eq(&after.name),
-        assignment_groups::description.eq(&after.description),
-        assignment_groups::email.eq(&after.email),
-        assignment_groups::updated_at.eq(ctx.at),
-        assignment_groups::version.eq(before.version + 1),
-    ))
     .execute(conn)?;
     if updated == 0 {
         return Err(StoreError::VersionMismatch {

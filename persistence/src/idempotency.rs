@@ -7,7 +7,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use crate::schema::idempotency_keys;
-use crate::{DbConnection, StoreError};
+use crate::{fixed_update, DbConnection, StoreError};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = idempotency_keys)]
@@ -68,13 +68,18 @@ pub fn complete(
     body: &str,
     headers: &str,
 ) -> Result<(), StoreError> {
-    diesel::update(idempotency_keys::table.find((principal, key)))
-        .set((
+    fixed_update(
+        idempotency_keys::table,
+        (
             idempotency_keys::status.eq(i32::from(status)),
             idempotency_keys::response_body.eq(body),
             idempotency_keys::response_headers.eq(headers),
-        ))
-        .execute(conn)?;
+        ),
+        idempotency_keys::principal
+            .eq(principal)
+            .and(idempotency_keys::idem_key.eq(key)),
+    )
+    .execute(conn)?;
     Ok(())
 }
 

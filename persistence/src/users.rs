@@ -7,7 +7,9 @@ use serde_json::json;
 
 use crate::audit::{self, Mutation};
 use crate::schema::users;
-use crate::{external_refs, lower, utc, DbConnection, Slice, StoreError, WriteContext};
+use crate::{
+    external_refs, fixed_update, lower, utc, DbConnection, Slice, StoreError, WriteContext,
+};
 
 pub const ENTITY: &str = "user";
 
@@ -272,19 +274,18 @@ pub fn update(
     if changes.is_empty() {
         return Ok(before);
     }
-    let updated = diesel::update(
-        users::table
-            .find(id)
-            .filter(users::version.eq(before.version)),
+    let updated = fixed_update(
+        users::table,
+        (
+            users::email.eq(&after.email),
+            users::display_name.eq(&after.display_name),
+            users::roles.eq(store_roles(&after.roles)),
+            users::active.eq(after.active),
+            users::updated_at.eq(ctx.at),
+            users::version.eq(before.version + 1),
+        ),
+        users::id.eq(id).and(users::version.eq(before.version)),
     )
-    .set((
-        users::email.eq(&after.email),
-        users::display_name.eq(&after.display_name),
-        users::roles.eq(store_roles(&after.roles)),
-        users::active.eq(after.active),
-        users::updated_at.eq(ctx.at),
-        users::version.eq(before.version + 1),
-    ))
     .execute(conn)?;
     if updated == 0 {
         return Err(StoreError::VersionMismatch {
@@ -293,9 +294,12 @@ pub fn update(
         });
     }
     if let Some(hash) = &update.password_hash {
-        diesel::update(users::table.find(id))
-            .set(users::password_hash.eq(hash))
-            .execute(conn)?;
+        fixed_update(
+            users::table,
+            users::password_hash.eq(hash),
+            users::id.eq(id),
+        )
+        .execute(conn)?;
     }
     if before.external_refs != after.external_refs {
         external_refs::replace(conn, ENTITY, id, &after.external_refs)?;
