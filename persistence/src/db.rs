@@ -126,8 +126,9 @@ impl Location {
 /// Process-wide SQLite settings, which only take effect before its first connection.
 /// Multi-thread mode: each connection is used by one thread at a time (the writer's, or a
 /// pooled reader's), so SQLite's per-connection mutexes only cost time (a lock and unlock around
-/// every call, ~6% of the writer thread). No memory statistics: they take a global mutex on
-/// every allocation, and nothing reads them.
+/// every call). No memory statistics: they take a global mutex on every allocation, and
+/// nothing reads them. (The page cache's own mutex stays: libsqlite3-sys builds SQLite with
+/// SQLITE_ENABLE_MEMORY_MANAGEMENT, which shares one cache LRU between connections.)
 #[allow(unsafe_code)]
 fn configure_sqlite() {
     static CONFIGURED: std::sync::Once = std::sync::Once::new();
