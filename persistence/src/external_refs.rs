@@ -63,16 +63,17 @@ pub(crate) fn attach<R, T>(
     conn: &mut DbConnection,
     entity_type: &str,
     rows: crate::Slice<R>,
-    id: impl Fn(&R) -> &str,
+    // The row's id, or `None` for a row known to have no references (not looked up).
+    id: impl Fn(&R) -> Option<&str>,
     build: impl Fn(R, Vec<ExternalRef>) -> T,
 ) -> Result<crate::Slice<T>, StoreError> {
-    let ids: Vec<&str> = rows.items.iter().map(&id).collect();
+    let ids: Vec<&str> = rows.items.iter().filter_map(&id).collect();
     let mut refs = of_many(conn, entity_type, &ids)?;
     let items = rows
         .items
         .into_iter()
         .map(|row| {
-            let own = refs.remove(id(&row)).unwrap_or_default();
+            let own = id(&row).and_then(|id| refs.remove(id)).unwrap_or_default();
             build(row, own)
         })
         .collect();

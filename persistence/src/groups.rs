@@ -162,7 +162,13 @@ pub fn list(
         query = query.filter(assignment_groups::id.gt(after));
     }
     let rows = crate::load_page::<_, GroupRow>(conn, query, limit)?;
-    external_refs::attach(conn, ENTITY, rows, |row| &row.id, GroupRow::into_group)
+    external_refs::attach(
+        conn,
+        ENTITY,
+        rows,
+        |row| Some(row.id.as_str()),
+        GroupRow::into_group,
+    )
 }
 
 #[derive(Debug, Default, Clone)]

@@ -49,6 +49,9 @@ struct IncidentRow {
     closed_at: Option<NaiveDateTime>,
     reopen_count: i32,
     version: i64,
+    /// Whether to look its external references up at all: most incidents have none, and on
+    /// PostgreSQL the lookup was one of a GET's three round trips.
+    has_external_refs: bool,
 }
 
 /// Stored enumerations were validated on the way in; reading one back cannot fail.
@@ -57,6 +60,15 @@ fn stored<T: std::str::FromStr>(value: &str, fallback: T) -> T {
 }
 
 impl IncidentRow {
+    fn load_refs(self, conn: &mut DbConnection) -> Result<Incident, StoreError> {
+        let refs = if self.has_external_refs {
+            external_refs::of(conn, ENTITY, &self.id)?
+        } else {
+            Vec::new()
+        };
+        Ok(self.into_incident(refs))
+    }
+
     fn into_incident(self, external_refs: Vec<domain::ExternalRef>) -> Incident {
         use domain::incident::{Channel, Impact, Urgency};
         Incident {
@@ -125,6 +137,7 @@ pub fn create(
         incidents::first_response_at.eq(draft.first_response_at.map(|t| t.naive_utc())),
         incidents::reopen_count.eq(0),
         incidents::version.eq(1),
+        incidents::has_external_refs.eq(!draft.external_refs.is_empty()),
     );
     let number = match conn {
         // The column's default takes the next number from a sequence, in the same round trip
@@ -181,8 +194,7 @@ pub fn get(conn: &mut DbConnection, id_or_number: &str) -> Result<Incident, Stor
     } else {
         query.find(id_or_number).get_result(conn)?
     };
-    let refs = external_refs::of(conn, ENTITY, &row.id)?;
-    Ok(row.into_incident(refs))
+    row.load_refs(conn)
 }
 
 /// Saves `after` over `before` if nobody changed it meanwhile, and records the change: one
@@ -230,6 +242,7 @@ pub fn save(
             incidents::closed_at.eq(after.closed_at.map(|t| t.naive_utc())),
             incidents::reopen_count.eq(after.reopen_count),
             incidents::version.eq(before.version + 1),
+            incidents::has_external_refs.eq(!after.external_refs.is_empty()),
         ),
         incidents::id
             .eq(&before.id)
@@ -290,12 +303,7 @@ pub fn children(conn: &mut DbConnection, parent_id: &str) -> Result<Vec<Incident
         .select(IncidentRow::as_select())
         .order(incidents::id.asc())
         .load(conn)?;
-    rows.into_iter()
-        .map(|row| {
-            let refs = external_refs::of(conn, ENTITY, &row.id)?;
-            Ok(row.into_incident(refs))
-        })
-        .collect()
+    rows.into_iter().map(|row| row.load_refs(conn)).collect()
 }
 
 pub fn has_children(conn: &mut DbConnection, id: &str) -> Result<bool, StoreError> {
@@ -581,7 +589,7 @@ pub fn list(
         conn,
         ENTITY,
         rows,
-        |row| &row.id,
+        |row| row.has_external_refs.then_some(row.id.as_str()),
         IncidentRow::into_incident,
     )
 }

@@ -157,6 +157,7 @@ diesel::table! {
         closed_at -> Nullable<Timestamp>,
         reopen_count -> Integer,
         version -> BigInt,
+        has_external_refs -> Bool,
     }
 }
 

@@ -221,7 +221,13 @@ pub fn list(
         query = query.filter(users::id.gt(after));
     }
     let rows = crate::load_page::<_, UserRow>(conn, query, limit)?;
-    external_refs::attach(conn, ENTITY, rows, |row| &row.id, UserRow::into_user)
+    external_refs::attach(
+        conn,
+        ENTITY,
+        rows,
+        |row| Some(row.id.as_str()),
+        UserRow::into_user,
+    )
 }
 
 /// A partial update; `None` leaves a field as it is.

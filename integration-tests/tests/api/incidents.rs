@@ -1753,6 +1753,59 @@ async fn history_is_newest_first_with_diffs(app: TestApp) {
     assert!(rest["next_cursor"].is_null());
 }
 
+/// External references travel with an incident through create, get, list and PATCH; an
+/// incident without any reads none (and the list of a page mixes both).
+async fn external_refs_follow_the_incident(app: TestApp) {
+    let (_, token) = app.user_with_roles("xena", &["agent"]).await;
+    let (status, plain) = read(
+        app.request(Method::POST, INCIDENTS, &token)
+            .json(&json!({"title": "No references"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{plain}");
+    let (status, linked) = read(
+        app.request(Method::POST, INCIDENTS, &token)
+            .json(&json!({"title": "From the CRM",
+                           "external_refs": [{"system": "crm", "id": "C-9"}]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{linked}");
+    let crm = json!([{"system": "crm", "id": "C-9"}]);
+    assert_eq!(linked["external_refs"], crm);
+    let number = text(&linked, "number");
+    let refs_in_list = |page: &Value| -> Vec<(String, Value)> {
+        items(page)
+            .iter()
+            .map(|i| (text(i, "number"), i["external_refs"].clone()))
+            .collect()
+    };
+    let get = get_ok(&app, &token, &format!("{INCIDENTS}/{number}")).await;
+    assert_eq!(get["external_refs"], crm);
+    let page = get_ok(&app, &token, INCIDENTS).await;
+    assert_eq!(
+        refs_in_list(&page),
+        [
+            (number.clone(), crm.clone()),
+            (text(&plain, "number"), json!([]))
+        ]
+    );
+    let erp = json!([{"system": "erp", "id": "E-1"}]);
+    for refs in [json!([]), erp.clone()] {
+        let after = patched(&app, &token, &number, json!({"external_refs": refs})).await;
+        assert_eq!(after["external_refs"], refs);
+        let get = get_ok(&app, &token, &format!("{INCIDENTS}/{number}")).await;
+        assert_eq!(get["external_refs"], refs);
+        let page = get_ok(&app, &token, INCIDENTS).await;
+        assert_eq!(refs_in_list(&page)[0], (number.clone(), refs));
+    }
+}
+
 on_both_backends!(
     full_lifecycle_from_report_to_confirmation,
     priority_matrix_and_recalculation,
@@ -1769,4 +1822,5 @@ on_both_backends!(
     idempotent_create_makes_one_incident,
     incident_events_reach_the_feed,
     history_is_newest_first_with_diffs,
+    external_refs_follow_the_incident,
 );
