@@ -293,39 +293,25 @@ fn run_units(conn: &mut DbConnection, batch: &mut [Box<dyn Job>]) -> bool {
 
 /// Runs `units` in one savepoint; false (and nothing of theirs kept) unless all succeeded.
 fn run_in_shared_savepoint(conn: &mut DbConnection, units: &mut [Box<dyn Job>]) -> bool {
+    // Inside the batch's transaction, diesel's transaction steps are savepoint steps.
+    type Savepoint = <DbConnection as Connection>::TransactionManager;
     let mark = journal::mark();
-    if savepoint(conn, SavepointEnd::Open).is_err() {
+    if Savepoint::begin_transaction(conn).is_err() {
         return false;
     }
     let all_succeeded = units
         .iter_mut()
         .all(|job| job.run(conn, false) == Run::Succeeded);
-    let end = if all_succeeded {
-        SavepointEnd::Release
+    let ended = if all_succeeded {
+        Savepoint::commit_transaction(conn)
     } else {
-        SavepointEnd::RollBack
+        Savepoint::rollback_transaction(conn)
     };
-    if savepoint(conn, end).is_ok() && all_succeeded {
+    if ended.is_ok() && all_succeeded {
         return true;
     }
     journal::cut(mark);
     false
-}
-
-enum SavepointEnd {
-    Open,
-    Release,
-    RollBack,
-}
-
-/// Inside the batch's transaction, diesel's transaction steps are savepoint steps.
-fn savepoint(conn: &mut DbConnection, step: SavepointEnd) -> QueryResult<()> {
-    type Steps = <DbConnection as Connection>::TransactionManager;
-    match step {
-        SavepointEnd::Open => Steps::begin_transaction(conn),
-        SavepointEnd::Release => Steps::commit_transaction(conn),
-        SavepointEnd::RollBack => Steps::rollback_transaction(conn),
-    }
 }
 
 fn begin(conn: &mut DbConnection) -> QueryResult<()> {
