@@ -358,6 +358,21 @@ impl Database {
         self.read_threads.run(move || run_read(&pool, f)).await?
     }
 
+    /// [`Database::read_bounded`] when `bounded`, else [`Database::read`]: for a query that is
+    /// one page along an index unless a filter (a word search, a rare event type) may scan.
+    pub async fn read_bounded_if<T, E, F>(&self, bounded: bool, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        if bounded {
+            self.read_bounded(f).await
+        } else {
+            self.read(f).await
+        }
+    }
+
     /// One of the permits that stand for the read connections.
     async fn read_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
         self.read_slots

@@ -176,13 +176,13 @@ pub async fn list_events(
     let types = type_patterns(&params.all("types"))?;
     // Without a type filter a page is a walk along the sequence; a rare type may scan far.
     let bounded = types.is_empty();
-    let read = move |conn: &mut persistence::DbConnection| outbox::list(conn, after, &types, limit);
-    let slice = if bounded {
-        state.db.read_bounded(read).await
-    } else {
-        state.db.read(read).await
-    }
-    .map_err(ApiError::from)?;
+    let slice = state
+        .db
+        .read_bounded_if(bounded, move |conn| {
+            outbox::list(conn, after, &types, limit)
+        })
+        .await
+        .map_err(ApiError::from)?;
     let more = slice.more;
     let items: Vec<Event> = slice.items.into_iter().map(Event::from).collect();
     let next_cursor = items.last().map(|event| event.sequence.to_string());

@@ -607,11 +607,7 @@ pub async fn list_incidents(
             more: slice.more,
         })
     };
-    let slice = if bounded {
-        state.db.read_bounded(read).await?
-    } else {
-        state.db.read(read).await?
-    };
+    let slice = state.db.read_bounded_if(bounded, read).await?;
     let page = Page::from_slice(slice, |(incident, _)| IncidentCursor {
         sort: sort_name.clone(),
         position: sort.position_of(incident),
