@@ -26,6 +26,19 @@ fn new_user(name: &str) -> NewUser {
     }
 }
 
+/// The users stored, the audit entries written, and the sequences of the events emitted.
+async fn recorded(db: &Database) -> (i64, usize, Vec<i64>) {
+    db.read(|conn| -> Result<_, StoreError> {
+        let count = users::count(conn)?;
+        let entries = audit::list(conn, &Default::default(), None, 500)?;
+        let events = outbox::list(conn, 0, &[], 500)?;
+        let sequences: Vec<i64> = events.items.iter().map(|e| e.sequence).collect();
+        Ok((count, entries.items.len(), sequences))
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failing_unit_rolls_back_alone_within_a_shared_batch() {
     let db = Database::open(&temp_sqlite()).unwrap();
@@ -51,16 +64,7 @@ async fn a_failing_unit_rolls_back_alone_within_a_shared_batch() {
         }
     }
     assert_eq!(failed, 32);
-    let (count, audit_entries, sequences) = db
-        .read(|conn| -> Result<_, StoreError> {
-            let count = users::count(conn)?;
-            let entries = audit::list(conn, &Default::default(), None, 500)?;
-            let events = outbox::list(conn, 0, &[], 500)?;
-            let sequences: Vec<i64> = events.items.iter().map(|e| e.sequence).collect();
-            Ok((count, entries.items.len(), sequences))
-        })
-        .await
-        .unwrap();
+    let (count, audit_entries, sequences) = recorded(&db).await;
     assert_eq!(count, 32);
     assert_eq!(audit_entries, 32);
     // The failed units' events were cut off before their numbers were handed out: no gaps.
@@ -139,16 +143,7 @@ async fn new_row_units_fail_alone(config: DatabaseConfig) {
     }
     // The first unit to fail in a shared savepoint ran twice: shared, then alone.
     assert!(runs.load(Ordering::Relaxed) > 64);
-    let (count, audit_entries, sequences) = db
-        .read(|conn| -> Result<_, StoreError> {
-            let count = users::count(conn)?;
-            let entries = audit::list(conn, &Default::default(), None, 500)?;
-            let events = outbox::list(conn, 0, &[], 500)?;
-            let sequences: Vec<i64> = events.items.iter().map(|e| e.sequence).collect();
-            Ok((count, entries.items.len(), sequences))
-        })
-        .await
-        .unwrap();
+    let (count, audit_entries, sequences) = recorded(&db).await;
     assert_eq!(count, 33);
     assert_eq!(audit_entries, 33);
     assert_eq!(sequences, (1..=33).collect::<Vec<i64>>());
