@@ -1,12 +1,14 @@
 //! Named counters (`event_sequence`, and `incident_number` on SQLite), advanced inside the
 //! writing transaction so that the numbers they hand out are gap-free and in commit order.
 
+use diesel::backend::Backend;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{BigInt, Text};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{BigInt, HasSqlType, Text};
 
 use crate::schema::counters;
-use crate::{DbConnection, MultiBackend, StoreError};
+use crate::{DbConnection, StoreError};
 
 /// Advances the named counter by `by` and returns its new value.
 pub(crate) fn advance(conn: &mut DbConnection, name: &str, by: i64) -> Result<i64, StoreError> {
@@ -14,25 +16,25 @@ pub(crate) fn advance(conn: &mut DbConnection, name: &str, by: i64) -> Result<i6
         // SQLite runs RETURNING as a trigger, so the statement keeps a statement journal: it
         // copied each page it touched and released the copy after, 12% of the writer's time
         // when creating incidents. An UPDATE and a SELECT of the row cost a fraction of that.
-        DbConnection::Sqlite(_) => {
+        DbConnection::Sqlite(c) => {
             Advance {
                 name,
                 by,
                 returning: false,
             }
-            .execute(conn)?;
+            .execute(c)?;
             Ok(counters::table
                 .find(name)
                 .select(counters::value)
-                .get_result(conn)?)
+                .get_result(c)?)
         }
         // One round trip.
-        DbConnection::Postgresql(_) => Ok(Advance {
+        DbConnection::Postgresql(c) => Ok(Advance {
             name,
             by,
             returning: true,
         }
-        .get_result(conn)?),
+        .get_result(c)?),
     }
 }
 
@@ -55,8 +57,13 @@ impl Query for Advance<'_> {
     type SqlType = BigInt;
 }
 
-impl QueryFragment<MultiBackend> for Advance<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, MultiBackend>) -> QueryResult<()> {
+impl<DB> QueryFragment<DB> for Advance<'_>
+where
+    DB: Backend + HasSqlType<BigInt> + HasSqlType<Text>,
+    i64: ToSql<BigInt, DB>,
+    str: ToSql<Text, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         out.push_sql("UPDATE counters SET value = value + ");
         out.push_bind_param::<BigInt, _>(&self.by)?;
         out.push_sql(" WHERE name = ");
@@ -68,4 +75,4 @@ impl QueryFragment<MultiBackend> for Advance<'_> {
     }
 }
 
-impl RunQueryDsl<DbConnection> for Advance<'_> {}
+impl<C> RunQueryDsl<C> for Advance<'_> {}

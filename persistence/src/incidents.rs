@@ -149,9 +149,9 @@ pub fn create(
         // One writer: the counter row hands out gap-free numbers.
         DbConnection::Sqlite(_) => {
             let number = incident_number(counters::advance(conn, NUMBERING, 1)?);
-            diesel::insert_into(incidents::table)
+            with_backend!(conn, c => diesel::insert_into(incidents::table)
                 .values((incidents::number.eq(&number), columns))
-                .execute(conn)?;
+                .execute(c))?;
             number
         }
     };
@@ -186,13 +186,12 @@ pub fn create(
 
 /// By id or by number (`INC0000042`).
 pub fn get(conn: &mut DbConnection, id_or_number: &str) -> Result<Incident, StoreError> {
-    let query = incidents::table.select(IncidentRow::as_select());
     let row: IncidentRow = if is_incident_number(id_or_number) {
-        query
-            .filter(incidents::number.eq(id_or_number))
-            .get_result(conn)?
+        let query = incidents::table.filter(incidents::number.eq(id_or_number));
+        with_backend!(conn, c => query.select(IncidentRow::as_select()).get_result(c))?
     } else {
-        query.find(id_or_number).get_result(conn)?
+        let query = incidents::table.find(id_or_number);
+        with_backend!(conn, c => query.select(IncidentRow::as_select()).get_result(c))?
     };
     row.load_refs(conn)
 }
@@ -215,7 +214,7 @@ pub fn save(
     if changes.is_empty() {
         return Ok(before.clone());
     }
-    let updated = fixed_update(
+    let updated = with_backend!(conn, c => fixed_update(
         incidents::table,
         (
             incidents::title.eq(&after.title),
@@ -248,7 +247,7 @@ pub fn save(
             .eq(&before.id)
             .and(incidents::version.eq(before.version)),
     )
-    .execute(conn)?;
+    .execute(c))?;
     if updated == 0 {
         let current: i64 = incidents::table
             .find(&before.id)

@@ -158,12 +158,14 @@ pub fn access(
     conn: &mut DbConnection,
     id: &str,
 ) -> Result<Option<(String, bool, Vec<Role>)>, StoreError> {
-    Ok(users::table
+    let query = users::table
         .find(id)
-        .select((users::username, users::active, users::roles))
-        .get_result::<(String, bool, String)>(conn)
-        .optional()?
-        .map(|(username, active, roles)| (username, active, parse_roles(&roles))))
+        .select((users::username, users::active, users::roles));
+    Ok(
+        with_backend!(conn, c => query.get_result::<(String, bool, String)>(c))
+            .optional()?
+            .map(|(username, active, roles)| (username, active, parse_roles(&roles))),
+    )
 }
 
 #[derive(Debug, Default, Clone)]
