@@ -13,7 +13,9 @@ use persistence::{idempotency, settings, Database, WriteContext};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::auth::{generate_password, generate_signing_secret, hash_password, TokenKeys};
+use crate::auth::{
+    generate_password, generate_signing_secret, hash_password, AccessCache, TokenKeys,
+};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::json_body::BodyLimit;
@@ -25,6 +27,7 @@ pub struct AppState {
     pub db: Database,
     pub tokens: TokenKeys,
     pub routes: RouteTable,
+    pub access: AccessCache,
 }
 
 const JWT_SECRET_SETTING: &str = "jwt_signing_secret";
@@ -53,6 +56,7 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
         db,
         tokens: TokenKeys::new(secret.as_bytes(), config.token_ttl_seconds),
         routes: RouteTable::from_spec(),
+        access: AccessCache::default(),
     }))
 }
 

@@ -265,11 +265,13 @@ pub async fn update_user(
         external_refs: body.external_refs,
     };
     let ctx = caller.write_context();
+    let updated_id = id.clone();
     let user = state
         .db
-        .write(move |conn| users::update(conn, &ctx, &id, expected_version, update))
+        .write(move |conn| users::update(conn, &ctx, &updated_id, expected_version, update))
         .await
         .map_err(|e| not_found_as(e, "user"))?;
+    state.access.forget(&id);
     Ok(with_etag(StatusCode::OK, user.version, &user))
 }
 
