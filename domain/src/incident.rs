@@ -461,9 +461,23 @@ pub fn is_incident_number(value: &str) -> bool {
     value.len() >= 4 && value.starts_with("INC") && value[3..].bytes().all(|b| b.is_ascii_digit())
 }
 
+/// The `n` an incident number was formatted from (`INC0000042` is 42).
+pub fn incident_sequence(number: &str) -> Option<i64> {
+    number.strip_prefix("INC")?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn incident_numbers_give_their_sequence_back() {
+        for n in [1, 42, 9_999_999, 10_000_000] {
+            assert_eq!(incident_sequence(&incident_number(n)), Some(n));
+        }
+        assert_eq!(incident_sequence("INC"), None);
+        assert_eq!(incident_sequence("CHG0000042"), None);
+    }
 
     fn incident(state: IncidentState) -> Incident {
         let now = Utc::now();

@@ -527,3 +527,81 @@ fn migrations_complete(conn: &mut DbConnection, backend: Backend) -> Result<bool
             .get_result(conn)?;
     Ok(count.applied as usize >= expected)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words_of(conn: &mut SqliteConnection) -> Vec<(String, String)> {
+        #[derive(QueryableByName)]
+        struct Word {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            term: String,
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            incident_id: String,
+        }
+        diesel::sql_query("SELECT term, incident_id FROM incident_terms ORDER BY 1, 2")
+            .load::<Word>(conn)
+            .unwrap()
+            .into_iter()
+            .map(|word| (word.term, word.incident_id))
+            .collect()
+    }
+
+    fn matching(conn: &mut SqliteConnection, query: &str) -> Vec<i64> {
+        #[derive(QueryableByName)]
+        struct Found {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            rowid: i64,
+        }
+        diesel::sql_query(
+            "SELECT rowid FROM incident_words WHERE incident_words MATCH ? ORDER BY rowid",
+        )
+        .bind::<diesel::sql_types::Text, _>(query)
+        .load::<Found>(conn)
+        .unwrap()
+        .into_iter()
+        .map(|found| found.rowid)
+        .collect()
+    }
+
+    /// The migration to the full-text index carries the words of existing incidents over,
+    /// and reverting it carries them back.
+    #[test]
+    fn incident_words_move_into_the_full_text_index_and_back() {
+        configure_sqlite();
+        let path = std::env::temp_dir().join(format!("itsm-words-{}.db", uuid::Uuid::new_v4()));
+        let mut conn = SqliteConnection::establish(&path.to_string_lossy()).unwrap();
+        for _ in 0..6 {
+            conn.run_next_migration(SQLITE_MIGRATIONS).unwrap();
+        }
+        // The callers do not matter here.
+        conn.batch_execute("PRAGMA foreign_keys = OFF").unwrap();
+        conn.batch_execute(
+            "INSERT INTO incidents (id, number, title, description, caller_id, channel, impact,
+                 urgency, priority, state, search_text, created_at, updated_at, version)
+             VALUES
+                 ('i1', 'INC0000001', 'Printer jam', '', 'u', 'api', 'low', 'low', 'p4', 'new',
+                  'Printer jam', '2026-11-25 08:00:00', '2026-11-25 08:00:00', 1),
+                 ('i2', 'INC0000042', 'VPN störung', '', 'u', 'api', 'low', 'low', 'p4', 'new',
+                  'VPN störung', '2026-11-25 08:00:00', '2026-11-25 08:00:00', 1);
+             INSERT INTO incident_terms (term, incident_id) VALUES
+                 ('jam', 'i1'), ('printer', 'i1'), ('störung', 'i2'), ('vpn', 'i2');",
+        )
+        .unwrap();
+        let before = words_of(&mut conn);
+
+        conn.run_pending_migrations(SQLITE_MIGRATIONS).unwrap();
+        assert_eq!(matching(&mut conn, "\"printer\" \"jam\""), vec![1]);
+        assert_eq!(matching(&mut conn, "\"störung\""), vec![42]);
+        assert_eq!(
+            matching(&mut conn, "\"printer\" \"vpn\""),
+            Vec::<i64>::new()
+        );
+
+        conn.revert_last_migration(SQLITE_MIGRATIONS).unwrap();
+        assert_eq!(words_of(&mut conn), before);
+        drop(conn);
+        let _ = std::fs::remove_file(&path);
+    }
+}

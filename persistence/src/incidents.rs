@@ -5,13 +5,14 @@ use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 use domain::incident::{
-    incident_number, is_incident_number, search_terms, Incident, IncidentState, Priority,
+    incident_number, incident_sequence, is_incident_number, search_terms, Incident, IncidentState,
+    Priority,
 };
 use serde_json::json;
 
 use crate::audit::{self, Mutation};
 use crate::conditions::{InList, Key, RowAfter};
-use crate::schema::{incident_terms, incidents};
+use crate::schema::incidents;
 use crate::{
     counters, external_refs, fixed_update, journal, utc, DbConnection, MultiBackend, Slice,
     StoreError, WriteContext,
@@ -148,14 +149,15 @@ pub fn create(
             .get_result(c)?,
         // One writer: the counter row hands out gap-free numbers.
         DbConnection::Sqlite(_) => {
-            let number = incident_number(counters::advance(conn, NUMBERING, 1)?);
+            let sequence = counters::advance(conn, NUMBERING, 1)?;
+            let number = incident_number(sequence);
             with_backend!(conn, c => diesel::insert_into(incidents::table)
                 .values((incidents::number.eq(&number), columns))
                 .execute(c))?;
+            index_words(conn, sequence, None, &draft)?;
             number
         }
     };
-    index_words(conn, &id, None, &draft)?;
     if !draft.external_refs.is_empty() {
         external_refs::replace(conn, ENTITY, &id, &draft.external_refs)?;
     }
@@ -259,7 +261,10 @@ pub fn save(
         });
     }
     if before.title != after.title || before.description != after.description {
-        index_words(conn, &before.id, Some(before), after)?;
+        let sequence = incident_sequence(&before.number).ok_or_else(|| {
+            StoreError::Unavailable(format!("{} is not an incident number", before.number))
+        })?;
+        index_words(conn, sequence, Some(before), after)?;
     }
     if before.external_refs != after.external_refs {
         external_refs::replace(conn, ENTITY, &after.id, &after.external_refs)?;
@@ -397,27 +402,30 @@ impl Sort {
 
 type IncidentCondition = Box<dyn BoxableExpression<incidents::table, MultiBackend, SqlType = Bool>>;
 
-/// The words of `q` as a full-text condition: the word table on SQLite, a GIN-indexed
+/// The words of `q` as a full-text condition: an FTS5 index on SQLite, a GIN-indexed
 /// tsvector on PostgreSQL. Both match whole words, case-insensitively, all of them.
 fn words_condition(conn: &DbConnection, q: &str) -> Option<IncidentCondition> {
     let words = search_terms(q);
-    let first = words.first()?.clone();
+    if words.is_empty() {
+        return None;
+    }
     Some(match conn {
-        DbConnection::Sqlite(_) => {
-            let has = |term: String| -> IncidentCondition {
-                Box::new(
-                    incidents::id.eq_any(
-                        incident_terms::table
-                            .filter(incident_terms::term.eq(term))
-                            .select(incident_terms::incident_id),
-                    ),
-                )
-            };
-            words
-                .into_iter()
-                .skip(1)
-                .fold(has(first), |all, word| Box::new(all.and(has(word))))
-        }
+        // Each word quoted, so that it is a word and never an FTS5 operator. The index's rowid
+        // is the sequence of the incident's number, formatted here as `incident_number` does.
+        DbConnection::Sqlite(_) => Box::new(
+            sql::<Bool>(
+                "incidents.number IN (SELECT printf('INC%07d', rowid) FROM incident_words \
+                 WHERE incident_words MATCH ",
+            )
+            .bind::<Text, _>(
+                words
+                    .iter()
+                    .map(|word| format!("\"{word}\""))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
+            .sql(")"),
+        ),
         DbConnection::Postgresql(_) => Box::new(
             sql::<Bool>(
                 "to_tsvector('simple', incidents.search_text) @@ plainto_tsquery('simple', ",
@@ -428,74 +436,24 @@ fn words_condition(conn: &DbConnection, q: &str) -> Option<IncidentCondition> {
     })
 }
 
-/// Keeps SQLite's word table in step with an incident's title and description (PostgreSQL
-/// indexes `search_text` itself). Only the words that changed are written.
+/// Keeps SQLite's full-text index in step with an incident's title and description
+/// (PostgreSQL indexes `search_text` itself): queues its words for the journal when they
+/// changed. `sequence` is the sequence of the incident's number, the index's rowid.
 fn index_words(
-    conn: &mut DbConnection,
-    id: &str,
+    conn: &DbConnection,
+    sequence: i64,
     before: Option<&Incident>,
     after: &Incident,
 ) -> Result<(), StoreError> {
     if !matches!(conn, DbConnection::Sqlite(_)) {
         return Ok(());
     }
-    let old = before
-        .map(|b| search_terms(&search_text(b)))
-        .unwrap_or_default();
-    let new = search_terms(&search_text(after));
-    let removed: Vec<String> = old
-        .iter()
-        .filter(|t| new.binary_search(t).is_err())
-        .cloned()
-        .collect();
-    if !removed.is_empty() {
-        diesel::delete(
-            incident_terms::table
-                .filter(incident_terms::incident_id.eq(id))
-                .filter(InList::bound("incident_terms.term", removed)),
-        )
-        .execute(conn)?;
+    let terms = search_terms(&search_text(after));
+    let old = before.map(|b| search_terms(&search_text(b)));
+    if old.as_ref() == Some(&terms) {
+        return Ok(());
     }
-    if let DbConnection::Sqlite(sqlite) = conn {
-        let added: Vec<&String> = new
-            .iter()
-            .filter(|t| old.binary_search(t).is_err())
-            .collect();
-        let mut rest = added.as_slice();
-        while !rest.is_empty() {
-            let written = match rest.len() {
-                16.. => insert_terms::<16>(sqlite, id, rest),
-                8.. => insert_terms::<8>(sqlite, id, rest),
-                4.. => insert_terms::<4>(sqlite, id, rest),
-                2.. => insert_terms::<2>(sqlite, id, rest),
-                _ => insert_terms::<1>(sqlite, id, rest),
-            }?;
-            rest = &rest[written..];
-        }
-    }
-    Ok(())
-}
-
-/// Inserts the first `N` of `terms` in one statement. A statement per word cost more than the
-/// words' b-tree inserts; a fixed `N` keeps the statement prepared (diesel does not cache a
-/// multi-row INSERT of a varying row count), so a few sizes cover any count. `OR IGNORE`
-/// (the terms are distinct, so nothing is ignored) spares SQLite the statement journal a
-/// multi-row INSERT that may abort half-way needs, which cost more than the statements saved.
-fn insert_terms<const N: usize>(
-    conn: &mut diesel::SqliteConnection,
-    id: &str,
-    terms: &[&String],
-) -> QueryResult<usize> {
-    let rows: [_; N] = std::array::from_fn(|i| {
-        (
-            // Owned: the statement cache keys a multi-row INSERT by its 'static row type.
-            incident_terms::term.eq(terms[i].clone()),
-            incident_terms::incident_id.eq(id.to_owned()),
-        )
-    });
-    diesel::insert_or_ignore_into(incident_terms::table)
-        .values(rows)
-        .execute(conn)
+    journal::index_words(sequence, terms.join(" "), before.is_some())
 }
 
 /// One page of incidents in `sort` order after `after`.

@@ -1,5 +1,5 @@
-//! The audit entries and events of the open write transaction, held back and written together
-//! just before it commits.
+//! The audit entries and events of the open write transaction, and on SQLite the incidents'
+//! words for the full-text index, held back and written together just before it commits.
 //!
 //! Writing them per unit of work cost two counter updates and two inserts per change; held
 //! back, a whole batch takes one counter update and one multi-row insert per table. The event
@@ -9,14 +9,19 @@
 //! The journal lives on the writer thread (a thread-local), because the units of work only see
 //! the connection. The writer opens it with the transaction, marks it before each unit, cuts a
 //! failed unit's records off, and flushes it before `COMMIT`.
+//!
+//! SQLite's full-text index (FTS5) writes a segment of the words added since the last one at
+//! every savepoint and at the commit; written here, outside the units' savepoints, a batch's
+//! words make one segment.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde_json::Value;
 
-use crate::schema::{audit_entries, outbox_events};
+use crate::schema::{audit_entries, incident_words, outbox_events};
 use crate::{counters, DbConnection, StoreError, WriteContext};
 
 pub(crate) const EVENT_SEQUENCE: &str = "event_sequence";
@@ -46,10 +51,24 @@ struct NewEvent {
     data: String,
 }
 
+#[derive(Insertable)]
+#[diesel(table_name = incident_words)]
+struct NewWords {
+    rowid: i64,
+    terms: String,
+}
+
+/// An incident's words for the full-text index; `replaces` when it had words before.
+struct IndexedWords {
+    words: NewWords,
+    replaces: bool,
+}
+
 #[derive(Default)]
 struct Journal {
     audit: Vec<NewAuditEntry>,
     events: Vec<NewEvent>,
+    words: Vec<IndexedWords>,
 }
 
 /// Where the journal stood before a unit of work, to cut that unit's records off.
@@ -57,6 +76,7 @@ struct Journal {
 pub(crate) struct Mark {
     audit: usize,
     events: usize,
+    words: usize,
 }
 
 thread_local! {
@@ -77,10 +97,12 @@ pub(crate) fn mark() -> Mark {
     with_journal(|journal| Mark {
         audit: journal.audit.len(),
         events: journal.events.len(),
+        words: journal.words.len(),
     })
     .unwrap_or(Mark {
         audit: 0,
         events: 0,
+        words: 0,
     })
 }
 
@@ -89,6 +111,7 @@ pub(crate) fn cut(mark: Mark) {
     let _ = with_journal(|journal| {
         journal.audit.truncate(mark.audit);
         journal.events.truncate(mark.events);
+        journal.words.truncate(mark.words);
     });
 }
 
@@ -142,6 +165,17 @@ pub(crate) fn add_event(
     with_journal(|journal| journal.events.push(event))
 }
 
+/// Queues an incident's words (`search_terms` joined by spaces) for SQLite's full-text index,
+/// under the sequence of its number; `replaces` when the incident had words indexed before.
+pub(crate) fn index_words(rowid: i64, terms: String, replaces: bool) -> Result<(), StoreError> {
+    with_journal(|journal| {
+        journal.words.push(IndexedWords {
+            words: NewWords { rowid, terms },
+            replaces,
+        })
+    })
+}
+
 /// Inserts all `rows` in multi-row INSERTs (which diesel's `MultiConnection` does not offer:
 /// one per backend) of 64, 16, 4 or 1 rows. diesel caches a multi-row INSERT only for a fixed
 /// row count; one of the batch's size was parsed and planned on every commit, which on
@@ -190,5 +224,34 @@ pub(crate) fn flush(conn: &mut DbConnection) -> Result<(), StoreError> {
     }
     insert_rows!(conn, audit_entries::table, journal.audit);
     insert_rows!(conn, outbox_events::table, journal.events);
+    if !journal.words.is_empty() {
+        write_words(conn, journal.words)?;
+    }
+    Ok(())
+}
+
+/// Writes the batch's words: an incident's last words win, and the words it had before the
+/// transaction, if any, go first.
+fn write_words(conn: &mut DbConnection, queued: Vec<IndexedWords>) -> Result<(), StoreError> {
+    let mut latest: BTreeMap<i64, IndexedWords> = BTreeMap::new();
+    for entry in queued {
+        match latest.get_mut(&entry.words.rowid) {
+            Some(earlier) => earlier.words.terms = entry.words.terms,
+            None => {
+                latest.insert(entry.words.rowid, entry);
+            }
+        }
+    }
+    let stale: Vec<i64> = latest
+        .values()
+        .filter(|entry| entry.replaces)
+        .map(|entry| entry.words.rowid)
+        .collect();
+    if !stale.is_empty() {
+        diesel::delete(incident_words::table.filter(incident_words::rowid.eq_any(stale)))
+            .execute(conn)?;
+    }
+    let rows: Vec<NewWords> = latest.into_values().map(|entry| entry.words).collect();
+    insert_rows!(conn, incident_words::table, rows);
     Ok(())
 }

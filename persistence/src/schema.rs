@@ -123,7 +123,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     settings,
     idempotency_keys,
     incidents,
-    incident_terms,
+    incident_words,
     notes,
     assignment_rules,
 );
@@ -175,10 +175,11 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// SQLite only: the words of each incident, for `q` (PostgreSQL uses a GIN index instead).
-    incident_terms (term, incident_id) {
-        term -> Text,
-        incident_id -> Text,
+    /// SQLite only: an FTS5 index of each incident's words for `q`, keyed by the sequence of
+    /// its number (PostgreSQL uses a GIN index instead).
+    incident_words (rowid) {
+        rowid -> BigInt,
+        terms -> Text,
     }
 }
 

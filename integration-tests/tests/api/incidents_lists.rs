@@ -474,6 +474,18 @@ async fn word_search_is_case_insensitive(app: TestApp) {
     .await;
     assert_eq!(search("vpn").await, numbers_of(&[&both]));
     assert_eq!(search("tunnel").await, numbers_of(&[&vpn]));
+
+    // Words beyond ASCII, and words a full-text engine reads as operators, are plain words.
+    let outage = create_incident(
+        &app,
+        &token,
+        json!({"title": "Störung im Rechenzentrum", "description": "NOT reachable AND \"NEAR\" down*"}),
+    )
+    .await;
+    assert_eq!(search("STÖRUNG").await, numbers_of(&[&outage]));
+    assert_eq!(search("not and near").await, numbers_of(&[&outage]));
+    assert_eq!(search("\"down*\"").await, numbers_of(&[&outage]));
+    assert_eq!(search("störun").await, Vec::<String>::new());
 }
 
 on_both_backends!(
