@@ -1,12 +1,14 @@
 //! Assembling and starting the service: database, signing keys, bootstrap, HTTP server.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{from_fn, Compress, Logger};
 use actix_web::{http::header, web, App, HttpRequest, HttpResponse, HttpServer};
+use domain::routing::AssignmentRule;
 use domain::Role;
 use persistence::users::{self, NewUser};
 use persistence::{idempotency, settings, Database, WriteContext};
@@ -14,12 +16,13 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::{
-    generate_password, generate_signing_secret, hash_password, AccessCache, TokenKeys,
+    self, generate_password, generate_signing_secret, hash_password, TokenKeys, UserAccess,
 };
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::json_body::BodyLimit;
 use crate::openapi::{ApiDoc, RouteTable};
+use crate::recent::RecentReads;
 use crate::{idempotency as idempotency_middleware, request_context, routes};
 
 /// What every handler shares.
@@ -27,7 +30,8 @@ pub struct AppState {
     pub db: Database,
     pub tokens: TokenKeys,
     pub routes: RouteTable,
-    pub access: AccessCache,
+    pub access: RecentReads<String, UserAccess>,
+    pub routing_rules: RecentReads<(), Arc<Vec<AssignmentRule>>>,
 }
 
 const JWT_SECRET_SETTING: &str = "jwt_signing_secret";
@@ -56,7 +60,8 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
         db,
         tokens: TokenKeys::new(secret.as_bytes(), config.token_ttl_seconds),
         routes: RouteTable::from_spec(),
-        access: AccessCache::default(),
+        access: auth::recent_access(),
+        routing_rules: crate::routes::assignment_rules::recent_rules(),
     }))
 }
 

@@ -1,12 +1,10 @@
 //! Authentication (JWT for people, hashed API tokens for machines) and role checks.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{OnceLock, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 use argon2::password_hash::{
@@ -24,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
+use crate::recent::RecentReads;
 use crate::request_context;
 
 /// API token secrets start with this, so they are recognisable in configuration and scanners.
@@ -233,29 +232,22 @@ pub async fn authenticate(req: &HttpRequest) -> ApiResult<Caller> {
         .verify(token)
         .ok_or(ApiError::Unauthenticated(INVALID_TOKEN))?;
     let user_id = claims.sub;
-    let access = match state.access.fresh(&user_id) {
-        Some(access) => access,
-        None => {
-            let read_from = state.access.generation();
+    let access = state
+        .access
+        .get_or_read(&user_id, || {
             let lookup_id = user_id.clone();
-            let found = state
-                .db
-                .read_bounded(move |conn| users::access(conn, &lookup_id))
-                .await?;
-            match found {
-                Some((username, true, roles)) => {
-                    let access = UserAccess {
-                        username,
-                        roles,
-                        read_at: Instant::now(),
-                    };
-                    state.access.keep(read_from, &user_id, access.clone());
-                    access
+            async move {
+                match state
+                    .db
+                    .read_bounded(move |conn| users::access(conn, &lookup_id))
+                    .await?
+                {
+                    Some((username, true, roles)) => Ok(UserAccess { username, roles }),
+                    _ => Err(ApiError::Unauthenticated(INVALID_TOKEN)),
                 }
-                _ => return Err(ApiError::Unauthenticated(INVALID_TOKEN)),
             }
-        }
-    };
+        })
+        .await?;
     Ok(Caller {
         id: user_id,
         name: access.username,
@@ -264,63 +256,17 @@ pub async fn authenticate(req: &HttpRequest) -> ApiResult<Caller> {
     })
 }
 
-/// How long a user's name and roles, once read, are trusted without reading them again.
-/// Changes made through this process apply at once ([`AccessCache::forget`]); this bounds how
-/// long another process serving the same database may act on a role removed or an account
-/// deactivated here.
-const ACCESS_FRESH_FOR: Duration = Duration::from_secs(1);
-
-/// At most this many users are remembered; past it the cache starts over.
-const ACCESS_CACHE_USERS: usize = 10_000;
-
-/// An active user's name and roles, as read at `read_at`.
+/// An active user's name and roles, as the token check needs them on every request (where
+/// reading them was a database round trip of its own, one of two in a GET).
 #[derive(Debug, Clone)]
 pub struct UserAccess {
     username: String,
     roles: Vec<Role>,
-    read_at: Instant,
 }
 
-/// Active users' names and roles, read recently. Every request signed in by token needed
-/// them, and reading them was a database round trip of its own (one of two in a GET).
-#[derive(Default)]
-pub struct AccessCache {
-    users: RwLock<HashMap<String, UserAccess>>,
-    /// Advanced by each `forget`, so that a read begun before a change is not kept after it.
-    generation: AtomicU64,
-}
-
-impl AccessCache {
-    fn fresh(&self, user_id: &str) -> Option<UserAccess> {
-        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
-        users
-            .get(user_id)
-            .filter(|access| access.read_at.elapsed() < ACCESS_FRESH_FOR)
-            .cloned()
-    }
-
-    fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    /// Keeps what was read, unless a user changed since the read began (`read_from`).
-    fn keep(&self, read_from: u64, user_id: &str, access: UserAccess) {
-        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
-        if self.generation() != read_from {
-            return;
-        }
-        if users.len() >= ACCESS_CACHE_USERS {
-            users.clear();
-        }
-        users.insert(user_id.to_owned(), access);
-    }
-
-    /// Called once a change to the user committed: the next request reads it again.
-    pub fn forget(&self, user_id: &str) {
-        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        users.remove(user_id);
-    }
+/// Users' access is trusted for a second after it was read (see `recent`).
+pub fn recent_access() -> RecentReads<String, UserAccess> {
+    RecentReads::new(Duration::from_secs(1), 10_000)
 }
 
 impl FromRequest for Caller {
@@ -404,37 +350,6 @@ impl<P: Policy + 'static> FromRequest for Authorized<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn agent_access(read_at: Instant) -> UserAccess {
-        UserAccess {
-            username: "agnes".into(),
-            roles: vec![Role::Agent],
-            read_at,
-        }
-    }
-
-    #[test]
-    fn access_is_kept_briefly_and_forgotten_when_the_user_changes() {
-        let cache = AccessCache::default();
-        cache.keep(cache.generation(), "u1", agent_access(Instant::now()));
-        assert_eq!(cache.fresh("u1").unwrap().roles, vec![Role::Agent]);
-
-        cache.forget("u1");
-        assert!(cache.fresh("u1").is_none());
-
-        let stale = Instant::now() - ACCESS_FRESH_FOR;
-        cache.keep(cache.generation(), "u1", agent_access(stale));
-        assert!(cache.fresh("u1").is_none(), "older than ACCESS_FRESH_FOR");
-    }
-
-    #[test]
-    fn a_read_begun_before_a_change_is_not_kept() {
-        let cache = AccessCache::default();
-        let read_from = cache.generation();
-        cache.forget("u1");
-        cache.keep(read_from, "u1", agent_access(Instant::now()));
-        assert!(cache.fresh("u1").is_none());
-    }
 
     #[test]
     fn passwords_verify_only_against_their_own_hash() {

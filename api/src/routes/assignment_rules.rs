@@ -1,5 +1,8 @@
 //! `/api/v1/assignment-rules`: ordered routing of new incidents by category to a group.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use actix_web::http::StatusCode;
 use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
 use domain::routing::AssignmentRule;
@@ -15,6 +18,7 @@ use crate::concurrency::{created, if_match, with_etag};
 use crate::error::{not_found_as, unknown_reference, ApiError, ApiResult};
 use crate::json_body::ValidJson;
 use crate::listing::{Page, QueryParams};
+use crate::recent::RecentReads;
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -70,6 +74,7 @@ pub async fn create_rule(
             Ok(assignment_rules::create(conn, &ctx, fields)?)
         })
         .await?;
+    state.routing_rules.forget(&());
     Ok(created(
         format!("/api/v1/assignment-rules/{}", rule.id),
         rule.version,
@@ -156,6 +161,7 @@ pub async fn replace_rule(
             )?)
         })
         .await?;
+    state.routing_rules.forget(&());
     Ok(with_etag(StatusCode::OK, rule.version, &rule))
 }
 
@@ -178,7 +184,24 @@ pub async fn delete_rule(
         .write(move |conn| assignment_rules::delete(conn, &ctx, &id))
         .await
         .map_err(|e| not_found_as(e, "assignment rule"))?;
+    state.routing_rules.forget(&());
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// The rules in the order they are tried, as every new incident with a category needs them,
+/// trusted for a second after they were read (see `recent`); a change here applies at once.
+pub async fn routing_rules(state: &AppState) -> ApiResult<Arc<Vec<AssignmentRule>>> {
+    state
+        .routing_rules
+        .get_or_read(&(), || async {
+            let rules = state.db.read_bounded(assignment_rules::all).await?;
+            Ok(Arc::new(rules))
+        })
+        .await
+}
+
+pub fn recent_rules() -> RecentReads<(), Arc<Vec<AssignmentRule>>> {
+    RecentReads::new(Duration::from_secs(1), 1)
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

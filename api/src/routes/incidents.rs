@@ -14,7 +14,7 @@ use domain::incident::{
 use domain::notes::{Note, Visibility};
 use domain::{routing, ExternalRef, Role};
 use persistence::incidents::{self, IncidentFilter, Position, Sort, SortField};
-use persistence::{assignment_rules, audit, groups, notes, users, DbConnection, WriteContext};
+use persistence::{audit, groups, notes, users, DbConnection, WriteContext};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -390,7 +390,7 @@ pub async fn create_incident(
     // meanwhile routes this incident as the rules stood when it was reported.
     let routed_group = match (&draft.assignment_group, &draft.category) {
         (None, Some(category)) => {
-            let rules = state.db.read_bounded(assignment_rules::all).await?;
+            let rules = super::assignment_rules::routing_rules(&state).await?;
             routing::route(&rules, category, draft.subcategory.as_deref()).map(str::to_owned)
         }
         _ => None,
