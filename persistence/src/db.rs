@@ -591,7 +591,7 @@ mod tests {
         .unwrap();
         let before = words_of(&mut conn);
 
-        conn.run_pending_migrations(SQLITE_MIGRATIONS).unwrap();
+        conn.run_next_migration(SQLITE_MIGRATIONS).unwrap();
         assert_eq!(matching(&mut conn, "\"printer\" \"jam\""), vec![1]);
         assert_eq!(matching(&mut conn, "\"störung\""), vec![42]);
         assert_eq!(

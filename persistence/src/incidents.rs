@@ -132,7 +132,6 @@ pub fn create(
         incidents::assignee_id.eq(&draft.assignee),
         incidents::major.eq(draft.major),
         incidents::parent_id.eq(&draft.parent_id),
-        incidents::search_text.eq(search_text(&draft)),
         incidents::created_at.eq(ctx.at),
         incidents::updated_at.eq(ctx.at),
         incidents::first_response_at.eq(draft.first_response_at.map(|t| t.naive_utc())),
@@ -236,7 +235,6 @@ pub fn save(
             incidents::parent_id.eq(&after.parent_id),
             incidents::resolution_code.eq(after.resolution_code.map(|c| c.as_str())),
             incidents::resolution_notes.eq(&after.resolution_notes),
-            incidents::search_text.eq(search_text(after)),
             incidents::updated_at.eq(ctx.at),
             incidents::first_response_at.eq(after.first_response_at.map(|t| t.naive_utc())),
             incidents::resolved_at.eq(after.resolved_at.map(|t| t.naive_utc())),
@@ -428,7 +426,8 @@ fn words_condition(conn: &DbConnection, q: &str) -> Option<IncidentCondition> {
         ),
         DbConnection::Postgresql(_) => Box::new(
             sql::<Bool>(
-                "to_tsvector('simple', incidents.search_text) @@ plainto_tsquery('simple', ",
+                "to_tsvector('simple', incidents.title || ' ' || incidents.description) \
+                 @@ plainto_tsquery('simple', ",
             )
             .bind::<Text, _>(words.join(" "))
             .sql(")"),
@@ -437,7 +436,7 @@ fn words_condition(conn: &DbConnection, q: &str) -> Option<IncidentCondition> {
 }
 
 /// Keeps SQLite's full-text index in step with an incident's title and description
-/// (PostgreSQL indexes `search_text` itself): queues its words for the journal when they
+/// (PostgreSQL indexes the columns themselves): queues its words for the journal when they
 /// changed. `sequence` is the sequence of the incident's number, the index's rowid.
 fn index_words(
     conn: &DbConnection,

@@ -149,7 +149,6 @@ diesel::table! {
         parent_id -> Nullable<Text>,
         resolution_code -> Nullable<Text>,
         resolution_notes -> Nullable<Text>,
-        search_text -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
         first_response_at -> Nullable<Timestamp>,
