@@ -110,7 +110,7 @@ pub fn list(
     if let Some(after) = after {
         query = query.filter(api_tokens::id.gt(after));
     }
-    let rows = crate::load_page::<_, ApiTokenRow>(conn, query, limit)?;
+    let rows = crate::load_page::<_, _, ApiTokenRow>(conn, query, limit)?;
     Ok(Slice {
         more: rows.more,
         items: rows

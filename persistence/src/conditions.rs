@@ -6,14 +6,14 @@
 //! - `RowAfter`: a keyset position as a row value, `(key, id) < (?, ?)`.
 
 use chrono::NaiveDateTime;
+use diesel::backend::Backend;
 use diesel::expression::{
     is_aggregate, AppearsOnTable, Expression, SelectableExpression, ValidGrouping,
 };
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
-use diesel::sql_types::{Bool, Text, Timestamp};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{Bool, HasSqlType, Text, Timestamp};
 use diesel::QueryResult;
-
-use crate::MultiBackend;
 
 /// A condition `column IN (...)` on a column given as SQL (`incidents.state`).
 pub(crate) struct InList {
@@ -64,8 +64,12 @@ impl QueryId for InList {
     const HAS_STATIC_QUERY_ID: bool = false;
 }
 
-impl QueryFragment<MultiBackend> for InList {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, MultiBackend>) -> QueryResult<()> {
+impl<DB> QueryFragment<DB> for InList
+where
+    DB: Backend + HasSqlType<Text>,
+    String: ToSql<Text, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         let empty = match &self.values {
             Values::Names(names) => names.is_empty(),
             Values::Bound(values) => values.is_empty(),
@@ -145,8 +149,13 @@ impl QueryId for RowAfter {
     const HAS_STATIC_QUERY_ID: bool = false;
 }
 
-impl QueryFragment<MultiBackend> for RowAfter {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, MultiBackend>) -> QueryResult<()> {
+impl<DB> QueryFragment<DB> for RowAfter
+where
+    DB: Backend + HasSqlType<Text> + HasSqlType<Timestamp>,
+    String: ToSql<Text, DB>,
+    NaiveDateTime: ToSql<Timestamp, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         out.push_sql(self.columns);
         out.push_sql(if self.descending { " < (" } else { " > (" });
         match &self.key {

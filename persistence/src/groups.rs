@@ -161,7 +161,7 @@ pub fn list(
     if let Some(after) = after {
         query = query.filter(assignment_groups::id.gt(after));
     }
-    let rows = crate::load_page::<_, GroupRow>(conn, query, limit)?;
+    let rows = crate::load_page::<_, _, GroupRow>(conn, query, limit)?;
     external_refs::attach(
         conn,
         ENTITY,
@@ -344,7 +344,7 @@ pub fn members(
     if let Some(after) = after {
         query = query.filter(group_members::user_id.gt(after));
     }
-    let ids = crate::load_page::<_, String>(conn, query, limit)?;
+    let ids = crate::load_page::<_, _, String>(conn, query, limit)?;
     let mut members = Vec::with_capacity(ids.items.len());
     for id in &ids.items {
         members.push(crate::users::get(conn, id)?);

@@ -14,8 +14,8 @@ use crate::audit::{self, Mutation};
 use crate::conditions::{InList, Key, RowAfter};
 use crate::schema::incidents;
 use crate::{
-    counters, external_refs, fixed_update, journal, utc, DbConnection, MultiBackend, Slice,
-    StoreError, WriteContext,
+    counters, external_refs, fixed_update, journal, utc, DbConnection, Slice, StoreError,
+    WriteContext,
 };
 
 pub const ENTITY: &str = "incident";
@@ -398,11 +398,10 @@ impl Sort {
     }
 }
 
-type IncidentCondition = Box<dyn BoxableExpression<incidents::table, MultiBackend, SqlType = Bool>>;
-
-/// The words of `q` as a full-text condition: an FTS5 index on SQLite, a GIN-indexed
-/// tsvector on PostgreSQL. Both match whole words, case-insensitively, all of them.
-fn words_condition(conn: &DbConnection, q: &str) -> Option<IncidentCondition> {
+/// The words of `q` as a full-text condition, `<sql> ?)` with the text to bind: an FTS5
+/// index on SQLite, a GIN-indexed tsvector on PostgreSQL. Both match whole words,
+/// case-insensitively, all of them.
+fn words_condition(conn: &DbConnection, q: &str) -> Option<(&'static str, String)> {
     let words = search_terms(q);
     if words.is_empty() {
         return None;
@@ -410,27 +409,19 @@ fn words_condition(conn: &DbConnection, q: &str) -> Option<IncidentCondition> {
     Some(match conn {
         // Each word quoted, so that it is a word and never an FTS5 operator. The index's rowid
         // is the sequence of the incident's number, formatted here as `incident_number` does.
-        DbConnection::Sqlite(_) => Box::new(
-            sql::<Bool>(
-                "incidents.number IN (SELECT printf('INC%07d', rowid) FROM incident_words \
-                 WHERE incident_words MATCH ",
-            )
-            .bind::<Text, _>(
-                words
-                    .iter()
-                    .map(|word| format!("\"{word}\""))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            )
-            .sql(")"),
+        DbConnection::Sqlite(_) => (
+            "incidents.number IN (SELECT printf('INC%07d', rowid) FROM incident_words \
+             WHERE incident_words MATCH ",
+            words
+                .iter()
+                .map(|word| format!("\"{word}\""))
+                .collect::<Vec<_>>()
+                .join(" "),
         ),
-        DbConnection::Postgresql(_) => Box::new(
-            sql::<Bool>(
-                "to_tsvector('simple', incidents.title || ' ' || incidents.description) \
-                 @@ plainto_tsquery('simple', ",
-            )
-            .bind::<Text, _>(words.join(" "))
-            .sql(")"),
+        DbConnection::Postgresql(_) => (
+            "to_tsvector('simple', incidents.title || ' ' || incidents.description) \
+             @@ plainto_tsquery('simple', ",
+            words.join(" "),
         ),
     })
 }
@@ -463,84 +454,86 @@ pub fn list(
     after: Option<&Position>,
     limit: i64,
 ) -> Result<Slice<Incident>, StoreError> {
-    let mut query = incidents::table
-        .select(IncidentRow::as_select())
-        .into_boxed();
-    if !filter.states.is_empty() {
-        let names = filter.states.iter().map(|s| s.as_str()).collect();
-        query = query.filter(InList::names("incidents.state", names));
-    }
-    if !filter.priorities.is_empty() {
-        let names = filter.priorities.iter().map(|p| p.as_str()).collect();
-        query = query.filter(InList::names("incidents.priority", names));
-    }
-    if let Some(group) = &filter.assignment_group {
-        query = query.filter(incidents::assignment_group_id.eq(group.clone()));
-    }
-    if let Some(assignee) = &filter.assignee {
-        query = query.filter(incidents::assignee_id.eq(assignee.clone()));
-    }
-    if let Some(caller) = &filter.caller {
-        query = query.filter(incidents::caller_id.eq(caller.clone()));
-    }
-    if let Some(major) = filter.major {
-        query = query.filter(incidents::major.eq(major));
-    }
-    if let Some(category) = &filter.category {
-        query = query.filter(incidents::category.eq(category.clone()));
-    }
-    if let Some(parent) = &filter.parent_id {
-        query = query.filter(incidents::parent_id.eq(parent.clone()));
-    }
-    if let Some(at) = filter.created_after {
-        query = query.filter(incidents::created_at.ge(at));
-    }
-    if let Some(at) = filter.created_before {
-        query = query.filter(incidents::created_at.lt(at));
-    }
-    if let Some(at) = filter.updated_after {
-        query = query.filter(incidents::updated_at.ge(at));
-    }
-    if let Some(words) = filter.q.as_deref().and_then(|q| words_condition(conn, q)) {
-        query = query.filter(words);
-    }
-    if let Some(position) = after {
-        let (columns, key) = match sort.field {
-            SortField::CreatedAt => (
-                "(incidents.created_at, incidents.id)",
-                Key::Time(parse_time_key(&position.key)?),
-            ),
-            SortField::UpdatedAt => (
-                "(incidents.updated_at, incidents.id)",
-                Key::Time(parse_time_key(&position.key)?),
-            ),
-            SortField::Priority => (
-                "(incidents.priority, incidents.id)",
-                Key::Text(position.key.clone()),
-            ),
+    let words = filter.q.as_deref().and_then(|q| words_condition(conn, q));
+    let after = after
+        .map(|position| -> Result<RowAfter, StoreError> {
+            let (columns, key) = match sort.field {
+                SortField::CreatedAt => (
+                    "(incidents.created_at, incidents.id)",
+                    Key::Time(parse_time_key(&position.key)?),
+                ),
+                SortField::UpdatedAt => (
+                    "(incidents.updated_at, incidents.id)",
+                    Key::Time(parse_time_key(&position.key)?),
+                ),
+                SortField::Priority => (
+                    "(incidents.priority, incidents.id)",
+                    Key::Text(position.key.clone()),
+                ),
+            };
+            Ok(RowAfter::new(
+                columns,
+                sort.descending,
+                key,
+                position.id.clone(),
+            ))
+        })
+        .transpose()?;
+    let rows: Slice<IncidentRow> = with_backend!(conn, c => {
+        let mut query = incidents::table
+            .select(IncidentRow::as_select())
+            .into_boxed();
+        if !filter.states.is_empty() {
+            let names = filter.states.iter().map(|s| s.as_str()).collect();
+            query = query.filter(InList::names("incidents.state", names));
+        }
+        if !filter.priorities.is_empty() {
+            let names = filter.priorities.iter().map(|p| p.as_str()).collect();
+            query = query.filter(InList::names("incidents.priority", names));
+        }
+        if let Some(group) = &filter.assignment_group {
+            query = query.filter(incidents::assignment_group_id.eq(group.clone()));
+        }
+        if let Some(assignee) = &filter.assignee {
+            query = query.filter(incidents::assignee_id.eq(assignee.clone()));
+        }
+        if let Some(caller) = &filter.caller {
+            query = query.filter(incidents::caller_id.eq(caller.clone()));
+        }
+        if let Some(major) = filter.major {
+            query = query.filter(incidents::major.eq(major));
+        }
+        if let Some(category) = &filter.category {
+            query = query.filter(incidents::category.eq(category.clone()));
+        }
+        if let Some(parent) = &filter.parent_id {
+            query = query.filter(incidents::parent_id.eq(parent.clone()));
+        }
+        if let Some(at) = filter.created_after {
+            query = query.filter(incidents::created_at.ge(at));
+        }
+        if let Some(at) = filter.created_before {
+            query = query.filter(incidents::created_at.lt(at));
+        }
+        if let Some(at) = filter.updated_after {
+            query = query.filter(incidents::updated_at.ge(at));
+        }
+        if let Some((condition, text)) = &words {
+            query = query.filter(sql::<Bool>(condition).bind::<Text, _>(text.clone()).sql(")"));
+        }
+        if let Some(after) = after {
+            query = query.filter(after);
+        }
+        query = match (sort.field, sort.descending) {
+            (SortField::CreatedAt, false) => query.order((incidents::created_at.asc(), incidents::id.asc())),
+            (SortField::CreatedAt, true) => query.order((incidents::created_at.desc(), incidents::id.desc())),
+            (SortField::UpdatedAt, false) => query.order((incidents::updated_at.asc(), incidents::id.asc())),
+            (SortField::UpdatedAt, true) => query.order((incidents::updated_at.desc(), incidents::id.desc())),
+            (SortField::Priority, false) => query.order((incidents::priority.asc(), incidents::id.asc())),
+            (SortField::Priority, true) => query.order((incidents::priority.desc(), incidents::id.desc())),
         };
-        query = query.filter(RowAfter::new(
-            columns,
-            sort.descending,
-            key,
-            position.id.clone(),
-        ));
-    }
-    macro_rules! order_by {
-        ($column:expr) => {
-            if sort.descending {
-                query.order(($column.desc(), incidents::id.desc()))
-            } else {
-                query.order(($column.asc(), incidents::id.asc()))
-            }
-        };
-    }
-    query = match sort.field {
-        SortField::CreatedAt => order_by!(incidents::created_at),
-        SortField::UpdatedAt => order_by!(incidents::updated_at),
-        SortField::Priority => order_by!(incidents::priority),
-    };
-    let rows: Slice<IncidentRow> = crate::load_page(conn, query, limit)?;
+        crate::load_page(c, query, limit)
+    })?;
     external_refs::attach(
         conn,
         ENTITY,

@@ -111,13 +111,14 @@ pub fn check_version(expected: Option<i64>, actual: i64) -> Result<(), StoreErro
 /// its value, so binding one expired the prepared statement and the whole query was parsed
 /// and planned again on every call (a tenth of a list request). The statement cache then holds
 /// one statement per page size in use.
-pub(crate) fn load_page<'q, Q, U>(
-    conn: &mut DbConnection,
+pub(crate) fn load_page<'q, C, Q, U>(
+    conn: &mut C,
     query: Q,
     limit: i64,
 ) -> Result<Slice<U>, StoreError>
 where
-    LimitedTo<Q>: diesel::query_dsl::LoadQuery<'q, DbConnection, U>,
+    C: diesel::Connection,
+    LimitedTo<Q>: diesel::query_dsl::LoadQuery<'q, C, U>,
 {
     let rows = diesel::RunQueryDsl::load(
         LimitedTo {
@@ -145,12 +146,14 @@ impl<Q> diesel::query_builder::QueryId for LimitedTo<Q> {
     const HAS_STATIC_QUERY_ID: bool = false;
 }
 
-impl<Q: diesel::query_builder::QueryFragment<MultiBackend>>
-    diesel::query_builder::QueryFragment<MultiBackend> for LimitedTo<Q>
+impl<DB, Q> diesel::query_builder::QueryFragment<DB> for LimitedTo<Q>
+where
+    DB: diesel::backend::Backend,
+    Q: diesel::query_builder::QueryFragment<DB>,
 {
     fn walk_ast<'b>(
         &'b self,
-        mut out: diesel::query_builder::AstPass<'_, 'b, MultiBackend>,
+        mut out: diesel::query_builder::AstPass<'_, 'b, DB>,
     ) -> diesel::QueryResult<()> {
         self.query.walk_ast(out.reborrow())?;
         out.push_sql(&format!(" LIMIT {}", self.rows));
@@ -158,7 +161,7 @@ impl<Q: diesel::query_builder::QueryFragment<MultiBackend>>
     }
 }
 
-impl<Q> diesel::RunQueryDsl<DbConnection> for LimitedTo<Q> {}
+impl<Q, C> diesel::RunQueryDsl<C> for LimitedTo<Q> {}
 
 /// `UPDATE <table> SET <changes> WHERE <filter>`, kept prepared.
 ///

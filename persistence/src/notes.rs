@@ -110,7 +110,7 @@ pub fn list(
     if let Some(after) = after {
         query = query.filter(notes::id.gt(after));
     }
-    let rows = crate::load_page::<_, NoteRow>(conn, query, limit)?;
+    let rows = crate::load_page::<_, _, NoteRow>(conn, query, limit)?;
     Ok(Slice {
         more: rows.more,
         items: rows.items.into_iter().map(NoteRow::into_note).collect(),

@@ -222,7 +222,7 @@ pub fn list(
     if let Some(after) = after {
         query = query.filter(users::id.gt(after));
     }
-    let rows = crate::load_page::<_, UserRow>(conn, query, limit)?;
+    let rows = crate::load_page::<_, _, UserRow>(conn, query, limit)?;
     external_refs::attach(
         conn,
         ENTITY,
