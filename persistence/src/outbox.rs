@@ -29,13 +29,8 @@ pub enum EventTypePattern {
     Prefix(String),
 }
 
-type TypeCondition = Box<
-    dyn BoxableExpression<
-        outbox_events::table,
-        crate::db::MultiBackend,
-        SqlType = diesel::sql_types::Bool,
-    >,
->;
+type TypeCondition<DB> =
+    Box<dyn BoxableExpression<outbox_events::table, DB, SqlType = diesel::sql_types::Bool>>;
 
 /// Events after `after` in sequence order, optionally of the given types.
 pub fn list(
@@ -44,25 +39,29 @@ pub fn list(
     types: &[EventTypePattern],
     limit: i64,
 ) -> Result<Slice<OutboxEvent>, StoreError> {
-    let mut query = outbox_events::table
-        .select(OutboxEvent::as_select())
-        .filter(outbox_events::sequence.gt(after))
-        .order(outbox_events::sequence.asc())
-        .into_boxed();
-    let mut conditions = types.iter().map(|pattern| -> TypeCondition {
-        match pattern {
-            EventTypePattern::Exact(name) => Box::new(outbox_events::event_type.eq(name.clone())),
-            EventTypePattern::Prefix(prefix) => Box::new(
-                outbox_events::event_type
-                    .like(format!("{}%", crate::escape_like(prefix)))
-                    .escape('\\'),
-            ),
+    with_backend!(conn, c => {
+        let mut query = outbox_events::table
+            .select(OutboxEvent::as_select())
+            .filter(outbox_events::sequence.gt(after))
+            .order(outbox_events::sequence.asc())
+            .into_boxed();
+        let mut conditions = types.iter().map(|pattern| -> TypeCondition<_> {
+            match pattern {
+                EventTypePattern::Exact(name) => {
+                    Box::new(outbox_events::event_type.eq(name.clone()))
+                }
+                EventTypePattern::Prefix(prefix) => Box::new(
+                    outbox_events::event_type
+                        .like(format!("{}%", crate::escape_like(prefix)))
+                        .escape('\\'),
+                ),
+            }
+        });
+        if let Some(first) = conditions.next() {
+            query = query.filter(conditions.fold(first, |any, next| Box::new(any.or(next))));
         }
-    });
-    if let Some(first) = conditions.next() {
-        query = query.filter(conditions.fold(first, |any, next| Box::new(any.or(next))));
-    }
-    crate::load_page(conn, query, limit)
+        crate::load_page(c, query, limit)
+    })
 }
 
 /// The highest sequence handed out so far (0 when there are no events).
