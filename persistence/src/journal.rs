@@ -176,10 +176,10 @@ pub(crate) fn index_words(rowid: i64, terms: String, replaces: bool) -> Result<(
     })
 }
 
-/// Inserts all `rows` in multi-row INSERTs (which diesel's `MultiConnection` does not offer:
-/// one per backend) of 64, 16, 4 or 1 rows. diesel caches a multi-row INSERT only for a fixed
-/// row count; one of the batch's size was parsed and planned on every commit, which on
-/// PostgreSQL showed as the parser among its busiest functions.
+/// Inserts all `rows` in multi-row INSERTs (which diesel's `MultiConnection` does not offer,
+/// so on the backend's own connection) of 64, 16, 4 or 1 rows. diesel caches a multi-row
+/// INSERT only for a fixed row count; one of the batch's size was parsed and planned on every
+/// commit, which on PostgreSQL showed as the parser among its busiest functions.
 macro_rules! insert_rows {
     ($conn:expr, $table:expr, $rows:expr) => {{
         let mut rest = &$rows[..];
@@ -194,10 +194,7 @@ macro_rules! insert_rows {
     }};
     ($conn:expr, $table:expr, $chunk:expr, $rest:expr) => {{
         let chunk = $chunk;
-        match &mut *$conn {
-            DbConnection::Sqlite(c) => diesel::insert_into($table).values(chunk).execute(c)?,
-            DbConnection::Postgresql(c) => diesel::insert_into($table).values(chunk).execute(c)?,
-        };
+        with_backend!(&mut *$conn, c => diesel::insert_into($table).values(chunk).execute(c))?;
         &$rest[chunk.len()..]
     }};
 }
