@@ -9,7 +9,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{from_fn, Compress, Logger};
 use actix_web::{http::header, web, App, HttpRequest, HttpResponse, HttpServer};
 use domain::routing::AssignmentRule;
-use domain::Role;
+use domain::{ApiToken, Role};
 use persistence::users::{self, NewUser};
 use persistence::{idempotency, settings, Database, WriteContext};
 use utoipa::OpenApi;
@@ -31,6 +31,7 @@ pub struct AppState {
     pub tokens: TokenKeys,
     pub routes: RouteTable,
     pub access: RecentReads<String, UserAccess>,
+    pub api_tokens: RecentReads<String, ApiToken>,
     pub routing_rules: RecentReads<(), Arc<Vec<AssignmentRule>>>,
 }
 
@@ -61,6 +62,7 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
         tokens: TokenKeys::new(secret.as_bytes(), config.token_ttl_seconds),
         routes: RouteTable::from_spec(),
         access: auth::recent_access(),
+        api_tokens: auth::recent_api_tokens(),
         routing_rules: crate::routes::assignment_rules::recent_rules(),
     }))
 }

@@ -13,7 +13,7 @@ use argon2::password_hash::{
 use argon2::Argon2;
 use base64::Engine;
 use chrono::Utc;
-use domain::{role_permits, Role};
+use domain::{role_permits, ApiToken, Role};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use persistence::{api_tokens, users, WriteContext};
 use rand::RngCore;
@@ -210,22 +210,31 @@ pub async fn authenticate(req: &HttpRequest) -> ApiResult<Caller> {
     let token = bearer_token(req).ok_or(ApiError::Unauthenticated(INVALID_TOKEN))?;
     if token.starts_with(API_TOKEN_PREFIX) {
         let hash = hash_api_token(token);
-        let found = state
-            .db
-            .read_bounded(move |conn| api_tokens::find_by_hash(conn, &hash))
+        let unrevoked = state
+            .api_tokens
+            .get_or_read(&hash, || {
+                let hash = hash.clone();
+                async move {
+                    match state
+                        .db
+                        .read_bounded(move |conn| api_tokens::find_by_hash(conn, &hash))
+                        .await?
+                    {
+                        Some(t) if t.revoked_at.is_none() => Ok(t),
+                        _ => Err(ApiError::Unauthenticated(INVALID_TOKEN)),
+                    }
+                }
+            })
             .await?;
-        let now = Utc::now();
-        return match found {
-            Some(t) if t.revoked_at.is_none() && t.expires_at.is_none_or(|at| at > now) => {
-                Ok(Caller {
-                    name: format!("api-token:{}", t.name),
-                    id: t.id,
-                    roles: vec![t.role],
-                    kind: CallerKind::ApiToken,
-                })
-            }
-            _ => Err(ApiError::Unauthenticated(INVALID_TOKEN)),
-        };
+        if unrevoked.expires_at.is_some_and(|at| at <= Utc::now()) {
+            return Err(ApiError::Unauthenticated(INVALID_TOKEN));
+        }
+        return Ok(Caller {
+            name: format!("api-token:{}", unrevoked.name),
+            id: unrevoked.id,
+            roles: vec![unrevoked.role],
+            kind: CallerKind::ApiToken,
+        });
     }
     let claims = state
         .tokens
@@ -266,6 +275,13 @@ pub struct UserAccess {
 
 /// Users' access is trusted for a second after it was read (see `recent`).
 pub fn recent_access() -> RecentReads<String, UserAccess> {
+    RecentReads::new(Duration::from_secs(1), 10_000)
+}
+
+/// Unrevoked API tokens by the hash of their secret, trusted for a second after they were
+/// read like users' access: integrations call on every sync and alert. Expiry is checked on
+/// every request.
+pub fn recent_api_tokens() -> RecentReads<String, ApiToken> {
     RecentReads::new(Duration::from_secs(1), 10_000)
 }
 

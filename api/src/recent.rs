@@ -71,6 +71,13 @@ impl<K: Eq + Hash + Clone, V: Clone> RecentReads<K, V> {
         self.generation.fetch_add(1, Ordering::AcqRel);
         values.remove(key);
     }
+
+    /// Called once a change committed whose key is not known here: everything is read again.
+    pub fn forget_all(&self) {
+        let mut values = self.values.write().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        values.clear();
+    }
 }
 
 #[cfg(test)]
@@ -104,6 +111,12 @@ mod tests {
             .get_or_read(&"u1", || read_counting(&reads, "admin"))
             .await;
         assert_eq!((value, reads.get()), (Ok("admin"), 2));
+
+        recent.forget_all();
+        let value = recent
+            .get_or_read(&"u1", || read_counting(&reads, "agent"))
+            .await;
+        assert_eq!((value, reads.get()), (Ok("agent"), 3));
     }
 
     #[actix_web::test]

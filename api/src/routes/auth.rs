@@ -170,6 +170,8 @@ pub async fn revoke_api_token(
         .write(move |conn| api_tokens::revoke(conn, &ctx, &id))
         .await
         .map_err(|e| not_found_as(e, "active API token"))?;
+    // Tokens are kept by the hash of their secret, which is not stored with the id.
+    state.api_tokens.forget_all();
     Ok(HttpResponse::NoContent().finish())
 }
 
