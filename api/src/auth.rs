@@ -201,8 +201,9 @@ fn bearer_token(req: &HttpRequest) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Authenticates the request: verifies the credential and reads its holder's current state, so
-/// deactivation, role changes and revocation take effect at once on every node.
+/// Authenticates the request: verifies the credential and reads its holder's state, kept for
+/// at most a second (`RecentReads`): deactivation, role changes and revocation take effect at
+/// once on the node that made them, and within a second on the others.
 pub async fn authenticate(req: &HttpRequest) -> ApiResult<Caller> {
     let state = req
         .app_data::<web::Data<AppState>>()

@@ -148,15 +148,14 @@ pub fn create(
             .get_result(c)?,
         // One writer: the counter row hands out gap-free numbers.
         DbConnection::Sqlite(_) => {
-            let sequence = counters::advance(conn, NUMBERING, 1)?;
-            let number = incident_number(sequence);
+            let number = incident_number(counters::advance(conn, NUMBERING, 1)?);
             with_backend!(conn, c => diesel::insert_into(incidents::table)
                 .values((incidents::number.eq(&number), columns))
                 .execute(c))?;
-            index_words(conn, sequence, None, &draft)?;
             number
         }
     };
+    index_words(conn, &number, None, &draft)?;
     if !draft.external_refs.is_empty() {
         external_refs::replace(conn, ENTITY, &id, &draft.external_refs)?;
     }
@@ -259,10 +258,7 @@ pub fn save(
         });
     }
     if before.title != after.title || before.description != after.description {
-        let sequence = incident_sequence(&before.number).ok_or_else(|| {
-            StoreError::Unavailable(format!("{} is not an incident number", before.number))
-        })?;
-        index_words(conn, sequence, Some(before), after)?;
+        index_words(conn, &before.number, Some(before), after)?;
     }
     if before.external_refs != after.external_refs {
         external_refs::replace(conn, ENTITY, &after.id, &after.external_refs)?;
@@ -428,10 +424,10 @@ fn words_condition(conn: &DbConnection, q: &str) -> Option<(&'static str, String
 
 /// Keeps SQLite's full-text index in step with an incident's title and description
 /// (PostgreSQL indexes the columns themselves): queues its words for the journal when they
-/// changed. `sequence` is the sequence of the incident's number, the index's rowid.
+/// changed, under the sequence of the incident's `number` (the index's rowid).
 fn index_words(
     conn: &DbConnection,
-    sequence: i64,
+    number: &str,
     before: Option<&Incident>,
     after: &Incident,
 ) -> Result<(), StoreError> {
@@ -443,6 +439,8 @@ fn index_words(
     if old.as_ref() == Some(&terms) {
         return Ok(());
     }
+    let sequence = incident_sequence(number)
+        .ok_or_else(|| StoreError::Unavailable(format!("{number} is not an incident number")))?;
     journal::index_words(sequence, terms.join(" "), before.is_some())
 }
 
