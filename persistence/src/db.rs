@@ -116,7 +116,13 @@ impl Location {
         match self {
             Location::SqliteFile(path) => Ok(DbConnection::Sqlite(open_sqlite(path, role)?)),
             Location::Postgres(url) => {
-                let conn = PgConnection::establish(url).map_err(unavailable)?;
+                let mut conn = PgConnection::establish(url).map_err(unavailable)?;
+                // Every query here walks one index chosen by its shape (the state filter is a
+                // literal, the keyset cursor and keys are bound), so its plan does not depend on
+                // the bound values. Left to choose, PostgreSQL re-planned each deep page on
+                // every execution, because its generic estimate for a row comparison is worse
+                // than the custom one: four tenths of the server's time on that query.
+                conn.batch_execute("SET plan_cache_mode = force_generic_plan")?;
                 Ok(DbConnection::Postgresql(conn))
             }
         }
