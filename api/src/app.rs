@@ -8,9 +8,11 @@ use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{from_fn, Compress, Logger};
 use actix_web::{http::header, web, App, HttpRequest, HttpResponse, HttpServer};
+use domain::incident::Incident;
 use domain::routing::AssignmentRule;
 use domain::{ApiToken, Role};
 use persistence::users::{self, NewUser};
+use persistence::Lookups;
 use persistence::{idempotency, settings, Database, WriteContext};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
@@ -33,6 +35,7 @@ pub struct AppState {
     pub access: RecentReads<String, UserAccess>,
     pub api_tokens: RecentReads<String, ApiToken>,
     pub routing_rules: RecentReads<(), Arc<Vec<AssignmentRule>>>,
+    pub incident_lookups: Lookups<Incident>,
 }
 
 const JWT_SECRET_SETTING: &str = "jwt_signing_secret";
@@ -64,6 +67,7 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
         access: auth::recent_access(),
         api_tokens: auth::recent_api_tokens(),
         routing_rules: crate::routes::assignment_rules::recent_rules(),
+        incident_lookups: persistence::incidents::lookups(),
     }))
 }
 

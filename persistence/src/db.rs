@@ -393,6 +393,16 @@ impl Database {
         // Wait for a connection here, not on a blocking thread: otherwise every waiting read
         // holds a thread of its own, and each thread's allocator cache stays resident.
         let _permit = self.read_slot().await?;
+        self.on_read_thread(f).await
+    }
+
+    /// Runs `f` on a pooled read connection on a read thread; the caller holds a read slot.
+    pub(crate) async fn on_read_thread<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
         let pool = self.readers.clone();
         self.read_threads.run(move || run_read(&pool, f)).await?
     }
@@ -413,7 +423,7 @@ impl Database {
     }
 
     /// One of the permits that stand for the read connections.
-    async fn read_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
+    pub(crate) async fn read_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
         self.read_slots
             .acquire()
             .await

@@ -14,7 +14,7 @@ use crate::audit::{self, Mutation};
 use crate::conditions::{InList, Key, RowAfter};
 use crate::schema::incidents;
 use crate::{
-    counters, external_refs, fixed_update, journal, utc, DbConnection, Slice, StoreError,
+    counters, external_refs, fixed_update, journal, utc, DbConnection, Lookups, Slice, StoreError,
     WriteContext,
 };
 
@@ -194,6 +194,39 @@ pub fn get(conn: &mut DbConnection, id_or_number: &str) -> Result<Incident, Stor
         with_backend!(conn, c => query.select(IncidentRow::as_select()).get_result(c))?
     };
     row.load_refs(conn)
+}
+
+/// The incidents these ids and numbers name, in no particular order: one query for the
+/// numbers and one for the ids (a single key takes [`get`]'s cached statement).
+pub fn get_many(conn: &mut DbConnection, keys: &[String]) -> Result<Vec<Incident>, StoreError> {
+    if let [key] = keys {
+        return match get(conn, key) {
+            Ok(incident) => Ok(vec![incident]),
+            Err(StoreError::NotFound) => Ok(Vec::new()),
+            Err(error) => Err(error),
+        };
+    }
+    let (numbers, ids): (Vec<&str>, Vec<&str>) = keys
+        .iter()
+        .map(String::as_str)
+        .partition(|key| is_incident_number(key));
+    let mut rows: Vec<IncidentRow> = Vec::with_capacity(keys.len());
+    if !numbers.is_empty() {
+        let query = incidents::table.filter(incidents::number.eq_any(numbers));
+        rows.extend(with_backend!(conn, c => query.select(IncidentRow::as_select()).load(c))?);
+    }
+    if !ids.is_empty() {
+        let query = incidents::table.filter(incidents::id.eq_any(ids));
+        rows.extend(with_backend!(conn, c => query.select(IncidentRow::as_select()).load(c))?);
+    }
+    rows.into_iter().map(|row| row.load_refs(conn)).collect()
+}
+
+/// Lookups of incidents by id or number, coalesced on PostgreSQL (see [`Lookups`]).
+pub fn lookups() -> Lookups<Incident> {
+    Lookups::new(get_many, |incident, key| {
+        incident.number == key || incident.id == key
+    })
 }
 
 /// Saves `after` over `before` if nobody changed it meanwhile, and records the change: one

@@ -33,6 +33,7 @@ pub mod groups;
 pub mod idempotency;
 pub mod incidents;
 mod journal;
+mod lookups;
 pub mod notes;
 pub mod outbox;
 pub mod schema;
@@ -44,6 +45,7 @@ pub use audit::WriteContext;
 pub use db::{Backend, Database, DatabaseConfig, DbConnection, MultiBackend};
 pub use diesel::result::Error as DieselError;
 pub use error::StoreError;
+pub use lookups::Lookups;
 
 /// Now, in UTC, at the microsecond precision both backends store, so that what a create
 /// returns equals what a later read returns.

@@ -75,10 +75,18 @@ fn relation(
         None => false,
     };
     Ok(Relation {
+        parent_final,
+        ..relation_without_parent(access, caller, incident)
+    })
+}
+
+/// The caller's relation to an incident, as if it had no parent (or an open one).
+fn relation_without_parent(access: Access, caller: &Caller, incident: &Incident) -> Relation {
+    Relation {
         is_agent: access == Access::Staff,
         is_caller: incident.caller == caller.id,
-        parent_final,
-    })
+        parent_final: false,
+    }
 }
 
 /// An incident with the actions the caller may take now.
@@ -630,17 +638,25 @@ pub async fn get_incident(
     id: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let access = access(&caller)?;
-    let id = id.into_inner();
-    let reader = caller.clone();
     let incident = state
         .db
-        .read_bounded(move |conn| -> ApiResult<_> {
-            let incident = visible(conn, &id, access, &reader)?;
-            let relation = relation(conn, access, &reader, &incident)?;
-            Ok((incident, relation))
-        })
-        .await?;
-    Ok(respond(StatusCode::OK, incident, access))
+        .look_up(&state.incident_lookups, id.into_inner())
+        .await?
+        .filter(|incident| access == Access::Staff || incident.caller == caller.id)
+        .ok_or_else(|| ApiError::not_found("incident"))?;
+    let related = if incident.parent_id.is_some() {
+        state
+            .db
+            .read_bounded(move |conn| -> ApiResult<_> {
+                let relation = relation(conn, access, &caller, &incident)?;
+                Ok((incident, relation))
+            })
+            .await?
+    } else {
+        let relation = relation_without_parent(access, &caller, &incident);
+        (incident, relation)
+    };
+    Ok(respond(StatusCode::OK, related, access))
 }
 
 /// Change an incident's details (JSON merge patch). Staff only.

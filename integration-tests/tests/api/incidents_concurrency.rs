@@ -246,8 +246,72 @@ async fn resolved_incidents_close_automatically(app: TestApp) {
     assert_eq!(page["items"].as_array().unwrap().len(), 3, "{page}");
 }
 
+/// 64 clients read incidents at once, by number and by id, some with references, some that
+/// do not exist, some not theirs: reads that wait together are answered by one query on
+/// PostgreSQL, and each client must still receive exactly the incident it asked for.
+async fn concurrent_reads_each_get_their_own_incident(app: TestApp) {
+    let (_, agent) = app.user_with_roles("rhea", &["agent"]).await;
+    let (_, requester) = app.user_with_roles("remy", &["requester"]).await;
+    let mut incidents = Vec::new();
+    for n in 0..12 {
+        let mut body = json!({"title": format!("Read {n}")});
+        if n % 3 == 0 {
+            body["external_refs"] = json!([{"system": "crm", "id": format!("C-{n}")}]);
+        }
+        incidents.push(create_incident(&app, &agent, body).await);
+    }
+    incidents.push(create_incident(&app, &requester, json!({"title": "Mine"})).await);
+    let own = incidents.last().cloned().unwrap();
+    let mut tasks = Vec::new();
+    for reader in 0..WRITERS {
+        let (app_client, agent_token) = (app.client.clone(), agent.clone());
+        let (requester, own) = (requester.clone(), own.clone());
+        let incident = incidents[reader % incidents.len()].clone();
+        let base = app.url(INCIDENTS);
+        tasks.push(tokio::spawn(async move {
+            // Each reader asks several times, by a different key each time.
+            for round in 0..6 {
+                let (key, token, expected) = match (reader + round) % 6 {
+                    0 | 1 => (text(&incident, "number"), &agent_token, Some(&incident)),
+                    2 | 3 => (text(&incident, "id"), &agent_token, Some(&incident)),
+                    4 => (format!("INC{:07}", 9_000_000 + reader), &agent_token, None),
+                    _ if incident["id"] == own["id"] => {
+                        (text(&own, "number"), &requester, Some(&own))
+                    }
+                    _ => (text(&incident, "number"), &requester, None),
+                };
+                let response = app_client
+                    .get(format!("{base}/{key}"))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap();
+                let etag = header(&response, "etag");
+                let (status, body) = read(response).await;
+                match expected {
+                    Some(expected) => {
+                        assert_eq!(status, StatusCode::OK, "reader {reader} {key}: {body}");
+                        assert_eq!(body["id"], expected["id"], "reader {reader} {key}");
+                        assert_eq!(body["number"], expected["number"]);
+                        // A requester's view, and so its creation's answer, has no references.
+                        if token == &agent_token && expected["id"] != own["id"] {
+                            assert_eq!(body["external_refs"], expected["external_refs"]);
+                        }
+                        assert_eq!(etag, Some(format!("\"{}\"", body["version"])));
+                    }
+                    None => assert_eq!(status, StatusCode::NOT_FOUND, "reader {reader} {key}"),
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("reader task");
+    }
+}
+
 on_both_backends!(
     concurrent_patches_with_if_match_lose_no_update,
+    concurrent_reads_each_get_their_own_incident,
     concurrent_transitions_are_serialised,
     concurrent_creates_get_unique_numbers,
     resolved_incidents_close_automatically with fast_auto_close,
