@@ -39,9 +39,14 @@ async fn recorded(db: &Database) -> (i64, usize, Vec<i64>) {
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_failing_unit_rolls_back_alone_within_a_shared_batch() {
-    let db = Database::open(&temp_sqlite()).unwrap();
+/// Primary units each have a savepoint of their own: a unit that fails after writing, on its
+/// own error or on a constraint (which on PostgreSQL aborts the transaction up to the
+/// savepoint), loses its work alone, and the units after it in the batch still commit.
+async fn primary_units_fail_alone(config: DatabaseConfig) {
+    let db = Database::open(&config).unwrap();
+    db.write(|conn| users::create(conn, &WriteContext::system("test"), new_user("taken")))
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for i in 0..64 {
         let db = db.clone();
@@ -49,26 +54,38 @@ async fn a_failing_unit_rolls_back_alone_within_a_shared_batch() {
             db.write(move |conn| -> Result<(), StoreError> {
                 let ctx = WriteContext::system("test");
                 users::create(conn, &ctx, new_user(&format!("user{i}")))?;
-                if i % 2 == 1 {
-                    return Err(StoreError::Conflict("odd units fail after writing".into()));
+                match i % 4 {
+                    1 => Err(StoreError::Conflict("this unit fails after writing".into())),
+                    3 => users::create(conn, &ctx, new_user("taken")).map(|_| ()),
+                    _ => Ok(()),
                 }
-                Ok(())
             })
             .await
         }));
     }
-    let mut failed = 0;
-    for task in tasks {
-        if task.await.unwrap().is_err() {
-            failed += 1;
-        }
+    for (i, task) in tasks.into_iter().enumerate() {
+        let answer = task.await.unwrap();
+        assert_eq!(answer.is_err(), i % 2 == 1, "unit {i}: {answer:?}");
     }
-    assert_eq!(failed, 32);
     let (count, audit_entries, sequences) = recorded(&db).await;
-    assert_eq!(count, 32);
-    assert_eq!(audit_entries, 32);
+    assert_eq!(count, 33);
+    assert_eq!(audit_entries, 33);
     // The failed units' events were cut off before their numbers were handed out: no gaps.
-    assert_eq!(sequences, (1..=32).collect::<Vec<i64>>());
+    assert_eq!(sequences, (1..=33).collect::<Vec<i64>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn primary_units_fail_alone_on_sqlite() {
+    primary_units_fail_alone(temp_sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn primary_units_fail_alone_on_postgres() {
+    let Some((_schema, config)) = PostgresSchema::create() else {
+        eprintln!("ITSM_TEST_POSTGRES_URL is not set: skipped");
+        return;
+    };
+    primary_units_fail_alone(config).await;
 }
 
 /// A PostgreSQL database in a schema of its own, dropped afterwards; `None` without
