@@ -10,6 +10,7 @@ pub mod idempotency;
 pub mod json_body;
 pub mod listing;
 pub mod openapi;
+pub mod plans;
 pub mod recent;
 pub mod request_context;
 pub mod routes;

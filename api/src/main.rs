@@ -18,6 +18,7 @@ const USAGE: &str = "usage:
   itsm users create --username U --role R [--role R2]
                                                  create a user; the password is read from stdin
   itsm seed --incidents N                        add demo data: 4 groups, 20 agents, N incidents
+  itsm plans                                     print the query plan of each incident list filter
 Configuration comes from ITSM_* environment variables (see README.md).";
 
 fn main() -> ExitCode {
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         }
         ["users", "create", rest @ ..] => create_user(rest),
         ["seed", "--incidents", count] => seed(count),
+        ["plans"] => plans(),
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
             Ok(())
@@ -115,6 +117,28 @@ fn create_user(args: &[&str]) -> Result<(), String> {
             .await
             .map_err(|e: persistence::StoreError| e.to_string())?;
         println!("created user {} ({})", user.username, user.id);
+        Ok(())
+    })
+}
+
+fn plans() -> Result<(), String> {
+    let config = Config::from_env()?;
+    actix_web::rt::System::new().block_on(async move {
+        let state = app::prepare(&config).await?;
+        let plans = itsm_api::plans::incident_list_plans(&state.db)
+            .await
+            .map_err(|e| match e {
+                persistence::StoreError::NotFound => {
+                    "no incident in progress to take filter values from (run `itsm seed`)".into()
+                }
+                other => other.to_string(),
+            })?;
+        for (filter, lines) in plans {
+            println!("GET /api/v1/incidents?{filter}");
+            for line in lines {
+                println!("    {line}");
+            }
+        }
         Ok(())
     })
 }

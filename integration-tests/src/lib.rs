@@ -32,6 +32,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub admin_token: String,
     pub backend: Backend,
+    /// The service's database, for tests that look beneath the API (query plans).
+    pub database: persistence::DatabaseConfig,
     server: Option<Spawned>,
     cleanup: Option<Cleanup>,
 }
@@ -111,6 +113,7 @@ impl TestApp {
             }
         };
         adjust(&mut config);
+        let database = config.database.clone();
         let server = tokio::task::spawn_blocking(move || app::spawn(config))
             .await
             .expect("the server start task panicked")
@@ -125,6 +128,7 @@ impl TestApp {
             client,
             admin_token: String::new(),
             backend,
+            database,
             server: Some(server),
             cleanup: Some(cleanup),
         };

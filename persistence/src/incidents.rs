@@ -477,40 +477,12 @@ fn index_words(
     journal::index_words(sequence, terms.join(" "), before.is_some())
 }
 
-/// One page of incidents in `sort` order after `after`.
-pub fn list(
-    conn: &mut DbConnection,
-    filter: &IncidentFilter,
-    sort: Sort,
-    after: Option<&Position>,
-    limit: i64,
-) -> Result<Slice<Incident>, StoreError> {
-    let words = filter.q.as_deref().and_then(|q| words_condition(conn, q));
-    let after = after
-        .map(|position| -> Result<RowAfter, StoreError> {
-            let (columns, key) = match sort.field {
-                SortField::CreatedAt => (
-                    "(incidents.created_at, incidents.id)",
-                    Key::Time(parse_time_key(&position.key)?),
-                ),
-                SortField::UpdatedAt => (
-                    "(incidents.updated_at, incidents.id)",
-                    Key::Time(parse_time_key(&position.key)?),
-                ),
-                SortField::Priority => (
-                    "(incidents.priority, incidents.id)",
-                    Key::Text(position.key.clone()),
-                ),
-            };
-            Ok(RowAfter::new(
-                columns,
-                sort.descending,
-                key,
-                position.id.clone(),
-            ))
-        })
-        .transpose()?;
-    let rows: Slice<IncidentRow> = with_backend!(conn, c => {
+/// The list query of a filter, a sort and a position, built for the backend connection the
+/// caller matched (see [`with_backend!`]): [`list`] loads a page of it, [`list_plan`] explains
+/// the same query.
+macro_rules! incident_list_query {
+    ($filter:expr, $sort:expr, $words:expr, $after:expr) => {{
+        let (filter, sort, words, after) = ($filter, $sort, $words, $after);
         let mut query = incidents::table
             .select(IncidentRow::as_select())
             .into_boxed();
@@ -550,19 +522,95 @@ pub fn list(
             query = query.filter(incidents::updated_at.ge(at));
         }
         if let Some((condition, text)) = &words {
-            query = query.filter(sql::<Bool>(condition).bind::<Text, _>(text.clone()).sql(")"));
+            query = query.filter(
+                sql::<Bool>(condition)
+                    .bind::<Text, _>(text.clone())
+                    .sql(")"),
+            );
         }
         if let Some(after) = after {
             query = query.filter(after);
         }
         query = match (sort.field, sort.descending) {
-            (SortField::CreatedAt, false) => query.order((incidents::created_at.asc(), incidents::id.asc())),
-            (SortField::CreatedAt, true) => query.order((incidents::created_at.desc(), incidents::id.desc())),
-            (SortField::UpdatedAt, false) => query.order((incidents::updated_at.asc(), incidents::id.asc())),
-            (SortField::UpdatedAt, true) => query.order((incidents::updated_at.desc(), incidents::id.desc())),
-            (SortField::Priority, false) => query.order((incidents::priority.asc(), incidents::id.asc())),
-            (SortField::Priority, true) => query.order((incidents::priority.desc(), incidents::id.desc())),
+            (SortField::CreatedAt, false) => {
+                query.order((incidents::created_at.asc(), incidents::id.asc()))
+            }
+            (SortField::CreatedAt, true) => {
+                query.order((incidents::created_at.desc(), incidents::id.desc()))
+            }
+            (SortField::UpdatedAt, false) => {
+                query.order((incidents::updated_at.asc(), incidents::id.asc()))
+            }
+            (SortField::UpdatedAt, true) => {
+                query.order((incidents::updated_at.desc(), incidents::id.desc()))
+            }
+            (SortField::Priority, false) => {
+                query.order((incidents::priority.asc(), incidents::id.asc()))
+            }
+            (SortField::Priority, true) => {
+                query.order((incidents::priority.desc(), incidents::id.desc()))
+            }
         };
+        query
+    }};
+}
+
+/// The keyset condition for the rows after `position` in `sort` order.
+fn row_after(sort: Sort, position: &Position) -> Result<RowAfter, StoreError> {
+    let (columns, key) = match sort.field {
+        SortField::CreatedAt => (
+            "(incidents.created_at, incidents.id)",
+            Key::Time(parse_time_key(&position.key)?),
+        ),
+        SortField::UpdatedAt => (
+            "(incidents.updated_at, incidents.id)",
+            Key::Time(parse_time_key(&position.key)?),
+        ),
+        SortField::Priority => (
+            "(incidents.priority, incidents.id)",
+            Key::Text(position.key.clone()),
+        ),
+    };
+    Ok(RowAfter::new(
+        columns,
+        sort.descending,
+        key,
+        position.id.clone(),
+    ))
+}
+
+/// The plan of the query [`list`] sends for the same arguments.
+pub fn list_plan(
+    conn: &mut DbConnection,
+    filter: &IncidentFilter,
+    sort: Sort,
+    after: Option<&Position>,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    let words = filter.q.as_deref().and_then(|q| words_condition(conn, q));
+    let after = after
+        .map(|position| row_after(sort, position))
+        .transpose()?;
+    with_backend!(conn, c => {
+        let query = incident_list_query!(filter, sort, &words, after);
+        crate::explain_page(c, query, limit)
+    })
+}
+
+/// One page of incidents in `sort` order after `after`.
+pub fn list(
+    conn: &mut DbConnection,
+    filter: &IncidentFilter,
+    sort: Sort,
+    after: Option<&Position>,
+    limit: i64,
+) -> Result<Slice<Incident>, StoreError> {
+    let words = filter.q.as_deref().and_then(|q| words_condition(conn, q));
+    let after = after
+        .map(|position| row_after(sort, position))
+        .transpose()?;
+    let rows: Slice<IncidentRow> = with_backend!(conn, c => {
+        let query = incident_list_query!(filter, sort, &words, after);
         crate::load_page(c, query, limit)
     })?;
     external_refs::attach(

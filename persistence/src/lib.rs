@@ -165,6 +165,72 @@ where
 
 impl<Q, C> diesel::RunQueryDsl<C> for LimitedTo<Q> {}
 
+/// How the database would run one page of `query`: the lines of SQLite's
+/// `EXPLAIN QUERY PLAN` or PostgreSQL's `EXPLAIN`, for the very query a list request sends.
+pub(crate) fn explain_page<'q, C, Q>(
+    conn: &mut C,
+    query: Q,
+    limit: i64,
+) -> Result<Vec<String>, StoreError>
+where
+    C: diesel::Connection,
+    Explain<LimitedTo<Q>>: diesel::query_dsl::LoadQuery<'q, C, PlanLine>,
+{
+    let plan = Explain(LimitedTo {
+        query,
+        rows: limit.max(0) + 1,
+    });
+    let lines: Vec<PlanLine> = diesel::RunQueryDsl::load(plan, conn)?;
+    Ok(lines.into_iter().map(|line| line.0).collect())
+}
+
+/// `EXPLAIN QUERY PLAN <query>` on SQLite, `EXPLAIN <query>` on PostgreSQL.
+pub(crate) struct Explain<Q>(Q);
+
+impl<Q> diesel::query_builder::Query for Explain<Q> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl<Q> diesel::query_builder::QueryId for Explain<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q, C> diesel::RunQueryDsl<C> for Explain<Q> {}
+
+macro_rules! explain_for {
+    ($backend:ty, $prefix:literal, $column:literal) => {
+        impl<Q: diesel::query_builder::QueryFragment<$backend>>
+            diesel::query_builder::QueryFragment<$backend> for Explain<Q>
+        {
+            fn walk_ast<'b>(
+                &'b self,
+                mut out: diesel::query_builder::AstPass<'_, 'b, $backend>,
+            ) -> diesel::QueryResult<()> {
+                out.unsafe_to_cache_prepared();
+                out.push_sql($prefix);
+                self.0.walk_ast(out)
+            }
+        }
+
+        impl diesel::QueryableByName<$backend> for PlanLine {
+            fn build<'a>(
+                row: &impl diesel::row::NamedRow<'a, $backend>,
+            ) -> diesel::deserialize::Result<Self> {
+                let line =
+                    diesel::row::NamedRow::get::<diesel::sql_types::Text, String>(row, $column)?;
+                Ok(PlanLine(line))
+            }
+        }
+    };
+}
+
+explain_for!(diesel::sqlite::Sqlite, "EXPLAIN QUERY PLAN ", "detail");
+explain_for!(diesel::pg::Pg, "EXPLAIN ", "QUERY PLAN");
+
+/// One line of a query plan.
+pub(crate) struct PlanLine(String);
+
 /// `UPDATE <table> SET <changes> WHERE <filter>`, kept prepared.
 ///
 /// diesel never caches an UPDATE it builds (its changeset may skip `None` fields and so vary

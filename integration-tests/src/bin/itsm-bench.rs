@@ -2,7 +2,8 @@
 //! (SQLite, and PostgreSQL when ITSM_BENCH_POSTGRES_URL is set), seeds it with `itsm seed`,
 //! runs each scenario at concurrency 1, 16 and 64 after a warm-up, and prints one table:
 //! scenario, backend, concurrency, requests/s, p50, p99, max, errors, server peak RSS. The same
-//! figures go to target/bench/results.json.
+//! figures go to target/bench/results.json. After seeding it writes the query plan of each
+//! incident list filter (`itsm plans`) to target/bench/plans-<backend>.txt.
 //!
 //! BENCH_QUICK=1 uses small volumes and short runs (a smoke check in under two minutes);
 //! BENCH_INCIDENTS=N changes the seeded volume; BENCH_ONLY=word runs the scenarios whose name
@@ -101,15 +102,25 @@ fn itsm_binary() -> PathBuf {
     exe.with_file_name("itsm")
 }
 
-fn run_itsm(args: &[&str], env: &[(&str, String)], dir: &Path) {
-    let status = Command::new(itsm_binary())
+/// Runs an `itsm` command to completion and returns what it printed.
+fn run_itsm(args: &[&str], env: &[(&str, String)], dir: &Path) -> String {
+    let output = Command::new(itsm_binary())
         .args(args)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("RUST_LOG", "warn")
         .current_dir(dir)
-        .status()
+        .stderr(Stdio::inherit())
+        .output()
         .expect("run itsm");
-    assert!(status.success(), "itsm {args:?} failed");
+    assert!(output.status.success(), "itsm {args:?} failed");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Where the figures and the query plans are written.
+fn bench_output_dir() -> PathBuf {
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&out).expect("target/bench");
+    out
 }
 
 fn free_port() -> u16 {
@@ -292,15 +303,20 @@ async fn bench_backend(
         settings.seed_incidents
     );
     let seeding = Instant::now();
-    run_itsm(
+    let seeded = run_itsm(
         &["seed", "--incidents", &settings.seed_incidents.to_string()],
         &env,
         &dir,
     );
     eprintln!(
-        "[{backend}] seeded in {:.1} s",
+        "[{backend}] {}; seeded in {:.1} s",
+        seeded.trim(),
         seeding.elapsed().as_secs_f64()
     );
+    let plans = run_itsm(&["plans"], &env, &dir);
+    let plans_file = bench_output_dir().join(format!("plans-{backend}.txt"));
+    std::fs::write(&plans_file, &plans).expect("plans file");
+    eprintln!("[{backend}] query plan of each incident list filter:\n{plans}");
     let server = start_server(&env, &dir).await;
     let client = Client::builder()
         .pool_max_idle_per_host(128)
@@ -613,12 +629,13 @@ async fn main() {
     for m in &results {
         println!("{}", row(m));
     }
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-    std::fs::create_dir_all(&out).expect("target/bench");
     std::fs::write(
-        out.join("results.json"),
+        bench_output_dir().join("results.json"),
         serde_json::to_string_pretty(&results).unwrap(),
     )
     .expect("results.json");
-    println!("\nwritten to target/bench/results.json");
+    println!(
+        "\nwritten to target/bench/results.json; the query plans of the list filters to \
+         target/bench/plans-<backend>.txt"
+    );
 }
