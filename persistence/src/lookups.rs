@@ -37,7 +37,8 @@ impl<V: Clone + Send + 'static> Lookups<V> {
         std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Loads the rows for every waiting key and answers each waiter.
+    /// Loads the rows for every waiting key and answers each waiter. An error is also
+    /// returned, so that the pool checks the connection before its next use.
     fn answer(
         load: fn(&mut DbConnection, &[String]) -> Result<Vec<V>, StoreError>,
         matches: fn(&V, &str) -> bool,
