@@ -117,17 +117,35 @@ impl Location {
             Location::SqliteFile(path) => Ok(DbConnection::Sqlite(open_sqlite(path, role)?)),
             Location::Postgres(url) => {
                 let mut conn = PgConnection::establish(url).map_err(unavailable)?;
-                // Every query here walks one index chosen by its shape (the state filter is a
-                // literal, the keyset cursor and keys are bound), so its plan does not depend on
-                // the bound values. Left to choose, PostgreSQL re-planned each deep page on
-                // every execution, because its generic estimate for a row comparison is worse
-                // than the custom one: four tenths of the server's time on that query.
-                conn.batch_execute("SET plan_cache_mode = force_generic_plan")?;
+                conn.batch_execute(GENERIC_PLANS)?;
                 Ok(DbConnection::Postgresql(conn))
             }
         }
     }
 }
+
+/// Runs `f` with PostgreSQL planning each statement for its bound values: for the one query
+/// whose best plan depends on them (a word search). The connection goes back to generic plans
+/// afterwards, whatever `f` returned; if that fails, the error marks the connection for a check.
+pub(crate) fn with_custom_plans<T>(
+    conn: &mut DbConnection,
+    f: impl FnOnce(&mut DbConnection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    if !matches!(conn, DbConnection::Postgresql(_)) {
+        return f(conn);
+    }
+    conn.batch_execute("SET plan_cache_mode = force_custom_plan")?;
+    let result = f(conn);
+    conn.batch_execute(GENERIC_PLANS)?;
+    result
+}
+
+/// Every query here walks one index chosen by its shape (the state filter is a literal, the
+/// keyset cursor and keys are bound), so its plan does not depend on the bound values. Left to
+/// choose, PostgreSQL re-planned each deep page on every execution, because its generic
+/// estimate for a row comparison is worse than the custom one: four tenths of the server's
+/// time on that query. The word search is the exception ([`with_custom_plans`]).
+const GENERIC_PLANS: &str = "SET plan_cache_mode = force_generic_plan";
 
 /// A PostgreSQL URL that names a loopback host and no `sslmode` connects without TLS.
 /// libpq's default (`prefer`) would encrypt traffic that never leaves the machine, which cost

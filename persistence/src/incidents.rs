@@ -609,10 +609,19 @@ pub fn list(
     let after = after
         .map(|position| row_after(sort, position))
         .transpose()?;
-    let rows: Slice<IncidentRow> = with_backend!(conn, c => {
-        let query = incident_list_query!(filter, sort, &words, after);
-        crate::load_page(c, query, limit)
-    })?;
+    let load = |conn: &mut DbConnection| {
+        with_backend!(conn, c => {
+            let query = incident_list_query!(filter, sort, &words, after);
+            crate::load_page(c, query, limit)
+        })
+    };
+    // How many rows a word matches decides the plan: walk the newest incidents for a common
+    // word, the word index for a rare one.
+    let rows: Slice<IncidentRow> = if words.is_some() {
+        crate::db::with_custom_plans(conn, load)?
+    } else {
+        load(conn)?
+    };
     external_refs::attach(
         conn,
         ENTITY,
