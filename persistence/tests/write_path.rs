@@ -1,9 +1,11 @@
-//! The write path: units of work share a transaction but fail alone.
+//! The write path: units of work share a transaction but fail alone. And the settings a
+//! PostgreSQL connection keeps between queries.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
+use itsm_persistence::incidents;
 use itsm_persistence::users::{self, NewUser};
 use itsm_persistence::{audit, outbox, Database, DatabaseConfig, StoreError, WriteContext};
 
@@ -214,4 +216,43 @@ async fn postgres_incident_numbers_match_the_domain_format() {
         domain::incident::incident_number(10_000_000)
     );
     assert_eq!(domain::incident::incident_number(10_000_000), "INC10000000");
+}
+
+/// A word search plans for its words; the read connection it used is back on generic plans
+/// afterwards, for the queries that follow on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_word_searches_leave_generic_plans_behind() {
+    let Some((_schema, mut config)) = PostgresSchema::create() else {
+        eprintln!("ITSM_TEST_POSTGRES_URL is not set: skipped");
+        return;
+    };
+    // One read connection: the search and the check run on the same one.
+    config.read_pool_size = 1;
+    let db = Database::open(&config).unwrap();
+    #[derive(diesel::QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        plan_cache_mode: String,
+    }
+    let plan_mode = || {
+        db.read(|conn| -> Result<String, StoreError> {
+            let setting: Setting = diesel::sql_query("SHOW plan_cache_mode").get_result(conn)?;
+            Ok(setting.plan_cache_mode)
+        })
+    };
+    assert_eq!(plan_mode().await.unwrap(), "force_generic_plan");
+    let filter = incidents::IncidentFilter {
+        q: Some("printer".into()),
+        ..Default::default()
+    };
+    let newest = incidents::Sort {
+        field: incidents::SortField::CreatedAt,
+        descending: true,
+    };
+    let page = db
+        .read(move |conn| incidents::list(conn, &filter, newest, None, 10))
+        .await
+        .unwrap();
+    assert!(page.items.is_empty());
+    assert_eq!(plan_mode().await.unwrap(), "force_generic_plan");
 }
