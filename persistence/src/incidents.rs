@@ -579,6 +579,23 @@ fn row_after(sort: Sort, position: &Position) -> Result<RowAfter, StoreError> {
     ))
 }
 
+/// What [`incident_list_query!`] needs beyond the filter: the word condition of `q` and the
+/// keyset condition of the position.
+type ListConditions = (Option<(&'static str, String)>, Option<RowAfter>);
+
+fn list_conditions(
+    conn: &DbConnection,
+    filter: &IncidentFilter,
+    sort: Sort,
+    after: Option<&Position>,
+) -> Result<ListConditions, StoreError> {
+    let words = filter.q.as_deref().and_then(|q| words_condition(conn, q));
+    let after = after
+        .map(|position| row_after(sort, position))
+        .transpose()?;
+    Ok((words, after))
+}
+
 /// The plan of the query [`list`] sends for the same arguments.
 pub fn list_plan(
     conn: &mut DbConnection,
@@ -587,10 +604,7 @@ pub fn list_plan(
     after: Option<&Position>,
     limit: i64,
 ) -> Result<Vec<String>, StoreError> {
-    let words = filter.q.as_deref().and_then(|q| words_condition(conn, q));
-    let after = after
-        .map(|position| row_after(sort, position))
-        .transpose()?;
+    let (words, after) = list_conditions(conn, filter, sort, after)?;
     with_backend!(conn, c => {
         let query = incident_list_query!(filter, sort, &words, after);
         crate::explain_page(c, query, limit)
@@ -605,10 +619,7 @@ pub fn list(
     after: Option<&Position>,
     limit: i64,
 ) -> Result<Slice<Incident>, StoreError> {
-    let words = filter.q.as_deref().and_then(|q| words_condition(conn, q));
-    let after = after
-        .map(|position| row_after(sort, position))
-        .transpose()?;
+    let (words, after) = list_conditions(conn, filter, sort, after)?;
     let load = |conn: &mut DbConnection| {
         with_backend!(conn, c => {
             let query = incident_list_query!(filter, sort, &words, after);

@@ -122,13 +122,7 @@ where
     C: diesel::Connection,
     LimitedTo<Q>: diesel::query_dsl::LoadQuery<'q, C, U>,
 {
-    let rows = diesel::RunQueryDsl::load(
-        LimitedTo {
-            query,
-            rows: limit.max(0) + 1,
-        },
-        conn,
-    )?;
+    let rows = diesel::RunQueryDsl::load(LimitedTo::page(query, limit), conn)?;
     Ok(Slice::from_overfetch(rows, limit))
 }
 
@@ -136,6 +130,16 @@ where
 pub(crate) struct LimitedTo<Q> {
     query: Q,
     rows: i64,
+}
+
+impl<Q> LimitedTo<Q> {
+    /// A page of `limit` rows and one more, which tells whether more follow.
+    fn page(query: Q, limit: i64) -> Self {
+        Self {
+            query,
+            rows: limit.max(0) + 1,
+        }
+    }
 }
 
 impl<Q: diesel::query_builder::Query> diesel::query_builder::Query for LimitedTo<Q> {
@@ -176,10 +180,7 @@ where
     C: diesel::Connection,
     Explain<LimitedTo<Q>>: diesel::query_dsl::LoadQuery<'q, C, PlanLine>,
 {
-    let plan = Explain(LimitedTo {
-        query,
-        rows: limit.max(0) + 1,
-    });
+    let plan = Explain(LimitedTo::page(query, limit));
     let lines: Vec<PlanLine> = diesel::RunQueryDsl::load(plan, conn)?;
     Ok(lines.into_iter().map(|line| line.0).collect())
 }
