@@ -124,8 +124,9 @@ fn create_user(args: &[&str]) -> Result<(), String> {
 fn plans() -> Result<(), String> {
     let config = Config::from_env()?;
     actix_web::rt::System::new().block_on(async move {
-        let state = app::prepare(&config).await?;
-        let plans = itsm_api::plans::incident_list_plans(&state.db)
+        // Only the database: no signing secret, no bootstrap admin for a read-only command.
+        let db = Database::open(&config.database).map_err(|e| e.to_string())?;
+        let plans = itsm_api::plans::incident_list_plans(&db)
             .await
             .map_err(|e| match e {
                 persistence::StoreError::NotFound => {

@@ -4,11 +4,14 @@
 
 use chrono::TimeDelta;
 use domain::incident::{IncidentState, Priority};
-use persistence::incidents::{self, IncidentFilter, Sort, SortField};
+use persistence::incidents::{self, IncidentFilter, Position, Sort, SortField};
 use persistence::{Database, StoreError};
 
 /// Pages of the default size.
 const PAGE: i64 = 50;
+
+/// A filter named by its query string, the sort and the position to explain it at.
+type Case = (String, IncidentFilter, Sort, Option<Position>);
 
 /// Each list filter, named by its query string, with the lines of its plan.
 pub async fn incident_list_plans(db: &Database) -> Result<Vec<(String, Vec<String>)>, StoreError> {
@@ -31,112 +34,88 @@ pub async fn incident_list_plans(db: &Database) -> Result<Vec<(String, Vec<Strin
         let created = sample.created_at.naive_utc();
         let day_before = created - TimeDelta::days(1);
         let first_word = sample.title.split_whitespace().next().unwrap_or("printer");
+        let newest_first = |label: &str, filter: IncidentFilter| -> Case {
+            (label.to_owned(), filter, newest, None)
+        };
+        let all = IncidentFilter::default;
         let cases = [
-            (
-                "(no filter)".to_owned(),
-                IncidentFilter::default(),
-                newest,
-                None,
-            ),
-            (
-                "state=in_progress".to_owned(),
-                in_progress.clone(),
-                newest,
-                None,
-            ),
+            newest_first("(no filter)", all()),
+            newest_first("state=in_progress", in_progress.clone()),
             (
                 "state=in_progress&cursor=…".to_owned(),
                 in_progress,
                 newest,
                 Some(deep),
             ),
-            (
-                "state=new&state=on_hold".to_owned(),
+            newest_first(
+                "state=new&state=on_hold",
                 IncidentFilter {
                     states: vec![IncidentState::New, IncidentState::OnHold],
-                    ..IncidentFilter::default()
+                    ..all()
                 },
-                newest,
-                None,
             ),
-            (
-                "priority=p1".to_owned(),
+            newest_first(
+                "priority=p1",
                 IncidentFilter {
                     priorities: vec![Priority::P1],
-                    ..IncidentFilter::default()
+                    ..all()
                 },
-                newest,
-                None,
             ),
-            (
-                "assignment_group=…".to_owned(),
+            newest_first(
+                "assignment_group=…",
                 IncidentFilter {
                     assignment_group: sample.assignment_group.clone(),
-                    ..IncidentFilter::default()
+                    ..all()
                 },
-                newest,
-                None,
             ),
-            (
-                "assignee=…".to_owned(),
+            newest_first(
+                "assignee=…",
                 IncidentFilter {
                     assignee: sample.assignee.clone(),
-                    ..IncidentFilter::default()
+                    ..all()
                 },
-                newest,
-                None,
             ),
-            (
-                "caller=… (every requester's own list)".to_owned(),
+            newest_first(
+                "caller=… (every requester's own list)",
                 IncidentFilter {
                     caller: Some(sample.caller.clone()),
-                    ..IncidentFilter::default()
+                    ..all()
                 },
-                newest,
-                None,
             ),
-            (
-                "major=true".to_owned(),
+            newest_first(
+                "major=true",
                 IncidentFilter {
                     major: Some(true),
-                    ..IncidentFilter::default()
+                    ..all()
                 },
-                newest,
-                None,
             ),
-            (
-                "category=…".to_owned(),
+            newest_first(
+                "category=…",
                 IncidentFilter {
                     category: sample.category.clone(),
-                    ..IncidentFilter::default()
+                    ..all()
                 },
-                newest,
-                None,
             ),
-            (
-                "parent_id=…".to_owned(),
+            newest_first(
+                "parent_id=…",
                 IncidentFilter {
                     parent_id: Some(sample.id.clone()),
-                    ..IncidentFilter::default()
+                    ..all()
                 },
-                newest,
-                None,
             ),
-            (
-                "created_after=…&created_before=…".to_owned(),
+            newest_first(
+                "created_after=…&created_before=…",
                 IncidentFilter {
                     created_after: Some(day_before),
                     created_before: Some(created),
-                    ..IncidentFilter::default()
+                    ..all()
                 },
-                newest,
-                None,
             ),
             (
                 "updated_after=…&sort=-updated_at".to_owned(),
                 IncidentFilter {
                     updated_after: Some(day_before),
-                    ..IncidentFilter::default()
+                    ..all()
                 },
                 Sort {
                     field: SortField::UpdatedAt,
@@ -146,21 +125,19 @@ pub async fn incident_list_plans(db: &Database) -> Result<Vec<(String, Vec<Strin
             ),
             (
                 "sort=priority".to_owned(),
-                IncidentFilter::default(),
+                all(),
                 Sort {
                     field: SortField::Priority,
                     descending: false,
                 },
                 None,
             ),
-            (
-                format!("q={first_word}"),
+            newest_first(
+                &format!("q={first_word}"),
                 IncidentFilter {
                     q: Some(first_word.to_owned()),
-                    ..IncidentFilter::default()
+                    ..all()
                 },
-                newest,
-                None,
             ),
         ];
         cases
