@@ -83,11 +83,7 @@ async fn primary_units_fail_alone_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn primary_units_fail_alone_on_postgres() {
-    let Some((_schema, config)) = PostgresSchema::create() else {
-        eprintln!("ITSM_TEST_POSTGRES_URL is not set: skipped");
-        return;
-    };
-    primary_units_fail_alone(config).await;
+    on_postgres(primary_units_fail_alone).await;
 }
 
 /// A PostgreSQL database in a schema of its own, dropped afterwards; `None` without
@@ -114,6 +110,15 @@ impl PostgresSchema {
         };
         Some((Self { url, schema }, config))
     }
+}
+
+/// Runs `test` on a PostgreSQL schema of its own, or skips it without ITSM_TEST_POSTGRES_URL.
+async fn on_postgres<F: std::future::Future<Output = ()>>(test: impl FnOnce(DatabaseConfig) -> F) {
+    let Some((_schema, config)) = PostgresSchema::create() else {
+        eprintln!("ITSM_TEST_POSTGRES_URL is not set: skipped");
+        return;
+    };
+    test(config).await;
 }
 
 impl Drop for PostgresSchema {
@@ -175,21 +180,17 @@ async fn new_row_units_fail_alone_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn new_row_units_fail_alone_on_postgres() {
-    let Some((_schema, config)) = PostgresSchema::create() else {
-        eprintln!("ITSM_TEST_POSTGRES_URL is not set: skipped");
-        return;
-    };
-    new_row_units_fail_alone(config).await;
+    on_postgres(new_row_units_fail_alone).await;
 }
 
 /// PostgreSQL numbers incidents in the INSERT (the column's default); the numbers must read
 /// as the domain formats them, past seven digits too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_incident_numbers_match_the_domain_format() {
-    let Some((_schema, config)) = PostgresSchema::create() else {
-        eprintln!("ITSM_TEST_POSTGRES_URL is not set: skipped");
-        return;
-    };
+    on_postgres(incident_numbers_match_the_domain_format).await;
+}
+
+async fn incident_numbers_match_the_domain_format(config: DatabaseConfig) {
     drop(Database::open(&config).unwrap());
     let mut conn = PgConnection::establish(config.url.as_deref().unwrap()).unwrap();
     #[derive(diesel::QueryableByName)]
@@ -222,10 +223,10 @@ async fn postgres_incident_numbers_match_the_domain_format() {
 /// afterwards, for the queries that follow on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_word_searches_leave_generic_plans_behind() {
-    let Some((_schema, mut config)) = PostgresSchema::create() else {
-        eprintln!("ITSM_TEST_POSTGRES_URL is not set: skipped");
-        return;
-    };
+    on_postgres(word_searches_leave_generic_plans_behind).await;
+}
+
+async fn word_searches_leave_generic_plans_behind(mut config: DatabaseConfig) {
     // One read connection: the search and the check run on the same one.
     config.read_pool_size = 1;
     let db = Database::open(&config).unwrap();
