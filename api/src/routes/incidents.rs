@@ -141,6 +141,11 @@ fn visible(
     caller: &Caller,
 ) -> ApiResult<Incident> {
     let incident = incidents::get(conn, id).map_err(|e| not_found_as(e, "incident"))?;
+    shown_to(incident, access, caller)
+}
+
+/// The incident if the caller may see it; another requester's incident is 404.
+fn shown_to(incident: Incident, access: Access, caller: &Caller) -> ApiResult<Incident> {
     if access == Access::Requester && incident.caller != caller.id {
         return Err(ApiError::not_found("incident"));
     }
@@ -642,8 +647,8 @@ pub async fn get_incident(
         .db
         .look_up(&state.incident_lookups, id.into_inner())
         .await?
-        .filter(|incident| access == Access::Staff || incident.caller == caller.id)
-        .ok_or_else(|| ApiError::not_found("incident"))?;
+        .ok_or_else(|| ApiError::not_found("incident"))
+        .and_then(|incident| shown_to(incident, access, &caller))?;
     let related = if incident.parent_id.is_some() {
         state
             .db
