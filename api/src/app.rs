@@ -1,42 +1,24 @@
 //! Assembling and starting the service: database, signing keys, bootstrap, HTTP server.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
 use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{from_fn, Compress, Logger};
 use actix_web::{http::header, web, App, HttpRequest, HttpResponse, HttpServer};
-use domain::incident::Incident;
-use domain::routing::AssignmentRule;
-use domain::{ApiToken, Role};
+use domain::Role;
 use persistence::users::{self, NewUser};
-use persistence::Lookups;
-use persistence::{idempotency, settings, Database, WriteContext};
+use persistence::{settings, Database, WriteContext};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::auth::{
-    self, generate_password, generate_signing_secret, hash_password, TokenKeys, UserAccess,
-};
+use crate::auth::{self, generate_password, generate_signing_secret, hash_password, TokenKeys};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::json_body::BodyLimit;
 use crate::openapi::{ApiDoc, RouteTable};
-use crate::recent::RecentReads;
+pub use crate::state::AppState;
 use crate::{idempotency as idempotency_middleware, request_context, routes};
-
-/// What every handler shares.
-pub struct AppState {
-    pub db: Database,
-    pub tokens: TokenKeys,
-    pub routes: RouteTable,
-    pub access: RecentReads<String, UserAccess>,
-    pub api_tokens: RecentReads<String, ApiToken>,
-    pub routing_rules: RecentReads<(), Arc<Vec<AssignmentRule>>>,
-    pub incident_lookups: Lookups<Incident>,
-}
 
 const JWT_SECRET_SETTING: &str = "jwt_signing_secret";
 
@@ -67,7 +49,7 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
         access: auth::recent_access(),
         api_tokens: auth::recent_api_tokens(),
         routing_rules: crate::routes::assignment_rules::recent_rules(),
-        incident_lookups: persistence::incidents::lookups(),
+        incident_lookups: persistence::tickets::lookups(),
     }))
 }
 
@@ -120,7 +102,7 @@ pub struct Running {
 /// Prepares the state and binds the server to `config.bind`.
 pub async fn start(config: Config) -> Result<Running, String> {
     let state = prepare(&config).await?;
-    spawn_background_jobs(state.clone(), &config);
+    crate::jobs::spawn(state.clone(), &config);
     let body_limit = web::Data::new(BodyLimit(config.max_body_bytes));
     let cors_origins = config.cors_origins.clone();
     let mut server = HttpServer::new(move || {
@@ -185,45 +167,6 @@ async fn fallback(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         }),
         None => Err(ApiError::NotFound(format!("no resource at {}", req.path()))),
     }
-}
-
-/// Background jobs: automatic closure of resolved incidents every tick, the purge of expired
-/// idempotency keys every ten minutes, and planner statistics every hour. Each step is idempotent and claims its work
-/// through version-checked writes, so several nodes may run them at once.
-fn spawn_background_jobs(state: web::Data<AppState>, config: &Config) {
-    let interval = Duration::from_secs(config.job_interval_seconds);
-    let auto_close_after = chrono::TimeDelta::seconds(config.auto_close_after_seconds);
-    actix_web::rt::spawn(async move {
-        let mut ticks = actix_web::rt::time::interval(interval);
-        let purge_every = (600 / interval.as_secs().max(1)).max(1);
-        let mut tick: u64 = 0;
-        loop {
-            ticks.tick().await;
-            match routes::incidents::auto_close(&state, auto_close_after).await {
-                Ok(0) => {}
-                Ok(n) => log::info!("closed {n} resolved incident(s) automatically"),
-                Err(e) => log::warn!("automatic closure failed: {e}"),
-            }
-            if tick.is_multiple_of(purge_every * 6) {
-                if let Err(e) = state.db.optimize().await {
-                    log::warn!("planner statistics refresh failed: {e}");
-                }
-            }
-            if tick.is_multiple_of(purge_every) {
-                let not_before = persistence::now_utc() - idempotency_middleware::RETENTION;
-                match state
-                    .db
-                    .write(move |conn| idempotency::purge_expired(conn, not_before))
-                    .await
-                {
-                    Ok(0) => {}
-                    Ok(n) => log::info!("purged {n} expired idempotency key(s)"),
-                    Err(e) => log::warn!("idempotency purge failed: {e}"),
-                }
-            }
-            tick += 1;
-        }
-    });
 }
 
 /// A server running on its own thread, for tests and the benchmark.

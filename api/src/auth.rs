@@ -20,10 +20,10 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::recent::RecentReads;
 use crate::request_context;
+use crate::state::AppState;
 
 /// API token secrets start with this, so they are recognisable in configuration and scanners.
 pub const API_TOKEN_PREFIX: &str = "itsm_";

@@ -14,10 +14,10 @@ use persistence::idempotency::{self, Claim};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::app::AppState;
 use crate::auth;
 use crate::error::{ApiError, ApiResult};
 use crate::json_body::{read_body, BodyLimit};
+use crate::state::AppState;
 
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");

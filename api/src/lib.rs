@@ -7,6 +7,7 @@ pub mod concurrency;
 pub mod config;
 pub mod error;
 pub mod idempotency;
+pub mod jobs;
 pub mod json_body;
 pub mod listing;
 pub mod openapi;
@@ -15,5 +16,8 @@ pub mod recent;
 pub mod request_context;
 pub mod routes;
 pub mod seed;
+pub mod state;
+pub mod tickets;
+pub mod usecases;
 
 pub use config::Config;

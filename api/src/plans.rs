@@ -3,8 +3,10 @@
 //! own rows. `make bench` prints it for each backend after seeding.
 
 use chrono::TimeDelta;
-use domain::incident::{IncidentState, Priority};
-use persistence::incidents::{self, IncidentFilter, Position, Sort, SortField};
+use domain::incident::IncidentState;
+use domain::priority::Priority;
+use persistence::incidents::{self, IncidentFilter};
+use persistence::tickets::{Position, Sort, SortField};
 use persistence::{Database, StoreError};
 
 /// Pages of the default size.
@@ -16,10 +18,7 @@ type Case = (String, IncidentFilter, Sort, Option<Position>);
 /// Each list filter, named by its query string, with the lines of its plan.
 pub async fn incident_list_plans(db: &Database) -> Result<Vec<(String, Vec<String>)>, StoreError> {
     db.read(|conn| {
-        let newest = Sort {
-            field: SortField::CreatedAt,
-            descending: true,
-        };
+        let newest = Sort::NEWEST_FIRST;
         let in_progress = IncidentFilter {
             states: vec![IncidentState::InProgress],
             ..IncidentFilter::default()

@@ -1,13 +1,14 @@
 //! Demo and benchmark data, created through the same domain rules and repositories as the API
 //! (every incident with its audit entry and event), many per unit of work.
 
-use chrono::Utc;
 use domain::incident::{
-    Channel, Impact, Incident, IncidentAction, IncidentState, OnHoldReason, Priority, Relation,
-    ResolutionCode, TransitionInput, Urgency,
+    Channel, IncidentAction, NewIncident, OnHoldReason, Relation, ResolutionCode, TransitionInput,
 };
+use domain::priority::{Impact, Urgency};
+use domain::ticket::Lifecycle;
 use domain::Role;
 use persistence::groups::{self, NewGroup};
+use persistence::tickets::{self, Change};
 use persistence::users::{self, NewUser};
 use persistence::{incidents, Database, StoreError, WriteContext};
 
@@ -96,8 +97,17 @@ pub async fn seed(db: &Database, count: usize) -> Result<Seeded, StoreError> {
             let ctx = WriteContext::system("seed");
             let mut random = Lcg(seed_value);
             for _ in 0..size {
-                let draft = draft(&mut random, &agents, &group_ids);
-                incidents::create(conn, &ctx, draft)?;
+                let (new, steps, input) = draft(&mut random, &agents, &group_ids);
+                let reported = incidents::create(conn, &ctx, new)?;
+                if !steps.is_empty() {
+                    let mut worked = reported.clone();
+                    for step in steps {
+                        // Every step is allowed from the state the previous one left; a
+                        // refusal would only leave the incident in an earlier state.
+                        let _ = worked.apply(*step, &input, AGENT, ctx.at.and_utc());
+                    }
+                    tickets::save(conn, &ctx, &reported, &worked, Change::action("seed"))?;
+                }
             }
             Ok(())
         }));
@@ -119,16 +129,23 @@ pub async fn seed(db: &Database, count: usize) -> Result<Seeded, StoreError> {
     })
 }
 
-/// One incident, taken through the domain's own transitions to a random state.
-fn draft(random: &mut Lcg, agents: &[String], group_ids: &[String]) -> Incident {
-    let now = Utc::now();
+const AGENT: Relation = Relation {
+    is_agent: true,
+    is_caller: false,
+    parent_final: false,
+};
+
+/// One incident as reported, and the steps that take it to a random state.
+fn draft(
+    random: &mut Lcg,
+    agents: &[String],
+    group_ids: &[String],
+) -> (NewIncident, &'static [IncidentAction], TransitionInput) {
     let impact = random.pick(&[Impact::High, Impact::Medium, Impact::Low]);
     let urgency = random.pick(&[Urgency::High, Urgency::Medium, Urgency::Low]);
     let group_index = random.next() % group_ids.len();
     let caller = agents[random.next() % agents.len()].clone();
-    let mut incident = Incident {
-        id: String::new(),
-        number: String::new(),
+    let new = NewIncident {
         title: format!("{} {} issue", random.pick(&WORDS), random.pick(&WORDS)),
         description: format!(
             "Reported {} problem with {}",
@@ -147,28 +164,10 @@ fn draft(random: &mut Lcg, agents: &[String], group_ids: &[String]) -> Incident 
         subcategory: None,
         impact,
         urgency,
-        priority: Priority::from_matrix(impact, urgency),
-        state: IncidentState::New,
-        on_hold_reason: None,
         assignment_group: Some(group_ids[group_index].clone()),
         assignee: None,
-        major: false,
         parent_id: None,
-        resolution_code: None,
-        resolution_notes: None,
         external_refs: Vec::new(),
-        created_at: now,
-        updated_at: now,
-        first_response_at: None,
-        resolved_at: None,
-        closed_at: None,
-        reopen_count: 0,
-        version: 0,
-    };
-    let agent = Relation {
-        is_agent: true,
-        is_caller: false,
-        parent_final: false,
     };
     let steps: &[IncidentAction] = match random.next() % 5 {
         0 => &[],
@@ -188,10 +187,5 @@ fn draft(random: &mut Lcg, agents: &[String], group_ids: &[String]) -> Incident 
         resolution_notes: Some("Seeded resolution".into()),
         ..TransitionInput::default()
     };
-    for step in steps {
-        // Every step is allowed from the state the previous one left; a refusal would only
-        // leave the incident in an earlier state.
-        let _ = incident.apply(*step, &input, agent, now);
-    }
-    incident
+    (new, steps, input)
 }

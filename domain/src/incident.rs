@@ -1,66 +1,14 @@
-//! Incident management: the ITIL priority matrix and the incident lifecycle.
+//! Incident management: the incident lifecycle on the ticket kernel.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::enums::string_enum;
+use crate::priority::{Impact, Priority, Urgency};
+use crate::ticket::{Applied, Lifecycle, Stamp, Ticket, TicketKind};
 use crate::{DomainError, ExternalRef};
 
-macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(
-            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord,
-            serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-        )]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-
-            /// The accepted values, for validation messages.
-            pub fn names() -> String {
-                Self::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl std::str::FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                Self::ALL
-                    .iter()
-                    .copied()
-                    .find(|v| v.as_str() == s)
-                    .ok_or_else(|| format!("must be one of {}", Self::names()))
-            }
-        }
-    };
-}
-pub(crate) use string_enum;
-
-string_enum!(
-    /// How widely the incident affects the business.
-    Impact { High => "high", Medium => "medium", Low => "low" }
-);
-string_enum!(
-    /// How soon the business needs a resolution.
-    Urgency { High => "high", Medium => "medium", Low => "low" }
-);
-string_enum!(
-    /// Derived from impact and urgency; never set directly.
-    Priority { P1 => "p1", P2 => "p2", P3 => "p3", P4 => "p4", P5 => "p5" }
-);
 string_enum!(
     /// Where the incident was reported.
     Channel { Api => "api", Email => "email", Phone => "phone", Portal => "portal", Monitoring => "monitoring", Chat => "chat" }
@@ -110,21 +58,6 @@ string_enum!(
         DeclareMajor => "declare_major",
     }
 );
-
-impl Priority {
-    /// The ITIL impact x urgency matrix.
-    pub fn from_matrix(impact: Impact, urgency: Urgency) -> Priority {
-        use Impact as I;
-        use Urgency as U;
-        match (impact, urgency) {
-            (I::High, U::High) => Priority::P1,
-            (I::High, U::Medium) | (I::Medium, U::High) => Priority::P2,
-            (I::High, U::Low) | (I::Medium, U::Medium) | (I::Low, U::High) => Priority::P3,
-            (I::Medium, U::Low) | (I::Low, U::Medium) => Priority::P4,
-            (I::Low, U::Low) => Priority::P5,
-        }
-    }
-}
 
 impl IncidentState {
     /// Open incidents still need work (or the caller's confirmation).
@@ -176,6 +109,45 @@ pub struct Incident {
     pub version: i64,
 }
 
+/// A validated report of an incident: what the reporter decides. Storage gives it an id and a
+/// number, and [`Incident::create`] derives the rest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewIncident {
+    pub title: String,
+    pub description: String,
+    pub caller: String,
+    pub channel: Channel,
+    pub category: Option<String>,
+    pub subcategory: Option<String>,
+    pub impact: Impact,
+    pub urgency: Urgency,
+    pub assignment_group: Option<String>,
+    /// Assigning a new incident starts the work on it.
+    pub assignee: Option<String>,
+    pub parent_id: Option<String>,
+    pub external_refs: Vec<ExternalRef>,
+}
+
+impl NewIncident {
+    pub fn priority(&self) -> Priority {
+        Priority::from_matrix(self.impact, self.urgency)
+    }
+
+    /// `in_progress` when reported with an assignee, `new` otherwise.
+    pub fn initial_state(&self) -> IncidentState {
+        if self.assignee.is_some() {
+            IncidentState::InProgress
+        } else {
+            IncidentState::New
+        }
+    }
+
+    /// An incident reported with an assignee was responded to when it was reported.
+    pub fn first_response_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.assignee.is_some().then_some(now)
+    }
+}
+
 /// How the caller relates to an incident, which decides what it may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Relation {
@@ -200,16 +172,16 @@ pub struct TransitionInput {
     pub assignment_group: Option<String>,
 }
 
-/// Who closed an incident, kept in the audit trail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClosedBy {
-    Caller,
-    Agent,
-}
+impl Lifecycle for Incident {
+    type Action = IncidentAction;
+    type Relation = Relation;
+    type Input = TransitionInput;
 
-impl Incident {
-    /// The actions this caller may take now, in a stable order.
-    pub fn allowed_actions(&self, relation: Relation) -> Vec<IncidentAction> {
+    fn state_name(&self) -> &'static str {
+        self.state.as_str()
+    }
+
+    fn allowed_actions(&self, relation: Relation) -> Vec<IncidentAction> {
         use IncidentAction as A;
         use IncidentState as S;
         let mut actions = Vec::new();
@@ -233,25 +205,17 @@ impl Incident {
         actions
     }
 
-    /// Applies `action` at `now`, checking the state machine and the action's inputs. Returns
-    /// how the incident was closed, when it was.
-    pub fn apply(
+    fn apply(
         &mut self,
         action: IncidentAction,
         input: &TransitionInput,
         relation: Relation,
         now: DateTime<Utc>,
-    ) -> Result<Option<ClosedBy>, DomainError> {
-        let allowed = self.allowed_actions(relation);
-        if !allowed.contains(&action) {
-            return Err(DomainError::InvalidTransition {
-                detail: format!("cannot {action} an incident that is {}", self.state),
-                allowed_actions: allowed.iter().map(|a| a.as_str().to_owned()).collect(),
-            });
-        }
+    ) -> Result<Applied, DomainError> {
+        self.check_allowed(action, relation, TicketKind::Incident)?;
         use IncidentAction as A;
         use IncidentState as S;
-        let mut closed_by = None;
+        let mut applied = Applied::recorded_as(action.as_str());
         match action {
             A::Start => self.start_work(now),
             A::Assign => {
@@ -310,11 +274,9 @@ impl Incident {
                 self.resolution_notes = None;
             }
             A::Close => {
-                closed_by = Some(if relation.is_caller && !relation.is_agent {
-                    ClosedBy::Caller
-                } else {
-                    ClosedBy::Agent
-                });
+                if relation.is_caller && !relation.is_agent {
+                    applied = Applied::recorded_as("close_by_caller");
+                }
                 self.close(now);
             }
             A::Cancel => {
@@ -331,9 +293,45 @@ impl Incident {
                     ));
                 }
                 self.major = true;
+                applied = applied.with_event("incident.major_declared");
             }
         }
-        Ok(closed_by)
+        Ok(applied)
+    }
+}
+
+impl Incident {
+    /// The incident `new` becomes, stored as `id` and `number` at `now`.
+    pub fn create(new: NewIncident, id: String, number: String, now: DateTime<Utc>) -> Incident {
+        Incident {
+            priority: new.priority(),
+            state: new.initial_state(),
+            first_response_at: new.first_response_at(now),
+            id,
+            number,
+            title: new.title,
+            description: new.description,
+            caller: new.caller,
+            channel: new.channel,
+            category: new.category,
+            subcategory: new.subcategory,
+            impact: new.impact,
+            urgency: new.urgency,
+            on_hold_reason: None,
+            assignment_group: new.assignment_group,
+            assignee: new.assignee,
+            major: false,
+            parent_id: new.parent_id,
+            resolution_code: None,
+            resolution_notes: None,
+            external_refs: new.external_refs,
+            created_at: now,
+            updated_at: now,
+            resolved_at: None,
+            closed_at: None,
+            reopen_count: 0,
+            version: 1,
+        }
     }
 
     fn start_work(&mut self, now: DateTime<Utc>) {
@@ -364,11 +362,15 @@ impl Incident {
         self.closed_at = Some(now);
     }
 
-    /// Whether `parent` may become this incident's parent (one level: parents have no parent,
+    /// Whether `parent` may become the parent of incident `id` (empty for a new one) (one level: parents have no parent,
     /// children have no children).
-    pub fn check_parent(&self, parent: &Incident, has_children: bool) -> Result<(), DomainError> {
+    pub fn check_parent(
+        id: &str,
+        parent: &Incident,
+        has_children: bool,
+    ) -> Result<(), DomainError> {
         let invalid = |message: &str| Err(DomainError::invalid("parent_id", message));
-        if parent.id == self.id {
+        if parent.id == id {
             return invalid("an incident cannot be its own parent");
         }
         if parent.parent_id.is_some() {
@@ -384,9 +386,69 @@ impl Incident {
     }
 }
 
-impl Incident {
-    /// The fields that differ between `self` (before) and `after`, for the audit trail.
-    pub fn changes_to(&self, after: &Incident) -> crate::Changes {
+impl Ticket for Incident {
+    const KIND: TicketKind = TicketKind::Incident;
+    const INTERNAL_FIELDS: &'static [&'static str] = &[
+        "assignment_group",
+        "assignee",
+        "major",
+        "parent_id",
+        "external_refs",
+    ];
+    // Major declarations concern staff only.
+    const INTERNAL_ACTIONS: &'static [&'static str] = &["declare_major"];
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn number(&self) -> &str {
+        &self.number
+    }
+    fn version(&self) -> i64 {
+        self.version
+    }
+    fn requester(&self) -> Option<&str> {
+        Some(&self.caller)
+    }
+    fn assignment_group(&self) -> Option<&str> {
+        self.assignment_group.as_deref()
+    }
+    fn assignee(&self) -> Option<&str> {
+        self.assignee.as_deref()
+    }
+    fn external_refs(&self) -> &[ExternalRef] {
+        &self.external_refs
+    }
+    fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
+    fn updated_at(&self) -> DateTime<Utc> {
+        self.updated_at
+    }
+    fn priority(&self) -> Option<Priority> {
+        Some(self.priority)
+    }
+    fn is_final(&self) -> bool {
+        self.state.is_final()
+    }
+    fn search_text(&self) -> String {
+        format!("{}\n{}", self.title, self.description)
+    }
+    fn stamp(&mut self, stamp: Stamp) {
+        if let Some(id) = stamp.id {
+            self.id = id;
+        }
+        if let Some(number) = stamp.number {
+            self.number = number;
+        }
+        if let Some(at) = stamp.created_at {
+            self.created_at = at;
+        }
+        self.updated_at = stamp.updated_at;
+        self.version = stamp.version;
+    }
+
+    fn changes_to(&self, after: &Incident) -> crate::Changes {
         let mut changes = crate::Changes::new();
         changes
             .field("title", &self.title, &after.title)
@@ -435,55 +497,12 @@ impl Incident {
     }
 }
 
-/// The distinct words of `text` that `q` searches by: lowercased runs of letters and digits, at
-/// most `MAX_TERM_CHARS` long, sorted. Queries and the index use the same function.
-pub fn search_terms(text: &str) -> Vec<String> {
-    let mut terms: Vec<String> = text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|word| !word.is_empty() && word.chars().count() <= MAX_TERM_CHARS)
-        .map(str::to_lowercase)
-        .collect();
-    terms.sort_unstable();
-    terms.dedup();
-    terms
-}
-
-/// Longer "words" (hashes, encoded blobs) are not worth indexing.
-pub const MAX_TERM_CHARS: usize = 64;
-
-/// Formats the human number of the `n`th incident.
-pub fn incident_number(n: i64) -> String {
-    format!("INC{n:07}")
-}
-
-/// Whether a path segment is an incident number rather than an id.
-pub fn is_incident_number(value: &str) -> bool {
-    value.len() >= 4 && value.starts_with("INC") && value[3..].bytes().all(|b| b.is_ascii_digit())
-}
-
-/// The `n` an incident number was formatted from (`INC0000042` is 42).
-pub fn incident_sequence(number: &str) -> Option<i64> {
-    number.strip_prefix("INC")?.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn incident_numbers_give_their_sequence_back() {
-        for n in [1, 42, 9_999_999, 10_000_000] {
-            assert_eq!(incident_sequence(&incident_number(n)), Some(n));
-        }
-        assert_eq!(incident_sequence("INC"), None);
-        assert_eq!(incident_sequence("CHG0000042"), None);
-    }
-
     fn incident(state: IncidentState) -> Incident {
-        let now = Utc::now();
-        Incident {
-            id: "i1".into(),
-            number: incident_number(1),
+        let new = NewIncident {
             title: "VPN down".into(),
             description: String::new(),
             caller: "u1".into(),
@@ -492,24 +511,14 @@ mod tests {
             subcategory: None,
             impact: Impact::Medium,
             urgency: Urgency::Medium,
-            priority: Priority::P3,
-            state,
-            on_hold_reason: None,
             assignment_group: None,
             assignee: None,
-            major: false,
             parent_id: None,
-            resolution_code: None,
-            resolution_notes: None,
             external_refs: Vec::new(),
-            created_at: now,
-            updated_at: now,
-            first_response_at: None,
-            resolved_at: None,
-            closed_at: None,
-            reopen_count: 0,
-            version: 1,
-        }
+        };
+        let mut incident = Incident::create(new, "i1".into(), "INC0000001".into(), Utc::now());
+        incident.state = state;
+        incident
     }
 
     const AGENT: Relation = Relation {
@@ -527,31 +536,6 @@ mod tests {
         is_caller: false,
         parent_final: false,
     };
-
-    #[test]
-    fn the_priority_matrix_covers_all_nine_cells() {
-        use Impact as I;
-        use Priority as P;
-        use Urgency as U;
-        let expected = [
-            (I::High, U::High, P::P1),
-            (I::High, U::Medium, P::P2),
-            (I::High, U::Low, P::P3),
-            (I::Medium, U::High, P::P2),
-            (I::Medium, U::Medium, P::P3),
-            (I::Medium, U::Low, P::P4),
-            (I::Low, U::High, P::P3),
-            (I::Low, U::Medium, P::P4),
-            (I::Low, U::Low, P::P5),
-        ];
-        for (impact, urgency, priority) in expected {
-            assert_eq!(
-                Priority::from_matrix(impact, urgency),
-                priority,
-                "{impact} x {urgency}"
-            );
-        }
-    }
 
     #[test]
     fn the_full_lifecycle_runs_and_stamps_its_times() {
@@ -601,7 +585,7 @@ mod tests {
         );
         i.apply(IncidentAction::Resolve, &resolve, AGENT, now)
             .unwrap();
-        let closed_by = i
+        let applied = i
             .apply(
                 IncidentAction::Close,
                 &TransitionInput::default(),
@@ -610,8 +594,8 @@ mod tests {
             )
             .unwrap();
         assert_eq!(
-            (i.state, closed_by),
-            (IncidentState::Closed, Some(ClosedBy::Caller))
+            (i.state, applied.audit_action),
+            (IncidentState::Closed, "close_by_caller")
         );
         assert!(i.allowed_actions(AGENT).is_empty());
     }
@@ -701,6 +685,45 @@ mod tests {
     }
 
     #[test]
+    fn declaring_a_major_incident_raises_its_event() {
+        let mut i = incident(IncidentState::InProgress);
+        let input = TransitionInput {
+            reason: Some("Whole site down".into()),
+            ..Default::default()
+        };
+        let applied = i
+            .apply(IncidentAction::DeclareMajor, &input, AGENT, Utc::now())
+            .unwrap();
+        assert_eq!(applied.events, ["incident.major_declared"]);
+        assert!(i.major);
+    }
+
+    #[test]
+    fn reported_with_an_assignee_it_starts_at_once() {
+        let now = Utc::now();
+        let mut i = incident(IncidentState::New);
+        let new = NewIncident {
+            assignee: Some("agent".into()),
+            title: i.title.clone(),
+            description: i.description.clone(),
+            caller: i.caller.clone(),
+            channel: i.channel,
+            category: None,
+            subcategory: None,
+            impact: Impact::High,
+            urgency: Urgency::High,
+            assignment_group: Some("g".into()),
+            parent_id: None,
+            external_refs: Vec::new(),
+        };
+        i = Incident::create(new, i.id, i.number, now);
+        assert_eq!(
+            (i.state, i.priority, i.first_response_at, i.version),
+            (IncidentState::InProgress, Priority::P1, Some(now), 1)
+        );
+    }
+
+    #[test]
     fn assigning_a_new_incident_starts_it() {
         let now = Utc::now();
         let mut i = incident(IncidentState::New);
@@ -716,11 +739,11 @@ mod tests {
         let child = incident(IncidentState::New);
         let mut parent = incident(IncidentState::InProgress);
         parent.id = "p".into();
-        assert!(child.check_parent(&parent, false).is_ok());
-        assert!(child.check_parent(&child, false).is_err());
-        assert!(child.check_parent(&parent, true).is_err());
+        assert!(Incident::check_parent(&child.id, &parent, false).is_ok());
+        assert!(Incident::check_parent(&child.id, &child, false).is_err());
+        assert!(Incident::check_parent(&child.id, &parent, true).is_err());
         parent.state = IncidentState::Closed;
-        assert!(child.check_parent(&parent, false).is_err());
+        assert!(Incident::check_parent(&child.id, &parent, false).is_err());
         let mut resolved_child = incident(IncidentState::Resolved);
         resolved_child.parent_id = Some(parent.id.clone());
         let under_closed_parent = Relation {
@@ -731,21 +754,5 @@ mod tests {
             resolved_child.allowed_actions(under_closed_parent),
             vec![IncidentAction::Close]
         );
-    }
-
-    #[test]
-    fn search_terms_are_distinct_lowercase_words() {
-        assert_eq!(
-            search_terms("VPN down; vpn-gateway DOWN"),
-            ["down", "gateway", "vpn"]
-        );
-        assert!(search_terms(&"x".repeat(65)).is_empty());
-    }
-
-    #[test]
-    fn numbers_are_formatted_and_recognised() {
-        assert_eq!(incident_number(42), "INC0000042");
-        assert!(is_incident_number("INC0000042"));
-        assert!(!is_incident_number("01a2-uuid"));
     }
 }

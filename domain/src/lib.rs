@@ -4,11 +4,16 @@
 //! types at the edge and persistence stores them.
 
 pub mod changes;
+mod enums;
 pub mod error;
 pub mod identity;
 pub mod incident;
 pub mod notes;
+pub mod priority;
+pub mod problem;
 pub mod routing;
+pub mod search;
+pub mod ticket;
 
 pub use changes::Changes;
 pub use error::{DomainError, FieldError};

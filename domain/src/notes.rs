@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::incident::string_enum;
+use crate::enums::string_enum;
 
 string_enum!(
     /// `public` comments are seen by the requester; `internal` work notes never are.

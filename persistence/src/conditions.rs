@@ -111,7 +111,7 @@ where
 /// position (5,002 rows for a page 100 pages deep).
 pub(crate) struct RowAfter {
     /// `(incidents.created_at, incidents.id)`.
-    columns: &'static str,
+    columns: String,
     descending: bool,
     key: Key,
     id: String,
@@ -123,7 +123,7 @@ pub(crate) enum Key {
 }
 
 impl RowAfter {
-    pub(crate) fn new(columns: &'static str, descending: bool, key: Key, id: String) -> Self {
+    pub(crate) fn new(columns: String, descending: bool, key: Key, id: String) -> Self {
         Self {
             columns,
             descending,
@@ -156,7 +156,7 @@ where
     NaiveDateTime: ToSql<Timestamp, DB>,
 {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
-        out.push_sql(self.columns);
+        out.push_sql(&self.columns);
         out.push_sql(if self.descending { " < (" } else { " > (" });
         match &self.key {
             Key::Time(at) => out.push_bind_param::<Timestamp, NaiveDateTime>(at)?,

@@ -65,7 +65,7 @@ pub(crate) fn attach<R, T>(
     rows: crate::Slice<R>,
     // The row's id, or `None` for a row known to have no references (not looked up).
     id: impl Fn(&R) -> Option<&str>,
-    build: impl Fn(R, Vec<ExternalRef>) -> T,
+    build: impl Fn(R, Vec<ExternalRef>) -> Result<T, StoreError>,
 ) -> Result<crate::Slice<T>, StoreError> {
     let ids: Vec<&str> = rows.items.iter().filter_map(&id).collect();
     let mut refs = of_many(conn, entity_type, &ids)?;
@@ -76,7 +76,7 @@ pub(crate) fn attach<R, T>(
             let own = id(&row).and_then(|id| refs.remove(id)).unwrap_or_default();
             build(row, own)
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(crate::Slice {
         items,
         more: rows.more,

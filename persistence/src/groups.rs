@@ -167,7 +167,7 @@ pub fn list(
         ENTITY,
         rows,
         |row| Some(row.id.as_str()),
-        GroupRow::into_group,
+        |row, refs| Ok(GroupRow::into_group(row, refs)),
     )
 }
 

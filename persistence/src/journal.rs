@@ -1,4 +1,4 @@
-//! The audit entries and events of the open write transaction, and on SQLite the incidents'
+//! The audit entries and events of the open write transaction, and on SQLite the tickets'
 //! words for the full-text index, held back and written together just before it commits.
 //!
 //! Writing them per unit of work cost two counter updates and two inserts per change; held
@@ -21,7 +21,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde_json::Value;
 
-use crate::schema::{audit_entries, incident_words, outbox_events};
+use crate::schema::{audit_entries, outbox_events, ticket_words};
 use crate::{counters, DbConnection, StoreError, WriteContext};
 
 pub(crate) const EVENT_SEQUENCE: &str = "event_sequence";
@@ -52,13 +52,13 @@ struct NewEvent {
 }
 
 #[derive(Insertable)]
-#[diesel(table_name = incident_words)]
+#[diesel(table_name = ticket_words)]
 struct NewWords {
     rowid: i64,
     terms: String,
 }
 
-/// An incident's words for the full-text index; `replaces` when it had words before.
+/// A ticket's words for the full-text index; `replaces` when it had words before.
 struct IndexedWords {
     words: NewWords,
     replaces: bool,
@@ -165,8 +165,8 @@ pub(crate) fn add_event(
     with_journal(|journal| journal.events.push(event))
 }
 
-/// Queues an incident's words (`search_terms` joined by spaces) for SQLite's full-text index,
-/// under the sequence of its number; `replaces` when the incident had words indexed before.
+/// Queues a ticket's words (`search_terms` joined by spaces) for SQLite's full-text index,
+/// under its row id there; `replaces` when the ticket had words indexed before.
 pub(crate) fn index_words(rowid: i64, terms: String, replaces: bool) -> Result<(), StoreError> {
     with_journal(|journal| {
         journal.words.push(IndexedWords {
@@ -227,7 +227,7 @@ pub(crate) fn flush(conn: &mut DbConnection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Writes the batch's words: an incident's last words win, and the words it had before the
+/// Writes the batch's words: a ticket's last words win, and the words it had before the
 /// transaction, if any, go first.
 fn write_words(conn: &mut DbConnection, queued: Vec<IndexedWords>) -> Result<(), StoreError> {
     let mut latest: BTreeMap<i64, IndexedWords> = BTreeMap::new();
@@ -245,10 +245,10 @@ fn write_words(conn: &mut DbConnection, queued: Vec<IndexedWords>) -> Result<(),
         .map(|entry| entry.words.rowid)
         .collect();
     if !stale.is_empty() {
-        diesel::delete(incident_words::table.filter(incident_words::rowid.eq_any(stale)))
+        diesel::delete(ticket_words::table.filter(ticket_words::rowid.eq_any(stale)))
             .execute(conn)?;
     }
     let rows: Vec<NewWords> = latest.into_values().map(|entry| entry.words).collect();
-    insert_rows!(conn, incident_words::table, rows);
+    insert_rows!(conn, ticket_words::table, rows);
     Ok(())
 }

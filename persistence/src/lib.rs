@@ -38,6 +38,7 @@ pub mod notes;
 pub mod outbox;
 pub mod schema;
 pub mod settings;
+pub mod tickets;
 pub mod users;
 mod writer;
 

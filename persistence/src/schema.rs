@@ -123,7 +123,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     settings,
     idempotency_keys,
     incidents,
-    incident_words,
+    ticket_words,
     notes,
     assignment_rules,
 );
@@ -174,9 +174,9 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// SQLite only: an FTS5 index of each incident's words for `q`, keyed by the sequence of
-    /// its number (PostgreSQL uses a GIN index instead).
-    incident_words (rowid) {
+    /// SQLite only: an FTS5 index of every ticket's words for `q`, keyed by its kind and the
+    /// sequence of its number (`tickets::word_rowids`; PostgreSQL has a GIN index per table).
+    ticket_words (rowid) {
         rowid -> BigInt,
         terms -> Text,
     }

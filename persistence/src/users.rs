@@ -228,7 +228,7 @@ pub fn list(
         ENTITY,
         rows,
         |row| Some(row.id.as_str()),
-        UserRow::into_user,
+        |row, refs| Ok(UserRow::into_user(row, refs)),
     )
 }
 

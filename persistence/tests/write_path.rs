@@ -204,19 +204,25 @@ async fn incident_numbers_match_the_domain_format(config: DatabaseConfig) {
             .unwrap()
             .number
     };
-    assert_eq!(next(&mut conn), domain::incident::incident_number(1));
+    assert_eq!(
+        next(&mut conn),
+        domain::ticket::TicketKind::Incident.number(1)
+    );
     diesel::sql_query("SELECT setval('incident_number_seq', 9999998)")
         .execute(&mut conn)
         .unwrap();
     assert_eq!(
         next(&mut conn),
-        domain::incident::incident_number(9_999_999)
+        domain::ticket::TicketKind::Incident.number(9_999_999)
     );
     assert_eq!(
         next(&mut conn),
-        domain::incident::incident_number(10_000_000)
+        domain::ticket::TicketKind::Incident.number(10_000_000)
     );
-    assert_eq!(domain::incident::incident_number(10_000_000), "INC10000000");
+    assert_eq!(
+        domain::ticket::TicketKind::Incident.number(10_000_000),
+        "INC10000000"
+    );
 }
 
 /// A word search plans for its words; the read connection it used is back on generic plans
@@ -246,10 +252,7 @@ async fn word_searches_leave_generic_plans_behind(mut config: DatabaseConfig) {
         q: Some("printer".into()),
         ..Default::default()
     };
-    let newest = incidents::Sort {
-        field: incidents::SortField::CreatedAt,
-        descending: true,
-    };
+    let newest = itsm_persistence::tickets::Sort::NEWEST_FIRST;
     let page = db
         .read(move |conn| incidents::list(conn, &filter, newest, None, 10))
         .await

@@ -12,13 +12,13 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use validator::Validate;
 
-use crate::app::AppState;
 use crate::auth::{Admins, Authorized, Staff};
 use crate::concurrency::{created, if_match, with_etag};
 use crate::error::{not_found_as, unknown_reference, ApiError, ApiResult};
 use crate::json_body::ValidJson;
 use crate::listing::{Page, QueryParams};
 use crate::recent::RecentReads;
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -10,12 +10,12 @@ use utoipa::ToSchema;
 use validator::Validate;
 
 use super::users::blocking;
-use crate::app::AppState;
 use crate::auth::{generate_api_token, verify_password, Admins, Authorized, Caller, CallerKind};
 use crate::concurrency::created;
 use crate::error::{not_found_as, ApiError, ApiResult};
 use crate::json_body::ValidJson;
 use crate::listing::{Page, QueryParams, PAGE_PARAMS};
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]

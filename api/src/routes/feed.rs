@@ -9,10 +9,10 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::auth::{Admins, Authorized, FeedReaders};
 use crate::error::{ApiError, ApiResult};
 use crate::listing::{next_page_link, Page, QueryParams, PAGE_PARAMS};
+use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Actor {

@@ -10,12 +10,12 @@ use utoipa::ToSchema;
 use validator::Validate;
 
 use super::users::non_blank;
-use crate::app::AppState;
 use crate::auth::{Admins, Authorized, Staff};
 use crate::concurrency::{created, if_match, with_etag};
 use crate::error::{not_found_as, unknown_reference, ApiError, ApiResult};
 use crate::json_body::{nullable, required, ValidJson};
 use crate::listing::{Page, QueryParams, PAGE_PARAMS};
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -6,88 +6,31 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{get, patch, post, web, HttpRequest, HttpResponse};
-use chrono::Utc;
 use domain::incident::{
-    Channel, ClosedBy, Impact, Incident, IncidentAction, IncidentState, OnHoldReason, Priority,
-    Relation, ResolutionCode, TransitionInput, Urgency,
+    Channel, Incident, IncidentAction, IncidentState, NewIncident, OnHoldReason, Relation,
+    ResolutionCode, TransitionInput,
 };
 use domain::notes::{Note, Visibility};
-use domain::{routing, ExternalRef, Role};
-use persistence::incidents::{self, IncidentFilter, Position, Sort, SortField};
-use persistence::{audit, groups, notes, users, DbConnection, WriteContext};
+use domain::priority::{Impact, Priority, Urgency};
+use domain::ticket::trimmed;
+use domain::{ExternalRef, FieldError, Role};
+use persistence::incidents::{self, IncidentFilter};
+use persistence::DbConnection;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
 use validator::Validate;
 
 use super::feed::AuditEvent;
-use crate::app::AppState;
-use crate::auth::Caller;
-use crate::concurrency::{created, if_match, with_etag};
-use crate::error::{not_found_as, unknown_reference, ApiError, ApiResult};
+use crate::auth::{Caller, CallerKind};
+use crate::concurrency::{created, if_match};
+use crate::error::{ApiError, ApiResult};
 use crate::json_body::{nullable, required, ValidJson};
 use crate::listing::{Page, QueryParams, PAGE_PARAMS};
-
-/// Roles that work incidents; admin is always included.
-const STAFF: &[Role] = &[
-    Role::Agent,
-    Role::ChangeManager,
-    Role::ProblemManager,
-    Role::Integration,
-];
-/// Fields a requester never sees.
-const INTERNAL_FIELDS: [&str; 5] = [
-    "assignment_group",
-    "assignee",
-    "major",
-    "parent_id",
-    "external_refs",
-];
-
-/// What the caller may do with incidents at all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
-    Staff,
-    Requester,
-}
-
-fn access(caller: &Caller) -> ApiResult<Access> {
-    if caller.has_any(STAFF) {
-        Ok(Access::Staff)
-    } else if caller.roles.contains(&Role::Requester) {
-        Ok(Access::Requester)
-    } else {
-        Err(ApiError::Forbidden(
-            "incidents require the role agent or requester".into(),
-        ))
-    }
-}
-
-/// How the caller relates to `incident`; a child's parent state is read when it has one.
-fn relation(
-    conn: &mut DbConnection,
-    access: Access,
-    caller: &Caller,
-    incident: &Incident,
-) -> ApiResult<Relation> {
-    let parent_final = match &incident.parent_id {
-        Some(parent) => incidents::get(conn, parent)?.state.is_final(),
-        None => false,
-    };
-    Ok(Relation {
-        parent_final,
-        ..relation_without_parent(access, caller, incident)
-    })
-}
-
-/// The caller's relation to an incident, as if it had no parent (or an open one).
-fn relation_without_parent(access: Access, caller: &Caller, incident: &Incident) -> Relation {
-    Relation {
-        is_agent: access == Access::Staff,
-        is_caller: incident.caller == caller.id,
-        parent_final: false,
-    }
-}
+use crate::state::AppState;
+use crate::tickets::{
+    self, access, body, enum_filter, respond, shown_to, Access, CreateNote, ListOrder, TicketApi,
+};
+use crate::usecases::incidents::{self as usecase, IncidentPatch};
 
 /// An incident with the actions the caller may take now.
 #[derive(Debug, Serialize, ToSchema)]
@@ -97,63 +40,50 @@ pub struct IncidentView {
     pub allowed_actions: Vec<IncidentAction>,
 }
 
-/// The JSON a caller receives: requesters get the incident without its internal fields.
-/// Staff views, nearly every request, are serialized straight from the typed view.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum IncidentBody {
-    Staff(Box<IncidentView>),
-    Requester(Value),
-}
+impl TicketApi for Incident {
+    const STAFF: &'static [Role] = &[
+        Role::Agent,
+        Role::ChangeManager,
+        Role::ProblemManager,
+        Role::Integration,
+    ];
+    const REQUESTERS_SEE_OWN: bool = true;
+    type View = IncidentView;
 
-fn view(incident: Incident, access: Access, relation: Relation) -> IncidentBody {
-    let allowed_actions = incident.allowed_actions(relation);
-    let full = IncidentView {
-        incident,
-        allowed_actions,
-    };
-    if access == Access::Staff {
-        return IncidentBody::Staff(Box::new(full));
-    }
-    let mut value = serde_json::to_value(full).unwrap_or(Value::Null);
-    if let Value::Object(fields) = &mut value {
-        for field in INTERNAL_FIELDS {
-            fields.remove(field);
+    fn view(self, allowed_actions: Vec<IncidentAction>) -> IncidentView {
+        IncidentView {
+            incident: self,
+            allowed_actions,
         }
     }
-    IncidentBody::Requester(value)
-}
 
-fn respond(
-    status: StatusCode,
-    (incident, relation): (Incident, Relation),
-    access: Access,
-) -> HttpResponse {
-    let version = incident.version;
-    with_etag(status, version, &view(incident, access, relation))
-}
-
-/// Loads an incident the caller may see; another requester's incident is 404.
-fn visible(
-    conn: &mut DbConnection,
-    id: &str,
-    access: Access,
-    caller: &Caller,
-) -> ApiResult<Incident> {
-    let incident = incidents::get(conn, id).map_err(|e| not_found_as(e, "incident"))?;
-    shown_to(incident, access, caller)
-}
-
-/// The incident if the caller may see it; another requester's incident is 404.
-fn shown_to(incident: Incident, access: Access, caller: &Caller) -> ApiResult<Incident> {
-    if access == Access::Requester && incident.caller != caller.id {
-        return Err(ApiError::not_found("incident"));
+    /// A child's parent state is read when it has one.
+    fn relation(
+        conn: &mut DbConnection,
+        access: Access,
+        caller: &Caller,
+        incident: &Incident,
+    ) -> ApiResult<Relation> {
+        let parent_final = match &incident.parent_id {
+            Some(parent) => <Incident as persistence::tickets::TicketTable>::get(conn, parent)?
+                .state
+                .is_final(),
+            None => false,
+        };
+        Ok(Relation {
+            parent_final,
+            ..relation_without_parent(access, caller, incident)
+        })
     }
-    Ok(incident)
 }
 
-fn trimmed(value: Option<String>) -> Option<String> {
-    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+/// The caller's relation to an incident, as if it had no parent (or an open one).
+fn relation_without_parent(access: Access, caller: &Caller, incident: &Incident) -> Relation {
+    Relation {
+        is_agent: access == Access::Staff,
+        is_caller: incident.caller == caller.id,
+        parent_final: false,
+    }
 }
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -246,71 +176,88 @@ pub struct TransitionRequest {
     pub assignment_group: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Validate, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateNote {
-    /// Defaults to `internal` for staff (a work note) and `public` for requesters.
-    pub visibility: Option<Visibility>,
-    #[validate(length(min = 1, max = 20000))]
-    pub body: String,
+impl CreateIncident {
+    /// The new incident this request reports: requesters report for themselves, through the
+    /// portal, without staff fields.
+    fn into_new(self, caller: &Caller, access: Access) -> ApiResult<NewIncident> {
+        if access == Access::Requester {
+            let staff_only = [
+                (
+                    "caller",
+                    self.caller.as_ref().is_some_and(|c| *c != caller.id),
+                ),
+                ("assignment_group", self.assignment_group.is_some()),
+                ("assignee", self.assignee.is_some()),
+                ("parent_id", self.parent_id.is_some()),
+                ("external_refs", !self.external_refs.is_empty()),
+            ];
+            let errors: Vec<FieldError> = staff_only
+                .iter()
+                .filter(|(_, set)| *set)
+                .map(|(field, _)| FieldError::new(*field, "may only be set by agents"))
+                .collect();
+            if !errors.is_empty() {
+                return Err(ApiError::from_field_errors(errors));
+            }
+        }
+        ExternalRef::validate_list(&self.external_refs, "external_refs")?;
+        let caller_id = match (self.caller, caller.kind) {
+            (Some(id), _) => id,
+            (None, CallerKind::User) => caller.id.clone(),
+            (None, CallerKind::ApiToken) => {
+                return Err(ApiError::invalid(
+                    "caller",
+                    "is required when an API token reports an incident",
+                ))
+            }
+        };
+        let title = self.title.trim().to_owned();
+        if title.is_empty() {
+            return Err(ApiError::invalid("title", "must not be blank"));
+        }
+        Ok(NewIncident {
+            title,
+            description: self.description,
+            caller: caller_id,
+            channel: self.channel.unwrap_or(match access {
+                Access::Requester => Channel::Portal,
+                Access::Staff => Channel::Api,
+            }),
+            category: trimmed(self.category),
+            subcategory: trimmed(self.subcategory),
+            impact: self.impact.unwrap_or(Impact::Medium),
+            urgency: self.urgency.unwrap_or(Urgency::Medium),
+            assignment_group: self.assignment_group,
+            assignee: self.assignee,
+            parent_id: self.parent_id,
+            external_refs: self.external_refs,
+        })
+    }
 }
 
-/// The references of an incident must exist: an active caller, a group, an assignee who is an
-/// active member of that group, and a parent that may have children. Only what changed since
-/// `before` is checked, so an incident whose caller has left can still be worked. A parent given
-/// by number is stored by id. The acting user's own account was checked when the request was
-/// authenticated, so it is not read again.
-fn check_references(
-    conn: &mut DbConnection,
-    ctx: &WriteContext,
-    incident: &mut Incident,
-    before: Option<&Incident>,
-) -> ApiResult<()> {
-    let changed =
-        |field: fn(&Incident) -> Option<&str>| before.is_none_or(|b| field(b) != field(incident));
-    let active_user = |conn: &mut DbConnection, id: &str, field: &str| -> ApiResult<()> {
-        match users::access(conn, id)? {
-            Some((_, true, _)) => Ok(()),
-            Some(_) => Err(ApiError::invalid(field, "the user is deactivated")),
-            None => Err(ApiError::invalid(field, "no such user")),
+impl UpdateIncident {
+    fn into_patch(self) -> ApiResult<IncidentPatch> {
+        if let Some(refs) = &self.external_refs {
+            ExternalRef::validate_list(refs, "external_refs")?;
         }
-    };
-    let acting = ctx.actor_id.as_deref();
-    if changed(|i| Some(i.caller.as_str())) && acting != Some(incident.caller.as_str()) {
-        active_user(conn, &incident.caller, "caller")?;
-    }
-    if let (true, Some(group)) = (
-        changed(|i| i.assignment_group.as_deref()),
-        &incident.assignment_group,
-    ) {
-        groups::get(conn, group)
-            .map_err(|e| unknown_reference(e, "assignment_group", "no such group"))?;
-    }
-    let assignment_changed =
-        changed(|i| i.assignee.as_deref()) || changed(|i| i.assignment_group.as_deref());
-    if let (true, Some(assignee)) = (assignment_changed, &incident.assignee) {
-        active_user(conn, assignee, "assignee")?;
-        let Some(group) = &incident.assignment_group else {
-            return Err(ApiError::invalid("assignee", "needs an assignment_group"));
-        };
-        if !groups::is_member(conn, group, assignee)? {
-            return Err(ApiError::invalid(
-                "assignee",
-                "must be a member of the assignment group",
-            ));
+        if self.title.as_ref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(ApiError::invalid("title", "must not be blank"));
         }
+        Ok(IncidentPatch {
+            title: self.title,
+            description: self.description,
+            caller: self.caller,
+            channel: self.channel,
+            category: self.category,
+            subcategory: self.subcategory,
+            impact: self.impact,
+            urgency: self.urgency,
+            assignment_group: self.assignment_group,
+            assignee: self.assignee,
+            parent_id: self.parent_id,
+            external_refs: self.external_refs,
+        })
     }
-    if let (true, Some(parent_ref)) = (
-        changed(|i| i.parent_id.as_deref()),
-        incident.parent_id.clone(),
-    ) {
-        let parent = incidents::get(conn, &parent_ref)
-            .map_err(|e| unknown_reference(e, "parent_id", "no such incident"))?;
-        let has_children = !incident.id.is_empty() && incidents::has_children(conn, &incident.id)?;
-        incident.check_parent(&parent, has_children)?;
-        incident.parent_id = Some(parent.id);
-    }
-    Ok(())
 }
 
 /// Report an incident.
@@ -327,147 +274,16 @@ pub async fn create_incident(
     state: web::Data<AppState>,
     body: ValidJson<CreateIncident>,
 ) -> ApiResult<HttpResponse> {
-    let access = access(&caller)?;
-    let body = body.0;
-    if access == Access::Requester {
-        let staff_only = [
-            (
-                "caller",
-                body.caller.as_ref().is_some_and(|c| *c != caller.id),
-            ),
-            ("assignment_group", body.assignment_group.is_some()),
-            ("assignee", body.assignee.is_some()),
-            ("parent_id", body.parent_id.is_some()),
-            ("external_refs", !body.external_refs.is_empty()),
-        ];
-        let errors: Vec<domain::FieldError> = staff_only
-            .iter()
-            .filter(|(_, set)| *set)
-            .map(|(field, _)| domain::FieldError::new(*field, "may only be set by agents"))
-            .collect();
-        if !errors.is_empty() {
-            return Err(ApiError::from_field_errors(errors));
-        }
-    }
-    ExternalRef::validate_list(&body.external_refs, "external_refs")?;
-    let caller_id = match (&body.caller, caller.kind) {
-        (Some(id), _) => id.clone(),
-        (None, crate::auth::CallerKind::User) => caller.id.clone(),
-        (None, crate::auth::CallerKind::ApiToken) => {
-            return Err(ApiError::invalid(
-                "caller",
-                "is required when an API token reports an incident",
-            ))
-        }
-    };
-    let impact = body.impact.unwrap_or(Impact::Medium);
-    let urgency = body.urgency.unwrap_or(Urgency::Medium);
-    let now = Utc::now();
-    let mut draft = Incident {
-        id: String::new(),
-        number: String::new(),
-        title: body.title.trim().to_owned(),
-        description: body.description,
-        caller: caller_id,
-        channel: body.channel.unwrap_or(if access == Access::Requester {
-            Channel::Portal
-        } else {
-            Channel::Api
-        }),
-        category: trimmed(body.category),
-        subcategory: trimmed(body.subcategory),
-        impact,
-        urgency,
-        priority: Priority::from_matrix(impact, urgency),
-        state: IncidentState::New,
-        on_hold_reason: None,
-        assignment_group: body.assignment_group,
-        assignee: None,
-        major: false,
-        parent_id: body.parent_id,
-        resolution_code: None,
-        resolution_notes: None,
-        external_refs: body.external_refs,
-        created_at: now,
-        updated_at: now,
-        first_response_at: None,
-        resolved_at: None,
-        closed_at: None,
-        reopen_count: 0,
-        version: 0,
-    };
-    if draft.title.is_empty() {
-        return Err(ApiError::invalid("title", "must not be blank"));
-    }
-    // Routing reads the rules on a reader, not on the serial write path. A rule changed
-    // meanwhile routes this incident as the rules stood when it was reported.
-    let routed_group = match (&draft.assignment_group, &draft.category) {
-        (None, Some(category)) => {
-            let rules = super::assignment_rules::routing_rules(&state).await?;
-            routing::route(&rules, category, draft.subcategory.as_deref()).map(str::to_owned)
-        }
-        _ => None,
-    };
-    let ctx = caller.write_context();
-    draft.assign(body.assignee, ctx.at.and_utc());
-    let writer = caller.clone();
-    let incident = state
-        .db
-        .write_new_rows(move |conn| -> ApiResult<(Incident, Relation)> {
-            let mut draft = draft.clone();
-            // A routed group needs no lookup (its rule's foreign key kept it, and the
-            // incident's keeps it now), unless an assignee must be one of its members.
-            let route = |draft: &mut Incident| {
-                if draft.assignment_group.is_none() {
-                    draft.assignment_group = routed_group.clone();
-                }
-            };
-            if draft.assignee.is_some() {
-                route(&mut draft);
-            }
-            check_references(conn, &ctx, &mut draft, None)?;
-            route(&mut draft);
-            let incident = incidents::create(conn, &ctx, draft)?;
-            let relation = relation(conn, access, &writer, &incident)?;
-            Ok((incident, relation))
-        })
-        .await?;
-    let location = format!("/api/v1/incidents/{}", incident.0.number);
-    let version = incident.0.version;
+    let access = access::<Incident>(&caller)?;
+    let new = body.0.into_new(&caller, access)?;
+    let (incident, relation) = usecase::report(&state, caller, access, new).await?;
+    let location = format!("/api/v1/incidents/{}", incident.number);
+    let version = incident.version;
     Ok(created(
         location,
         version,
-        &view(incident.0, access, incident.1),
+        &tickets::body(incident, access, relation),
     ))
-}
-
-/// The sort of `sort=created_at|-created_at|updated_at|-updated_at|priority|-priority`.
-fn parse_sort(value: Option<&str>) -> ApiResult<Sort> {
-    let value = value.unwrap_or("-created_at");
-    let (descending, name) = match value.strip_prefix('-') {
-        Some(name) => (true, name),
-        None => (false, value),
-    };
-    let field = match name {
-        "created_at" => SortField::CreatedAt,
-        "updated_at" => SortField::UpdatedAt,
-        "priority" => SortField::Priority,
-        _ => {
-            return Err(ApiError::invalid(
-                "sort",
-                "must be created_at, updated_at or priority, optionally prefixed with -",
-            ))
-        }
-    };
-    Ok(Sort { field, descending })
-}
-
-/// The keyset position a cursor carries, tied to the sort it was made for.
-#[derive(Debug, Serialize, Deserialize)]
-struct IncidentCursor {
-    sort: String,
-    #[serde(flatten)]
-    position: Position,
 }
 
 /// List incidents.
@@ -494,7 +310,7 @@ pub async fn list_incidents(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
-    let access = access(&caller)?;
+    let access = access::<Incident>(&caller)?;
     let filters = [
         "state",
         "priority",
@@ -511,37 +327,9 @@ pub async fn list_incidents(
         "sort",
     ];
     let params = QueryParams::parse(&req, &[&PAGE_PARAMS[..], &filters].concat())?;
-    let parse_all = |name: &str, names: String| -> ApiResult<Vec<String>> {
-        params
-            .all(name)
-            .into_iter()
-            .map(|v| v.to_owned())
-            .map(|v| {
-                if v.is_empty() {
-                    Err(ApiError::invalid(name, format!("must be one of {names}")))
-                } else {
-                    Ok(v)
-                }
-            })
-            .collect()
-    };
-    let states = parse_all("state", IncidentState::names())?
-        .iter()
-        .map(|v| {
-            v.parse::<IncidentState>()
-                .map_err(|m| ApiError::invalid("state", m))
-        })
-        .collect::<ApiResult<Vec<_>>>()?;
-    let priorities = parse_all("priority", Priority::names())?
-        .iter()
-        .map(|v| {
-            v.parse::<Priority>()
-                .map_err(|m| ApiError::invalid("priority", m))
-        })
-        .collect::<ApiResult<Vec<_>>>()?;
     let mut filter = IncidentFilter {
-        states,
-        priorities,
+        states: enum_filter(&params, "state", &IncidentState::names())?,
+        priorities: enum_filter(&params, "priority", &Priority::names())?,
         assignment_group: params.text("assignment_group", 64)?,
         assignee: params.text("assignee", 64)?,
         caller: params.text("caller", 64)?,
@@ -565,7 +353,7 @@ pub async fn list_incidents(
             ));
         }
         if filter.caller.as_ref().is_some_and(|c| *c != caller.id) {
-            return Ok(Page::<IncidentBody> {
+            return Ok(Page::<tickets::Body<IncidentView>> {
                 items: Vec::new(),
                 next_cursor: None,
             }
@@ -573,26 +361,13 @@ pub async fn list_incidents(
         }
         filter.caller = Some(caller.id.clone());
     }
-    let sort_name = params.single("sort")?.unwrap_or("-created_at").to_owned();
-    let sort = parse_sort(Some(&sort_name))?;
-    let page = params.page::<IncidentCursor>()?;
-    let after = match page.cursor {
-        Some(cursor) if cursor.sort != sort_name => {
-            return Err(ApiError::invalid("cursor", "was made for another sort"));
-        }
-        Some(cursor) => Some(cursor.position),
-        None => None,
-    };
-    let reader = caller.clone();
+    let order = ListOrder::parse(&params)?;
+    let (sort, after, limit) = (order.sort, order.after.clone(), order.limit);
     // A word search may sort every match; any other filter walks an index for one page.
     let bounded = filter.q.is_none();
     let read = move |conn: &mut DbConnection| -> ApiResult<_> {
-        let slice = incidents::list(conn, &filter, sort, after.as_ref(), page.limit).map_err(
-            |e| match e {
-                persistence::StoreError::Conflict(message) => ApiError::invalid("cursor", message),
-                other => other.into(),
-            },
-        )?;
+        let slice = incidents::list(conn, &filter, sort, after.as_ref(), limit)
+            .map_err(tickets::cursor_error)?;
         // One query for the parents of the page's children.
         let parents: Vec<&str> = slice
             .items
@@ -605,12 +380,11 @@ pub async fn list_incidents(
             .into_iter()
             .map(|incident| {
                 let relation = Relation {
-                    is_agent: access == Access::Staff,
-                    is_caller: incident.caller == reader.id,
                     parent_final: incident
                         .parent_id
                         .as_ref()
                         .is_some_and(|p| final_parents.contains(p)),
+                    ..relation_without_parent(access, &caller, &incident)
                 };
                 (incident, relation)
             })
@@ -621,12 +395,9 @@ pub async fn list_incidents(
         })
     };
     let slice = state.db.read_bounded_if(bounded, read).await?;
-    let page = Page::from_slice(slice, |(incident, _)| IncidentCursor {
-        sort: sort_name.clone(),
-        position: sort.position_of(incident),
-    });
-    Ok(page
-        .map(|(incident, relation)| view(incident, access, relation))
+    Ok(order
+        .page(slice)
+        .map(|(incident, relation)| body(incident, access, relation))
         .respond(&req))
 }
 
@@ -642,7 +413,7 @@ pub async fn get_incident(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let access = access(&caller)?;
+    let access = access::<Incident>(&caller)?;
     let incident = state
         .db
         .look_up(&state.incident_lookups, id.into_inner())
@@ -652,10 +423,7 @@ pub async fn get_incident(
     let related = if incident.parent_id.is_some() {
         state
             .db
-            .read_bounded(move |conn| -> ApiResult<_> {
-                let relation = relation(conn, access, &caller, &incident)?;
-                Ok((incident, relation))
-            })
+            .read_bounded(move |conn| tickets::related(conn, access, &caller, incident))
             .await?
     } else {
         let relation = relation_without_parent(access, &caller, &incident);
@@ -681,159 +449,19 @@ pub async fn update_incident(
     id: web::Path<String>,
     body: ValidJson<UpdateIncident>,
 ) -> ApiResult<HttpResponse> {
-    let access = access(&caller)?;
+    let access = access::<Incident>(&caller)?;
     let expected_version = if_match(&req)?;
-    let patch = body.0;
-    if let Some(refs) = &patch.external_refs {
-        ExternalRef::validate_list(refs, "external_refs")?;
-    }
-    if patch.title.as_ref().is_some_and(|t| t.trim().is_empty()) {
-        return Err(ApiError::invalid("title", "must not be blank"));
-    }
-    let id = id.into_inner();
-    let ctx = caller.write_context();
-    let writer = caller.clone();
-    let incident = state
-        .db
-        .write(move |conn| -> ApiResult<(Incident, Relation)> {
-            let before = visible(conn, &id, access, &writer)?;
-            if access != Access::Staff {
-                return Err(ApiError::Forbidden(
-                    "only agents change incidents; add a comment instead".into(),
-                ));
-            }
-            persistence::check_version(expected_version, before.version)?;
-            if before.state.is_final() {
-                return Err(ApiError::Conflict(format!(
-                    "incident {} is {} and cannot change",
-                    before.number, before.state
-                )));
-            }
-            let mut after = before.clone();
-            if let Some(title) = patch.title {
-                after.title = title.trim().to_owned();
-            }
-            if let Some(description) = patch.description {
-                after.description = description;
-            }
-            if let Some(caller_id) = patch.caller {
-                after.caller = caller_id;
-            }
-            if let Some(channel) = patch.channel {
-                after.channel = channel;
-            }
-            if let Some(category) = patch.category {
-                after.category = trimmed(category);
-            }
-            if let Some(subcategory) = patch.subcategory {
-                after.subcategory = trimmed(subcategory);
-            }
-            after.impact = patch.impact.unwrap_or(after.impact);
-            after.urgency = patch.urgency.unwrap_or(after.urgency);
-            after.priority = Priority::from_matrix(after.impact, after.urgency);
-            if let Some(group) = patch.assignment_group {
-                after.assignment_group = group;
-            }
-            if let Some(parent) = patch.parent_id {
-                after.parent_id = parent;
-            }
-            if let Some(refs) = patch.external_refs {
-                after.external_refs = refs;
-            }
-            match patch.assignee {
-                Some(assignee) => after.assign(assignee, ctx.at.and_utc()),
-                // A new group without a new assignee releases the old one.
-                None if after.assignment_group != before.assignment_group => after.assignee = None,
-                None => {}
-            }
-            check_references(conn, &ctx, &mut after, Some(&before))?;
-            let saved = incidents::save(conn, &ctx, &before, &after, "update", None)?;
-            let relation = relation(conn, access, &writer, &saved)?;
-            Ok((saved, relation))
-        })
-        .await?;
-    Ok(respond(StatusCode::OK, incident, access))
-}
-
-/// Applies `action` to the incident inside a unit of work, cascading to children when a parent
-/// resolves or closes. Shared by the transitions endpoint and automatic closure.
-pub(crate) fn transition_in(
-    conn: &mut DbConnection,
-    ctx: &WriteContext,
-    before: Incident,
-    action: IncidentAction,
-    input: &TransitionInput,
-    relation: Relation,
-) -> ApiResult<Incident> {
-    let mut after = before.clone();
-    let closed_by = after.apply(action, input, relation, ctx.at.and_utc())?;
-    if action == IncidentAction::Assign {
-        check_references(conn, ctx, &mut after, Some(&before))?;
-    }
-    let audit_action = match closed_by {
-        Some(ClosedBy::Caller) => "close_by_caller",
-        Some(ClosedBy::Agent) => "close",
-        None => action.as_str(),
-    };
-    let saved = incidents::save(
-        conn,
-        ctx,
-        &before,
-        &after,
-        audit_action,
-        input.reason.as_deref(),
-    )?;
-    if matches!(action, IncidentAction::Resolve | IncidentAction::Close) {
-        cascade_to_children(conn, ctx, &saved)?;
-    }
-    Ok(saved)
-}
-
-/// Resolving or closing a parent resolves or closes its open children, with a comment saying why.
-fn cascade_to_children(
-    conn: &mut DbConnection,
-    ctx: &WriteContext,
-    parent: &Incident,
-) -> ApiResult<()> {
-    let now = ctx.at.and_utc();
-    for child in incidents::children(conn, &parent.id)? {
-        let mut after = child.clone();
-        let note = match parent.state {
-            IncidentState::Resolved if child.state.is_open() => {
-                let notes = parent.resolution_notes.clone().unwrap_or_default();
-                after.resolve(parent.resolution_code, notes, now);
-                format!("Resolved together with parent incident {}.", parent.number)
-            }
-            IncidentState::Closed if !child.state.is_final() => {
-                if child.state.is_open() {
-                    after.resolve(
-                        parent.resolution_code,
-                        parent.resolution_notes.clone().unwrap_or_default(),
-                        now,
-                    );
-                }
-                after.close(now);
-                format!("Closed together with parent incident {}.", parent.number)
-            }
-            _ => continue,
-        };
-        let action = if after.state == IncidentState::Closed {
-            "close_with_parent"
-        } else {
-            "resolve_with_parent"
-        };
-        incidents::save(conn, ctx, &child, &after, action, None)?;
-        notes::add(
-            conn,
-            ctx,
-            incidents::ENTITY,
-            &child.id,
-            Visibility::Public,
-            &note,
-            "incident.note_added",
-        )?;
-    }
-    Ok(())
+    let patch = body.0.into_patch()?;
+    let updated = usecase::update(
+        &state,
+        caller,
+        access,
+        id.into_inner(),
+        expected_version,
+        patch,
+    )
+    .await?;
+    Ok(respond(StatusCode::OK, updated, access))
 }
 
 /// Take an action: start, assign, hold, resume, resolve, reopen, close, cancel, declare_major.
@@ -853,10 +481,9 @@ pub async fn transition_incident(
     id: web::Path<String>,
     body: ValidJson<TransitionRequest>,
 ) -> ApiResult<HttpResponse> {
-    let access = access(&caller)?;
+    let access = access::<Incident>(&caller)?;
     let expected_version = if_match(&req)?;
     let body = body.0;
-    let action = body.action;
     let input = TransitionInput {
         on_hold_reason: body.on_hold_reason,
         resolution_code: body.resolution_code,
@@ -866,20 +493,17 @@ pub async fn transition_incident(
         assignment_group: body.assignment_group,
     };
     let id = id.into_inner();
-    let ctx = caller.write_context();
-    let actor = caller.clone();
-    let incident = state
-        .db
-        .write(move |conn| -> ApiResult<(Incident, Relation)> {
-            let before = visible(conn, &id, access, &actor)?;
-            persistence::check_version(expected_version, before.version)?;
-            let relation = relation(conn, access, &actor, &before)?;
-            let saved = transition_in(conn, &ctx, before, action, &input, relation)?;
-            let relation = self::relation(conn, access, &actor, &saved)?;
-            Ok((saved, relation))
-        })
-        .await?;
-    Ok(respond(StatusCode::OK, incident, access))
+    let moved = usecase::transition(
+        &state,
+        caller,
+        access,
+        id,
+        expected_version,
+        body.action,
+        input,
+    )
+    .await?;
+    Ok(respond(StatusCode::OK, moved, access))
 }
 
 /// Add a comment (public) or a work note (internal).
@@ -897,40 +521,7 @@ pub async fn add_note(
     id: web::Path<String>,
     body: ValidJson<CreateNote>,
 ) -> ApiResult<HttpResponse> {
-    let access = access(&caller)?;
-    let body = body.0;
-    let visibility = body.visibility.unwrap_or(match access {
-        Access::Staff => Visibility::Internal,
-        Access::Requester => Visibility::Public,
-    });
-    if access == Access::Requester && visibility == Visibility::Internal {
-        return Err(ApiError::invalid(
-            "visibility",
-            "requesters can only add public comments",
-        ));
-    }
-    if body.body.trim().is_empty() {
-        return Err(ApiError::invalid("body", "must not be blank"));
-    }
-    let id = id.into_inner();
-    let ctx = caller.write_context();
-    let actor = caller.clone();
-    let note = state
-        .db
-        .write(move |conn| -> ApiResult<Note> {
-            let incident = visible(conn, &id, access, &actor)?;
-            Ok(notes::add(
-                conn,
-                &ctx,
-                incidents::ENTITY,
-                &incident.id,
-                visibility,
-                &body.body,
-                "incident.note_added",
-            )?)
-        })
-        .await?;
-    Ok(HttpResponse::Created().json(note))
+    tickets::add_note::<Incident>(caller, &state, id.into_inner(), body.0).await
 }
 
 /// List comments and work notes, oldest first. Requesters see comments only.
@@ -947,36 +538,7 @@ pub async fn list_notes(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let access = access(&caller)?;
-    let params = QueryParams::parse(&req, &[&PAGE_PARAMS[..], &["visibility"]].concat())?;
-    let only =
-        params.parsed::<Visibility>("visibility", &format!("one of {}", Visibility::names()))?;
-    let page = params.page::<String>()?;
-    let include_internal = access == Access::Staff && only != Some(Visibility::Public);
-    let only_internal = only == Some(Visibility::Internal);
-    let id = id.into_inner();
-    let reader = caller.clone();
-    let slice = state
-        .db
-        .read(move |conn| -> ApiResult<_> {
-            let incident = visible(conn, &id, access, &reader)?;
-            let mut slice = notes::list(
-                conn,
-                incidents::ENTITY,
-                &incident.id,
-                include_internal,
-                page.cursor.as_deref(),
-                page.limit,
-            )?;
-            if only_internal {
-                slice
-                    .items
-                    .retain(|note| note.visibility == Visibility::Internal);
-            }
-            Ok(slice)
-        })
-        .await?;
-    Ok(Page::from_slice(slice, |note| note.id.clone()).respond(&req))
+    tickets::list_notes::<Incident>(caller, &state, &req, id.into_inner()).await
 }
 
 /// The incident's audit trail, newest first. Requesters see neither work notes nor internal fields.
@@ -992,89 +554,7 @@ pub async fn history(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let access = access(&caller)?;
-    let page = QueryParams::parse(&req, &PAGE_PARAMS)?.page::<String>()?;
-    let id = id.into_inner();
-    let reader = caller.clone();
-    let slice = state
-        .db
-        .read(move |conn| -> ApiResult<_> {
-            let incident = visible(conn, &id, access, &reader)?;
-            let filter = audit::AuditFilter {
-                entity_type: Some(incidents::ENTITY.into()),
-                entity_id: Some(incident.id),
-                // Work notes and major declarations concern staff only.
-                exclude_actions: if access == Access::Requester {
-                    vec![
-                        notes::add_action(Visibility::Internal).to_owned(),
-                        IncidentAction::DeclareMajor.as_str().to_owned(),
-                    ]
-                } else {
-                    Vec::new()
-                },
-            };
-            Ok(audit::list(
-                conn,
-                &filter,
-                page.cursor.as_deref(),
-                page.limit,
-            )?)
-        })
-        .await?;
-    let mut page = Page::from_slice(slice, |entry| entry.id.clone()).map(|entry| {
-        let mut event = AuditEvent::from(entry);
-        if access == Access::Requester {
-            if let Value::Object(changes) = &mut event.changes {
-                for field in INTERNAL_FIELDS {
-                    changes.remove(field);
-                }
-            }
-        }
-        event
-    });
-    // An entry that changed internal fields only says nothing a requester may see.
-    page.items.retain(|event| {
-        event
-            .changes
-            .as_object()
-            .is_none_or(|changes| !changes.is_empty())
-    });
-    Ok(page.respond(&req))
-}
-
-/// Closes incidents resolved longer ago than `after`. Each closure is its own unit of work and
-/// is skipped when the incident changed meanwhile, so several nodes may run this at once.
-pub async fn auto_close(state: &AppState, after: chrono::TimeDelta) -> ApiResult<usize> {
-    let cutoff = persistence::now_utc() - after;
-    let due = state
-        .db
-        .read(move |conn| incidents::resolved_before(conn, cutoff, 200))
-        .await?;
-    let mut closed = 0;
-    for id in due {
-        let result = state
-            .db
-            .write(move |conn| -> ApiResult<bool> {
-                let before = incidents::get(conn, &id)?;
-                if before.state != IncidentState::Resolved {
-                    return Ok(false);
-                }
-                let ctx = WriteContext::system("auto-close");
-                let mut after = before.clone();
-                after.close(ctx.at.and_utc());
-                let saved = incidents::save(conn, &ctx, &before, &after, "auto_close", None)?;
-                cascade_to_children(conn, &ctx, &saved)?;
-                Ok(true)
-            })
-            .await;
-        match result {
-            Ok(true) => closed += 1,
-            Ok(false) => {}
-            Err(ApiError::VersionMismatch { .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(closed)
+    tickets::history::<Incident>(caller, &state, &req, id.into_inner()).await
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -8,12 +8,12 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use validator::Validate;
 
-use crate::app::AppState;
 use crate::auth::{hash_password, Admins, Authorized, Staff};
 use crate::concurrency::{created, if_match, with_etag};
 use crate::error::{not_found_as, ApiError, ApiResult};
 use crate::json_body::{nullable, required, ValidJson};
 use crate::listing::{Page, QueryParams, PAGE_PARAMS};
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]

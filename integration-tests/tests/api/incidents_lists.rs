@@ -508,7 +508,7 @@ async fn each_list_filter_is_explained(app: TestApp) {
                 );
             }
             Backend::Sqlite => assert!(
-                lines.iter().any(|line| line.contains("incident_words")),
+                lines.iter().any(|line| line.contains("ticket_words")),
                 "{filter}: {lines:?}"
             ),
             Backend::Postgres => assert!(lines[0].starts_with("Limit"), "{filter}: {lines:?}"),

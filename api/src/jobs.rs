@@ -1,0 +1,75 @@
+//! Background jobs: each step claims its work through version-checked writes and is
+//! idempotent, so several nodes may run them at once.
+
+use std::time::Duration;
+
+use actix_web::web;
+use persistence::{idempotency, incidents};
+
+use crate::config::Config;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::usecases;
+
+/// Background jobs: automatic closure of resolved incidents every tick, the purge of expired
+/// idempotency keys every ten minutes, and planner statistics every hour. Each step is idempotent and claims its work
+/// through version-checked writes, so several nodes may run them at once.
+pub fn spawn(state: web::Data<AppState>, config: &Config) {
+    let interval = Duration::from_secs(config.job_interval_seconds);
+    let auto_close_after = chrono::TimeDelta::seconds(config.auto_close_after_seconds);
+    actix_web::rt::spawn(async move {
+        let mut ticks = actix_web::rt::time::interval(interval);
+        let purge_every = (600 / interval.as_secs().max(1)).max(1);
+        let mut tick: u64 = 0;
+        loop {
+            ticks.tick().await;
+            match auto_close(&state, auto_close_after).await {
+                Ok(0) => {}
+                Ok(n) => log::info!("closed {n} resolved incident(s) automatically"),
+                Err(e) => log::warn!("automatic closure failed: {e}"),
+            }
+            if tick.is_multiple_of(purge_every * 6) {
+                if let Err(e) = state.db.optimize().await {
+                    log::warn!("planner statistics refresh failed: {e}");
+                }
+            }
+            if tick.is_multiple_of(purge_every) {
+                let not_before = persistence::now_utc() - crate::idempotency::RETENTION;
+                match state
+                    .db
+                    .write(move |conn| idempotency::purge_expired(conn, not_before))
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => log::info!("purged {n} expired idempotency key(s)"),
+                    Err(e) => log::warn!("idempotency purge failed: {e}"),
+                }
+            }
+            tick += 1;
+        }
+    });
+}
+
+/// Closes incidents resolved longer ago than `after`. Each closure is its own unit of work and
+/// is skipped when the incident changed meanwhile.
+pub async fn auto_close(state: &AppState, after: chrono::TimeDelta) -> ApiResult<usize> {
+    let cutoff = persistence::now_utc() - after;
+    let due = state
+        .db
+        .read(move |conn| incidents::resolved_before(conn, cutoff, 200))
+        .await?;
+    let mut closed = 0;
+    for id in due {
+        let result = state
+            .db
+            .write(move |conn| usecases::incidents::auto_close(conn, &id))
+            .await;
+        match result {
+            Ok(true) => closed += 1,
+            Ok(false) => {}
+            Err(ApiError::VersionMismatch { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(closed)
+}

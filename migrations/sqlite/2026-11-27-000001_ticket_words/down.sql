@@ -1,0 +1,1 @@
+ALTER TABLE ticket_words RENAME TO incident_words;
