@@ -50,6 +50,7 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
         api_tokens: auth::recent_api_tokens(),
         routing_rules: crate::routes::assignment_rules::recent_rules(),
         incident_lookups: persistence::tickets::lookups(),
+        problem_lookups: persistence::tickets::lookups(),
     }))
 }
 

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{assignment_rules, auth, feed, groups, health, incidents, users};
+use crate::routes::{assignment_rules, auth, feed, groups, health, incidents, problems, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +24,10 @@ use crate::routes::{assignment_rules, auth, feed, groups, health, incidents, use
         feed::list_audit_events, feed::list_events,
         incidents::create_incident, incidents::list_incidents, incidents::get_incident, incidents::update_incident,
         incidents::transition_incident, incidents::add_note, incidents::list_notes, incidents::history,
+        problems::create_problem, problems::list_problems, problems::get_problem, problems::update_problem,
+        problems::transition_problem, problems::link_incidents, problems::list_linked_incidents,
+        problems::unlink_incident, problems::add_note, problems::list_notes, problems::history,
+        problems::create_from_incident, problems::search_known_errors, problems::matching_known_errors,
         assignment_rules::create_rule, assignment_rules::list_rules, assignment_rules::get_rule,
         assignment_rules::replace_rule, assignment_rules::delete_rule,
     ),
@@ -35,6 +39,7 @@ use crate::routes::{assignment_rules, auth, feed, groups, health, incidents, use
         (name = "users", description = "People and service accounts"),
         (name = "groups", description = "Assignment groups (teams)"),
         (name = "incidents", description = "Incident management: lifecycle, assignment, notes, history"),
+        (name = "problems", description = "Problem management: root causes, linked incidents, the known-error database"),
         (name = "audit", description = "Who changed what"),
         (name = "events", description = "The event feed integrators poll"),
         (name = "health", description = "Probes"),

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use domain::incident::Incident;
+use domain::problem::Problem;
 use domain::routing::AssignmentRule;
 use domain::ApiToken;
 use persistence::{Database, Lookups};
@@ -21,4 +22,5 @@ pub struct AppState {
     pub api_tokens: RecentReads<String, ApiToken>,
     pub routing_rules: RecentReads<(), Arc<Vec<AssignmentRule>>>,
     pub incident_lookups: Lookups<Incident>,
+    pub problem_lookups: Lookups<Problem>,
 }

@@ -97,6 +97,8 @@ pub struct Incident {
     pub assignee: Option<String>,
     pub major: bool,
     pub parent_id: Option<String>,
+    /// The problem causing this incident.
+    pub problem_id: Option<String>,
     pub resolution_code: Option<ResolutionCode>,
     pub resolution_notes: Option<String>,
     pub external_refs: Vec<ExternalRef>,
@@ -322,6 +324,7 @@ impl Incident {
             assignee: new.assignee,
             major: false,
             parent_id: new.parent_id,
+            problem_id: None,
             resolution_code: None,
             resolution_notes: None,
             external_refs: new.external_refs,
@@ -355,6 +358,30 @@ impl Incident {
         self.resolution_code = code;
         self.resolution_notes = Some(notes);
         self.resolved_at = Some(now);
+    }
+
+    /// Links the incident to the problem causing it; an open incident held for it waits
+    /// `on_hold`/`awaiting_problem`.
+    pub fn link_problem(&mut self, problem_id: &str, hold: bool) {
+        self.problem_id = Some(problem_id.to_owned());
+        if hold && self.state.is_open() {
+            self.state = IncidentState::OnHold;
+            self.on_hold_reason = Some(OnHoldReason::AwaitingProblem);
+        }
+    }
+
+    /// Whether the incident waits for its problem.
+    pub fn awaits_problem(&self) -> bool {
+        self.state == IncidentState::OnHold
+            && self.on_hold_reason == Some(OnHoldReason::AwaitingProblem)
+    }
+
+    /// Work resumes on an incident that waited for its problem.
+    pub fn stop_awaiting_problem(&mut self) {
+        if self.awaits_problem() {
+            self.state = IncidentState::InProgress;
+            self.on_hold_reason = None;
+        }
     }
 
     pub fn close(&mut self, now: DateTime<Utc>) {
@@ -394,6 +421,7 @@ impl Ticket for Incident {
         "major",
         "parent_id",
         "external_refs",
+        "problem_id",
     ];
     // Major declarations concern staff only.
     const INTERNAL_ACTIONS: &'static [&'static str] = &["declare_major"];
@@ -474,6 +502,7 @@ impl Ticket for Incident {
             .field("assignee", &self.assignee, &after.assignee)
             .field("major", &self.major, &after.major)
             .field("parent_id", &self.parent_id, &after.parent_id)
+            .field("problem_id", &self.problem_id, &after.problem_id)
             .field(
                 "resolution_code",
                 &self.resolution_code,

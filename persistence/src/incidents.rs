@@ -49,6 +49,7 @@ struct IncidentRow {
     /// Whether to look its external references up at all: most incidents have none, and on
     /// PostgreSQL the lookup was one of a GET's three round trips.
     has_external_refs: bool,
+    problem_id: Option<String>,
 }
 
 impl IncidentRow {
@@ -90,6 +91,7 @@ impl IncidentRow {
             assignee: self.assignee_id,
             major: self.major,
             parent_id: self.parent_id,
+            problem_id: self.problem_id,
             resolution_notes: self.resolution_notes,
             external_refs,
             created_at: utc(self.created_at),
@@ -225,6 +227,7 @@ impl TicketTable for Incident {
                 incidents::reopen_count.eq(after.reopen_count),
                 incidents::version.eq(before.version + 1),
                 incidents::has_external_refs.eq(!after.external_refs.is_empty()),
+                incidents::problem_id.eq(&after.problem_id),
             ),
             incidents::id
                 .eq(&before.id)
@@ -259,6 +262,16 @@ pub fn has_children(conn: &mut DbConnection, id: &str) -> Result<bool, StoreErro
     Ok(count > 0)
 }
 
+/// The incidents linked to `problem_id`, oldest first.
+pub fn of_problem(conn: &mut DbConnection, problem_id: &str) -> Result<Vec<Incident>, StoreError> {
+    let rows: Vec<IncidentRow> = incidents::table
+        .filter(incidents::problem_id.eq(problem_id))
+        .select(IncidentRow::as_select())
+        .order((incidents::created_at.asc(), incidents::id.asc()))
+        .load(conn)?;
+    rows.into_iter().map(|row| row.load_refs(conn)).collect()
+}
+
 /// Ids of incidents resolved before `cutoff`, oldest first (for automatic closure).
 pub fn resolved_before(
     conn: &mut DbConnection,
@@ -288,6 +301,7 @@ pub struct IncidentFilter {
     pub major: Option<bool>,
     pub category: Option<String>,
     pub parent_id: Option<String>,
+    pub problem_id: Option<String>,
     pub created_after: Option<NaiveDateTime>,
     pub created_before: Option<NaiveDateTime>,
     pub updated_after: Option<NaiveDateTime>,
@@ -329,6 +343,9 @@ macro_rules! incident_list_query {
         }
         if let Some(parent) = &filter.parent_id {
             query = query.filter(incidents::parent_id.eq(parent.clone()));
+        }
+        if let Some(problem) = &filter.problem_id {
+            query = query.filter(incidents::problem_id.eq(problem.clone()));
         }
         if let Some(at) = filter.created_after {
             query = query.filter(incidents::created_at.ge(at));

@@ -36,6 +36,7 @@ mod journal;
 mod lookups;
 pub mod notes;
 pub mod outbox;
+pub mod problems;
 pub mod schema;
 pub mod settings;
 pub mod tickets;

@@ -123,6 +123,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     settings,
     idempotency_keys,
     incidents,
+    problems,
     ticket_words,
     notes,
     assignment_rules,
@@ -155,6 +156,35 @@ diesel::table! {
         resolved_at -> Nullable<Timestamp>,
         closed_at -> Nullable<Timestamp>,
         reopen_count -> Integer,
+        version -> BigInt,
+        has_external_refs -> Bool,
+        problem_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    problems (id) {
+        id -> Text,
+        number -> Text,
+        title -> Text,
+        description -> Text,
+        impact -> Text,
+        urgency -> Text,
+        priority -> Text,
+        state -> Text,
+        assignment_group_id -> Nullable<Text>,
+        assignee_id -> Nullable<Text>,
+        category -> Nullable<Text>,
+        root_cause -> Nullable<Text>,
+        workaround -> Nullable<Text>,
+        known_error -> Bool,
+        known_error_at -> Nullable<Timestamp>,
+        resolution_code -> Nullable<Text>,
+        resolution_notes -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        resolved_at -> Nullable<Timestamp>,
+        closed_at -> Nullable<Timestamp>,
         version -> BigInt,
         has_external_refs -> Bool,
     }

@@ -193,7 +193,7 @@ pub fn save<T: TicketTable>(
 /// of its number below: incidents (code 0) keep the sequence itself.
 const KIND_SHIFT: u32 = 40;
 
-fn word_rowids(kind: TicketKind) -> (i64, i64) {
+pub(crate) fn word_rowids(kind: TicketKind) -> (i64, i64) {
     let first = kind.code() << KIND_SHIFT;
     (first, first + (1 << KIND_SHIFT) - 1)
 }

@@ -295,6 +295,7 @@ pub async fn create_incident(
         ("assignment_group" = Option<String>, Query), ("assignee" = Option<String>, Query),
         ("caller" = Option<String>, Query), ("major" = Option<bool>, Query),
         ("category" = Option<String>, Query), ("parent_id" = Option<String>, Query),
+        ("problem_id" = Option<String>, Query, description = "Incidents linked to this problem (id)"),
         ("created_after" = Option<String>, Query, description = "RFC 3339, inclusive"),
         ("created_before" = Option<String>, Query, description = "RFC 3339, exclusive"),
         ("updated_after" = Option<String>, Query, description = "RFC 3339, inclusive"),
@@ -320,6 +321,7 @@ pub async fn list_incidents(
         "major",
         "category",
         "parent_id",
+        "problem_id",
         "created_after",
         "created_before",
         "updated_after",
@@ -336,16 +338,23 @@ pub async fn list_incidents(
         major: params.boolean("major")?,
         category: params.text("category", 100)?,
         parent_id: params.text("parent_id", 64)?,
+        problem_id: params.text("problem_id", 64)?,
         created_after: params.timestamp("created_after")?.map(|t| t.naive_utc()),
         created_before: params.timestamp("created_before")?.map(|t| t.naive_utc()),
         updated_after: params.timestamp("updated_after")?.map(|t| t.naive_utc()),
         q: params.text("q", 200)?,
     };
     if access == Access::Requester {
-        let internal: Vec<&str> = ["assignment_group", "assignee", "major", "parent_id"]
-            .into_iter()
-            .filter(|name| !params.all(name).is_empty())
-            .collect();
+        let internal: Vec<&str> = [
+            "assignment_group",
+            "assignee",
+            "major",
+            "parent_id",
+            "problem_id",
+        ]
+        .into_iter()
+        .filter(|name| !params.all(name).is_empty())
+        .collect();
         if let Some(name) = internal.first() {
             return Err(ApiError::invalid(
                 *name,

@@ -6,6 +6,7 @@ pub mod feed;
 pub mod groups;
 pub mod health;
 pub mod incidents;
+pub mod problems;
 pub mod users;
 
 pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
@@ -15,5 +16,6 @@ pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
     groups::configure(cfg);
     feed::configure(cfg);
     incidents::configure(cfg);
+    problems::configure(cfg);
     assignment_rules::configure(cfg);
 }

@@ -8,4 +8,5 @@ mod incidents;
 mod incidents_concurrency;
 mod incidents_lists;
 mod incidents_transitions;
+mod problems;
 mod users_groups;
