@@ -383,3 +383,39 @@ pub fn cursor_error(error: persistence::StoreError) -> ApiError {
         other => other.into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use domain::incident::Incident;
+    use domain::problem::Problem;
+    use domain::ticket::Ticket;
+    use utoipa::OpenApi;
+
+    /// Every internal field a type declares is a field of its schema: a renamed field cannot
+    /// silently reach requesters.
+    #[test]
+    fn internal_fields_are_fields_of_the_schema() {
+        let spec = serde_json::to_value(crate::openapi::ApiDoc::openapi()).unwrap();
+        let fields_of = |schema: &str| -> Vec<String> {
+            let properties = &spec["components"]["schemas"][schema]["properties"];
+            properties
+                .as_object()
+                .unwrap_or_else(|| panic!("no properties in {schema}"))
+                .keys()
+                .cloned()
+                .collect()
+        };
+        for (schema, internal) in [
+            ("Incident", Incident::INTERNAL_FIELDS),
+            ("Problem", Problem::INTERNAL_FIELDS),
+        ] {
+            let fields = fields_of(schema);
+            for field in internal {
+                assert!(
+                    fields.contains(&field.to_string()),
+                    "{schema} has no {field}"
+                );
+            }
+        }
+    }
+}

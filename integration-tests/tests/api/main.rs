@@ -9,4 +9,5 @@ mod incidents_concurrency;
 mod incidents_lists;
 mod incidents_transitions;
 mod problems;
+mod tickets_conformance;
 mod users_groups;
