@@ -18,7 +18,7 @@ const USAGE: &str = "usage:
   itsm users create --username U --role R [--role R2]
                                                  create a user; the password is read from stdin
   itsm seed --incidents N                        add demo data: 4 groups, 20 agents, N incidents
-  itsm plans                                     print the query plan of each incident list filter
+  itsm plans                                     print the query plan of each incident and problem list filter
 Configuration comes from ITSM_* environment variables (see README.md).";
 
 fn main() -> ExitCode {
@@ -126,18 +126,26 @@ fn plans() -> Result<(), String> {
     actix_web::rt::System::new().block_on(async move {
         // Only the database: no signing secret, no bootstrap admin for a read-only command.
         let db = Database::open(&config.database).map_err(|e| e.to_string())?;
-        let plans = itsm_api::plans::incident_list_plans(&db)
+        let no_sample = |e| match e {
+            persistence::StoreError::NotFound => {
+                "no incident in progress or problem to take filter values from (run `itsm seed`)"
+                    .to_owned()
+            }
+            other => other.to_string(),
+        };
+        let incident_plans = itsm_api::plans::incident_list_plans(&db)
             .await
-            .map_err(|e| match e {
-                persistence::StoreError::NotFound => {
-                    "no incident in progress to take filter values from (run `itsm seed`)".into()
+            .map_err(no_sample)?;
+        let problem_plans = itsm_api::plans::problem_list_plans(&db)
+            .await
+            .map_err(no_sample)?;
+        let sections = [("incidents", incident_plans), ("problems", problem_plans)];
+        for (collection, plans) in sections {
+            for (filter, lines) in plans {
+                println!("GET /api/v1/{collection}?{filter}");
+                for line in lines {
+                    println!("    {line}");
                 }
-                other => other.to_string(),
-            })?;
-        for (filter, lines) in plans {
-            println!("GET /api/v1/incidents?{filter}");
-            for line in lines {
-                println!("    {line}");
             }
         }
         Ok(())
@@ -161,8 +169,9 @@ fn seed(count: &str) -> Result<(), String> {
         db.optimize().await.map_err(|e| e.to_string())?;
         let seconds = started.elapsed().as_secs_f64();
         println!(
-            "seeded {} incidents in {seconds:.1} s ({:.0}/s)",
+            "seeded {} incidents and {} problems in {seconds:.1} s ({:.0} incidents/s)",
             seeded.incidents,
+            seeded.problems,
             seeded.incidents as f64 / seconds.max(0.001)
         );
         Ok(())

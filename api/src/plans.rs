@@ -1,11 +1,14 @@
-//! `itsm plans`: how the database runs each filter of `GET /api/v1/incidents`, explained on the
-//! configured database for the very query a list request sends, with values taken from its
-//! own rows. `make bench` prints it for each backend after seeding.
+//! `itsm plans`: how the database runs each filter of `GET /api/v1/incidents` and
+//! `GET /api/v1/problems`, explained on the configured database for the very query a list
+//! request sends, with values taken from its own rows. `make bench` prints it for each backend
+//! after seeding.
 
 use chrono::TimeDelta;
 use domain::incident::IncidentState;
 use domain::priority::Priority;
+use domain::problem::ProblemState;
 use persistence::incidents::{self, IncidentFilter};
+use persistence::problems::{self, ProblemFilter};
 use persistence::tickets::{Position, Sort, SortField};
 use persistence::{Database, StoreError};
 
@@ -143,6 +146,104 @@ pub async fn incident_list_plans(db: &Database) -> Result<Vec<(String, Vec<Strin
             .into_iter()
             .map(|(label, filter, sort, after)| {
                 let plan = incidents::list_plan(conn, &filter, sort, after.as_ref(), PAGE)?;
+                Ok((label, plan))
+            })
+            .collect()
+    })
+    .await
+}
+
+/// Each problem list filter, named by its query string, with the lines of its plan.
+pub async fn problem_list_plans(db: &Database) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+    db.read(|conn| {
+        let newest = Sort::NEWEST_FIRST;
+        let all = ProblemFilter::default;
+        let sample = problems::list(conn, &all(), newest, None, 1)?
+            .items
+            .into_iter()
+            .next()
+            .ok_or(StoreError::NotFound)?;
+        let first_word = sample.title.split_whitespace().nth(1).unwrap_or("printer");
+        let cases = [
+            ("(no filter)".to_owned(), all(), newest, None),
+            (
+                "state=assessed".to_owned(),
+                ProblemFilter {
+                    states: vec![ProblemState::Assessed],
+                    ..all()
+                },
+                newest,
+                None,
+            ),
+            (
+                "state=assessed&cursor=…".to_owned(),
+                ProblemFilter {
+                    states: vec![ProblemState::Assessed],
+                    ..all()
+                },
+                newest,
+                Some(newest.position_of(&sample)),
+            ),
+            (
+                "known_error=true".to_owned(),
+                ProblemFilter {
+                    known_error: Some(true),
+                    ..all()
+                },
+                newest,
+                None,
+            ),
+            (
+                "priority=p1".to_owned(),
+                ProblemFilter {
+                    priorities: vec![Priority::P1],
+                    ..all()
+                },
+                newest,
+                None,
+            ),
+            (
+                "category=…".to_owned(),
+                ProblemFilter {
+                    category: sample.category.clone(),
+                    ..all()
+                },
+                newest,
+                None,
+            ),
+            (
+                "assignee=…".to_owned(),
+                // Any user id: an equality filter plans alike for every value.
+                ProblemFilter {
+                    assignee: Some(sample.id.clone()),
+                    ..all()
+                },
+                newest,
+                None,
+            ),
+            (
+                "sort=priority".to_owned(),
+                all(),
+                Sort {
+                    field: SortField::Priority,
+                    descending: false,
+                },
+                None,
+            ),
+            (
+                format!("q={first_word}"),
+                ProblemFilter {
+                    q: Some(first_word.to_owned()),
+                    ..all()
+                },
+                newest,
+                None,
+            ),
+        ];
+        cases
+            .into_iter()
+            .map(|(label, filter, sort, after)| {
+                let plan = problems::list_plan(conn, &filter, sort, after.as_ref(), PAGE)?;
                 Ok((label, plan))
             })
             .collect()

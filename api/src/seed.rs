@@ -5,12 +5,13 @@ use domain::incident::{
     Channel, IncidentAction, NewIncident, OnHoldReason, Relation, ResolutionCode, TransitionInput,
 };
 use domain::priority::{Impact, Urgency};
+use domain::problem::{NewProblem, ProblemAction, ProblemInput, ProblemRelation};
 use domain::ticket::Lifecycle;
 use domain::Role;
 use persistence::groups::{self, NewGroup};
 use persistence::tickets::{self, Change};
 use persistence::users::{self, NewUser};
-use persistence::{incidents, Database, StoreError, WriteContext};
+use persistence::{incidents, problems, Database, StoreError, WriteContext};
 
 const PER_UNIT: usize = 25;
 const IN_FLIGHT: usize = 128;
@@ -27,6 +28,7 @@ pub struct Seeded {
     pub agents: Vec<String>,
     pub groups: Vec<String>,
     pub incidents: usize,
+    pub problems: usize,
 }
 
 /// A small deterministic generator, so that two seeds of the same size hold the same data.
@@ -46,7 +48,8 @@ impl Lcg {
     }
 }
 
-/// Creates 4 groups with 5 agents each, then `count` incidents in varied states.
+/// Creates 4 groups with 5 agents each, then `count` incidents in varied states and one
+/// problem per hundred incidents, half of them known errors.
 pub async fn seed(db: &Database, count: usize) -> Result<Seeded, StoreError> {
     let (agents, group_ids) = db
         .write(|conn| -> Result<(Vec<String>, Vec<String>), StoreError> {
@@ -122,11 +125,59 @@ pub async fn seed(db: &Database, count: usize) -> Result<Seeded, StoreError> {
     for write in pending {
         write.await?;
     }
+    let problems = count.div_ceil(100);
+    let problem_agents = agents.clone();
+    db.write(move |conn| -> Result<(), StoreError> {
+        let ctx = WriteContext::system("seed");
+        let mut random = Lcg(u64::MAX / 3);
+        for n in 0..problems {
+            let (new, known) = problem_draft(&mut random, n);
+            let recorded = problems::create(conn, &ctx, new)?;
+            if known {
+                let mut worked = recorded.clone();
+                let input = ProblemInput {
+                    assignee: Some(problem_agents[random.next() % problem_agents.len()].clone()),
+                    ..ProblemInput::default()
+                };
+                for step in [ProblemAction::Assess, ProblemAction::DeclareKnownError] {
+                    let _ = worked.apply(step, &input, MANAGER, ctx.at.and_utc());
+                }
+                tickets::save(conn, &ctx, &recorded, &worked, Change::action("seed"))?;
+            }
+        }
+        Ok(())
+    })
+    .await?;
     Ok(Seeded {
         agents,
         groups: group_ids,
         incidents: count,
+        problems,
     })
+}
+
+const MANAGER: ProblemRelation = ProblemRelation { manages: true };
+
+/// The `n`th problem; every other one has a workaround and becomes a known error.
+fn problem_draft(random: &mut Lcg, n: usize) -> (NewProblem, bool) {
+    let known = n % 2 == 0;
+    let new = NewProblem {
+        title: format!(
+            "Recurring {} {} failures",
+            random.pick(&WORDS),
+            random.pick(&WORDS)
+        ),
+        description: format!("Several incidents with {}", random.pick(&WORDS)),
+        impact: random.pick(&[Impact::High, Impact::Medium, Impact::Low]),
+        urgency: random.pick(&[Urgency::High, Urgency::Medium, Urgency::Low]),
+        category: Some(random.pick(&CATEGORIES).to_owned()),
+        assignment_group: None,
+        assignee: None,
+        root_cause: None,
+        workaround: known.then(|| format!("Restart the {} service", random.pick(&WORDS))),
+        external_refs: Vec::new(),
+    };
+    (new, known)
 }
 
 const AGENT: Relation = Relation {

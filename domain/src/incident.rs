@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use crate::enums::string_enum;
 use crate::priority::{Impact, Priority, Urgency};
-use crate::ticket::{Applied, Lifecycle, Stamp, Ticket, TicketKind};
+use crate::ticket::{core_fields, Applied, Lifecycle, Ticket, TicketKind};
 use crate::{DomainError, ExternalRef};
 
 string_enum!(
@@ -426,54 +426,16 @@ impl Ticket for Incident {
     // Major declarations concern staff only.
     const INTERNAL_ACTIONS: &'static [&'static str] = &["declare_major"];
 
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn number(&self) -> &str {
-        &self.number
-    }
-    fn version(&self) -> i64 {
-        self.version
-    }
+    core_fields!();
+
     fn requester(&self) -> Option<&str> {
         Some(&self.caller)
-    }
-    fn assignment_group(&self) -> Option<&str> {
-        self.assignment_group.as_deref()
-    }
-    fn assignee(&self) -> Option<&str> {
-        self.assignee.as_deref()
-    }
-    fn external_refs(&self) -> &[ExternalRef] {
-        &self.external_refs
-    }
-    fn created_at(&self) -> DateTime<Utc> {
-        self.created_at
-    }
-    fn updated_at(&self) -> DateTime<Utc> {
-        self.updated_at
     }
     fn priority(&self) -> Option<Priority> {
         Some(self.priority)
     }
-    fn is_final(&self) -> bool {
-        self.state.is_final()
-    }
     fn search_text(&self) -> String {
         format!("{}\n{}", self.title, self.description)
-    }
-    fn stamp(&mut self, stamp: Stamp) {
-        if let Some(id) = stamp.id {
-            self.id = id;
-        }
-        if let Some(number) = stamp.number {
-            self.number = number;
-        }
-        if let Some(at) = stamp.created_at {
-            self.created_at = at;
-        }
-        self.updated_at = stamp.updated_at;
-        self.version = stamp.version;
     }
 
     fn changes_to(&self, after: &Incident) -> crate::Changes {

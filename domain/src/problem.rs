@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use crate::enums::string_enum;
 use crate::incident::ResolutionCode;
 use crate::priority::{Impact, Priority, Urgency};
-use crate::ticket::{required_text, Applied, Lifecycle, Stamp, Ticket, TicketKind};
+use crate::ticket::{core_fields, required_text, Applied, Lifecycle, Ticket, TicketKind};
 use crate::{Changes, DomainError, ExternalRef, FieldError};
 
 string_enum!(
@@ -304,38 +304,13 @@ impl Ticket for Problem {
     // Problems are staff-only: requesters never reach them, so nothing is redacted.
     const INTERNAL_FIELDS: &'static [&'static str] = &[];
 
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn number(&self) -> &str {
-        &self.number
-    }
-    fn version(&self) -> i64 {
-        self.version
-    }
+    core_fields!();
+
     fn requester(&self) -> Option<&str> {
         None
     }
-    fn assignment_group(&self) -> Option<&str> {
-        self.assignment_group.as_deref()
-    }
-    fn assignee(&self) -> Option<&str> {
-        self.assignee.as_deref()
-    }
-    fn external_refs(&self) -> &[ExternalRef] {
-        &self.external_refs
-    }
-    fn created_at(&self) -> DateTime<Utc> {
-        self.created_at
-    }
-    fn updated_at(&self) -> DateTime<Utc> {
-        self.updated_at
-    }
     fn priority(&self) -> Option<Priority> {
         Some(self.priority)
-    }
-    fn is_final(&self) -> bool {
-        self.state.is_final()
     }
     /// A known error is found by its symptoms and by what is known of it.
     fn search_text(&self) -> String {
@@ -345,19 +320,6 @@ impl Ticket for Problem {
             text.push_str(part);
         }
         text
-    }
-    fn stamp(&mut self, stamp: Stamp) {
-        if let Some(id) = stamp.id {
-            self.id = id;
-        }
-        if let Some(number) = stamp.number {
-            self.number = number;
-        }
-        if let Some(at) = stamp.created_at {
-            self.created_at = at;
-        }
-        self.updated_at = stamp.updated_at;
-        self.version = stamp.version;
     }
 
     fn changes_to(&self, after: &Problem) -> Changes {

@@ -167,6 +167,55 @@ pub trait Ticket: Lifecycle + Clone + Serialize + Send + 'static {
     fn stamp(&mut self, stamp: Stamp);
 }
 
+/// The [`Ticket`] methods that read the fields every ticket type has under the same names
+/// (`id`, `number`, `version`, `assignment_group`, `assignee`, `external_refs`, `created_at`,
+/// `updated_at`, and a `state` with `is_final`), written once for every type.
+macro_rules! core_fields {
+    () => {
+        fn id(&self) -> &str {
+            &self.id
+        }
+        fn number(&self) -> &str {
+            &self.number
+        }
+        fn version(&self) -> i64 {
+            self.version
+        }
+        fn assignment_group(&self) -> Option<&str> {
+            self.assignment_group.as_deref()
+        }
+        fn assignee(&self) -> Option<&str> {
+            self.assignee.as_deref()
+        }
+        fn external_refs(&self) -> &[$crate::ExternalRef] {
+            &self.external_refs
+        }
+        fn created_at(&self) -> chrono::DateTime<chrono::Utc> {
+            self.created_at
+        }
+        fn updated_at(&self) -> chrono::DateTime<chrono::Utc> {
+            self.updated_at
+        }
+        fn is_final(&self) -> bool {
+            self.state.is_final()
+        }
+        fn stamp(&mut self, stamp: $crate::ticket::Stamp) {
+            if let Some(id) = stamp.id {
+                self.id = id;
+            }
+            if let Some(number) = stamp.number {
+                self.number = number;
+            }
+            if let Some(at) = stamp.created_at {
+                self.created_at = at;
+            }
+            self.updated_at = stamp.updated_at;
+            self.version = stamp.version;
+        }
+    };
+}
+pub(crate) use core_fields;
+
 /// What storage sets on a ticket when it is stored.
 #[derive(Debug, Clone)]
 pub struct Stamp {

@@ -10,7 +10,7 @@ use domain::ticket::TicketKind;
 
 use crate::conditions::{InList, RowAfter};
 use crate::schema::incidents;
-use crate::tickets::{self, stored, Position, Sort, SortField, TicketTable, WordsCondition};
+use crate::tickets::{self, order_by_sort, stored, Position, Sort, TicketTable, WordsCondition};
 use crate::{external_refs, fixed_update, utc, DbConnection, Slice, StoreError, WriteContext};
 
 pub const ENTITY: &str = "incident";
@@ -366,26 +366,7 @@ macro_rules! incident_list_query {
         if let Some(after) = after {
             query = query.filter(after);
         }
-        query = match (sort.field, sort.descending) {
-            (SortField::CreatedAt, false) => {
-                query.order((incidents::created_at.asc(), incidents::id.asc()))
-            }
-            (SortField::CreatedAt, true) => {
-                query.order((incidents::created_at.desc(), incidents::id.desc()))
-            }
-            (SortField::UpdatedAt, false) => {
-                query.order((incidents::updated_at.asc(), incidents::id.asc()))
-            }
-            (SortField::UpdatedAt, true) => {
-                query.order((incidents::updated_at.desc(), incidents::id.desc()))
-            }
-            (SortField::Priority, false) => {
-                query.order((incidents::priority.asc(), incidents::id.asc()))
-            }
-            (SortField::Priority, true) => {
-                query.order((incidents::priority.desc(), incidents::id.desc()))
-            }
-        };
+        query = order_by_sort!(query, incidents, sort);
         query
     }};
 }

@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::audit::{self, Mutation};
 use crate::conditions::{InList, RowAfter};
 use crate::schema::problems;
-use crate::tickets::{self, stored, Position, Sort, SortField, TicketTable, WordsCondition};
+use crate::tickets::{self, order_by_sort, stored, Position, Sort, TicketTable, WordsCondition};
 use crate::{external_refs, fixed_update, utc, DbConnection, Slice, StoreError, WriteContext};
 
 pub const ENTITY: &str = "problem";
@@ -266,6 +266,75 @@ pub struct ProblemFilter {
     pub q: Option<String>,
 }
 
+/// The list query of a filter, a sort and a position, built for the backend connection the
+/// caller matched: [`list`] loads a page of it, [`list_plan`] explains the same query.
+macro_rules! problem_list_query {
+    ($filter:expr, $sort:expr, $words:expr, $after:expr) => {{
+        let (filter, sort, words, after): (
+            &ProblemFilter,
+            Sort,
+            &Option<WordsCondition>,
+            Option<RowAfter>,
+        ) = ($filter, $sort, $words, $after);
+        let mut query = problems::table.select(ProblemRow::as_select()).into_boxed();
+        if !filter.states.is_empty() {
+            let names = filter.states.iter().map(|s| s.as_str()).collect();
+            query = query.filter(InList::names("problems.state", names));
+        }
+        if !filter.priorities.is_empty() {
+            let names = filter.priorities.iter().map(|p| p.as_str()).collect();
+            query = query.filter(InList::names("problems.priority", names));
+        }
+        if let Some(group) = &filter.assignment_group {
+            query = query.filter(problems::assignment_group_id.eq(group.clone()));
+        }
+        if let Some(assignee) = &filter.assignee {
+            query = query.filter(problems::assignee_id.eq(assignee.clone()));
+        }
+        if let Some(category) = &filter.category {
+            query = query.filter(problems::category.eq(category.clone()));
+        }
+        if let Some(known_error) = filter.known_error {
+            query = query.filter(problems::known_error.eq(known_error));
+        }
+        if let Some(at) = filter.created_after {
+            query = query.filter(problems::created_at.ge(at));
+        }
+        if let Some(at) = filter.created_before {
+            query = query.filter(problems::created_at.lt(at));
+        }
+        if let Some(words) = &words {
+            query = query.filter(
+                sql::<Bool>(&words.before)
+                    .bind::<Text, _>(words.text.clone())
+                    .sql(&words.after),
+            );
+        }
+        if let Some(after) = after {
+            query = query.filter(after);
+        }
+        query = order_by_sort!(query, problems, sort);
+        query
+    }};
+}
+
+/// The word condition of `q` and the keyset condition of the position.
+fn list_conditions(
+    conn: &DbConnection,
+    filter: &ProblemFilter,
+    sort: Sort,
+    after: Option<&Position>,
+) -> Result<(Option<WordsCondition>, Option<RowAfter>), StoreError> {
+    let words = filter
+        .q
+        .as_deref()
+        .and_then(|q| tickets::words_condition::<Problem>(conn, q, WORDS_DOCUMENT));
+    let after = after
+        .map(|position| sort.row_after::<Problem>(position))
+        .transpose()?;
+    Ok((words, after))
+}
+
 /// One page of problems in `sort` order after `after`.
 pub fn list(
     conn: &mut DbConnection,
@@ -274,69 +343,11 @@ pub fn list(
     after: Option<&Position>,
     limit: i64,
 ) -> Result<Slice<Problem>, StoreError> {
-    let words = filter
-        .q
-        .as_deref()
-        .and_then(|q| tickets::words_condition::<Problem>(conn, q, WORDS_DOCUMENT));
-    let after: Option<RowAfter> = after
-        .map(|position| sort.row_after::<Problem>(position))
-        .transpose()?;
-    let mut query = problems::table.select(ProblemRow::as_select()).into_boxed();
-    if !filter.states.is_empty() {
-        let names = filter.states.iter().map(|s| s.as_str()).collect();
-        query = query.filter(InList::names("problems.state", names));
-    }
-    if !filter.priorities.is_empty() {
-        let names = filter.priorities.iter().map(|p| p.as_str()).collect();
-        query = query.filter(InList::names("problems.priority", names));
-    }
-    if let Some(group) = &filter.assignment_group {
-        query = query.filter(problems::assignment_group_id.eq(group.clone()));
-    }
-    if let Some(assignee) = &filter.assignee {
-        query = query.filter(problems::assignee_id.eq(assignee.clone()));
-    }
-    if let Some(category) = &filter.category {
-        query = query.filter(problems::category.eq(category.clone()));
-    }
-    if let Some(known_error) = filter.known_error {
-        query = query.filter(problems::known_error.eq(known_error));
-    }
-    if let Some(at) = filter.created_after {
-        query = query.filter(problems::created_at.ge(at));
-    }
-    if let Some(at) = filter.created_before {
-        query = query.filter(problems::created_at.lt(at));
-    }
-    if let Some(words) = &words {
-        query = query.filter(
-            sql::<Bool>(&words.before)
-                .bind::<Text, _>(words.text.clone())
-                .sql(&words.after),
-        );
-    }
-    if let Some(after) = after {
-        query = query.filter(after);
-    }
-    query = match (sort.field, sort.descending) {
-        (SortField::CreatedAt, false) => {
-            query.order((problems::created_at.asc(), problems::id.asc()))
-        }
-        (SortField::CreatedAt, true) => {
-            query.order((problems::created_at.desc(), problems::id.desc()))
-        }
-        (SortField::UpdatedAt, false) => {
-            query.order((problems::updated_at.asc(), problems::id.asc()))
-        }
-        (SortField::UpdatedAt, true) => {
-            query.order((problems::updated_at.desc(), problems::id.desc()))
-        }
-        (SortField::Priority, false) => query.order((problems::priority.asc(), problems::id.asc())),
-        (SortField::Priority, true) => {
-            query.order((problems::priority.desc(), problems::id.desc()))
-        }
-    };
-    let rows: Slice<ProblemRow> = crate::load_page(conn, query, limit)?;
+    let (words, after) = list_conditions(conn, filter, sort, after)?;
+    let rows: Slice<ProblemRow> = with_backend!(conn, c => {
+        let query = problem_list_query!(filter, sort, &words, after);
+        crate::load_page(c, query, limit)
+    })?;
     external_refs::attach(
         conn,
         ENTITY,
@@ -344,6 +355,21 @@ pub fn list(
         |row| row.has_external_refs.then_some(row.id.as_str()),
         ProblemRow::into_problem,
     )
+}
+
+/// The plan of the query [`list`] sends for the same arguments.
+pub fn list_plan(
+    conn: &mut DbConnection,
+    filter: &ProblemFilter,
+    sort: Sort,
+    after: Option<&Position>,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    let (words, after) = list_conditions(conn, filter, sort, after)?;
+    with_backend!(conn, c => {
+        let query = problem_list_query!(filter, sort, &words, after);
+        crate::explain_page(c, query, limit)
+    })
 }
 
 /// A known error found by words, with its relevance.

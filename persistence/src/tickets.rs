@@ -273,6 +273,35 @@ pub(crate) struct WordsCondition {
     pub after: String,
 }
 
+/// Orders a boxed query of a ticket table (`incidents`, `problems`) by a [`Sort`], the id
+/// breaking ties, so that the keyset condition of [`Sort::row_after`] walks the same order.
+macro_rules! order_by_sort {
+    ($query:expr, $table:ident, $sort:expr) => {{
+        use $crate::tickets::SortField;
+        match ($sort.field, $sort.descending) {
+            (SortField::CreatedAt, false) => {
+                $query.order(($table::created_at.asc(), $table::id.asc()))
+            }
+            (SortField::CreatedAt, true) => {
+                $query.order(($table::created_at.desc(), $table::id.desc()))
+            }
+            (SortField::UpdatedAt, false) => {
+                $query.order(($table::updated_at.asc(), $table::id.asc()))
+            }
+            (SortField::UpdatedAt, true) => {
+                $query.order(($table::updated_at.desc(), $table::id.desc()))
+            }
+            (SortField::Priority, false) => {
+                $query.order(($table::priority.asc(), $table::id.asc()))
+            }
+            (SortField::Priority, true) => {
+                $query.order(($table::priority.desc(), $table::id.desc()))
+            }
+        }
+    }};
+}
+pub(crate) use order_by_sort;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SortField {
     CreatedAt,

@@ -253,13 +253,7 @@ pub async fn create_problem(
     let new = body.0.into_new()?;
     let relation = usecase::relation(&caller);
     let problem = usecase::create(&state, caller, new).await?;
-    let location = format!("/api/v1/problems/{}", problem.number);
-    let version = problem.version;
-    Ok(created(
-        location,
-        version,
-        &tickets::body(problem, Access::Staff, relation),
-    ))
+    Ok(created_problem(problem, relation))
 }
 
 /// Create a problem from an incident and link the incident to it.
@@ -291,13 +285,18 @@ pub async fn create_from_incident(
     };
     let relation = usecase::relation(&caller);
     let problem = usecase::create_from_incident(&state, caller, id.into_inner(), given).await?;
+    Ok(created_problem(problem, relation))
+}
+
+/// 201 with the new problem, its `Location` and `ETag`.
+fn created_problem(problem: Problem, relation: ProblemRelation) -> HttpResponse {
     let location = format!("/api/v1/problems/{}", problem.number);
     let version = problem.version;
-    Ok(created(
+    created(
         location,
         version,
         &tickets::body(problem, Access::Staff, relation),
-    ))
+    )
 }
 
 /// List problems.

@@ -10,8 +10,9 @@ use domain::routing;
 use domain::ticket::{trimmed, Lifecycle};
 use domain::ExternalRef;
 use persistence::tickets::{self, Change, TicketTable};
-use persistence::{groups, incidents, notes, users, DbConnection, WriteContext};
+use persistence::{incidents, notes, DbConnection, WriteContext};
 
+use super::{check_active_user, check_assignee, check_group};
 use crate::auth::Caller;
 use crate::error::{unknown_reference, ApiError, ApiResult};
 use crate::state::AppState;
@@ -64,32 +65,15 @@ fn check_references(
     let changed = |field: for<'r> fn(&References<'r>) -> Option<&'r str>| {
         before.as_ref().is_none_or(|b| field(b) != field(&now))
     };
-    let active_user = |conn: &mut DbConnection, id: &str, field: &str| -> ApiResult<()> {
-        match users::access(conn, id)? {
-            Some((_, true, _)) => Ok(()),
-            Some(_) => Err(ApiError::invalid(field, "the user is deactivated")),
-            None => Err(ApiError::invalid(field, "no such user")),
-        }
-    };
     if changed(|r| Some(r.caller)) && ctx.actor_id.as_deref() != Some(now.caller) {
-        active_user(conn, now.caller, "caller")?;
+        check_active_user(conn, now.caller, "caller")?;
     }
     if let (true, Some(group)) = (changed(|r| r.assignment_group), now.assignment_group) {
-        groups::get(conn, group)
-            .map_err(|e| unknown_reference(e, "assignment_group", "no such group"))?;
+        check_group(conn, group)?;
     }
     let assignment_changed = changed(|r| r.assignee) || changed(|r| r.assignment_group);
     if let (true, Some(assignee)) = (assignment_changed, now.assignee) {
-        active_user(conn, assignee, "assignee")?;
-        let Some(group) = now.assignment_group else {
-            return Err(ApiError::invalid("assignee", "needs an assignment_group"));
-        };
-        if !groups::is_member(conn, group, assignee)? {
-            return Err(ApiError::invalid(
-                "assignee",
-                "must be a member of the assignment group",
-            ));
-        }
+        check_assignee(conn, now.assignment_group, assignee)?;
     }
     match (changed(|r| r.parent_id), now.parent_id) {
         (true, Some(parent_ref)) => {

@@ -8,10 +8,11 @@ use domain::problem::{NewProblem, Problem, ProblemAction, ProblemInput, ProblemR
 use domain::ticket::{trimmed, Lifecycle};
 use domain::{ExternalRef, FieldError, Role};
 use persistence::tickets::{self, Change, TicketTable};
-use persistence::{groups, incidents, notes, problems, users, DbConnection, WriteContext};
+use persistence::{incidents, notes, problems, DbConnection, WriteContext};
 
+use super::{check_assignee, check_group};
 use crate::auth::Caller;
-use crate::error::{unknown_reference, ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::tickets::{check_not_final, visible, Access};
 
@@ -32,32 +33,17 @@ fn require_manager(caller: &Caller) -> ApiResult<()> {
     }
 }
 
-/// The group must exist; an assignee must be an active member of it. Checked when either
-/// changed.
+/// The group must exist; an assignee must be an active member of it.
 fn check_assignment(
     conn: &mut DbConnection,
     group: Option<&str>,
     assignee: Option<&str>,
 ) -> ApiResult<()> {
     if let Some(group) = group {
-        groups::get(conn, group)
-            .map_err(|e| unknown_reference(e, "assignment_group", "no such group"))?;
+        check_group(conn, group)?;
     }
     if let Some(assignee) = assignee {
-        match users::access(conn, assignee)? {
-            Some((_, true, _)) => {}
-            Some(_) => return Err(ApiError::invalid("assignee", "the user is deactivated")),
-            None => return Err(ApiError::invalid("assignee", "no such user")),
-        }
-        let Some(group) = group else {
-            return Err(ApiError::invalid("assignee", "needs an assignment_group"));
-        };
-        if !groups::is_member(conn, group, assignee)? {
-            return Err(ApiError::invalid(
-                "assignee",
-                "must be a member of the assignment group",
-            ));
-        }
+        check_assignee(conn, group, assignee)?;
     }
     Ok(())
 }

@@ -3,7 +3,9 @@
 
 use itsm_integration_tests::reqwest::{Method, StatusCode};
 use itsm_integration_tests::serde_json::{json, Value};
-use itsm_integration_tests::{error_fields, expect_problem, on_both_backends, read, TestApp};
+use itsm_integration_tests::{
+    error_fields, expect_problem, on_both_backends, read, Backend, TestApp,
+};
 
 use crate::incidents::{actions, create_incident, fetch, get_ok, text};
 
@@ -436,7 +438,33 @@ async fn requesters_get_404_everywhere(app: TestApp) {
     assert!(own.get("problem_id").is_none(), "{own}");
 }
 
+/// `itsm plans` explains every problem list filter; on SQLite each but the word search walks
+/// an index in the page's order.
+async fn each_problem_filter_is_explained(app: TestApp) {
+    let db = persistence::Database::open(&app.database).expect("open the test database");
+    itsm_api::seed::seed(&db, 500).await.expect("seed");
+    db.optimize().await.expect("statistics");
+    let plans = itsm_api::plans::problem_list_plans(&db)
+        .await
+        .expect("plans");
+    assert_eq!(plans.len(), 9);
+    for (filter, lines) in &plans {
+        match app.backend {
+            Backend::Sqlite if !filter.starts_with("q=") => assert!(
+                lines.iter().all(|line| line.contains("USING INDEX")),
+                "{filter}: {lines:?}"
+            ),
+            Backend::Sqlite => assert!(
+                lines.iter().any(|line| line.contains("ticket_words")),
+                "{filter}: {lines:?}"
+            ),
+            Backend::Postgres => assert!(lines[0].starts_with("Limit"), "{filter}: {lines:?}"),
+        }
+    }
+}
+
 on_both_backends!(
+    each_problem_filter_is_explained,
     incidents_to_known_error_to_resolution,
     bad_input_changes_nothing,
     requesters_get_404_everywhere,

@@ -29,6 +29,7 @@ CREATE UNIQUE INDEX problems_number_key ON problems (number);
 CREATE INDEX problems_created_idx ON problems (created_at, id);
 CREATE INDEX problems_updated_idx ON problems (updated_at, id);
 CREATE INDEX problems_priority_idx ON problems (priority, id);
+CREATE INDEX problems_priority_created_idx ON problems (priority, created_at, id);
 CREATE INDEX problems_new_idx ON problems (created_at, id) WHERE state = 'new';
 CREATE INDEX problems_assessed_idx ON problems (created_at, id) WHERE state = 'assessed';
 CREATE INDEX problems_rca_idx ON problems (created_at, id) WHERE state = 'root_cause_analysis';
