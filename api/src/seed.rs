@@ -160,7 +160,7 @@ const MANAGER: ProblemRelation = ProblemRelation { manages: true };
 
 /// The `n`th problem; every other one has a workaround and becomes a known error.
 fn problem_draft(random: &mut Lcg, n: usize) -> (NewProblem, bool) {
-    let known = n % 2 == 0;
+    let known = n.is_multiple_of(2);
     let new = NewProblem {
         title: format!(
             "Recurring {} {} failures",
