@@ -4,6 +4,7 @@
 //! types at the edge and persistence stores them.
 
 pub mod changes;
+pub mod cmdb;
 pub mod error;
 pub mod identity;
 pub mod incident;
