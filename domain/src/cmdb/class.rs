@@ -236,6 +236,15 @@ pub fn check_schema_change(
                         ),
                     ));
                 }
+                if new.identifying != old.identifying {
+                    errors.push(FieldError::new(
+                        format!("attributes[{index}].identifying"),
+                        format!(
+                            "{} cannot change identifying while the class has items",
+                            old.name
+                        ),
+                    ));
+                }
                 if new.required && !old.required && new.default.is_none() {
                     errors.push(FieldError::new(
                         format!("attributes[{index}].default"),

@@ -146,6 +146,46 @@ pub fn validate_item_name(name: &str) -> Result<String, DomainError> {
     Ok(trimmed.to_owned())
 }
 
+/// A relationship as stored: `source type target`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Relationship {
+    pub id: String,
+    pub source_id: String,
+    #[serde(rename = "type")]
+    pub rel_type: RelationshipType,
+    /// How the target reads it (`hosts` for `hosted_on`).
+    pub inverse: &'static str,
+    pub target_id: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The other end of a relationship, as a list shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct RelatedItem {
+    pub id: String,
+    pub name: String,
+    pub class: String,
+    pub status: CiStatus,
+}
+
+/// A relationship read from one item: `name` is the type or its inverse.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ItemRelationship {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub rel_type: RelationshipType,
+    /// The relationship as this item reads it: the type when outgoing, its inverse when incoming.
+    #[schema(example = "hosts")]
+    pub name: &'static str,
+    /// `outgoing` (this item is the source) or `incoming`.
+    #[schema(example = "outgoing")]
+    pub direction: &'static str,
+    pub source_id: String,
+    pub target_id: String,
+    pub related: RelatedItem,
+    pub created_at: DateTime<Utc>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -76,6 +76,26 @@ pub struct Summary {
     pub invalid: usize,
 }
 
+/// What happened (or would happen) to one relationship of a batch.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct RelationshipResult {
+    /// `created`, `unchanged` or `invalid`.
+    pub action: Action,
+    /// The relationship (`null` for a creation in a dry run and for invalid ones).
+    pub id: Option<String>,
+    #[schema(value_type = Vec<Object>)]
+    pub errors: Vec<FieldError>,
+}
+
+/// The answer to a reconciliation batch, in the order of the batch.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Report {
+    pub dry_run: bool,
+    pub results: Vec<ItemResult>,
+    pub relationships: Vec<RelationshipResult>,
+    pub summary: Summary,
+}
+
 /// The inventory as the planner reads it.
 pub trait Inventory {
     type Error;
