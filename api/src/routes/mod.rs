@@ -2,6 +2,7 @@
 
 pub mod assignment_rules;
 pub mod auth;
+pub mod cmdb;
 pub mod feed;
 pub mod groups;
 pub mod health;
@@ -16,4 +17,5 @@ pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
     feed::configure(cfg);
     incidents::configure(cfg);
     assignment_rules::configure(cfg);
+    cmdb::configure(cfg);
 }
