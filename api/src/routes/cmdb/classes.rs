@@ -134,11 +134,7 @@ pub async fn list_classes(
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let page = QueryParams::parse(&req, &PAGE_PARAMS)?.page::<String>()?;
-    let set = state
-        .db
-        .read(classes::all)
-        .await
-        .map_err(ApiError::from)?;
+    let set = state.db.read(classes::all).await.map_err(ApiError::from)?;
     let limit = usize::try_from(page.limit).unwrap_or(0);
     let mut views: Vec<ClassView> = set
         .iter()
