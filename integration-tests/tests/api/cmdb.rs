@@ -875,10 +875,78 @@ async fn identifier_filters_read_the_index(app: TestApp) {
     assert_eq!(names(&found), ["h42"]);
 }
 
+/// NUL characters and odd input in paths and filters: a 404 or a 422, never a 500.
+async fn odd_input_is_refused_without_a_500(app: TestApp) {
+    let before = app.write_marks().await;
+    for (method, path) in [
+        (Method::GET, "/api/v1/ci-classes/a%00b"),
+        (Method::PATCH, "/api/v1/ci-classes/a%00b"),
+        (Method::DELETE, "/api/v1/ci-classes/a%00b"),
+        (Method::GET, "/api/v1/ci-classes/a%00b/source-precedence"),
+        (Method::GET, "/api/v1/configuration-items/a%00b"),
+        (Method::PATCH, "/api/v1/configuration-items/a%00b"),
+        (
+            Method::GET,
+            "/api/v1/configuration-items/a%00b/relationships",
+        ),
+        (Method::GET, "/api/v1/configuration-items/a%00b/impact"),
+        (Method::GET, "/api/v1/configuration-items/a%00b/history"),
+        (Method::GET, "/api/v1/ci-relationships/a%00b"),
+        (Method::DELETE, "/api/v1/ci-relationships/a%00b"),
+    ] {
+        let response = app
+            .admin(method.clone(), path)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        expect_problem(response, StatusCode::NOT_FOUND).await;
+    }
+    for query in [
+        "q=a%00b",
+        "class=a%00b",
+        "owner_group=a%00b",
+        "attr.hostname=a%00b",
+        "external_ref=erp:a%00b",
+        "attr.a%00b=x",
+        "cursor=a%00b",
+    ] {
+        let response = app
+            .admin(Method::GET, &format!("/api/v1/configuration-items?{query}"))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = read(response).await;
+        assert!(
+            status == StatusCode::OK && body["items"] == json!([])
+                || status == StatusCode::UNPROCESSABLE_ENTITY,
+            "{query}: {status} {body}"
+        );
+    }
+    let (status, body) = send(
+        &app,
+        Method::POST,
+        "/api/v1/ci-relationships",
+        Some(json!({"source_id": "a\u{0}b", "type": "uses", "target_id": "b"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) = send(
+        &app,
+        Method::POST,
+        "/api/v1/configuration-items/reconcile",
+        Some(json!({"source": "s", "items": [{"class": "server", "attributes": {"serial_number": "a\u{0}"}}]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    app.assert_unchanged_since(&before, "odd input").await;
+}
+
 on_both_backends!(
     classes_define_inherited_schemas_enforced_on_every_write,
     items_are_listed_by_filters_and_retired_with_history,
     relationships_are_typed_and_impact_walks_cycles,
     reconciliation_identifies_and_is_idempotent,
     identifier_filters_read_the_index,
+    odd_input_is_refused_without_a_500,
 );

@@ -475,6 +475,27 @@ fn filtered(filter: &ItemFilter) -> configuration_items::BoxedQuery<'static, cra
     query
 }
 
+/// Ids of the items of `classes` holding every `(attribute, value)` of `identifiers`: one
+/// query along the identifier index, whatever the number of items sharing a value.
+pub fn matching(
+    conn: &mut DbConnection,
+    classes: &[String],
+    identifiers: &[(String, String)],
+) -> Result<Vec<String>, StoreError> {
+    if identifiers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let filter = ItemFilter {
+        classes: Some(classes.to_vec()),
+        identifiers: identifiers.to_vec(),
+        ..ItemFilter::default()
+    };
+    Ok(filtered(&filter)
+        .select(configuration_items::id)
+        .order(configuration_items::id.asc())
+        .load(conn)?)
+}
+
 /// Items in id (creation) order; `after` is the last id of the previous page.
 pub fn list(
     conn: &mut DbConnection,

@@ -14,8 +14,7 @@ use serde_json::json;
 
 use super::{items, relationships, CmdbError};
 use crate::audit::{self, Mutation};
-use crate::conditions::InList;
-use crate::schema::{ci_identifiers, ci_relationships, configuration_items};
+use crate::schema::ci_relationships;
 use crate::{DbConnection, StoreError, WriteContext};
 
 /// A relationship between two items of the batch, by their keys.
@@ -48,30 +47,7 @@ impl Inventory for StoredInventory<'_> {
         classes: &[String],
         identifiers: &[(String, String)],
     ) -> Result<Vec<String>, StoreError> {
-        let mut ids: Option<Vec<String>> = None;
-        for (name, value) in identifiers {
-            let found: Vec<String> = ci_identifiers::table
-                .filter(ci_identifiers::name.eq(name))
-                .filter(ci_identifiers::value.eq(value))
-                .select(ci_identifiers::ci_id)
-                .load(self.conn)?;
-            let kept: Vec<String> = match ids {
-                None => found,
-                Some(before) => before.into_iter().filter(|id| found.contains(id)).collect(),
-            };
-            if kept.is_empty() {
-                return Ok(kept);
-            }
-            ids = Some(kept);
-        }
-        let Some(ids) = ids else {
-            return Ok(Vec::new());
-        };
-        Ok(configuration_items::table
-            .filter(InList::bound("configuration_items.id", ids))
-            .filter(InList::bound("configuration_items.class", classes.to_vec()))
-            .select(configuration_items::id)
-            .load(self.conn)?)
+        items::matching(self.conn, classes, identifiers)
     }
 
     fn item(&mut self, id: &str) -> Result<ConfigurationItem, StoreError> {
