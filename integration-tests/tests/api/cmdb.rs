@@ -863,6 +863,7 @@ async fn identifier_filters_read_the_index(app: TestApp) {
         .await
         .expect("plan");
     let text = plan.join("\n");
+    eprintln!("{:?} plan of attr.hostname=h42:\n{text}", app.backend);
     assert!(
         text.contains("ci_identifiers_lookup_idx"),
         "{:?}: {text}",
