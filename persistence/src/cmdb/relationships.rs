@@ -286,8 +286,84 @@ pub fn of_item(
 /// Frontier ids per query: well under both backends' limits on bound parameters.
 const LEVEL_CHUNK: usize = 500;
 
+/// Each step's relationship and the item it reaches.
+type StepRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+);
+
+type StepColumns = (
+    ci_relationships::source_id,
+    ci_relationships::rel_type,
+    ci_relationships::target_id,
+    configuration_items::name,
+    configuration_items::class,
+    configuration_items::status,
+    configuration_items::criticality,
+);
+
+const STEP_COLUMNS: StepColumns = (
+    ci_relationships::source_id,
+    ci_relationships::rel_type,
+    ci_relationships::target_id,
+    configuration_items::name,
+    configuration_items::class,
+    configuration_items::status,
+    configuration_items::criticality,
+);
+
+/// The relationships leaving `ids` in `direction`, joined to the items they reach: one query.
+fn level_rows(
+    conn: &mut DbConnection,
+    ids: Vec<String>,
+    direction: Direction,
+    types: &[RelationshipType],
+) -> Result<Vec<StepRow>, StoreError> {
+    let of_types = (!types.is_empty()).then(|| {
+        InList::names(
+            "ci_relationships.rel_type",
+            types.iter().map(|t| t.as_str()).collect(),
+        )
+    });
+    Ok(match direction {
+        Direction::Downstream => {
+            let mut query = ci_relationships::table
+                .inner_join(
+                    configuration_items::table
+                        .on(configuration_items::id.eq(ci_relationships::target_id)),
+                )
+                .filter(InList::bound("ci_relationships.source_id", ids))
+                .select(STEP_COLUMNS)
+                .into_boxed();
+            if let Some(of_types) = of_types {
+                query = query.filter(of_types);
+            }
+            query.load(conn)?
+        }
+        Direction::Upstream => {
+            let mut query = ci_relationships::table
+                .inner_join(
+                    configuration_items::table
+                        .on(configuration_items::id.eq(ci_relationships::source_id)),
+                )
+                .filter(InList::bound("ci_relationships.target_id", ids))
+                .select(STEP_COLUMNS)
+                .into_boxed();
+            if let Some(of_types) = of_types {
+                query = query.filter(of_types);
+            }
+            query.load(conn)?
+        }
+    })
+}
+
 /// The steps leaving `frontier` in `direction`, with what the walk needs of each reached item:
-/// per chunk of the frontier, one query for the relationships and one for the items reached.
+/// one query per chunk of the frontier (one per level unless the level is wide).
 fn next_level(
     conn: &mut DbConnection,
     frontier: &[String],
@@ -296,45 +372,12 @@ fn next_level(
 ) -> Result<Vec<Step>, StoreError> {
     let mut steps = Vec::new();
     for chunk in frontier.chunks(LEVEL_CHUNK) {
-        let column = match direction {
-            Direction::Downstream => "ci_relationships.source_id",
-            Direction::Upstream => "ci_relationships.target_id",
-        };
-        let mut query = ci_relationships::table
-            .select((
-                ci_relationships::source_id,
-                ci_relationships::rel_type,
-                ci_relationships::target_id,
-            ))
-            .filter(InList::bound(column, chunk.to_vec()))
-            .into_boxed();
-        if !types.is_empty() {
-            query = query.filter(InList::names(
-                "ci_relationships.rel_type",
-                types.iter().map(|t| t.as_str()).collect(),
-            ));
-        }
-        let edges: Vec<(String, String, String)> = query.load(conn)?;
-        let mut reached: Vec<String> = edges
-            .iter()
-            .map(|(source, _, target)| match direction {
-                Direction::Downstream => target.clone(),
-                Direction::Upstream => source.clone(),
-            })
-            .collect();
-        reached.sort();
-        reached.dedup();
-        let mut nodes = HashMap::new();
-        for ids in reached.chunks(LEVEL_CHUNK) {
-            nodes.extend(summaries(conn, ids.to_vec())?);
-        }
-        for (source, rel_type, target) in edges {
+        for (source, rel_type, target, name, class, status, criticality) in
+            level_rows(conn, chunk.to_vec(), direction, types)?
+        {
             let (from, to) = match direction {
                 Direction::Downstream => (source, target),
                 Direction::Upstream => (target, source),
-            };
-            let Some((_, name, class, status, criticality)) = nodes.get(&to).cloned() else {
-                continue;
             };
             steps.push(Step {
                 from,
