@@ -4,7 +4,7 @@
 CARGO ?= cargo
 POSTGRES_URL ?= $(ITSM_TEST_POSTGRES_URL)
 
-.PHONY: run test lint fmt openapi check-domain-deps migrate bench
+.PHONY: run test lint fmt openapi check-domain-deps migrate bench bench-cmdb
 
 ## Serve the API on 127.0.0.1:8080 with the embedded SQLite database in ./data.
 run:
@@ -44,3 +44,9 @@ migrate:
 bench:
 	$(CARGO) build --release -p itsm-api -p itsm-integration-tests --bin itsm --bin itsm-bench
 	./target/release/itsm-bench
+
+## The CMDB benchmark: a layered graph of 100,000 items seeded through reconciliation, impact
+## analysis and reconciliation at concurrency 16 (BENCH_CMDB_ITEMS=N to scale it).
+bench-cmdb:
+	$(CARGO) build --release -p itsm-api -p itsm-integration-tests --bin itsm --bin itsm-cmdb-bench
+	./target/release/itsm-cmdb-bench

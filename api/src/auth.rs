@@ -329,6 +329,27 @@ impl Policy for FeedReaders {
         "agent, change_manager, problem_manager, integration or admin";
 }
 
+/// Readers of the CMDB: staff and integrations.
+pub struct CmdbReaders;
+impl Policy for CmdbReaders {
+    const ROLES: &'static [Role] = &[
+        Role::Agent,
+        Role::ChangeManager,
+        Role::ProblemManager,
+        Role::Integration,
+    ];
+    const DESCRIPTION: &'static str =
+        "agent, change_manager, problem_manager, integration or admin";
+}
+
+/// Writers of configuration items and relationships: discovery and sync tools (integration),
+/// change managers, who put changes into the CMDB, and admins. Agents read.
+pub struct CmdbWriters;
+impl Policy for CmdbWriters {
+    const ROLES: &'static [Role] = &[Role::ChangeManager, Role::Integration];
+    const DESCRIPTION: &'static str = "change_manager, integration or admin";
+}
+
 /// An authenticated caller holding one of `P`'s roles; rejects with 403 before the handler runs.
 pub struct Authorized<P: Policy> {
     pub caller: Caller,

@@ -3,6 +3,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::routes::cmdb::{
+    classes as ci_classes, items as ci_items, relationships as ci_relationships,
+};
 use crate::routes::{assignment_rules, auth, feed, groups, health, incidents, problems, users};
 
 #[derive(OpenApi)]
@@ -30,6 +33,11 @@ use crate::routes::{assignment_rules, auth, feed, groups, health, incidents, pro
         problems::create_from_incident, problems::search_known_errors, problems::matching_known_errors,
         assignment_rules::create_rule, assignment_rules::list_rules, assignment_rules::get_rule,
         assignment_rules::replace_rule, assignment_rules::delete_rule,
+        ci_classes::create_class, ci_classes::list_classes, ci_classes::get_class, ci_classes::update_class,
+        ci_classes::delete_class, ci_classes::get_source_precedence, ci_classes::set_source_precedence,
+        ci_items::create_item, ci_items::list_items, ci_items::get_item, ci_items::update_item,
+        ci_items::item_relationships, ci_items::item_impact, ci_items::item_history, ci_items::reconcile_items,
+        ci_relationships::create_relationship, ci_relationships::get_relationship, ci_relationships::delete_relationship,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -40,6 +48,7 @@ use crate::routes::{assignment_rules, auth, feed, groups, health, incidents, pro
         (name = "groups", description = "Assignment groups (teams)"),
         (name = "incidents", description = "Incident management: lifecycle, assignment, notes, history"),
         (name = "problems", description = "Problem management: root causes, linked incidents, the known-error database"),
+        (name = "cmdb", description = "Configuration management: CI classes, items, relationships, impact analysis, reconciliation"),
         (name = "audit", description = "Who changed what"),
         (name = "events", description = "The event feed integrators poll"),
         (name = "health", description = "Probes"),

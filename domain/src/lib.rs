@@ -4,6 +4,7 @@
 //! types at the edge and persistence stores them.
 
 pub mod changes;
+pub mod cmdb;
 mod enums;
 pub mod error;
 pub mod identity;

@@ -24,6 +24,7 @@ pub mod api_tokens;
 pub mod assignment_rules;
 pub mod audit;
 mod checkpoint;
+pub mod cmdb;
 mod conditions;
 mod counters;
 mod db;

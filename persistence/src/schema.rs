@@ -224,3 +224,61 @@ diesel::table! {
         version -> BigInt,
     }
 }
+
+diesel::table! {
+    ci_classes (name) {
+        name -> Text,
+        parent -> Nullable<Text>,
+        description -> Text,
+        builtin -> Bool,
+        attributes -> Text,
+        identification_rules -> Text,
+        source_precedence -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    configuration_items (id) {
+        id -> Text,
+        name -> Text,
+        class -> Text,
+        status -> Text,
+        environment -> Nullable<Text>,
+        criticality -> Nullable<Text>,
+        owner_group_id -> Nullable<Text>,
+        attributes -> Text,
+        attribute_sources -> Text,
+        has_external_refs -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    ci_identifiers (ci_id, name) {
+        ci_id -> Text,
+        name -> Text,
+        value -> Text,
+    }
+}
+
+diesel::table! {
+    ci_relationships (id) {
+        id -> Text,
+        source_id -> Text,
+        rel_type -> Text,
+        target_id -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    ci_classes,
+    configuration_items,
+    ci_identifiers,
+    ci_relationships,
+);

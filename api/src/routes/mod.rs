@@ -2,6 +2,7 @@
 
 pub mod assignment_rules;
 pub mod auth;
+pub mod cmdb;
 pub mod feed;
 pub mod groups;
 pub mod health;
@@ -18,4 +19,5 @@ pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
     incidents::configure(cfg);
     problems::configure(cfg);
     assignment_rules::configure(cfg);
+    cmdb::configure(cfg);
 }

@@ -1,0 +1,555 @@
+//! Configuration items, their identifier index and their audit trail.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use domain::cmdb::item::{validate_item_name, MANUAL_SOURCE};
+use domain::cmdb::reconcile::attribute_changes;
+use domain::cmdb::{
+    AttributeSource, CiStatus, ClassSet, ConfigurationItem, Criticality, Environment,
+};
+use domain::{Changes, DomainError, ExternalRef};
+use serde_json::{json, Map, Value};
+
+use super::{from_json, to_json, CmdbError};
+use crate::audit::{self, Mutation};
+use crate::conditions::InList;
+use crate::schema::{assignment_groups, ci_identifiers, configuration_items};
+use crate::{
+    external_refs, fixed_update, lower, utc, DbConnection, Slice, StoreError, WriteContext,
+};
+
+pub const ENTITY: &str = "configuration_item";
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = configuration_items)]
+pub(crate) struct ItemRow {
+    id: String,
+    name: String,
+    class: String,
+    status: String,
+    environment: Option<String>,
+    criticality: Option<String>,
+    owner_group_id: Option<String>,
+    attributes: String,
+    attribute_sources: String,
+    has_external_refs: bool,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+    version: i64,
+}
+
+fn corrupt(error: DomainError) -> StoreError {
+    StoreError::Database(diesel::result::Error::DeserializationError(
+        format!("stored configuration item is not valid: {error}").into(),
+    ))
+}
+
+impl ItemRow {
+    fn into_item(self, external_refs: Vec<ExternalRef>) -> Result<ConfigurationItem, StoreError> {
+        Ok(ConfigurationItem {
+            status: CiStatus::parse(&self.status).map_err(corrupt)?,
+            environment: self
+                .environment
+                .as_deref()
+                .map(Environment::parse)
+                .transpose()
+                .map_err(corrupt)?,
+            criticality: self
+                .criticality
+                .as_deref()
+                .map(Criticality::parse)
+                .transpose()
+                .map_err(corrupt)?,
+            attributes: from_json(&self.attributes, "attributes")?,
+            attribute_sources: from_json(&self.attribute_sources, "attribute sources")?,
+            id: self.id,
+            name: self.name,
+            class: self.class,
+            owner_group: self.owner_group_id,
+            external_refs,
+            created_at: utc(self.created_at),
+            updated_at: utc(self.updated_at),
+            version: self.version,
+        })
+    }
+}
+
+pub fn get(conn: &mut DbConnection, id: &str) -> Result<ConfigurationItem, StoreError> {
+    let row: ItemRow = configuration_items::table
+        .find(id)
+        .select(ItemRow::as_select())
+        .get_result(conn)?;
+    let refs = if row.has_external_refs {
+        external_refs::of(conn, ENTITY, id)?
+    } else {
+        Vec::new()
+    };
+    row.into_item(refs)
+}
+
+/// Writes an item's row, identifiers and references: a new one when `before` is `None`.
+pub(crate) fn store(
+    conn: &mut DbConnection,
+    classes: &ClassSet,
+    before: Option<&ConfigurationItem>,
+    after: &ConfigurationItem,
+) -> Result<(), StoreError> {
+    let at = after.updated_at.naive_utc();
+    match before {
+        None => {
+            diesel::insert_into(configuration_items::table)
+                .values((
+                    configuration_items::id.eq(&after.id),
+                    configuration_items::name.eq(&after.name),
+                    configuration_items::class.eq(&after.class),
+                    configuration_items::status.eq(after.status.as_str()),
+                    configuration_items::environment.eq(after.environment.map(Environment::as_str)),
+                    configuration_items::criticality.eq(after.criticality.map(Criticality::as_str)),
+                    configuration_items::owner_group_id.eq(&after.owner_group),
+                    configuration_items::attributes.eq(to_json(&after.attributes)),
+                    configuration_items::attribute_sources.eq(to_json(&after.attribute_sources)),
+                    configuration_items::has_external_refs.eq(!after.external_refs.is_empty()),
+                    configuration_items::created_at.eq(at),
+                    configuration_items::updated_at.eq(at),
+                    configuration_items::version.eq(after.version),
+                ))
+                .execute(conn)?;
+        }
+        Some(before) => {
+            let updated = fixed_update(
+                configuration_items::table,
+                (
+                    configuration_items::name.eq(&after.name),
+                    configuration_items::status.eq(after.status.as_str()),
+                    configuration_items::environment.eq(after.environment.map(Environment::as_str)),
+                    configuration_items::criticality.eq(after.criticality.map(Criticality::as_str)),
+                    configuration_items::owner_group_id.eq(&after.owner_group),
+                    configuration_items::attributes.eq(to_json(&after.attributes)),
+                    configuration_items::attribute_sources.eq(to_json(&after.attribute_sources)),
+                    configuration_items::has_external_refs.eq(!after.external_refs.is_empty()),
+                    configuration_items::updated_at.eq(at),
+                    configuration_items::version.eq(after.version),
+                ),
+                configuration_items::id
+                    .eq(&after.id)
+                    .and(configuration_items::version.eq(before.version)),
+            )
+            .execute(conn)?;
+            if updated == 0 {
+                return Err(StoreError::VersionMismatch {
+                    expected: before.version,
+                    actual: before.version + 1,
+                });
+            }
+        }
+    }
+    let old_ids = before
+        .map(|b| classes.identifiers(&b.class, &b.attributes))
+        .unwrap_or_default();
+    let new_ids = classes.identifiers(&after.class, &after.attributes);
+    if old_ids != new_ids {
+        if before.is_some() {
+            diesel::delete(ci_identifiers::table.filter(ci_identifiers::ci_id.eq(&after.id)))
+                .execute(conn)?;
+        }
+        for (name, value) in &new_ids {
+            diesel::insert_into(ci_identifiers::table)
+                .values((
+                    ci_identifiers::ci_id.eq(&after.id),
+                    ci_identifiers::name.eq(name),
+                    ci_identifiers::value.eq(value),
+                ))
+                .execute(conn)?;
+        }
+    }
+    if before.map_or(!after.external_refs.is_empty(), |b| {
+        b.external_refs != after.external_refs
+    }) {
+        external_refs::replace(conn, ENTITY, &after.id, &after.external_refs)?;
+    }
+    Ok(())
+}
+
+/// The audit difference of an item write: core fields, then attributes with their sources.
+pub(crate) fn changes_of(before: Option<&ConfigurationItem>, after: &ConfigurationItem) -> Value {
+    let mut changes = Changes::new();
+    let none: Option<&str> = None;
+    let b = before;
+    changes
+        .field(
+            "name",
+            &b.map(|b| b.name.as_str()).or(none),
+            &Some(after.name.as_str()),
+        )
+        .field(
+            "class",
+            &b.map(|b| b.class.as_str()).or(none),
+            &Some(after.class.as_str()),
+        )
+        .field("status", &b.map(|b| b.status), &Some(after.status))
+        .field(
+            "environment",
+            &b.and_then(|b| b.environment),
+            &after.environment,
+        )
+        .field(
+            "criticality",
+            &b.and_then(|b| b.criticality),
+            &after.criticality,
+        )
+        .field(
+            "owner_group",
+            &b.and_then(|b| b.owner_group.clone()),
+            &after.owner_group,
+        )
+        .field(
+            "external_refs",
+            &b.map(|b| b.external_refs.clone()).unwrap_or_default(),
+            &after.external_refs,
+        );
+    let mut value = changes.into_value();
+    if let Value::Object(fields) = &mut value {
+        for (name, [old, new]) in attribute_changes(before, after) {
+            fields.insert(name, json!([old, new]));
+        }
+    }
+    value
+}
+
+/// Records an item write in the audit trail and the outbox.
+pub(crate) fn record(
+    ctx: &WriteContext,
+    before: Option<&ConfigurationItem>,
+    after: &ConfigurationItem,
+    action: &str,
+) -> Result<(), StoreError> {
+    let event_type = match before {
+        None => "ci.created",
+        Some(b) if b.status != CiStatus::Retired && after.status == CiStatus::Retired => {
+            "ci.retired"
+        }
+        Some(_) => "ci.updated",
+    };
+    audit::record(
+        ctx,
+        Mutation {
+            entity_type: ENTITY,
+            entity_id: &after.id,
+            action,
+            changes: changes_of(before, after),
+            event_type,
+            event_data: json!(after),
+        },
+    )
+}
+
+fn check_owner_group(conn: &mut DbConnection, group: &Option<String>) -> Result<(), CmdbError> {
+    if let Some(group) = group {
+        let found: Option<String> = assignment_groups::table
+            .find(group)
+            .select(assignment_groups::id)
+            .get_result(conn)
+            .optional()?;
+        if found.is_none() {
+            return Err(CmdbError::invalid("owner_group", "no such group"));
+        }
+    }
+    Ok(())
+}
+
+fn check_attributes(
+    classes: &ClassSet,
+    class: &str,
+    attributes: &Map<String, Value>,
+) -> Result<Map<String, Value>, CmdbError> {
+    classes
+        .validate_attributes(class, attributes)
+        .map_err(|errors| CmdbError::Rule(DomainError::Invalid(errors)))
+}
+
+fn manual_sources(
+    attributes: &Map<String, Value>,
+    at: chrono::DateTime<chrono::Utc>,
+) -> BTreeMap<String, AttributeSource> {
+    attributes
+        .keys()
+        .map(|k| {
+            (
+                k.clone(),
+                AttributeSource {
+                    source: MANUAL_SOURCE.to_owned(),
+                    updated_at: at,
+                },
+            )
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct NewItem {
+    pub name: String,
+    pub class: String,
+    pub status: CiStatus,
+    pub environment: Option<Environment>,
+    pub criticality: Option<Criticality>,
+    pub owner_group: Option<String>,
+    pub attributes: Map<String, Value>,
+    pub external_refs: Vec<ExternalRef>,
+}
+
+pub fn create(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    new: NewItem,
+) -> Result<ConfigurationItem, CmdbError> {
+    let name = validate_item_name(&new.name)?;
+    let classes = super::classes::all(conn)?;
+    if classes.get(&new.class).is_none() {
+        return Err(CmdbError::invalid(
+            "class",
+            format!("no class named {}", new.class),
+        ));
+    }
+    let attributes = check_attributes(&classes, &new.class, &new.attributes)?;
+    check_owner_group(conn, &new.owner_group)?;
+    let at = utc(ctx.at);
+    let item = ConfigurationItem {
+        id: crate::new_id(),
+        name,
+        class: new.class,
+        status: new.status,
+        environment: new.environment,
+        criticality: new.criticality,
+        owner_group: new.owner_group,
+        attribute_sources: manual_sources(&attributes, at),
+        attributes,
+        external_refs: new.external_refs,
+        created_at: at,
+        updated_at: at,
+        version: 1,
+    };
+    store(conn, &classes, None, &item)?;
+    record(ctx, None, &item, "create")?;
+    Ok(item)
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ItemUpdate {
+    pub name: Option<String>,
+    pub status: Option<CiStatus>,
+    pub environment: Option<Option<Environment>>,
+    pub criticality: Option<Option<Criticality>>,
+    pub owner_group: Option<Option<String>>,
+    /// A merge patch of the attributes: `null` removes one.
+    pub attributes: Option<Map<String, Value>>,
+    pub external_refs: Option<Vec<ExternalRef>>,
+}
+
+pub fn update(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    id: &str,
+    expected_version: Option<i64>,
+    update: ItemUpdate,
+) -> Result<ConfigurationItem, CmdbError> {
+    let before = get(conn, id)?;
+    crate::check_version(expected_version, before.version)?;
+    let classes = super::classes::all(conn)?;
+    let mut after = before.clone();
+    if let Some(name) = update.name {
+        after.name = validate_item_name(&name)?;
+    }
+    if let Some(status) = update.status {
+        after.status = status;
+    }
+    if let Some(environment) = update.environment {
+        after.environment = environment;
+    }
+    if let Some(criticality) = update.criticality {
+        after.criticality = criticality;
+    }
+    if let Some(group) = update.owner_group {
+        if group != before.owner_group {
+            check_owner_group(conn, &group)?;
+        }
+        after.owner_group = group;
+    }
+    if let Some(refs) = update.external_refs {
+        after.external_refs = refs;
+    }
+    let at = utc(ctx.at);
+    if let Some(patch) = update.attributes {
+        let mut merged = before.attributes.clone();
+        for (name, value) in patch {
+            if value.is_null() {
+                merged.remove(&name);
+            } else {
+                merged.insert(name, value);
+            }
+        }
+        after.attributes = check_attributes(&classes, &after.class, &merged)?;
+        for name in before.attributes.keys().chain(after.attributes.keys()) {
+            if before.attributes.get(name) != after.attributes.get(name) {
+                match after.attributes.contains_key(name) {
+                    true => after.attribute_sources.insert(
+                        name.clone(),
+                        AttributeSource {
+                            source: MANUAL_SOURCE.to_owned(),
+                            updated_at: at,
+                        },
+                    ),
+                    false => after.attribute_sources.remove(name),
+                };
+            }
+        }
+    }
+    if after == before {
+        return Ok(before);
+    }
+    after.updated_at = at;
+    after.version = before.version + 1;
+    store(conn, &classes, Some(&before), &after)?;
+    record(ctx, Some(&before), &after, "update")?;
+    Ok(after)
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ItemFilter {
+    /// The class and its subclasses.
+    pub classes: Option<Vec<String>>,
+    pub statuses: Vec<CiStatus>,
+    pub environments: Vec<Environment>,
+    pub criticalities: Vec<Criticality>,
+    pub owner_group: Option<String>,
+    /// Identifying attribute equalities, served by the identifier index.
+    pub identifiers: Vec<(String, String)>,
+    pub q: Option<String>,
+    pub external_ref: Option<ExternalRef>,
+}
+
+fn filtered(filter: &ItemFilter) -> configuration_items::BoxedQuery<'static, crate::MultiBackend> {
+    let mut query = configuration_items::table.into_boxed();
+    if let Some(classes) = &filter.classes {
+        query = query.filter(InList::bound("configuration_items.class", classes.clone()));
+    }
+    if !filter.statuses.is_empty() {
+        query = query.filter(InList::names(
+            "configuration_items.status",
+            filter.statuses.iter().map(|s| s.as_str()).collect(),
+        ));
+    }
+    if !filter.environments.is_empty() {
+        query = query.filter(InList::names(
+            "configuration_items.environment",
+            filter.environments.iter().map(|s| s.as_str()).collect(),
+        ));
+    }
+    if !filter.criticalities.is_empty() {
+        query = query.filter(InList::names(
+            "configuration_items.criticality",
+            filter.criticalities.iter().map(|s| s.as_str()).collect(),
+        ));
+    }
+    if let Some(group) = &filter.owner_group {
+        query = query.filter(configuration_items::owner_group_id.eq(group.clone()));
+    }
+    for (name, value) in &filter.identifiers {
+        query = query.filter(
+            configuration_items::id.eq_any(
+                ci_identifiers::table
+                    .filter(ci_identifiers::name.eq(name.clone()))
+                    .filter(ci_identifiers::value.eq(value.clone()))
+                    .select(ci_identifiers::ci_id),
+            ),
+        );
+    }
+    if let Some(q) = &filter.q {
+        query = query.filter(
+            lower(configuration_items::name)
+                .like(crate::contains_pattern(q))
+                .escape('\\'),
+        );
+    }
+    query
+}
+
+/// Ids of the items of `classes` holding every `(attribute, value)` of `identifiers`: one
+/// query along the identifier index, whatever the number of items sharing a value.
+pub fn matching(
+    conn: &mut DbConnection,
+    classes: &[String],
+    identifiers: &[(String, String)],
+) -> Result<Vec<String>, StoreError> {
+    if identifiers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let filter = ItemFilter {
+        classes: Some(classes.to_vec()),
+        identifiers: identifiers.to_vec(),
+        ..ItemFilter::default()
+    };
+    Ok(filtered(&filter)
+        .select(configuration_items::id)
+        .order(configuration_items::id.asc())
+        .load(conn)?)
+}
+
+/// Items in id (creation) order; `after` is the last id of the previous page.
+pub fn list(
+    conn: &mut DbConnection,
+    filter: &ItemFilter,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Slice<ConfigurationItem>, StoreError> {
+    let mut query = filtered(filter)
+        .select(ItemRow::as_select())
+        .order(configuration_items::id.asc());
+    if let Some(reference) = &filter.external_ref {
+        match external_refs::find_entity(conn, ENTITY, &reference.system, &reference.id)? {
+            Some(id) => query = query.filter(configuration_items::id.eq(id)),
+            None => {
+                return Ok(Slice {
+                    items: Vec::new(),
+                    more: false,
+                })
+            }
+        }
+    }
+    if let Some(after) = after {
+        query = query.filter(configuration_items::id.gt(after.to_owned()));
+    }
+    let rows = crate::load_page::<_, _, ItemRow>(conn, query, limit)?;
+    external_refs::attach(
+        conn,
+        ENTITY,
+        rows,
+        |row| row.has_external_refs.then_some(row.id.as_str()),
+        ItemRow::into_item,
+    )
+}
+
+/// How the database runs the `attr.<name>=<value>` filter of a list: the lines of SQLite's
+/// `EXPLAIN QUERY PLAN` or PostgreSQL's `EXPLAIN`, to show that it reads the identifier index.
+pub fn explain_identifier_filter(
+    conn: &mut DbConnection,
+    name: &str,
+    value: &str,
+) -> Result<Vec<String>, StoreError> {
+    let literal = |text: &str| format!("'{}'", text.replace('\'', "''"));
+    let query = format!(
+        "SELECT configuration_items.id FROM configuration_items WHERE configuration_items.id IN \
+         (SELECT ci_identifiers.ci_id FROM ci_identifiers WHERE ci_identifiers.name = {} \
+         AND ci_identifiers.value = {}) ORDER BY configuration_items.id LIMIT 51",
+        literal(name),
+        literal(value)
+    );
+    let lines: Vec<crate::PlanLine> = match conn {
+        DbConnection::Sqlite(c) => {
+            diesel::sql_query(format!("EXPLAIN QUERY PLAN {query}")).load(c)?
+        }
+        DbConnection::Postgresql(c) => diesel::sql_query(format!("EXPLAIN {query}")).load(c)?,
+    };
+    Ok(lines.into_iter().map(|line| line.0).collect())
+}

@@ -1,0 +1,53 @@
+//! The CMDB's storage: classes, configuration items with their identifier index, relationships,
+//! impact walks and reconciliation batches.
+
+pub mod classes;
+pub mod items;
+pub mod reconcile;
+pub mod relationships;
+
+use domain::DomainError;
+
+use crate::StoreError;
+
+/// What a CMDB unit of work can fail with: a storage error or a broken rule (a 422 or 409).
+#[derive(Debug, thiserror::Error)]
+pub enum CmdbError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Rule(#[from] DomainError),
+}
+
+impl From<diesel::result::Error> for CmdbError {
+    fn from(error: diesel::result::Error) -> Self {
+        CmdbError::Store(error.into())
+    }
+}
+
+impl CmdbError {
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        CmdbError::Rule(DomainError::invalid(field, message))
+    }
+
+    pub(crate) fn conflict(message: impl Into<String>) -> Self {
+        CmdbError::Rule(DomainError::Conflict(message.into()))
+    }
+}
+
+/// Reads JSON stored as text; a row that does not parse is corrupt and said so loudly.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| {
+        StoreError::Database(diesel::result::Error::DeserializationError(
+            format!("stored {what} is not valid: {e}").into(),
+        ))
+    })
+}
+
+pub(crate) fn to_json(value: &impl serde::Serialize) -> String {
+    // Plain data values always serialise.
+    serde_json::to_string(value).unwrap_or_default()
+}

@@ -1,0 +1,428 @@
+//! Typed, directed relationships between items, and the impact walk over them.
+
+use std::collections::HashMap;
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use domain::cmdb::impact::{self, Direction, Impact, NodeInfo, Step};
+use domain::cmdb::item::{ItemRelationship, RelatedItem, Relationship};
+use domain::cmdb::{CiStatus, ClassSet, Criticality, RelationshipType};
+use domain::DomainError;
+use serde_json::json;
+
+use super::items::ENTITY as ITEM;
+use super::CmdbError;
+use crate::audit::{self, Mutation};
+use crate::conditions::InList;
+use crate::schema::{ci_relationships, configuration_items};
+use crate::{utc, DbConnection, Slice, StoreError, WriteContext};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = ci_relationships)]
+struct RelationshipRow {
+    id: String,
+    source_id: String,
+    rel_type: String,
+    target_id: String,
+    created_at: NaiveDateTime,
+}
+
+fn parse_type(text: &str) -> Result<RelationshipType, StoreError> {
+    RelationshipType::parse(text).map_err(|e| {
+        StoreError::Database(diesel::result::Error::DeserializationError(
+            format!("stored relationship type is not valid: {e}").into(),
+        ))
+    })
+}
+
+impl RelationshipRow {
+    fn into_relationship(self) -> Result<Relationship, StoreError> {
+        let rel_type = parse_type(&self.rel_type)?;
+        Ok(Relationship {
+            id: self.id,
+            source_id: self.source_id,
+            rel_type,
+            inverse: rel_type.inverse(),
+            target_id: self.target_id,
+            created_at: utc(self.created_at),
+        })
+    }
+}
+
+pub fn get(conn: &mut DbConnection, id: &str) -> Result<Relationship, StoreError> {
+    ci_relationships::table
+        .find(id)
+        .select(RelationshipRow::as_select())
+        .get_result(conn)?
+        .into_relationship()
+}
+
+fn existing(
+    conn: &mut DbConnection,
+    source_id: &str,
+    rel_type: RelationshipType,
+    target_id: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(ci_relationships::table
+        .filter(ci_relationships::source_id.eq(source_id))
+        .filter(ci_relationships::rel_type.eq(rel_type.as_str()))
+        .filter(ci_relationships::target_id.eq(target_id))
+        .select(ci_relationships::id)
+        .get_result(conn)
+        .optional()?)
+}
+
+fn item_exists(conn: &mut DbConnection, id: &str) -> Result<bool, StoreError> {
+    Ok(configuration_items::table
+        .find(id)
+        .select(configuration_items::id)
+        .get_result::<String>(conn)
+        .optional()?
+        .is_some())
+}
+
+/// Adds `source type target`: both items must exist, differ, and not be related so already.
+pub fn create(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    source_id: &str,
+    rel_type: RelationshipType,
+    target_id: &str,
+) -> Result<Relationship, CmdbError> {
+    let mut errors = Vec::new();
+    if source_id == target_id {
+        errors.push(domain::FieldError::new(
+            "target_id",
+            "must differ from source_id: an item cannot relate to itself",
+        ));
+    }
+    for (field, id) in [("source_id", source_id), ("target_id", target_id)] {
+        if !item_exists(conn, id)? {
+            errors.push(domain::FieldError::new(field, "no such configuration item"));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(DomainError::Invalid(errors).into());
+    }
+    if let Some(id) = existing(conn, source_id, rel_type, target_id)? {
+        return Err(CmdbError::invalid(
+            "type",
+            format!("the relationship exists already: {id}"),
+        ));
+    }
+    insert(conn, ctx, source_id, rel_type, target_id)
+}
+
+/// Inserts a checked relationship with its audit entry (on the source item) and event.
+pub(crate) fn insert(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    source_id: &str,
+    rel_type: RelationshipType,
+    target_id: &str,
+) -> Result<Relationship, CmdbError> {
+    let relationship = Relationship {
+        id: crate::new_id(),
+        source_id: source_id.to_owned(),
+        rel_type,
+        inverse: rel_type.inverse(),
+        target_id: target_id.to_owned(),
+        created_at: utc(ctx.at),
+    };
+    diesel::insert_into(ci_relationships::table)
+        .values((
+            ci_relationships::id.eq(&relationship.id),
+            ci_relationships::source_id.eq(source_id),
+            ci_relationships::rel_type.eq(rel_type.as_str()),
+            ci_relationships::target_id.eq(target_id),
+            ci_relationships::created_at.eq(ctx.at),
+        ))
+        .execute(conn)?;
+    audit::record(
+        ctx,
+        Mutation {
+            entity_type: ITEM,
+            entity_id: source_id,
+            action: "add_relationship",
+            changes: json!({ format!("relationships.{}", rel_type.as_str()): [null, target_id] }),
+            event_type: "ci.relationship_added",
+            event_data: json!(relationship),
+        },
+    )?;
+    Ok(relationship)
+}
+
+pub fn delete(conn: &mut DbConnection, ctx: &WriteContext, id: &str) -> Result<(), CmdbError> {
+    let relationship = get(conn, id)?;
+    diesel::delete(ci_relationships::table.find(id)).execute(conn)?;
+    audit::record(
+        ctx,
+        Mutation {
+            entity_type: ITEM,
+            entity_id: &relationship.source_id,
+            action: "remove_relationship",
+            changes: json!({
+                format!("relationships.{}", relationship.rel_type.as_str()):
+                    [relationship.target_id, null]
+            }),
+            event_type: "ci.relationship_removed",
+            event_data: json!(relationship),
+        },
+    )?;
+    Ok(())
+}
+
+/// Which relationships of an item to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Outgoing,
+    Incoming,
+    Both,
+}
+
+type Summary = (String, String, String, String, Option<String>);
+
+fn summaries(
+    conn: &mut DbConnection,
+    ids: Vec<String>,
+) -> Result<HashMap<String, Summary>, StoreError> {
+    let rows: Vec<Summary> = configuration_items::table
+        .filter(InList::bound("configuration_items.id", ids))
+        .select((
+            configuration_items::id,
+            configuration_items::name,
+            configuration_items::class,
+            configuration_items::status,
+            configuration_items::criticality,
+        ))
+        .load(conn)?;
+    Ok(rows.into_iter().map(|r| (r.0.clone(), r)).collect())
+}
+
+/// The relationships of an item in id order; `after` is the last id of the previous page.
+pub fn of_item(
+    conn: &mut DbConnection,
+    item_id: &str,
+    side: Side,
+    types: &[RelationshipType],
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Slice<ItemRelationship>, StoreError> {
+    if !item_exists(conn, item_id)? {
+        return Err(StoreError::NotFound);
+    }
+    let mut query = ci_relationships::table
+        .select(RelationshipRow::as_select())
+        .order(ci_relationships::id.asc())
+        .into_boxed();
+    let id = item_id.to_owned();
+    query = match side {
+        Side::Outgoing => query.filter(ci_relationships::source_id.eq(id)),
+        Side::Incoming => query.filter(ci_relationships::target_id.eq(id)),
+        Side::Both => query.filter(
+            ci_relationships::source_id
+                .eq(id.clone())
+                .or(ci_relationships::target_id.eq(id)),
+        ),
+    };
+    if !types.is_empty() {
+        query = query.filter(InList::names(
+            "ci_relationships.rel_type",
+            types.iter().map(|t| t.as_str()).collect(),
+        ));
+    }
+    if let Some(after) = after {
+        query = query.filter(ci_relationships::id.gt(after.to_owned()));
+    }
+    let rows = crate::load_page::<_, _, RelationshipRow>(conn, query, limit)?;
+    let others: Vec<String> = rows
+        .items
+        .iter()
+        .map(|r| {
+            if r.source_id == item_id {
+                r.target_id.clone()
+            } else {
+                r.source_id.clone()
+            }
+        })
+        .collect();
+    let found = summaries(conn, others)?;
+    let mut items = Vec::with_capacity(rows.items.len());
+    for row in rows.items {
+        let relationship = row.into_relationship()?;
+        let outgoing = relationship.source_id == item_id;
+        let other = if outgoing {
+            &relationship.target_id
+        } else {
+            &relationship.source_id
+        };
+        let (id, name, class, status, _) = found.get(other).cloned().ok_or(StoreError::NotFound)?;
+        items.push(ItemRelationship {
+            name: if outgoing {
+                relationship.rel_type.as_str()
+            } else {
+                relationship.inverse
+            },
+            direction: if outgoing { "outgoing" } else { "incoming" },
+            related: RelatedItem {
+                id,
+                name,
+                class,
+                status: CiStatus::parse(&status).map_err(corrupt)?,
+            },
+            id: relationship.id,
+            rel_type: relationship.rel_type,
+            source_id: relationship.source_id,
+            target_id: relationship.target_id,
+            created_at: relationship.created_at,
+        });
+    }
+    Ok(Slice {
+        items,
+        more: rows.more,
+    })
+}
+
+/// Frontier ids per query: well under both backends' limits on bound parameters.
+const LEVEL_CHUNK: usize = 500;
+
+/// Each step's relationship and the item it reaches.
+type StepRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+);
+
+type StepColumns = (
+    ci_relationships::source_id,
+    ci_relationships::rel_type,
+    ci_relationships::target_id,
+    configuration_items::name,
+    configuration_items::class,
+    configuration_items::status,
+    configuration_items::criticality,
+);
+
+const STEP_COLUMNS: StepColumns = (
+    ci_relationships::source_id,
+    ci_relationships::rel_type,
+    ci_relationships::target_id,
+    configuration_items::name,
+    configuration_items::class,
+    configuration_items::status,
+    configuration_items::criticality,
+);
+
+/// The relationships leaving `ids` in `direction`, joined to the items they reach: one query.
+fn level_rows(
+    conn: &mut DbConnection,
+    ids: Vec<String>,
+    direction: Direction,
+    types: &[RelationshipType],
+) -> Result<Vec<StepRow>, StoreError> {
+    let of_types = (!types.is_empty()).then(|| {
+        InList::names(
+            "ci_relationships.rel_type",
+            types.iter().map(|t| t.as_str()).collect(),
+        )
+    });
+    Ok(match direction {
+        Direction::Downstream => {
+            let mut query = ci_relationships::table
+                .inner_join(
+                    configuration_items::table
+                        .on(configuration_items::id.eq(ci_relationships::target_id)),
+                )
+                .filter(InList::bound("ci_relationships.source_id", ids))
+                .select(STEP_COLUMNS)
+                .into_boxed();
+            if let Some(of_types) = of_types {
+                query = query.filter(of_types);
+            }
+            query.load(conn)?
+        }
+        Direction::Upstream => {
+            let mut query = ci_relationships::table
+                .inner_join(
+                    configuration_items::table
+                        .on(configuration_items::id.eq(ci_relationships::source_id)),
+                )
+                .filter(InList::bound("ci_relationships.target_id", ids))
+                .select(STEP_COLUMNS)
+                .into_boxed();
+            if let Some(of_types) = of_types {
+                query = query.filter(of_types);
+            }
+            query.load(conn)?
+        }
+    })
+}
+
+/// The steps leaving `frontier` in `direction`, with what the walk needs of each reached item:
+/// one query per chunk of the frontier (one per level unless the level is wide).
+fn next_level(
+    conn: &mut DbConnection,
+    frontier: &[String],
+    direction: Direction,
+    types: &[RelationshipType],
+) -> Result<Vec<Step>, StoreError> {
+    let mut steps = Vec::new();
+    for chunk in frontier.chunks(LEVEL_CHUNK) {
+        for (source, rel_type, target, name, class, status, criticality) in
+            level_rows(conn, chunk.to_vec(), direction, types)?
+        {
+            let (from, to) = match direction {
+                Direction::Downstream => (source, target),
+                Direction::Upstream => (target, source),
+            };
+            steps.push(Step {
+                from,
+                rel_type: parse_type(&rel_type)?,
+                to,
+                node: NodeInfo {
+                    name,
+                    class,
+                    status: CiStatus::parse(&status).map_err(corrupt)?,
+                    criticality: criticality
+                        .as_deref()
+                        .map(Criticality::parse)
+                        .transpose()
+                        .map_err(corrupt)?,
+                },
+            });
+        }
+    }
+    Ok(steps)
+}
+
+fn corrupt(error: DomainError) -> StoreError {
+    StoreError::Database(diesel::result::Error::DeserializationError(
+        format!("stored configuration item is not valid: {error}").into(),
+    ))
+}
+
+/// The impact of `start`: the walk of [`impact::traverse`] with one query per level.
+pub fn impact(
+    conn: &mut DbConnection,
+    classes: &ClassSet,
+    start: &str,
+    direction: Direction,
+    depth: u32,
+    types: &[RelationshipType],
+    limit: usize,
+) -> Result<Impact, StoreError> {
+    if !item_exists(conn, start)? {
+        return Err(StoreError::NotFound);
+    }
+    impact::traverse(
+        start,
+        depth,
+        limit,
+        |class| classes.is_a(class, "business_service"),
+        |frontier| next_level(conn, frontier, direction, types),
+    )
+}
