@@ -3,6 +3,7 @@
 //! Nothing here performs I/O or knows about HTTP or SQL; the API parses input into these
 //! types at the edge and persistence stores them.
 
+pub mod calendar;
 pub mod changes;
 pub mod cmdb;
 mod enums;
@@ -14,6 +15,7 @@ pub mod priority;
 pub mod problem;
 pub mod routing;
 pub mod search;
+pub mod sla;
 pub mod ticket;
 
 pub use changes::Changes;
