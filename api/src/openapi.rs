@@ -5,6 +5,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::routes::cmdb::{
     classes as ci_classes, items as ci_items, relationships as ci_relationships,
+    tickets as ci_tickets,
 };
 use crate::routes::{assignment_rules, auth, feed, groups, health, incidents, problems, users};
 
@@ -37,6 +38,7 @@ use crate::routes::{assignment_rules, auth, feed, groups, health, incidents, pro
         ci_classes::delete_class, ci_classes::get_source_precedence, ci_classes::set_source_precedence,
         ci_items::create_item, ci_items::list_items, ci_items::get_item, ci_items::update_item,
         ci_items::item_relationships, ci_items::item_impact, ci_items::item_history, ci_items::reconcile_items,
+        ci_tickets::item_tickets,
         ci_relationships::create_relationship, ci_relationships::get_relationship, ci_relationships::delete_relationship,
     ),
     modifiers(&BearerAuth),

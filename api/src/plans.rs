@@ -106,6 +106,20 @@ pub async fn incident_list_plans(db: &Database) -> Result<Vec<(String, Vec<Strin
                 },
             ),
             newest_first(
+                "configuration_item=…",
+                IncidentFilter {
+                    configuration_item: Some(sample.id.clone()),
+                    ..all()
+                },
+            ),
+            newest_first(
+                "service=…",
+                IncidentFilter {
+                    service: Some(sample.id.clone()),
+                    ..all()
+                },
+            ),
+            newest_first(
                 "created_after=…&created_before=…",
                 IncidentFilter {
                     created_after: Some(day_before),

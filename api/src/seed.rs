@@ -176,6 +176,8 @@ fn problem_draft(random: &mut Lcg, n: usize) -> (NewProblem, bool) {
         root_cause: None,
         workaround: known.then(|| format!("Restart the {} service", random.pick(&WORDS))),
         external_refs: Vec::new(),
+        configuration_items: Vec::new(),
+        service: None,
     };
     (new, known)
 }
@@ -219,6 +221,8 @@ fn draft(
         assignee: None,
         parent_id: None,
         external_refs: Vec::new(),
+        configuration_items: Vec::new(),
+        service: None,
     };
     let steps: &[IncidentAction] = match random.next() % 5 {
         0 => &[],

@@ -102,6 +102,10 @@ pub struct Incident {
     pub resolution_code: Option<ResolutionCode>,
     pub resolution_notes: Option<String>,
     pub external_refs: Vec<ExternalRef>,
+    /// The ids of the configuration items it concerns.
+    pub configuration_items: Vec<String>,
+    /// The business service (a configuration item) it affects.
+    pub service: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub first_response_at: Option<DateTime<Utc>>,
@@ -128,6 +132,8 @@ pub struct NewIncident {
     pub assignee: Option<String>,
     pub parent_id: Option<String>,
     pub external_refs: Vec<ExternalRef>,
+    pub configuration_items: Vec<String>,
+    pub service: Option<String>,
 }
 
 impl NewIncident {
@@ -328,6 +334,8 @@ impl Incident {
             resolution_code: None,
             resolution_notes: None,
             external_refs: new.external_refs,
+            configuration_items: new.configuration_items,
+            service: new.service,
             created_at: now,
             updated_at: now,
             resolved_at: None,
@@ -422,6 +430,7 @@ impl Ticket for Incident {
         "parent_id",
         "external_refs",
         "problem_id",
+        "configuration_items",
     ];
     // Major declarations concern staff only.
     const INTERNAL_ACTIONS: &'static [&'static str] = &["declare_major"];
@@ -477,6 +486,12 @@ impl Ticket for Incident {
             )
             .field("external_refs", &self.external_refs, &after.external_refs)
             .field(
+                "configuration_items",
+                &self.configuration_items,
+                &after.configuration_items,
+            )
+            .field("service", &self.service, &after.service)
+            .field(
                 "first_response_at",
                 &self.first_response_at,
                 &after.first_response_at,
@@ -506,6 +521,8 @@ mod tests {
             assignee: None,
             parent_id: None,
             external_refs: Vec::new(),
+            configuration_items: Vec::new(),
+            service: None,
         };
         let mut incident = Incident::create(new, "i1".into(), "INC0000001".into(), Utc::now());
         incident.state = state;
@@ -706,6 +723,8 @@ mod tests {
             assignment_group: Some("g".into()),
             parent_id: None,
             external_refs: Vec::new(),
+            configuration_items: Vec::new(),
+            service: None,
         };
         i = Incident::create(new, i.id, i.number, now);
         assert_eq!(

@@ -77,6 +77,10 @@ pub struct Problem {
     pub resolution_code: Option<ResolutionCode>,
     pub resolution_notes: Option<String>,
     pub external_refs: Vec<ExternalRef>,
+    /// The ids of the configuration items it concerns.
+    pub configuration_items: Vec<String>,
+    /// The business service (a configuration item) it affects.
+    pub service: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub resolved_at: Option<DateTime<Utc>>,
@@ -97,6 +101,8 @@ pub struct NewProblem {
     pub root_cause: Option<String>,
     pub workaround: Option<String>,
     pub external_refs: Vec<ExternalRef>,
+    pub configuration_items: Vec<String>,
+    pub service: Option<String>,
 }
 
 impl NewProblem {
@@ -147,6 +153,8 @@ impl Problem {
             resolution_code: None,
             resolution_notes: None,
             external_refs: new.external_refs,
+            configuration_items: new.configuration_items,
+            service: new.service,
             created_at: now,
             updated_at: now,
             resolved_at: None,
@@ -357,6 +365,12 @@ impl Ticket for Problem {
                 &after.resolution_notes,
             )
             .field("external_refs", &self.external_refs, &after.external_refs)
+            .field(
+                "configuration_items",
+                &self.configuration_items,
+                &after.configuration_items,
+            )
+            .field("service", &self.service, &after.service)
             .field("resolved_at", &self.resolved_at, &after.resolved_at)
             .field("closed_at", &self.closed_at, &after.closed_at);
         changes
@@ -382,6 +396,8 @@ mod tests {
             root_cause: None,
             workaround: None,
             external_refs: Vec::new(),
+            configuration_items: Vec::new(),
+            service: None,
         };
         let mut problem = Problem::create(new, "p1".into(), "PRB0000001".into(), Utc::now());
         problem.state = state;

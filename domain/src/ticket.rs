@@ -150,6 +150,8 @@ pub trait Ticket: Lifecycle + Clone + Serialize + Send + 'static {
     fn assignment_group(&self) -> Option<&str>;
     fn assignee(&self) -> Option<&str>;
     fn external_refs(&self) -> &[ExternalRef];
+    /// The ids of the configuration items the ticket concerns.
+    fn configuration_items(&self) -> &[String];
     fn created_at(&self) -> DateTime<Utc>;
     fn updated_at(&self) -> DateTime<Utc>;
     /// The priority, for types that have one (a list sort).
@@ -168,8 +170,8 @@ pub trait Ticket: Lifecycle + Clone + Serialize + Send + 'static {
 }
 
 /// The [`Ticket`] methods that read the fields every ticket type has under the same names
-/// (`id`, `number`, `version`, `assignment_group`, `assignee`, `external_refs`, `created_at`,
-/// `updated_at`, and a `state` with `is_final`), written once for every type.
+/// (`id`, `number`, `version`, `assignment_group`, `assignee`, `external_refs`,
+/// `configuration_items`, `created_at`, `updated_at`, and a `state` with `is_final`), written once for every type.
 macro_rules! core_fields {
     () => {
         fn id(&self) -> &str {
@@ -189,6 +191,9 @@ macro_rules! core_fields {
         }
         fn external_refs(&self) -> &[$crate::ExternalRef] {
             &self.external_refs
+        }
+        fn configuration_items(&self) -> &[String] {
+            &self.configuration_items
         }
         fn created_at(&self) -> chrono::DateTime<chrono::Utc> {
             self.created_at

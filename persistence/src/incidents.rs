@@ -9,9 +9,11 @@ use domain::priority::Priority;
 use domain::ticket::TicketKind;
 
 use crate::conditions::{InList, RowAfter};
-use crate::schema::incidents;
-use crate::tickets::{self, order_by_sort, stored, Position, Sort, TicketTable, WordsCondition};
-use crate::{external_refs, fixed_update, utc, DbConnection, Slice, StoreError, WriteContext};
+use crate::schema::{incidents, ticket_configuration_items as links};
+use crate::tickets::{
+    self, order_by_sort, stored, LinkFlags, Links, Position, Sort, TicketTable, WordsCondition,
+};
+use crate::{fixed_update, utc, DbConnection, Slice, StoreError, WriteContext};
 
 pub const ENTITY: &str = "incident";
 /// What PostgreSQL's word index (`incidents_words_idx`) is built on.
@@ -50,22 +52,25 @@ struct IncidentRow {
     /// PostgreSQL the lookup was one of a GET's three round trips.
     has_external_refs: bool,
     problem_id: Option<String>,
+    service_id: Option<String>,
+    has_configuration_items: bool,
 }
 
 impl IncidentRow {
-    fn load_refs(self, conn: &mut DbConnection) -> Result<Incident, StoreError> {
-        let refs = if self.has_external_refs {
-            external_refs::of(conn, ENTITY, &self.id)?
-        } else {
-            Vec::new()
-        };
-        self.into_incident(refs)
+    fn links(&self) -> LinkFlags<'_> {
+        (
+            &self.id,
+            self.has_external_refs,
+            self.has_configuration_items,
+        )
     }
 
-    fn into_incident(
-        self,
-        external_refs: Vec<domain::ExternalRef>,
-    ) -> Result<Incident, StoreError> {
+    fn load_refs(self, conn: &mut DbConnection) -> Result<Incident, StoreError> {
+        let links = tickets::links_of(conn, TicketKind::Incident, self.links())?;
+        self.into_incident(links)
+    }
+
+    fn into_incident(self, links: Links) -> Result<Incident, StoreError> {
         Ok(Incident {
             channel: stored("channel", &self.channel)?,
             impact: stored("impact", &self.impact)?,
@@ -93,7 +98,9 @@ impl IncidentRow {
             parent_id: self.parent_id,
             problem_id: self.problem_id,
             resolution_notes: self.resolution_notes,
-            external_refs,
+            external_refs: links.external_refs,
+            configuration_items: links.configuration_items,
+            service: self.service_id,
             created_at: utc(self.created_at),
             updated_at: utc(self.updated_at),
             first_response_at: self.first_response_at.map(utc),
@@ -136,6 +143,8 @@ pub fn create(
         incidents::reopen_count.eq(0),
         incidents::version.eq(1),
         incidents::has_external_refs.eq(!new.external_refs.is_empty()),
+        incidents::service_id.eq(&new.service),
+        incidents::has_configuration_items.eq(!new.configuration_items.is_empty()),
     );
     let number = match conn {
         // The column's default takes the next number from a sequence, in the same round trip
@@ -227,6 +236,8 @@ impl TicketTable for Incident {
                 incidents::reopen_count.eq(after.reopen_count),
                 incidents::version.eq(before.version + 1),
                 incidents::has_external_refs.eq(!after.external_refs.is_empty()),
+                incidents::service_id.eq(&after.service),
+                incidents::has_configuration_items.eq(!after.configuration_items.is_empty()),
                 incidents::problem_id.eq(&after.problem_id),
             ),
             incidents::id
@@ -302,6 +313,10 @@ pub struct IncidentFilter {
     pub category: Option<String>,
     pub parent_id: Option<String>,
     pub problem_id: Option<String>,
+    /// Tickets concerning this configuration item (id).
+    pub configuration_item: Option<String>,
+    /// Tickets affecting this business service (id).
+    pub service: Option<String>,
     pub created_after: Option<NaiveDateTime>,
     pub created_before: Option<NaiveDateTime>,
     pub updated_after: Option<NaiveDateTime>,
@@ -346,6 +361,16 @@ macro_rules! incident_list_query {
         }
         if let Some(problem) = &filter.problem_id {
             query = query.filter(incidents::problem_id.eq(problem.clone()));
+        }
+        if let Some(item) = &filter.configuration_item {
+            let concerned = links::table
+                .filter(links::ticket_type.eq("incident"))
+                .filter(links::ci_id.eq(item.clone()))
+                .select(links::ticket_id);
+            query = query.filter(incidents::id.eq_any(concerned));
+        }
+        if let Some(service) = &filter.service {
+            query = query.filter(incidents::service_id.eq(service.clone()));
         }
         if let Some(at) = filter.created_after {
             query = query.filter(incidents::created_at.ge(at));
@@ -428,11 +453,11 @@ pub fn list(
     } else {
         load(conn)?
     };
-    external_refs::attach(
+    tickets::attach_links(
         conn,
-        ENTITY,
+        TicketKind::Incident,
         rows,
-        |row| row.has_external_refs.then_some(row.id.as_str()),
+        IncidentRow::links,
         IncidentRow::into_incident,
     )
 }

@@ -12,9 +12,11 @@ use serde_json::json;
 
 use crate::audit::{self, Mutation};
 use crate::conditions::{InList, RowAfter};
-use crate::schema::problems;
-use crate::tickets::{self, order_by_sort, stored, Position, Sort, TicketTable, WordsCondition};
-use crate::{external_refs, fixed_update, utc, DbConnection, Slice, StoreError, WriteContext};
+use crate::schema::{problems, ticket_configuration_items as links};
+use crate::tickets::{
+    self, order_by_sort, stored, LinkFlags, Links, Position, Sort, TicketTable, WordsCondition,
+};
+use crate::{fixed_update, utc, DbConnection, Slice, StoreError, WriteContext};
 
 pub const ENTITY: &str = "problem";
 /// What PostgreSQL's word index (`problems_words_idx`) is built on.
@@ -47,19 +49,25 @@ struct ProblemRow {
     closed_at: Option<NaiveDateTime>,
     version: i64,
     has_external_refs: bool,
+    service_id: Option<String>,
+    has_configuration_items: bool,
 }
 
 impl ProblemRow {
-    fn load_refs(self, conn: &mut DbConnection) -> Result<Problem, StoreError> {
-        let refs = if self.has_external_refs {
-            external_refs::of(conn, ENTITY, &self.id)?
-        } else {
-            Vec::new()
-        };
-        self.into_problem(refs)
+    fn links(&self) -> LinkFlags<'_> {
+        (
+            &self.id,
+            self.has_external_refs,
+            self.has_configuration_items,
+        )
     }
 
-    fn into_problem(self, external_refs: Vec<domain::ExternalRef>) -> Result<Problem, StoreError> {
+    fn load_refs(self, conn: &mut DbConnection) -> Result<Problem, StoreError> {
+        let links = tickets::links_of(conn, TicketKind::Problem, self.links())?;
+        self.into_problem(links)
+    }
+
+    fn into_problem(self, links: Links) -> Result<Problem, StoreError> {
         Ok(Problem {
             impact: stored("impact", &self.impact)?,
             urgency: stored("urgency", &self.urgency)?,
@@ -81,7 +89,9 @@ impl ProblemRow {
             known_error: self.known_error,
             known_error_at: self.known_error_at.map(utc),
             resolution_notes: self.resolution_notes,
-            external_refs,
+            external_refs: links.external_refs,
+            configuration_items: links.configuration_items,
+            service: self.service_id,
             created_at: utc(self.created_at),
             updated_at: utc(self.updated_at),
             resolved_at: self.resolved_at.map(utc),
@@ -116,6 +126,8 @@ pub fn create(
         problems::updated_at.eq(ctx.at),
         problems::version.eq(1),
         problems::has_external_refs.eq(!new.external_refs.is_empty()),
+        problems::service_id.eq(&new.service),
+        problems::has_configuration_items.eq(!new.configuration_items.is_empty()),
     );
     let number = match conn {
         DbConnection::Postgresql(c) => diesel::insert_into(problems::table)
@@ -196,6 +208,8 @@ impl TicketTable for Problem {
                 problems::closed_at.eq(at(after.closed_at)),
                 problems::version.eq(before.version + 1),
                 problems::has_external_refs.eq(!after.external_refs.is_empty()),
+                problems::service_id.eq(&after.service),
+                problems::has_configuration_items.eq(!after.configuration_items.is_empty()),
             ),
             problems::id
                 .eq(&before.id)
@@ -260,6 +274,10 @@ pub struct ProblemFilter {
     pub assignee: Option<String>,
     pub category: Option<String>,
     pub known_error: Option<bool>,
+    /// Tickets concerning this configuration item (id).
+    pub configuration_item: Option<String>,
+    /// Tickets affecting this business service (id).
+    pub service: Option<String>,
     pub created_after: Option<NaiveDateTime>,
     pub created_before: Option<NaiveDateTime>,
     /// Words that must all appear in title, description, root cause or workaround.
@@ -296,6 +314,16 @@ macro_rules! problem_list_query {
         }
         if let Some(known_error) = filter.known_error {
             query = query.filter(problems::known_error.eq(known_error));
+        }
+        if let Some(item) = &filter.configuration_item {
+            let concerned = links::table
+                .filter(links::ticket_type.eq("problem"))
+                .filter(links::ci_id.eq(item.clone()))
+                .select(links::ticket_id);
+            query = query.filter(problems::id.eq_any(concerned));
+        }
+        if let Some(service) = &filter.service {
+            query = query.filter(problems::service_id.eq(service.clone()));
         }
         if let Some(at) = filter.created_after {
             query = query.filter(problems::created_at.ge(at));
@@ -348,11 +376,11 @@ pub fn list(
         let query = problem_list_query!(filter, sort, &words, after);
         crate::load_page(c, query, limit)
     })?;
-    external_refs::attach(
+    tickets::attach_links(
         conn,
-        ENTITY,
+        TicketKind::Problem,
         rows,
-        |row| row.has_external_refs.then_some(row.id.as_str()),
+        ProblemRow::links,
         ProblemRow::into_problem,
     )
 }

@@ -124,6 +124,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     idempotency_keys,
     incidents,
     problems,
+    ticket_configuration_items,
     ticket_words,
     notes,
     assignment_rules,
@@ -159,6 +160,8 @@ diesel::table! {
         version -> BigInt,
         has_external_refs -> Bool,
         problem_id -> Nullable<Text>,
+        service_id -> Nullable<Text>,
+        has_configuration_items -> Bool,
     }
 }
 
@@ -187,6 +190,17 @@ diesel::table! {
         closed_at -> Nullable<Timestamp>,
         version -> BigInt,
         has_external_refs -> Bool,
+        service_id -> Nullable<Text>,
+        has_configuration_items -> Bool,
+    }
+}
+
+diesel::table! {
+    /// The configuration items each ticket concerns.
+    ticket_configuration_items (ticket_type, ticket_id, ci_id) {
+        ticket_type -> Text,
+        ticket_id -> Text,
+        ci_id -> Text,
     }
 }
 

@@ -12,7 +12,8 @@ use serde_json::json;
 use crate::audit::{self, Mutation};
 use crate::conditions::{Key, RowAfter};
 use crate::{
-    counters, external_refs, journal, utc, DbConnection, Lookups, StoreError, WriteContext,
+    counters, external_refs, journal, ticket_items, utc, DbConnection, Lookups, Slice, StoreError,
+    WriteContext,
 };
 
 /// What a ticket type's repository gives the kernel.
@@ -72,6 +73,9 @@ pub(crate) fn record_created<T: Ticket>(
     if !ticket.external_refs().is_empty() {
         external_refs::replace(conn, kind.as_str(), ticket.id(), ticket.external_refs())?;
     }
+    if !ticket.configuration_items().is_empty() {
+        ticket_items::replace(conn, kind, ticket.id(), ticket.configuration_items())?;
+    }
     audit::record(
         ctx,
         Mutation {
@@ -94,6 +98,80 @@ pub(crate) fn record_created<T: Ticket>(
         )?;
     }
     Ok(())
+}
+
+/// What a ticket row does not hold itself: its external references and its items.
+#[derive(Debug, Default)]
+pub(crate) struct Links {
+    pub external_refs: Vec<domain::ExternalRef>,
+    pub configuration_items: Vec<String>,
+}
+
+/// Which links a row has, so that tickets without any (most) cost no query: its id, whether it
+/// has external references, whether it has items.
+pub(crate) type LinkFlags<'r> = (&'r str, bool, bool);
+
+/// The links of one ticket.
+pub(crate) fn links_of(
+    conn: &mut DbConnection,
+    kind: TicketKind,
+    (id, has_refs, has_items): LinkFlags<'_>,
+) -> Result<Links, StoreError> {
+    Ok(Links {
+        external_refs: if has_refs {
+            external_refs::of(conn, kind.as_str(), id)?
+        } else {
+            Vec::new()
+        },
+        configuration_items: if has_items {
+            ticket_items::of(conn, kind, id)?
+        } else {
+            Vec::new()
+        },
+    })
+}
+
+/// Turns a page of rows into tickets with their links: at most one query per kind of link
+/// for the whole page.
+pub(crate) fn attach_links<R, T>(
+    conn: &mut DbConnection,
+    kind: TicketKind,
+    rows: Slice<R>,
+    flags: impl Fn(&R) -> LinkFlags<'_>,
+    build: impl Fn(R, Links) -> Result<T, StoreError>,
+) -> Result<Slice<T>, StoreError> {
+    let with_refs: Vec<&str> = rows
+        .items
+        .iter()
+        .map(&flags)
+        .filter(|f| f.1)
+        .map(|f| f.0)
+        .collect();
+    let with_items: Vec<&str> = rows
+        .items
+        .iter()
+        .map(&flags)
+        .filter(|f| f.2)
+        .map(|f| f.0)
+        .collect();
+    let mut refs = external_refs::of_many(conn, kind.as_str(), &with_refs)?;
+    let mut items = ticket_items::of_many(conn, kind, &with_items)?;
+    let tickets = rows
+        .items
+        .into_iter()
+        .map(|row| {
+            let id = flags(&row).0.to_owned();
+            let links = Links {
+                external_refs: refs.remove(&id).unwrap_or_default(),
+                configuration_items: items.remove(&id).unwrap_or_default(),
+            };
+            build(row, links)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Slice {
+        items: tickets,
+        more: rows.more,
+    })
 }
 
 /// How a save is recorded: the audit action, a reason shown in the diff, and the type's own
@@ -146,6 +224,9 @@ pub fn save<T: TicketTable>(
     }
     if before.external_refs() != after.external_refs() {
         external_refs::replace(conn, kind.as_str(), after.id(), after.external_refs())?;
+    }
+    if before.configuration_items() != after.configuration_items() {
+        ticket_items::replace(conn, kind, after.id(), after.configuration_items())?;
     }
     let mut saved = after.clone();
     saved.stamp(Stamp {

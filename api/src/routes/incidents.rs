@@ -6,13 +6,14 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{get, patch, post, web, HttpRequest, HttpResponse};
+use domain::cmdb::impact::ImpactedItem;
 use domain::incident::{
     Channel, Incident, IncidentAction, IncidentState, NewIncident, OnHoldReason, Relation,
     ResolutionCode, TransitionInput,
 };
 use domain::notes::{Note, Visibility};
 use domain::priority::{Impact, Priority, Urgency};
-use domain::ticket::trimmed;
+use domain::ticket::{trimmed, Lifecycle};
 use domain::{ExternalRef, FieldError, Role};
 use persistence::incidents::{self, IncidentFilter};
 use persistence::DbConnection;
@@ -38,6 +39,9 @@ pub struct IncidentView {
     #[serde(flatten)]
     pub incident: Incident,
     pub allowed_actions: Vec<IncidentAction>,
+    /// On creation with configuration items: the business services that depend on them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub impacted_services: Option<Vec<ImpactedItem>>,
 }
 
 impl TicketApi for Incident {
@@ -54,6 +58,7 @@ impl TicketApi for Incident {
         IncidentView {
             incident: self,
             allowed_actions,
+            impacted_services: None,
         }
     }
 
@@ -114,6 +119,12 @@ pub struct CreateIncident {
     pub parent_id: Option<String>,
     #[serde(default)]
     pub external_refs: Vec<ExternalRef>,
+    /// Ids of the configuration items concerned.
+    #[serde(default)]
+    #[validate(length(max = 50))]
+    pub configuration_items: Vec<String>,
+    /// Id of the business service (a `business_service` configuration item) affected.
+    pub service: Option<String>,
 }
 
 /// A merge patch of an incident. State, priority, number and timestamps change only through
@@ -154,6 +165,12 @@ pub struct UpdateIncident {
     pub parent_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "required")]
     pub external_refs: Option<Vec<ExternalRef>>,
+    #[serde(default, deserialize_with = "required")]
+    #[validate(length(max = 50))]
+    pub configuration_items: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub service: Option<Option<String>>,
 }
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -190,6 +207,8 @@ impl CreateIncident {
                 ("assignee", self.assignee.is_some()),
                 ("parent_id", self.parent_id.is_some()),
                 ("external_refs", !self.external_refs.is_empty()),
+                ("configuration_items", !self.configuration_items.is_empty()),
+                ("service", self.service.is_some()),
             ];
             let errors: Vec<FieldError> = staff_only
                 .iter()
@@ -231,6 +250,8 @@ impl CreateIncident {
             assignee: self.assignee,
             parent_id: self.parent_id,
             external_refs: self.external_refs,
+            configuration_items: self.configuration_items,
+            service: self.service,
         })
     }
 }
@@ -256,6 +277,8 @@ impl UpdateIncident {
             assignee: self.assignee,
             parent_id: self.parent_id,
             external_refs: self.external_refs,
+            configuration_items: self.configuration_items,
+            service: self.service,
         })
     }
 }
@@ -279,6 +302,15 @@ pub async fn create_incident(
     let (incident, relation) = usecase::report(&state, caller, access, new).await?;
     let location = format!("/api/v1/incidents/{}", incident.number);
     let version = incident.version;
+    // Only staff report on configuration items, so the view needs no redaction.
+    if !incident.configuration_items.is_empty() {
+        let impacted =
+            usecase::impacted_services(&state, incident.configuration_items.clone()).await?;
+        let allowed_actions = incident.allowed_actions(relation);
+        let mut view = incident.view(allowed_actions);
+        view.impacted_services = Some(impacted);
+        return Ok(created(location, version, &view));
+    }
     Ok(created(
         location,
         version,
@@ -296,6 +328,8 @@ pub async fn create_incident(
         ("caller" = Option<String>, Query), ("major" = Option<bool>, Query),
         ("category" = Option<String>, Query), ("parent_id" = Option<String>, Query),
         ("problem_id" = Option<String>, Query, description = "Incidents linked to this problem (id)"),
+        ("configuration_item" = Option<String>, Query, description = "Incidents concerning this configuration item (id)"),
+        ("service" = Option<String>, Query, description = "Incidents affecting this business service (id)"),
         ("created_after" = Option<String>, Query, description = "RFC 3339, inclusive"),
         ("created_before" = Option<String>, Query, description = "RFC 3339, exclusive"),
         ("updated_after" = Option<String>, Query, description = "RFC 3339, inclusive"),
@@ -322,6 +356,8 @@ pub async fn list_incidents(
         "category",
         "parent_id",
         "problem_id",
+        "configuration_item",
+        "service",
         "created_after",
         "created_before",
         "updated_after",
@@ -339,6 +375,8 @@ pub async fn list_incidents(
         category: params.text("category", 100)?,
         parent_id: params.text("parent_id", 64)?,
         problem_id: params.text("problem_id", 64)?,
+        configuration_item: params.text("configuration_item", 64)?,
+        service: params.text("service", 64)?,
         created_after: params.timestamp("created_after")?.map(|t| t.naive_utc()),
         created_before: params.timestamp("created_before")?.map(|t| t.naive_utc()),
         updated_after: params.timestamp("updated_after")?.map(|t| t.naive_utc()),
@@ -351,6 +389,7 @@ pub async fn list_incidents(
             "major",
             "parent_id",
             "problem_id",
+            "configuration_item",
         ]
         .into_iter()
         .filter(|name| !params.all(name).is_empty())

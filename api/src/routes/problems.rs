@@ -90,6 +90,12 @@ pub struct CreateProblem {
     pub workaround: Option<String>,
     #[serde(default)]
     pub external_refs: Vec<ExternalRef>,
+    /// Ids of the configuration items concerned.
+    #[serde(default)]
+    #[validate(length(max = 50))]
+    pub configuration_items: Vec<String>,
+    /// Id of the business service (a `business_service` configuration item) affected.
+    pub service: Option<String>,
 }
 
 impl CreateProblem {
@@ -110,6 +116,8 @@ impl CreateProblem {
             root_cause: trimmed(self.root_cause),
             workaround: trimmed(self.workaround),
             external_refs: self.external_refs,
+            configuration_items: self.configuration_items,
+            service: self.service,
         })
     }
 }
@@ -149,6 +157,12 @@ pub struct UpdateProblem {
     pub workaround: Option<Option<String>>,
     #[serde(default, deserialize_with = "required")]
     pub external_refs: Option<Vec<ExternalRef>>,
+    #[serde(default, deserialize_with = "required")]
+    #[validate(length(max = 50))]
+    pub configuration_items: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub service: Option<Option<String>>,
 }
 
 impl UpdateProblem {
@@ -170,6 +184,8 @@ impl UpdateProblem {
             root_cause: self.root_cause,
             workaround: self.workaround,
             external_refs: self.external_refs,
+            configuration_items: self.configuration_items,
+            service: self.service,
         })
     }
 }
@@ -307,6 +323,8 @@ fn created_problem(problem: Problem, relation: ProblemRelation) -> HttpResponse 
         ("priority" = Option<Vec<Priority>>, Query, description = "Repeatable"),
         ("assignment_group" = Option<String>, Query), ("assignee" = Option<String>, Query),
         ("category" = Option<String>, Query), ("known_error" = Option<bool>, Query),
+        ("configuration_item" = Option<String>, Query, description = "Problems concerning this configuration item (id)"),
+        ("service" = Option<String>, Query, description = "Problems affecting this business service (id)"),
         ("created_after" = Option<String>, Query, description = "RFC 3339, inclusive"),
         ("created_before" = Option<String>, Query, description = "RFC 3339, exclusive"),
         ("q" = Option<String>, Query, description = "Words that must all appear in title, description, root cause or workaround"),
@@ -330,6 +348,8 @@ pub async fn list_problems(
         "assignee",
         "category",
         "known_error",
+        "configuration_item",
+        "service",
         "created_after",
         "created_before",
         "q",
@@ -343,6 +363,8 @@ pub async fn list_problems(
         assignee: params.text("assignee", 64)?,
         category: params.text("category", 100)?,
         known_error: params.boolean("known_error")?,
+        configuration_item: params.text("configuration_item", 64)?,
+        service: params.text("service", 64)?,
         created_after: params.timestamp("created_after")?.map(|t| t.naive_utc()),
         created_before: params.timestamp("created_before")?.map(|t| t.naive_utc()),
         q: params.text("q", 200)?,

@@ -1,6 +1,7 @@
 //! What happens when someone reports, changes, or moves an incident along its lifecycle:
 //! references checked, rules routed, children cascaded, all in one unit of work.
 
+use domain::cmdb::impact::{self, Direction, ImpactedItem};
 use domain::incident::{
     Channel, Incident, IncidentAction, IncidentState, NewIncident, Relation, TransitionInput,
 };
@@ -10,9 +11,9 @@ use domain::routing;
 use domain::ticket::{trimmed, Lifecycle};
 use domain::ExternalRef;
 use persistence::tickets::{self, Change, TicketTable};
-use persistence::{incidents, notes, DbConnection, WriteContext};
+use persistence::{cmdb, incidents, notes, DbConnection, WriteContext};
 
-use super::{check_active_user, check_assignee, check_group};
+use super::{check_active_user, check_assignee, check_cmdb_links, check_group};
 use crate::auth::Caller;
 use crate::error::{unknown_reference, ApiError, ApiResult};
 use crate::state::AppState;
@@ -124,6 +125,7 @@ pub async fn report(
         .db
         .write_new_rows(move |conn| -> ApiResult<(Incident, Relation)> {
             let mut new = new.clone();
+            check_cmdb_links(conn, &new.configuration_items, new.service.as_deref(), None)?;
             if let Some(parent) = check_references(conn, &ctx, References::of_new(&new), None)? {
                 new.parent_id = Some(parent);
             }
@@ -151,6 +153,8 @@ pub struct IncidentPatch {
     pub assignee: Option<Option<String>>,
     pub parent_id: Option<Option<String>>,
     pub external_refs: Option<Vec<ExternalRef>>,
+    pub configuration_items: Option<Vec<String>>,
+    pub service: Option<Option<String>>,
 }
 
 /// Applies a merge patch to an incident: staff only, never to a closed or canceled one, the
@@ -206,6 +210,18 @@ pub async fn update(
             if let Some(refs) = patch.external_refs {
                 after.external_refs = refs;
             }
+            if let Some(items) = patch.configuration_items {
+                after.configuration_items = items;
+            }
+            if let Some(service) = patch.service {
+                after.service = service;
+            }
+            check_cmdb_links(
+                conn,
+                &after.configuration_items,
+                after.service.as_deref(),
+                Some((&before.configuration_items, before.service.as_deref())),
+            )?;
             match patch.assignee {
                 Some(assignee) => after.assign(assignee, ctx.at.and_utc()),
                 // A new group without a new assignee releases the old one.
@@ -337,4 +353,39 @@ pub(crate) fn auto_close(conn: &mut DbConnection, id: &str) -> ApiResult<bool> {
     let saved = tickets::save(conn, &ctx, &before, &after, Change::action("auto_close"))?;
     cascade_to_children(conn, &ctx, &saved)?;
     Ok(true)
+}
+
+/// The business services that depend on any of `items`, each once, nearest first, as the
+/// CMDB's upstream impact finds them.
+pub async fn impacted_services(
+    state: &AppState,
+    items: Vec<String>,
+) -> ApiResult<Vec<ImpactedItem>> {
+    state
+        .db
+        .read(move |conn| -> ApiResult<Vec<ImpactedItem>> {
+            let classes = cmdb::classes::all(conn)?;
+            let mut services: Vec<ImpactedItem> = Vec::new();
+            for item in &items {
+                let impact = cmdb::relationships::impact(
+                    conn,
+                    &classes,
+                    item,
+                    Direction::Upstream,
+                    impact::MAX_DEPTH,
+                    &[],
+                    impact::DEFAULT_LIMIT,
+                )?;
+                for service in impact.business_services {
+                    match services.iter_mut().find(|s| s.id == service.id) {
+                        Some(known) if known.distance > service.distance => *known = service,
+                        Some(_) => {}
+                        None => services.push(service),
+                    }
+                }
+            }
+            services.sort_by_key(|service| service.distance);
+            Ok(services)
+        })
+        .await
 }

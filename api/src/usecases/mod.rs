@@ -5,7 +5,9 @@
 pub mod incidents;
 pub mod problems;
 
-use persistence::{groups, users, DbConnection};
+use domain::cmdb::item::CiStatus;
+use domain::FieldError;
+use persistence::{cmdb, groups, users, DbConnection};
 
 use crate::error::{unknown_reference, ApiError, ApiResult};
 
@@ -42,4 +44,59 @@ pub(crate) fn check_assignee(
         ));
     }
     Ok(())
+}
+
+/// The configuration items a ticket concerns must exist and be in service, each once; its
+/// service must be an item of a `business_service` class. Only what changed is checked, so a
+/// ticket whose item was retired since can still be worked.
+pub(crate) fn check_cmdb_links(
+    conn: &mut DbConnection,
+    items: &[String],
+    service: Option<&str>,
+    before: Option<(&[String], Option<&str>)>,
+) -> ApiResult<()> {
+    let mut errors = Vec::new();
+    if before.is_none_or(|(old, _)| old != items) {
+        for (index, id) in items.iter().enumerate() {
+            let field = format!("configuration_items[{index}]");
+            if items[..index].contains(id) {
+                errors.push(FieldError::new(field, "is listed twice"));
+                continue;
+            }
+            if before.is_some_and(|(old, _)| old.contains(id)) {
+                continue;
+            }
+            match cmdb::items::get(conn, id) {
+                Ok(item) if item.status == CiStatus::Retired => {
+                    errors.push(FieldError::new(field, format!("{} is retired", item.name)))
+                }
+                Ok(_) => {}
+                Err(persistence::StoreError::NotFound) => {
+                    errors.push(FieldError::new(field, "no such configuration item"))
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+    }
+    if let Some(service) = service.filter(|s| before.is_none_or(|(_, old)| old != Some(*s))) {
+        match cmdb::items::get(conn, service) {
+            Ok(item) => {
+                if !cmdb::classes::all(conn)?.is_a(&item.class, "business_service") {
+                    errors.push(FieldError::new(
+                        "service",
+                        format!("{} is a {}, not a business_service", item.name, item.class),
+                    ));
+                }
+            }
+            Err(persistence::StoreError::NotFound) => {
+                errors.push(FieldError::new("service", "no such configuration item"))
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::from_field_errors(errors))
+    }
 }

@@ -10,7 +10,7 @@ use domain::{ExternalRef, FieldError, Role};
 use persistence::tickets::{self, Change, TicketTable};
 use persistence::{incidents, notes, problems, DbConnection, WriteContext};
 
-use super::{check_assignee, check_group};
+use super::{check_assignee, check_cmdb_links, check_group};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -74,6 +74,7 @@ pub async fn create(state: &AppState, caller: Caller, new: NewProblem) -> ApiRes
                 new.assignment_group.as_deref(),
                 new.assignee.as_deref(),
             )?;
+            check_cmdb_links(conn, &new.configuration_items, new.service.as_deref(), None)?;
             Ok(problems::create(conn, &ctx, new.clone())?)
         })
         .await
@@ -129,6 +130,8 @@ pub async fn create_from_incident(
                 root_cause: None,
                 workaround: None,
                 external_refs: Vec::new(),
+                configuration_items: incident.configuration_items.clone(),
+                service: incident.service.clone(),
             };
             check_assignment(conn, new.assignment_group.as_deref(), None)?;
             let problem = problems::create(conn, &ctx, new)?;
@@ -151,6 +154,8 @@ pub struct ProblemPatch {
     pub root_cause: Option<Option<String>>,
     pub workaround: Option<Option<String>>,
     pub external_refs: Option<Vec<ExternalRef>>,
+    pub configuration_items: Option<Vec<String>>,
+    pub service: Option<Option<String>>,
 }
 
 /// Changes a problem's details: problem managers only, never a closed or canceled problem.
@@ -207,6 +212,18 @@ pub async fn update(
             if let Some(refs) = patch.external_refs {
                 after.external_refs = refs;
             }
+            if let Some(items) = patch.configuration_items {
+                after.configuration_items = items;
+            }
+            if let Some(service) = patch.service {
+                after.service = service;
+            }
+            check_cmdb_links(
+                conn,
+                &after.configuration_items,
+                after.service.as_deref(),
+                Some((&before.configuration_items, before.service.as_deref())),
+            )?;
             check_assignment_change(conn, &before, &after)?;
             Ok(tickets::save(
                 conn,

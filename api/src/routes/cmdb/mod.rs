@@ -3,6 +3,7 @@
 pub mod classes;
 pub mod items;
 pub mod relationships;
+pub mod tickets;
 
 use persistence::cmdb::CmdbError;
 use persistence::StoreError;
@@ -30,4 +31,5 @@ pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
     classes::configure(cfg);
     items::configure(cfg);
     relationships::configure(cfg);
+    cfg.service(tickets::item_tickets);
 }
