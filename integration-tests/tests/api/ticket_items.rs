@@ -108,7 +108,7 @@ async fn incidents_and_problems_on_items(app: TestApp) {
         format!("service={payroll}"),
     ] {
         let page = get_ok(&app, &agent, &format!("/api/v1/incidents?{filter}")).await;
-        assert_eq!(numbers(&page, "items"), [number.clone()], "{filter}");
+        assert_eq!(numbers(&page, "items"), [number.as_str()], "{filter}");
     }
     let other = get_ok(
         &app,
@@ -135,7 +135,7 @@ async fn incidents_and_problems_on_items(app: TestApp) {
     assert_eq!(problem["configuration_items"], json!([db01]));
     let prb = text(&problem, "number");
     let page = get_ok(&app, &agent, &format!("/api/v1/problems?service={payroll}")).await;
-    assert_eq!(numbers(&page, "items"), [prb.clone()]);
+    assert_eq!(numbers(&page, "items"), [prb.as_str()]);
 
     // Each item lists its open tickets: db01 by its links, Payroll as their service.
     for item in [&db01, &payroll] {
@@ -147,10 +147,10 @@ async fn incidents_and_problems_on_items(app: TestApp) {
         .await;
         assert_eq!(
             numbers(&tickets, "incidents"),
-            [number.clone()],
+            [number.as_str()],
             "{tickets}"
         );
-        assert_eq!(numbers(&tickets, "problems"), [prb.clone()], "{tickets}");
+        assert_eq!(numbers(&tickets, "problems"), [prb.as_str()], "{tickets}");
         assert_eq!(tickets["truncated"], false);
     }
     let none = get_ok(
