@@ -5,11 +5,17 @@
 //! Time is split three ways and always adds up: business time while running (`elapsed`), any
 //! time while paused (`paused`), and time while running outside working hours (`outside`).
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use crate::calendar::Calendar;
+use crate::calendar::{Calendar, Holiday, WorkingRange};
 use crate::enums::string_enum;
+use crate::incident::{IncidentState, OnHoldReason};
+use crate::priority::Priority;
+use crate::problem::ProblemState;
+use crate::ticket::TicketKind;
+use crate::{DomainError, FieldError};
 
 string_enum!(
     /// What a timer measures: until the first response, or until resolution.
@@ -204,6 +210,347 @@ fn advance(
     reading.outside_seconds += wall - business;
 }
 
+string_enum!(
+    Day {
+        Monday => "monday",
+        Tuesday => "tuesday",
+        Wednesday => "wednesday",
+        Thursday => "thursday",
+        Friday => "friday",
+        Saturday => "saturday",
+        Sunday => "sunday",
+    }
+);
+
+impl Day {
+    fn weekday(self) -> chrono::Weekday {
+        use chrono::Weekday as W;
+        match self {
+            Day::Monday => W::Mon,
+            Day::Tuesday => W::Tue,
+            Day::Wednesday => W::Wed,
+            Day::Thursday => W::Thu,
+            Day::Friday => W::Fri,
+            Day::Saturday => W::Sat,
+            Day::Sunday => W::Sun,
+        }
+    }
+}
+
+/// One range of working hours as clients write it: `"09:00"` to `"17:00"`; an end at or
+/// before the start runs past midnight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HoursSpec {
+    pub day: Day,
+    #[schema(example = "09:00")]
+    pub start: String,
+    #[schema(example = "17:00")]
+    pub end: String,
+}
+
+/// A closed day, or the closed part of one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HolidaySpec {
+    pub date: NaiveDate,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+}
+
+/// A business calendar as clients write it and as it is stored, version by version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarDefinition {
+    #[schema(example = "Europe/Berlin")]
+    pub time_zone: String,
+    pub working_hours: Vec<HoursSpec>,
+    #[serde(default)]
+    pub holidays: Vec<HolidaySpec>,
+}
+
+/// `"HH:MM"`, 00:00 to 23:59.
+fn clock_time(text: &str, field: String, errors: &mut Vec<FieldError>) -> Option<NaiveTime> {
+    let parsed = NaiveTime::parse_from_str(text, "%H:%M")
+        .ok()
+        .filter(|_| text.len() == 5);
+    if parsed.is_none() {
+        errors.push(FieldError::new(field, "must be a time of day as HH:MM"));
+    }
+    parsed
+}
+
+impl CalendarDefinition {
+    /// The calendar this definition describes, or every field that is wrong.
+    pub fn calendar(&self) -> Result<Calendar, DomainError> {
+        let mut errors = Vec::new();
+        let mut working_hours = Vec::new();
+        for (index, range) in self.working_hours.iter().enumerate() {
+            let start = clock_time(
+                &range.start,
+                format!("working_hours[{index}].start"),
+                &mut errors,
+            );
+            let end = clock_time(
+                &range.end,
+                format!("working_hours[{index}].end"),
+                &mut errors,
+            );
+            if let (Some(start), Some(end)) = (start, end) {
+                working_hours.push(WorkingRange {
+                    day: range.day.weekday(),
+                    start,
+                    end,
+                });
+            }
+        }
+        let mut holidays = Vec::new();
+        for (index, holiday) in self.holidays.iter().enumerate() {
+            let time = |text: &Option<String>, part: &str, errors: &mut Vec<FieldError>| {
+                text.as_deref()
+                    .and_then(|t| clock_time(t, format!("holidays[{index}].{part}"), errors))
+            };
+            holidays.push(Holiday {
+                date: holiday.date,
+                start: time(&holiday.start, "start", &mut errors),
+                end: time(&holiday.end, "end", &mut errors),
+            });
+        }
+        if !errors.is_empty() {
+            return Err(DomainError::Invalid(errors));
+        }
+        Calendar::parse(&self.time_zone, working_hours, holidays)
+    }
+
+    /// Every hour of every day in UTC: the built-in `24x7` calendar.
+    pub fn always_open() -> CalendarDefinition {
+        CalendarDefinition {
+            time_zone: "UTC".into(),
+            working_hours: Day::ALL
+                .iter()
+                .map(|day| HoursSpec {
+                    day: *day,
+                    start: "00:00".into(),
+                    end: "00:00".into(),
+                })
+                .collect(),
+            holidays: Vec::new(),
+        }
+    }
+}
+
+/// Which tickets a policy applies to; unset criteria match every ticket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppliesTo {
+    pub ticket_type: TicketKind,
+    /// Empty: every priority.
+    #[serde(default)]
+    pub priorities: Vec<Priority>,
+    pub category: Option<String>,
+    /// A business service (configuration item id).
+    pub service: Option<String>,
+    /// An assignment group id.
+    pub assignment_group: Option<String>,
+}
+
+/// A business-time goal for tickets of one priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub metric: SlaMetric,
+    pub priority: Priority,
+    #[schema(minimum = 60, maximum = 31536000, example = 28800)]
+    pub duration_seconds: i64,
+}
+
+/// A state (and on-hold reason) in which a ticket's timers pause.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PauseCondition {
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_hold_reason: Option<String>,
+}
+
+/// An SLA policy as clients write it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDefinition {
+    #[schema(example = "Office hours, all incidents")]
+    pub name: String,
+    /// Policies are tried from the lowest precedence up; the first that applies wins.
+    pub precedence: i32,
+    pub applies_to: AppliesTo,
+    pub calendar_id: String,
+    /// The share of a target after which the timer warns. Defaults to 75.
+    #[serde(default = "default_warning_percent")]
+    #[schema(minimum = 1, maximum = 99)]
+    pub warning_percent: u8,
+    pub targets: Vec<Target>,
+    /// When a ticket's timers pause. Defaults for incidents to `on_hold` awaiting the caller or
+    /// a vendor (never awaiting a change or a problem); for problems, never.
+    pub pause_on: Option<Vec<PauseCondition>>,
+}
+
+fn default_warning_percent() -> u8 {
+    75
+}
+
+/// What a policy is matched against.
+#[derive(Debug, Clone, Copy)]
+pub struct TicketFacts<'a> {
+    pub ticket_type: TicketKind,
+    pub priority: Priority,
+    pub category: Option<&'a str>,
+    pub service: Option<&'a str>,
+    pub assignment_group: Option<&'a str>,
+}
+
+/// The most a target may be: a year of business time.
+const MAX_TARGET_SECONDS: i64 = 365 * 86_400;
+
+impl PolicyDefinition {
+    /// Checks the policy as written and fills in the default pause conditions.
+    pub fn validated(mut self) -> Result<PolicyDefinition, DomainError> {
+        let mut errors = Vec::new();
+        self.name = self.name.trim().to_owned();
+        if self.name.is_empty() || self.name.chars().count() > 100 {
+            errors.push(FieldError::new("name", "must be 1 to 100 characters"));
+        }
+        let states: Vec<&str> = match self.applies_to.ticket_type {
+            TicketKind::Incident => IncidentState::ALL.iter().map(|s| s.as_str()).collect(),
+            TicketKind::Problem => ProblemState::ALL.iter().map(|s| s.as_str()).collect(),
+            other => {
+                errors.push(FieldError::new(
+                    "applies_to.ticket_type",
+                    format!("{other} tickets have no service levels yet; incident or problem"),
+                ));
+                Vec::new()
+            }
+        };
+        if !(1..=99).contains(&self.warning_percent) {
+            errors.push(FieldError::new("warning_percent", "must be 1 to 99"));
+        }
+        for (index, target) in self.targets.iter().enumerate() {
+            if !(60..=MAX_TARGET_SECONDS).contains(&target.duration_seconds) {
+                errors.push(FieldError::new(
+                    format!("targets[{index}].duration_seconds"),
+                    "must be 60 seconds to a year",
+                ));
+            }
+            let repeated = self.targets[..index]
+                .iter()
+                .any(|t| t.metric == target.metric && t.priority == target.priority);
+            if repeated {
+                errors.push(FieldError::new(
+                    format!("targets[{index}]"),
+                    format!("a second {} target for {}", target.metric, target.priority),
+                ));
+            }
+        }
+        let priorities: &[Priority] = if self.applies_to.priorities.is_empty() {
+            Priority::ALL
+        } else {
+            &self.applies_to.priorities
+        };
+        for priority in priorities {
+            if !self.targets.iter().any(|t| t.priority == *priority) {
+                errors.push(FieldError::new(
+                    "targets",
+                    format!("no target for priority {priority}, which the policy applies to"),
+                ));
+            }
+        }
+        let pause_on = self
+            .pause_on
+            .take()
+            .unwrap_or_else(|| match self.applies_to.ticket_type {
+                TicketKind::Incident => {
+                    [OnHoldReason::AwaitingCaller, OnHoldReason::AwaitingVendor]
+                        .iter()
+                        .map(|reason| PauseCondition {
+                            state: IncidentState::OnHold.as_str().into(),
+                            on_hold_reason: Some(reason.as_str().into()),
+                        })
+                        .collect()
+                }
+                _ => Vec::new(),
+            });
+        for (index, condition) in pause_on.iter().enumerate() {
+            if !states.is_empty() && !states.contains(&condition.state.as_str()) {
+                errors.push(FieldError::new(
+                    format!("pause_on[{index}].state"),
+                    format!("must be one of {}", states.join(", ")),
+                ));
+            }
+            if let Some(reason) = &condition.on_hold_reason {
+                let on_hold = self.applies_to.ticket_type == TicketKind::Incident
+                    && condition.state == IncidentState::OnHold.as_str();
+                if !on_hold || reason.parse::<OnHoldReason>().is_err() {
+                    errors.push(FieldError::new(
+                        format!("pause_on[{index}].on_hold_reason"),
+                        format!(
+                            "applies to incidents on_hold only: one of {}",
+                            OnHoldReason::names()
+                        ),
+                    ));
+                }
+            }
+        }
+        self.pause_on = Some(pause_on);
+        if errors.is_empty() {
+            Ok(self)
+        } else {
+            Err(DomainError::Invalid(errors))
+        }
+    }
+
+    pub fn applies(&self, facts: &TicketFacts<'_>) -> bool {
+        let wanted = &self.applies_to;
+        let matches = |criterion: &Option<String>, value: Option<&str>| {
+            criterion.as_deref().is_none_or(|c| Some(c) == value)
+        };
+        wanted.ticket_type == facts.ticket_type
+            && (wanted.priorities.is_empty() || wanted.priorities.contains(&facts.priority))
+            && matches(&wanted.category, facts.category)
+            && matches(&wanted.service, facts.service)
+            && matches(&wanted.assignment_group, facts.assignment_group)
+    }
+
+    /// The target for a metric at a priority, if the policy has one.
+    pub fn target(&self, metric: SlaMetric, priority: Priority) -> Option<i64> {
+        self.targets
+            .iter()
+            .find(|t| t.metric == metric && t.priority == priority)
+            .map(|t| t.duration_seconds)
+    }
+
+    /// Whether a ticket in `state` (with `on_hold_reason`) pauses its timers.
+    pub fn pauses(&self, state: &str, on_hold_reason: Option<&str>) -> bool {
+        self.pause_on.iter().flatten().any(|condition| {
+            condition.state == state
+                && condition
+                    .on_hold_reason
+                    .as_deref()
+                    .is_none_or(|reason| Some(reason) == on_hold_reason)
+        })
+    }
+}
+
+/// The policy that applies to a ticket: the first by precedence (then by id) that matches.
+pub fn choose<'a, K: Ord>(
+    policies: &'a [(K, PolicyDefinition)],
+    facts: &TicketFacts<'_>,
+) -> Option<&'a (K, PolicyDefinition)> {
+    policies
+        .iter()
+        .filter(|(_, policy)| policy.applies(facts))
+        .min_by(|a, b| a.1.precedence.cmp(&b.1.precedence).then(a.0.cmp(&b.0)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,5 +739,128 @@ mod tests {
             assert_adds_up(&reading, now);
             assert!(reading.elapsed_seconds <= cal.business_seconds(start, now));
         }
+    }
+
+    fn policy() -> PolicyDefinition {
+        PolicyDefinition {
+            name: " Office hours ".into(),
+            precedence: 10,
+            applies_to: AppliesTo {
+                ticket_type: TicketKind::Incident,
+                priorities: vec![Priority::P1, Priority::P2],
+                category: Some("network".into()),
+                service: None,
+                assignment_group: None,
+            },
+            calendar_id: "c1".into(),
+            warning_percent: 75,
+            targets: vec![
+                Target {
+                    metric: SlaMetric::Resolution,
+                    priority: Priority::P1,
+                    duration_seconds: 4 * HOUR,
+                },
+                Target {
+                    metric: SlaMetric::Resolution,
+                    priority: Priority::P2,
+                    duration_seconds: 8 * HOUR,
+                },
+            ],
+            pause_on: None,
+        }
+    }
+
+    #[test]
+    fn policies_default_their_pauses_and_match_their_tickets() {
+        let policy = policy().validated().unwrap();
+        assert_eq!(policy.name, "Office hours");
+        assert!(policy.pauses("on_hold", Some("awaiting_caller")));
+        assert!(!policy.pauses("on_hold", Some("awaiting_problem")));
+        assert!(!policy.pauses("in_progress", None));
+        let facts = TicketFacts {
+            ticket_type: TicketKind::Incident,
+            priority: Priority::P2,
+            category: Some("network"),
+            service: None,
+            assignment_group: Some("g"),
+        };
+        assert!(policy.applies(&facts));
+        assert!(!policy.applies(&TicketFacts {
+            priority: Priority::P3,
+            ..facts
+        }));
+        assert!(!policy.applies(&TicketFacts {
+            category: None,
+            ..facts
+        }));
+        assert_eq!(
+            policy.target(SlaMetric::Resolution, Priority::P2),
+            Some(8 * HOUR)
+        );
+        assert_eq!(policy.target(SlaMetric::Response, Priority::P2), None);
+        let mut general = policy.clone();
+        general.precedence = 20;
+        general.applies_to.category = None;
+        let policies = vec![("b".to_owned(), general), ("a".to_owned(), policy)];
+        assert_eq!(choose(&policies, &facts).map(|p| p.0.as_str()), Some("a"));
+        let elsewhere = TicketFacts {
+            category: Some("email"),
+            ..facts
+        };
+        assert_eq!(
+            choose(&policies, &elsewhere).map(|p| p.0.as_str()),
+            Some("b")
+        );
+    }
+
+    #[test]
+    fn bad_policies_name_their_fields() {
+        let mut bad = policy();
+        bad.applies_to.priorities = Vec::new();
+        bad.warning_percent = 0;
+        bad.targets[1].duration_seconds = 5;
+        bad.pause_on = Some(vec![PauseCondition {
+            state: "resolved".into(),
+            on_hold_reason: Some("awaiting_caller".into()),
+        }]);
+        let Err(DomainError::Invalid(errors)) = bad.validated() else {
+            panic!("accepted")
+        };
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "warning_percent",
+                "targets[1].duration_seconds",
+                "targets",
+                "targets",
+                "targets",
+                "pause_on[0].on_hold_reason"
+            ]
+        );
+    }
+
+    #[test]
+    fn calendar_definitions_parse_or_name_each_field() {
+        let definition = CalendarDefinition {
+            time_zone: "Europe/Berlin".into(),
+            working_hours: vec![HoursSpec {
+                day: Day::Monday,
+                start: "09:00".into(),
+                end: "9:30".into(),
+            }],
+            holidays: vec![HolidaySpec {
+                date: NaiveDate::from_ymd_opt(2026, 12, 24).unwrap(),
+                start: Some("25:00".into()),
+                end: Some("17:00".into()),
+            }],
+        };
+        let Err(DomainError::Invalid(errors)) = definition.calendar() else {
+            panic!("accepted")
+        };
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["working_hours[0].end", "holidays[0].start"]);
+        let always = CalendarDefinition::always_open().calendar().unwrap();
+        assert_eq!(always, Calendar::always_open());
     }
 }
