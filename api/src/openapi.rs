@@ -7,7 +7,9 @@ use crate::routes::cmdb::{
     classes as ci_classes, items as ci_items, relationships as ci_relationships,
     tickets as ci_tickets,
 };
-use crate::routes::{assignment_rules, auth, feed, groups, health, incidents, problems, users};
+use crate::routes::{
+    assignment_rules, auth, feed, groups, health, incidents, problems, sla, users,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,6 +34,8 @@ use crate::routes::{assignment_rules, auth, feed, groups, health, incidents, pro
         problems::transition_problem, problems::link_incidents, problems::list_linked_incidents,
         problems::unlink_incident, problems::add_note, problems::list_notes, problems::history,
         problems::create_from_incident, problems::search_known_errors, problems::matching_known_errors,
+        sla::create_calendar, sla::list_calendars, sla::get_calendar, sla::replace_calendar, sla::delete_calendar,
+        sla::create_policy, sla::list_policies, sla::get_policy, sla::replace_policy, sla::delete_policy,
         assignment_rules::create_rule, assignment_rules::list_rules, assignment_rules::get_rule,
         assignment_rules::replace_rule, assignment_rules::delete_rule,
         ci_classes::create_class, ci_classes::list_classes, ci_classes::get_class, ci_classes::update_class,
@@ -49,6 +53,7 @@ use crate::routes::{assignment_rules, auth, feed, groups, health, incidents, pro
         (name = "users", description = "People and service accounts"),
         (name = "groups", description = "Assignment groups (teams)"),
         (name = "incidents", description = "Incident management: lifecycle, assignment, notes, history"),
+        (name = "service-levels", description = "Business calendars and SLA policies"),
         (name = "problems", description = "Problem management: root causes, linked incidents, the known-error database"),
         (name = "cmdb", description = "Configuration management: CI classes, items, relationships, impact analysis, reconciliation"),
         (name = "audit", description = "Who changed what"),

@@ -551,6 +551,33 @@ pub fn choose<'a, K: Ord>(
         .min_by(|a, b| a.1.precedence.cmp(&b.1.precedence).then(a.0.cmp(&b.0)))
 }
 
+/// A business calendar as the API shows it: its current version's definition.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct CalendarRecord {
+    pub id: String,
+    #[schema(example = "Berlin office")]
+    pub name: String,
+    #[serde(flatten)]
+    pub definition: CalendarDefinition,
+    /// Built-in calendars (`24x7`) cannot be changed or deleted.
+    pub builtin: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Each change makes a new version; a running timer keeps the version it started under.
+    pub version: i64,
+}
+
+/// An SLA policy as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct PolicyRecord {
+    pub id: String,
+    #[serde(flatten)]
+    pub definition: PolicyDefinition,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub version: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,7 @@ pub mod outbox;
 pub mod problems;
 pub mod schema;
 pub mod settings;
+pub mod sla;
 pub mod ticket_items;
 pub mod tickets;
 pub mod users;

@@ -296,3 +296,40 @@ diesel::allow_tables_to_appear_in_same_query!(
     ci_identifiers,
     ci_relationships,
 );
+
+diesel::table! {
+    calendars (id) {
+        id -> Text,
+        name -> Text,
+        definition -> Text,
+        builtin -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    calendar_versions (calendar_id, version) {
+        calendar_id -> Text,
+        version -> BigInt,
+        definition -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    sla_policies (id) {
+        id -> Text,
+        name -> Text,
+        precedence -> Integer,
+        ticket_type -> Text,
+        calendar_id -> Text,
+        definition -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        version -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(calendars, calendar_versions, sla_policies);

@@ -8,6 +8,7 @@ pub mod groups;
 pub mod health;
 pub mod incidents;
 pub mod problems;
+pub mod sla;
 pub mod users;
 
 pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
@@ -18,6 +19,7 @@ pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
     feed::configure(cfg);
     incidents::configure(cfg);
     problems::configure(cfg);
+    sla::configure(cfg);
     assignment_rules::configure(cfg);
     cmdb::configure(cfg);
 }

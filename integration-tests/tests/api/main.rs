@@ -10,6 +10,7 @@ mod incidents_concurrency;
 mod incidents_lists;
 mod incidents_transitions;
 mod problems;
+mod sla;
 mod ticket_items;
 mod tickets_conformance;
 mod users_groups;
