@@ -25,6 +25,8 @@ const JWT_SECRET_SETTING: &str = "jwt_signing_secret";
 /// Opens the database (applying migrations), loads or creates the signing secret, and creates
 /// the bootstrap admin when there are no users yet.
 pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
+    let serve_lock = persistence::ServeLock::for_serving(&config.database)
+        .map_err(|e| format!("cannot open the database: {e}"))?;
     let database_config = config.database.clone();
     let db = tokio::task::spawn_blocking(move || Database::open(&database_config))
         .await
@@ -51,6 +53,7 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
         routing_rules: crate::routes::assignment_rules::recent_rules(),
         incident_lookups: persistence::tickets::lookups(),
         problem_lookups: persistence::tickets::lookups(),
+        serve_lock,
     }))
 }
 

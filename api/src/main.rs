@@ -19,6 +19,9 @@ const USAGE: &str = "usage:
                                                  create a user; the password is read from stdin
   itsm seed --incidents N                        add demo data: 4 groups, 20 agents, N incidents
   itsm plans                                     print the query plan of each incident and problem list filter
+  itsm backup PATH                               copy the SQLite database to PATH while it serves
+  itsm restore PATH                              replace the SQLite database with the backup at PATH
+                                                 (refused while a service uses it)
 Configuration comes from ITSM_* environment variables (see README.md).";
 
 fn main() -> ExitCode {
@@ -35,6 +38,8 @@ fn main() -> ExitCode {
         ["users", "create", rest @ ..] => create_user(rest),
         ["seed", "--incidents", count] => seed(count),
         ["plans"] => plans(),
+        ["backup", path] => backup(path),
+        ["restore", path] => restore(path),
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
             Ok(())
@@ -150,6 +155,22 @@ fn plans() -> Result<(), String> {
         }
         Ok(())
     })
+}
+
+fn backup(path: &str) -> Result<(), String> {
+    let config = Config::from_env()?;
+    persistence::backup::backup(&config.database, std::path::Path::new(path))
+        .map_err(|e| format!("backup failed: {e}"))?;
+    println!("backed up to {path}");
+    Ok(())
+}
+
+fn restore(path: &str) -> Result<(), String> {
+    let config = Config::from_env()?;
+    persistence::backup::restore(&config.database, std::path::Path::new(path))
+        .map_err(|e| format!("restore refused: {e}"))?;
+    println!("restored from {path}");
+    Ok(())
 }
 
 fn seed(count: &str) -> Result<(), String> {

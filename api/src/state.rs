@@ -7,7 +7,7 @@ use domain::incident::Incident;
 use domain::problem::Problem;
 use domain::routing::AssignmentRule;
 use domain::ApiToken;
-use persistence::{Database, Lookups};
+use persistence::{Database, Lookups, ServeLock};
 
 use crate::auth::{TokenKeys, UserAccess};
 use crate::openapi::RouteTable;
@@ -23,4 +23,6 @@ pub struct AppState {
     pub routing_rules: RecentReads<(), Arc<Vec<AssignmentRule>>>,
     pub incident_lookups: Lookups<Incident>,
     pub problem_lookups: Lookups<Problem>,
+    /// Held while serving an embedded database, so that a restore cannot replace it.
+    pub serve_lock: Option<ServeLock>,
 }

@@ -50,7 +50,7 @@ impl Drop for TestApp {
         }
         match self.cleanup.take() {
             Some(Cleanup::SqliteFile(path)) => {
-                for suffix in ["", "-wal", "-shm"] {
+                for suffix in ["", "-wal", "-shm", ".lock"] {
                     let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
                 }
             }

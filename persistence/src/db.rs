@@ -57,6 +57,16 @@ impl Default for DatabaseConfig {
     }
 }
 
+impl DatabaseConfig {
+    /// The SQLite file this configuration names; `None` for PostgreSQL.
+    pub fn sqlite_file(&self) -> Result<Option<PathBuf>, StoreError> {
+        Ok(match Location::parse(self.url.as_deref())? {
+            Location::SqliteFile(path) => Some(path),
+            Location::Postgres(_) => None,
+        })
+    }
+}
+
 /// A resolved database location: the SQLite file path or the PostgreSQL URL.
 #[derive(Debug, Clone)]
 enum Location {

@@ -23,6 +23,7 @@ macro_rules! with_backend {
 pub mod api_tokens;
 pub mod assignment_rules;
 pub mod audit;
+pub mod backup;
 mod checkpoint;
 pub mod cmdb;
 mod conditions;
@@ -47,6 +48,7 @@ pub mod users;
 mod writer;
 
 pub use audit::WriteContext;
+pub use backup::ServeLock;
 pub use db::{Backend, Database, DatabaseConfig, DbConnection, MultiBackend};
 pub use diesel::result::Error as DieselError;
 pub use error::StoreError;

@@ -1,6 +1,7 @@
 //! The black-box suite: one test binary, every test on SQLite and (when configured) PostgreSQL.
 
 mod auth;
+mod backup;
 mod cmdb;
 mod conventions;
 mod events;
