@@ -1,17 +1,16 @@
 //! Incidents: storage, lists with keyset pagination, and the audit/event record of each change.
 
 use chrono::NaiveDateTime;
-use diesel::dsl::sql;
 use diesel::prelude::*;
-use diesel::sql_types::{Bool, Text};
 use domain::incident::{Incident, IncidentState, NewIncident};
 use domain::priority::Priority;
 use domain::ticket::TicketKind;
 
 use crate::conditions::{InList, RowAfter};
-use crate::schema::{incidents, ticket_configuration_items as links};
+use crate::schema::incidents;
 use crate::tickets::{
-    self, order_by_sort, stored, LinkFlags, Links, Position, Sort, TicketTable, WordsCondition,
+    self, shared_ticket_filters, stored, LinkFlags, Links, Position, Sort, TicketTable,
+    WordsCondition,
 };
 use crate::{fixed_update, utc, DbConnection, Slice, StoreError, WriteContext};
 
@@ -333,28 +332,11 @@ macro_rules! incident_list_query {
         let mut query = incidents::table
             .select(IncidentRow::as_select())
             .into_boxed();
-        if !filter.states.is_empty() {
-            let names = filter.states.iter().map(|s| s.as_str()).collect();
-            query = query.filter(InList::names("incidents.state", names));
-        }
-        if !filter.priorities.is_empty() {
-            let names = filter.priorities.iter().map(|p| p.as_str()).collect();
-            query = query.filter(InList::names("incidents.priority", names));
-        }
-        if let Some(group) = &filter.assignment_group {
-            query = query.filter(incidents::assignment_group_id.eq(group.clone()));
-        }
-        if let Some(assignee) = &filter.assignee {
-            query = query.filter(incidents::assignee_id.eq(assignee.clone()));
-        }
         if let Some(caller) = &filter.caller {
             query = query.filter(incidents::caller_id.eq(caller.clone()));
         }
         if let Some(major) = filter.major {
             query = query.filter(incidents::major.eq(major));
-        }
-        if let Some(category) = &filter.category {
-            query = query.filter(incidents::category.eq(category.clone()));
         }
         if let Some(parent) = &filter.parent_id {
             query = query.filter(incidents::parent_id.eq(parent.clone()));
@@ -362,37 +344,18 @@ macro_rules! incident_list_query {
         if let Some(problem) = &filter.problem_id {
             query = query.filter(incidents::problem_id.eq(problem.clone()));
         }
-        if let Some(item) = &filter.configuration_item {
-            let concerned = links::table
-                .filter(links::ticket_type.eq("incident"))
-                .filter(links::ci_id.eq(item.clone()))
-                .select(links::ticket_id);
-            query = query.filter(incidents::id.eq_any(concerned));
-        }
-        if let Some(service) = &filter.service {
-            query = query.filter(incidents::service_id.eq(service.clone()));
-        }
-        if let Some(at) = filter.created_after {
-            query = query.filter(incidents::created_at.ge(at));
-        }
-        if let Some(at) = filter.created_before {
-            query = query.filter(incidents::created_at.lt(at));
-        }
         if let Some(at) = filter.updated_after {
             query = query.filter(incidents::updated_at.ge(at));
         }
-        if let Some(words) = &words {
-            query = query.filter(
-                sql::<Bool>(&words.before)
-                    .bind::<Text, _>(words.text.clone())
-                    .sql(&words.after),
-            );
-        }
-        if let Some(after) = after {
-            query = query.filter(after);
-        }
-        query = order_by_sort!(query, incidents, sort);
-        query
+        shared_ticket_filters!(
+            query,
+            incidents,
+            TicketKind::Incident,
+            filter,
+            sort,
+            words,
+            after
+        )
     }};
 }
 

@@ -11,10 +11,11 @@ use domain::ticket::{Ticket, TicketKind};
 use serde_json::json;
 
 use crate::audit::{self, Mutation};
-use crate::conditions::{InList, RowAfter};
-use crate::schema::{problems, ticket_configuration_items as links};
+use crate::conditions::RowAfter;
+use crate::schema::problems;
 use crate::tickets::{
-    self, order_by_sort, stored, LinkFlags, Links, Position, Sort, TicketTable, WordsCondition,
+    self, shared_ticket_filters, stored, LinkFlags, Links, Position, Sort, TicketTable,
+    WordsCondition,
 };
 use crate::{fixed_update, utc, DbConnection, Slice, StoreError, WriteContext};
 
@@ -295,54 +296,18 @@ macro_rules! problem_list_query {
             Option<RowAfter>,
         ) = ($filter, $sort, $words, $after);
         let mut query = problems::table.select(ProblemRow::as_select()).into_boxed();
-        if !filter.states.is_empty() {
-            let names = filter.states.iter().map(|s| s.as_str()).collect();
-            query = query.filter(InList::names("problems.state", names));
-        }
-        if !filter.priorities.is_empty() {
-            let names = filter.priorities.iter().map(|p| p.as_str()).collect();
-            query = query.filter(InList::names("problems.priority", names));
-        }
-        if let Some(group) = &filter.assignment_group {
-            query = query.filter(problems::assignment_group_id.eq(group.clone()));
-        }
-        if let Some(assignee) = &filter.assignee {
-            query = query.filter(problems::assignee_id.eq(assignee.clone()));
-        }
-        if let Some(category) = &filter.category {
-            query = query.filter(problems::category.eq(category.clone()));
-        }
         if let Some(known_error) = filter.known_error {
             query = query.filter(problems::known_error.eq(known_error));
         }
-        if let Some(item) = &filter.configuration_item {
-            let concerned = links::table
-                .filter(links::ticket_type.eq("problem"))
-                .filter(links::ci_id.eq(item.clone()))
-                .select(links::ticket_id);
-            query = query.filter(problems::id.eq_any(concerned));
-        }
-        if let Some(service) = &filter.service {
-            query = query.filter(problems::service_id.eq(service.clone()));
-        }
-        if let Some(at) = filter.created_after {
-            query = query.filter(problems::created_at.ge(at));
-        }
-        if let Some(at) = filter.created_before {
-            query = query.filter(problems::created_at.lt(at));
-        }
-        if let Some(words) = &words {
-            query = query.filter(
-                sql::<Bool>(&words.before)
-                    .bind::<Text, _>(words.text.clone())
-                    .sql(&words.after),
-            );
-        }
-        if let Some(after) = after {
-            query = query.filter(after);
-        }
-        query = order_by_sort!(query, problems, sort);
-        query
+        shared_ticket_filters!(
+            query,
+            problems,
+            TicketKind::Problem,
+            filter,
+            sort,
+            words,
+            after
+        )
     }};
 }
 

@@ -383,6 +383,70 @@ macro_rules! order_by_sort {
 }
 pub(crate) use order_by_sort;
 
+/// The filters every ticket list shares, applied to the boxed query `$query` of `$table` from
+/// the fields of the same names in `$filter` (`states`, `priorities`, `assignment_group`,
+/// `assignee`, `category`, `configuration_item`, `service`, `created_after`,
+/// `created_before`), then the words of `q`, the keyset position and the order. A type's list
+/// query applies its own filters first.
+macro_rules! shared_ticket_filters {
+    ($query:ident, $table:ident, $kind:expr, $filter:expr, $sort:expr, $words:expr, $after:expr) => {{
+        use diesel::dsl::sql;
+        use diesel::sql_types::{Bool, Text};
+        use $crate::conditions::InList;
+        use $crate::schema::ticket_configuration_items as links;
+        let filter = $filter;
+        if !filter.states.is_empty() {
+            let names = filter.states.iter().map(|s| s.as_str()).collect();
+            $query = $query.filter(InList::names(concat!(stringify!($table), ".state"), names));
+        }
+        if !filter.priorities.is_empty() {
+            let names = filter.priorities.iter().map(|p| p.as_str()).collect();
+            $query = $query.filter(InList::names(
+                concat!(stringify!($table), ".priority"),
+                names,
+            ));
+        }
+        if let Some(group) = &filter.assignment_group {
+            $query = $query.filter($table::assignment_group_id.eq(group.clone()));
+        }
+        if let Some(assignee) = &filter.assignee {
+            $query = $query.filter($table::assignee_id.eq(assignee.clone()));
+        }
+        if let Some(category) = &filter.category {
+            $query = $query.filter($table::category.eq(category.clone()));
+        }
+        if let Some(item) = &filter.configuration_item {
+            let concerned = links::table
+                .filter(links::ticket_type.eq($kind.as_str()))
+                .filter(links::ci_id.eq(item.clone()))
+                .select(links::ticket_id);
+            $query = $query.filter($table::id.eq_any(concerned));
+        }
+        if let Some(service) = &filter.service {
+            $query = $query.filter($table::service_id.eq(service.clone()));
+        }
+        if let Some(at) = filter.created_after {
+            $query = $query.filter($table::created_at.ge(at));
+        }
+        if let Some(at) = filter.created_before {
+            $query = $query.filter($table::created_at.lt(at));
+        }
+        if let Some(words) = $words {
+            $query = $query.filter(
+                sql::<Bool>(&words.before)
+                    .bind::<Text, _>(words.text.clone())
+                    .sql(&words.after),
+            );
+        }
+        if let Some(after) = $after {
+            $query = $query.filter(after);
+        }
+        $query = $crate::tickets::order_by_sort!($query, $table, $sort);
+        $query
+    }};
+}
+pub(crate) use shared_ticket_filters;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SortField {
     CreatedAt,
