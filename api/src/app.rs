@@ -54,6 +54,7 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
         incident_lookups: persistence::tickets::lookups(),
         problem_lookups: persistence::tickets::lookups(),
         serve_lock,
+        stopping: std::sync::atomic::AtomicBool::new(false),
     }))
 }
 
@@ -109,6 +110,7 @@ pub async fn start(config: Config) -> Result<Running, String> {
     crate::jobs::spawn(state.clone(), &config);
     let body_limit = web::Data::new(BodyLimit(config.max_body_bytes));
     let cors_origins = config.cors_origins.clone();
+    let signal_state = state.clone();
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -117,13 +119,16 @@ pub async fn start(config: Config) -> Result<Running, String> {
             .wrap(cors(&cors_origins))
             .wrap(Compress::default())
             .wrap(from_fn(request_context::middleware))
+            .wrap(from_fn(refuse_while_stopping))
             .wrap(Logger::new("%a \"%r\" %s %b %Dms id=%{x-request-id}o"))
             .configure(routes::configure)
             .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi()))
             .service(web::redirect("/docs", "/docs/"))
             .default_service(web::to(fallback))
     })
-    .shutdown_timeout(10);
+    .shutdown_timeout(10)
+    // Signals are handled below, so that requests arriving meanwhile get a 503, not a reset.
+    .disable_signals();
     if let Some(workers) = config.workers {
         server = server.workers(workers);
     }
@@ -135,10 +140,49 @@ pub async fn start(config: Config) -> Result<Running, String> {
         .first()
         .copied()
         .ok_or_else(|| "bound to no address".to_owned())?;
-    Ok(Running {
-        addr,
-        server: server.run(),
-    })
+    let server = server.run();
+    actix_web::rt::spawn(stop_on_signal(signal_state, server.handle()));
+    Ok(Running { addr, server })
+}
+
+/// On SIGTERM or SIGINT: mark the service as stopping (new requests get 503 with
+/// `Retry-After`), stop accepting connections, let the requests in flight finish, and let the
+/// writer commit what it was given.
+async fn stop_on_signal(state: web::Data<AppState>, handle: ServerHandle) {
+    use actix_web::rt::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        log::warn!("cannot listen for SIGTERM and SIGINT; stop the service with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    log::info!("stopping: finishing the requests in flight");
+    state
+        .stopping
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    handle.stop(true).await;
+}
+
+/// Answers 503 to requests that arrive while the service stops.
+async fn refuse_while_stopping(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let stopping = req
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|state| state.stopping.load(std::sync::atomic::Ordering::SeqCst));
+    if stopping {
+        let error = ApiError::Unavailable("the service is stopping; retry on another node".into());
+        return Ok(req.error_response(error).map_into_right_body());
+    }
+    next.call(req)
+        .await
+        .map(|response| response.map_into_left_body())
 }
 
 fn cors(origins: &[String]) -> Cors {

@@ -25,4 +25,7 @@ pub struct AppState {
     pub problem_lookups: Lookups<Problem>,
     /// Held while serving an embedded database, so that a restore cannot replace it.
     pub serve_lock: Option<ServeLock>,
+    /// Set on SIGTERM or SIGINT: requests still arriving are answered 503 while those in
+    /// flight finish.
+    pub stopping: std::sync::atomic::AtomicBool,
 }

@@ -35,7 +35,15 @@ pub struct TestApp {
     /// The service's database, for tests that look beneath the API (query plans).
     pub database: persistence::DatabaseConfig,
     server: Option<Spawned>,
-    cleanup: Option<Cleanup>,
+    scratch: Option<ScratchDatabase>,
+}
+
+/// A fresh database for one test: a temporary SQLite file, or a new schema of the test
+/// PostgreSQL; removed when dropped.
+pub struct ScratchDatabase {
+    /// The `ITSM_DATABASE_URL` that names it.
+    pub url: String,
+    cleanup: Cleanup,
 }
 
 enum Cleanup {
@@ -43,25 +51,60 @@ enum Cleanup {
     PostgresSchema { url: String, schema: String },
 }
 
+impl ScratchDatabase {
+    /// A new database on `backend`; `None` when that backend is not configured here.
+    pub fn new(backend: Backend) -> Option<ScratchDatabase> {
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        Some(match backend {
+            Backend::Sqlite => {
+                let path = std::env::temp_dir().join(format!("itsm-test-{unique}.db"));
+                ScratchDatabase {
+                    url: format!("sqlite://{}", path.display()),
+                    cleanup: Cleanup::SqliteFile(path),
+                }
+            }
+            Backend::Postgres => {
+                let url = postgres_url()?;
+                let schema = format!("t_{unique}");
+                let mut conn =
+                    PgConnection::establish(&url).expect("cannot connect to the test PostgreSQL");
+                diesel::sql_query(format!("CREATE SCHEMA {schema}"))
+                    .execute(&mut conn)
+                    .expect("cannot create the test schema");
+                let separator = if url.contains('?') { '&' } else { '?' };
+                ScratchDatabase {
+                    url: format!("{url}{separator}options=-csearch_path%3D{schema}"),
+                    cleanup: Cleanup::PostgresSchema { url, schema },
+                }
+            }
+        })
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        match &self.cleanup {
+            Cleanup::SqliteFile(path) => {
+                for suffix in ["", "-wal", "-shm", ".lock"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+            }
+            Cleanup::PostgresSchema { url, schema } => {
+                if let Ok(mut conn) = PgConnection::establish(url) {
+                    let _ = diesel::sql_query(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                        .execute(&mut conn);
+                }
+            }
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(server) = self.server.take() {
             server.stop();
         }
-        match self.cleanup.take() {
-            Some(Cleanup::SqliteFile(path)) => {
-                for suffix in ["", "-wal", "-shm", ".lock"] {
-                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-                }
-            }
-            Some(Cleanup::PostgresSchema { url, schema }) => {
-                if let Ok(mut conn) = PgConnection::establish(&url) {
-                    let _ = diesel::sql_query(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                        .execute(&mut conn);
-                }
-            }
-            None => {}
-        }
+        self.scratch.take();
     }
 }
 
@@ -84,34 +127,17 @@ impl TestApp {
 
     /// Starts the service with configuration adjusted by `adjust`.
     pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Option<TestApp> {
-        let unique = uuid::Uuid::new_v4().simple().to_string();
+        let scratch = ScratchDatabase::new(backend)?;
         let mut config = Config {
             bind: "127.0.0.1:0".into(),
             admin_password: Some(ADMIN_PASSWORD.into()),
             workers: Some(2),
             ..Config::default()
         };
-        let cleanup = match backend {
-            Backend::Sqlite => {
-                let path = std::env::temp_dir().join(format!("itsm-test-{unique}.db"));
-                config.database.url = Some(format!("sqlite://{}", path.display()));
-                Cleanup::SqliteFile(path)
-            }
-            Backend::Postgres => {
-                let url = postgres_url()?;
-                let schema = format!("t_{unique}");
-                let mut conn =
-                    PgConnection::establish(&url).expect("cannot connect to the test PostgreSQL");
-                diesel::sql_query(format!("CREATE SCHEMA {schema}"))
-                    .execute(&mut conn)
-                    .expect("cannot create the test schema");
-                let separator = if url.contains('?') { '&' } else { '?' };
-                config.database.url =
-                    Some(format!("{url}{separator}options=-csearch_path%3D{schema}"));
-                config.database.read_pool_size = 4;
-                Cleanup::PostgresSchema { url, schema }
-            }
-        };
+        config.database.url = Some(scratch.url.clone());
+        if backend == Backend::Postgres {
+            config.database.read_pool_size = 4;
+        }
         adjust(&mut config);
         let database = config.database.clone();
         let server = tokio::task::spawn_blocking(move || app::spawn(config))
@@ -130,7 +156,7 @@ impl TestApp {
             backend,
             database,
             server: Some(server),
-            cleanup: Some(cleanup),
+            scratch: Some(scratch),
         };
         app.admin_token = app.token_for("admin", ADMIN_PASSWORD).await;
         Some(app)
@@ -426,4 +452,109 @@ macro_rules! __adjust_config {
     ($adjust:path) => {
         $adjust
     };
+}
+
+/// The `itsm` binary of this build, run as a process of its own, for tests of what only a real
+/// process shows (signals, crashes, restarts).
+pub struct RealServer {
+    pub base: String,
+    child: std::process::Child,
+}
+
+/// The `itsm` binary beside this test binary's folder (`target/debug/itsm`), which
+/// `cargo test --workspace` builds.
+fn itsm_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let binary = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("itsm"))
+        .expect("the target folder");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p itsm-api` (make test does)",
+        binary.display()
+    );
+    binary
+}
+
+impl RealServer {
+    /// Starts `itsm serve` on `database_url` and waits until it is ready.
+    pub async fn start(database_url: &str) -> RealServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let child = std::process::Command::new(itsm_binary())
+            .arg("serve")
+            .env("ITSM_DATABASE_URL", database_url)
+            .env("ITSM_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("ITSM_BIND", format!("127.0.0.1:{port}"))
+            .env("ITSM_WORKERS", "2")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start itsm");
+        let server = RealServer {
+            base: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..400 {
+            if let Ok(response) = client.get(format!("{}/readyz", server.base)).send().await {
+                if response.status() == StatusCode::OK {
+                    return server;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("itsm did not become ready");
+    }
+
+    /// Sends a signal (`TERM`, `KILL`...) to the process.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -s {name} failed");
+    }
+
+    /// Waits up to `limit` for the process to end; its exit status.
+    pub async fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for itsm") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "itsm did not stop within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// An access token of the bootstrap admin.
+    pub async fn admin_token(&self) -> String {
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/v1/auth/token", self.base))
+            .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
+            .send()
+            .await
+            .expect("token request");
+        let (status, body) = read(response).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+}
+
+impl Drop for RealServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

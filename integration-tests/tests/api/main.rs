@@ -11,6 +11,7 @@ mod incidents_concurrency;
 mod incidents_lists;
 mod incidents_transitions;
 mod problems;
+mod shutdown;
 mod sla;
 mod ticket_items;
 mod tickets_conformance;
