@@ -481,6 +481,11 @@ fn itsm_binary() -> std::path::PathBuf {
 impl RealServer {
     /// Starts `itsm serve` on `database_url` and waits until it is ready.
     pub async fn start(database_url: &str) -> RealServer {
+        Self::start_with(database_url, &[]).await
+    }
+
+    /// Starts `itsm serve` with further `ITSM_*` settings.
+    pub async fn start_with(database_url: &str, settings: &[(&str, &str)]) -> RealServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -492,6 +497,7 @@ impl RealServer {
             .env("ITSM_BIND", format!("127.0.0.1:{port}"))
             .env("ITSM_WORKERS", "2")
             .env("RUST_LOG", "warn")
+            .envs(settings.iter().copied())
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start itsm");

@@ -10,6 +10,7 @@ mod incidents;
 mod incidents_concurrency;
 mod incidents_lists;
 mod incidents_transitions;
+mod nodes;
 mod problems;
 mod shutdown;
 mod sla;
