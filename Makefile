@@ -4,7 +4,7 @@
 CARGO ?= cargo
 POSTGRES_URL ?= $(ITSM_TEST_POSTGRES_URL)
 
-.PHONY: run test lint fmt openapi check-domain-deps migrate bench bench-cmdb
+.PHONY: run test lint fmt openapi check-domain-deps migrate bench soak bench-cmdb
 
 ## Serve the API on 127.0.0.1:8080 with the embedded SQLite database in ./data.
 run:
@@ -50,3 +50,11 @@ bench:
 bench-cmdb:
 	$(CARGO) build --release -p itsm-api -p itsm-integration-tests --bin itsm --bin itsm-cmdb-bench
 	./target/release/itsm-cmdb-bench
+
+## A soak: every benchmark scenario mixed at concurrency 16 for SOAK_SECONDS (default 600),
+## minute by minute, with the server's memory; on PostgreSQL too when ITSM_BENCH_POSTGRES_URL
+## is set.
+SOAK_SECONDS ?= 600
+soak:
+	$(CARGO) build --release -p itsm-api -p itsm-integration-tests --bin itsm --bin itsm-bench
+	BENCH_SOAK_SECONDS=$(SOAK_SECONDS) ./target/release/itsm-bench

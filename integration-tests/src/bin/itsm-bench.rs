@@ -8,6 +8,10 @@
 //! BENCH_QUICK=1 uses small volumes and short runs (a smoke check in under two minutes);
 //! BENCH_INCIDENTS=N changes the seeded volume; BENCH_ONLY=word runs the scenarios whose name
 //! contains the word; BENCH_SKIP_SQLITE=1 measures PostgreSQL alone.
+//!
+//! BENCH_SOAK_SECONDS=N (`make soak`) runs a soak instead: every scenario mixed, at
+//! concurrency 16, for N seconds, reporting each minute's requests, errors and p99 and the
+//! server's resident memory at the start, each minute and the end.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,6 +31,8 @@ const ADMIN_PASSWORD: &str = "bench-admin-password";
 
 struct Settings {
     quick: bool,
+    /// A soak of this length instead of the scenario table.
+    soak: Option<Duration>,
     seed_incidents: usize,
     warm_up: Duration,
     duration: Duration,
@@ -36,9 +42,18 @@ struct Settings {
 impl Settings {
     fn from_env() -> Self {
         let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
-        let seed_default = if quick { 10_000 } else { 1_000_000 };
+        let soak = std::env::var("BENCH_SOAK_SECONDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_secs);
+        let seed_default = match (quick, soak) {
+            (true, _) => 10_000,
+            (false, Some(_)) => 100_000,
+            (false, None) => 1_000_000,
+        };
         Self {
             quick,
+            soak,
             seed_incidents: std::env::var("BENCH_INCIDENTS")
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -87,6 +102,17 @@ impl Server {
         status
             .lines()
             .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    /// Resident memory now, in MB (Linux `VmRSS`).
+    fn rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
             .map_or(0.0, |kb| kb / 1024.0)
     }
@@ -516,6 +542,12 @@ async fn bench_backend(
         expected_refusals: &[],
     });
 
+    if let Some(length) = settings.soak {
+        soak(&client, &base, &token, &server, backend, scenarios, length).await;
+        drop(server);
+        let _ = std::fs::remove_dir_all(&dir);
+        return Vec::new();
+    }
     // BENCH_ONLY=word runs only the scenarios whose name contains it (for profiling).
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     scenarios.retain(|scenario| scenario.name.contains(only.as_str()));
@@ -563,6 +595,56 @@ async fn bench_backend(
     results
 }
 
+/// Every scenario mixed, request by request, at concurrency 16 for `length`, reported minute
+/// by minute: requests, errors, p99 and the server's resident memory.
+async fn soak(
+    client: &Client,
+    base: &str,
+    token: &str,
+    server: &Server,
+    backend: &str,
+    scenarios: Vec<Scenario>,
+    length: Duration,
+) {
+    let makers: Vec<MakeCall> = scenarios.iter().map(|s| s.make.clone()).collect();
+    let mixed = Scenario {
+        name: "mixed",
+        make: Arc::new(move |worker, n| makers[n % makers.len()](worker, n)),
+        expected_refusals: &[StatusCode::PRECONDITION_FAILED],
+    };
+    let start_rss = server.rss_mb();
+    println!(
+        "\nsoak, {backend}, concurrency 16, {} s; RSS at start {start_rss:.1} MB",
+        length.as_secs()
+    );
+    println!("| minute | requests | req/s | errors | conflicts | p99 ms | RSS MB |");
+    println!("|---|---|---|---|---|---|---|");
+    let started = Instant::now();
+    let mut minute = 0;
+    let mut errors = 0;
+    while started.elapsed() < length {
+        minute += 1;
+        let window = (length - started.elapsed()).min(Duration::from_secs(60));
+        let (mut tally, seconds) = drive(client, base, token, &mixed, 16, window).await;
+        tally.latencies_us.sort_unstable();
+        errors += tally.errors;
+        println!(
+            "| {minute} | {} | {:.0} | {} | {} | {:.2} | {:.1} |",
+            tally.latencies_us.len(),
+            tally.latencies_us.len() as f64 / seconds,
+            tally.errors,
+            tally.conflicts,
+            percentile(&tally.latencies_us, 0.99),
+            server.rss_mb()
+        );
+    }
+    let end_rss = server.rss_mb();
+    println!(
+        "soak, {backend}: {errors} errors; RSS {start_rss:.1} MB at start, {end_rss:.1} MB at the end ({:+.1}%)",
+        (end_rss - start_rss) / start_rss.max(0.1) * 100.0
+    );
+}
+
 fn row(m: &Measurement) -> String {
     format!(
         "| {:<30} | {:<8} | {:>4} | {:>9.0} | {:>7.2} | {:>7.2} | {:>8.2} | {:>6} | {:>9} | {:>7.1} |",
@@ -602,6 +684,9 @@ async fn main() {
                 .status();
         }
         _ => eprintln!("ITSM_BENCH_POSTGRES_URL is not set: PostgreSQL not measured"),
+    }
+    if settings.soak.is_some() {
+        return;
     }
     println!(
         "\nmode: {}, seeded incidents: {}",
