@@ -26,6 +26,12 @@ fn lock_path(database: &Path) -> PathBuf {
 
 fn open_lock(database: &Path) -> Result<File, StoreError> {
     let path = lock_path(database);
+    // The embedded default's folder does not exist before the first start.
+    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(folder).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", folder.display()))
+        })?;
+    }
     OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -138,4 +144,31 @@ pub fn restore(config: &DatabaseConfig, source: &Path) -> Result<(), StoreError>
         .map_err(|e| StoreError::Unavailable(format!("cannot put the backup in place: {e}")))?;
     drop(lock);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `make run` on a fresh machine: the database's folder does not exist yet.
+    #[test]
+    fn serving_a_database_in_a_folder_yet_to_be_made() {
+        let folder = std::env::temp_dir().join(format!("itsm-lock-{}", crate::new_id()));
+        let config = DatabaseConfig {
+            url: Some(format!("sqlite://{}/data/itsm.db", folder.display())),
+            ..DatabaseConfig::default()
+        };
+        let lock = ServeLock::for_serving(&config).expect("the lock");
+        assert!(lock.is_some());
+        // A second server may serve too; a restore may not.
+        assert!(ServeLock::for_serving(&config).unwrap().is_some());
+        let backup = folder.join("backup.db");
+        std::fs::write(&backup, b"x").unwrap();
+        assert!(matches!(
+            restore(&config, &backup),
+            Err(StoreError::Conflict(_))
+        ));
+        drop(lock);
+        let _ = std::fs::remove_dir_all(folder);
+    }
 }
