@@ -557,7 +557,11 @@ async fn main() {
                 eprintln!("kept the PostgreSQL schema {schema}");
             } else {
                 let _ = Command::new("psql")
-                    .args([url.as_str(), "-qc", &format!("DROP SCHEMA {schema} CASCADE")])
+                    .args([
+                        url.as_str(),
+                        "-qc",
+                        &format!("DROP SCHEMA {schema} CASCADE"),
+                    ])
                     .status();
             }
         }

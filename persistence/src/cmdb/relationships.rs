@@ -284,7 +284,25 @@ pub fn of_item(
 }
 
 /// Frontier ids per query: well under both backends' limits on bound parameters.
-const LEVEL_CHUNK: usize = 500;
+const LEVEL_CHUNK: usize = domain::cmdb::impact::BATCH;
+
+/// The sizes an `IN` list of frontier ids is padded to, so that a level's query takes one of
+/// a few shapes and stays prepared: each new length was a new statement to parse and plan.
+const IN_LIST_SIZES: [usize; 5] = [1, 8, 32, 128, LEVEL_CHUNK];
+
+/// `ids` padded with copies of its last id up to the next size of [`IN_LIST_SIZES`].
+fn padded(ids: &[String]) -> Vec<String> {
+    let size = IN_LIST_SIZES
+        .iter()
+        .copied()
+        .find(|size| *size >= ids.len())
+        .unwrap_or(ids.len());
+    let mut padded = ids.to_vec();
+    if let Some(last) = ids.last() {
+        padded.resize(size, last.clone());
+    }
+    padded
+}
 
 /// Each step's relationship and the item it reaches.
 type StepRow = (
@@ -373,7 +391,7 @@ fn next_level(
     let mut steps = Vec::new();
     for chunk in frontier.chunks(LEVEL_CHUNK) {
         for (source, rel_type, target, name, class, status, criticality) in
-            level_rows(conn, chunk.to_vec(), direction, types)?
+            level_rows(conn, padded(chunk), direction, types)?
         {
             let (from, to) = match direction {
                 Direction::Downstream => (source, target),
