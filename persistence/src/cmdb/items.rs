@@ -3,7 +3,12 @@
 use std::collections::BTreeMap;
 
 use chrono::NaiveDateTime;
+use diesel::backend::Backend;
+use diesel::expression::{is_aggregate, AppearsOnTable, SelectableExpression, ValidGrouping};
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{Bool, HasSqlType, Text};
 use domain::cmdb::item::{validate_item_name, MANUAL_SOURCE};
 use domain::cmdb::reconcile::attribute_changes;
 use domain::cmdb::{
@@ -456,14 +461,10 @@ fn filtered(filter: &ItemFilter) -> configuration_items::BoxedQuery<'static, cra
         query = query.filter(configuration_items::owner_group_id.eq(group.clone()));
     }
     for (name, value) in &filter.identifiers {
-        query = query.filter(
-            configuration_items::id.eq_any(
-                ci_identifiers::table
-                    .filter(ci_identifiers::name.eq(name.clone()))
-                    .filter(ci_identifiers::value.eq(value.clone()))
-                    .select(ci_identifiers::ci_id),
-            ),
-        );
+        query = query.filter(HasIdentifier {
+            name: name.clone(),
+            value: value.clone(),
+        });
     }
     if let Some(q) = &filter.q {
         query = query.filter(
@@ -494,6 +495,48 @@ pub fn matching(
         .select(configuration_items::id)
         .order(configuration_items::id.asc())
         .load(conn)?)
+}
+
+/// `configuration_items.id IN (SELECT ci_id FROM ci_identifiers WHERE name = ? AND value = ?)`,
+/// kept prepared: diesel's `eq_any` over a subquery marks its statement as never to be cached,
+/// and reconciliation sends one such lookup per item and rule.
+struct HasIdentifier {
+    name: String,
+    value: String,
+}
+
+impl Expression for HasIdentifier {
+    type SqlType = Bool;
+}
+
+impl<QS> AppearsOnTable<QS> for HasIdentifier {}
+impl<QS> SelectableExpression<QS> for HasIdentifier {}
+
+impl ValidGrouping<()> for HasIdentifier {
+    type IsAggregate = is_aggregate::Never;
+}
+
+impl QueryId for HasIdentifier {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<DB> QueryFragment<DB> for HasIdentifier
+where
+    DB: Backend + HasSqlType<Text>,
+    String: ToSql<Text, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql(
+            "configuration_items.id IN (SELECT ci_identifiers.ci_id FROM ci_identifiers \
+             WHERE ci_identifiers.name = ",
+        );
+        out.push_bind_param::<Text, String>(&self.name)?;
+        out.push_sql(" AND ci_identifiers.value = ");
+        out.push_bind_param::<Text, String>(&self.value)?;
+        out.push_sql(")");
+        Ok(())
+    }
 }
 
 /// Items in id (creation) order; `after` is the last id of the previous page.
