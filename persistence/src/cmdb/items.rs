@@ -17,7 +17,7 @@ use domain::cmdb::{
 use domain::{Changes, DomainError, ExternalRef};
 use serde_json::{json, Map, Value};
 
-use super::{from_json, to_json, CmdbError};
+use super::{from_json, padded, to_json, CmdbError};
 use crate::audit::{self, Mutation};
 use crate::conditions::InList;
 use crate::schema::{assignment_groups, ci_identifiers, configuration_items};
@@ -476,25 +476,51 @@ fn filtered(filter: &ItemFilter) -> configuration_items::BoxedQuery<'static, cra
     query
 }
 
-/// Ids of the items of `classes` holding every `(attribute, value)` of `identifiers`: one
-/// query along the identifier index, whatever the number of items sharing a value.
-pub fn matching(
+/// The stored items with these ids (missing ones left out), a query per 500 ids.
+pub(crate) fn get_many(
     conn: &mut DbConnection,
-    classes: &[String],
-    identifiers: &[(String, String)],
-) -> Result<Vec<String>, StoreError> {
-    if identifiers.is_empty() {
-        return Ok(Vec::new());
+    ids: &[String],
+) -> Result<Vec<ConfigurationItem>, StoreError> {
+    let mut items = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let rows: Vec<ItemRow> = configuration_items::table
+            .filter(InList::bound("configuration_items.id", padded(chunk)))
+            .select(ItemRow::as_select())
+            .load(conn)?;
+        let slice = external_refs::attach(
+            conn,
+            ENTITY,
+            Slice {
+                items: rows,
+                more: false,
+            },
+            |row| row.has_external_refs.then_some(row.id.as_str()),
+            |row, refs| row.into_item(refs),
+        )?;
+        for item in slice.items {
+            items.push(item?);
+        }
     }
-    let filter = ItemFilter {
-        classes: Some(classes.to_vec()),
-        identifiers: identifiers.to_vec(),
-        ..ItemFilter::default()
-    };
-    Ok(filtered(&filter)
-        .select(configuration_items::id)
-        .order(configuration_items::id.asc())
-        .load(conn)?)
+    Ok(items)
+}
+
+/// `(item id, value)` of the identifiers named `name` holding one of `values`, along the
+/// identifier index, a query per 500 values.
+pub(crate) fn identifier_holders(
+    conn: &mut DbConnection,
+    name: &str,
+    values: &[String],
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut holders = Vec::new();
+    for chunk in values.chunks(500) {
+        let rows: Vec<(String, String)> = ci_identifiers::table
+            .filter(ci_identifiers::name.eq(name))
+            .filter(InList::bound("ci_identifiers.value", padded(chunk)))
+            .select((ci_identifiers::ci_id, ci_identifiers::value))
+            .load(conn)?;
+        holders.extend(rows);
+    }
+    Ok(holders)
 }
 
 /// `configuration_items.id IN (SELECT ci_id FROM ci_identifiers WHERE name = ? AND value = ?)`,

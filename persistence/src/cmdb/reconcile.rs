@@ -1,10 +1,11 @@
 //! Reconciliation batches: planned by `domain::cmdb::reconcile` over the stored inventory,
 //! then written as one unit of work (or, in a dry run, only reported).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use domain::cmdb::class::identifier_value;
 use domain::cmdb::reconcile::{
     self, Action, BatchItem, Inventory, Plan, RelationshipResult, Report,
 };
@@ -35,11 +36,53 @@ pub struct Batch {
     pub atomic: bool,
 }
 
-struct StoredInventory<'c> {
-    conn: &'c mut DbConnection,
+/// The stored items a batch may match, read up front: every holder of an identifier value the
+/// batch carries, and those items, in a few queries instead of two per batch item.
+struct StoredInventory {
+    holders: HashMap<(String, String), Vec<String>>,
+    items: HashMap<String, ConfigurationItem>,
 }
 
-impl Inventory for StoredInventory<'_> {
+impl StoredInventory {
+    fn load(
+        conn: &mut DbConnection,
+        classes: &ClassSet,
+        batch: &[BatchItem],
+    ) -> Result<Self, StoreError> {
+        let identifying = classes.identifying_names();
+        let mut wanted: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        for item in batch {
+            for (name, value) in &item.attributes {
+                if !value.is_null() && identifying.contains(name) {
+                    wanted
+                        .entry(name.as_str())
+                        .or_default()
+                        .insert(identifier_value(value));
+                }
+            }
+        }
+        let mut holders: HashMap<(String, String), Vec<String>> = HashMap::new();
+        let mut ids = BTreeSet::new();
+        for (name, values) in wanted {
+            let values: Vec<String> = values.into_iter().collect();
+            for (id, value) in items::identifier_holders(conn, name, &values)? {
+                ids.insert(id.clone());
+                holders
+                    .entry((name.to_owned(), value))
+                    .or_default()
+                    .push(id);
+            }
+        }
+        let ids: Vec<String> = ids.into_iter().collect();
+        let items = items::get_many(conn, &ids)?
+            .into_iter()
+            .map(|item| (item.id.clone(), item))
+            .collect();
+        Ok(Self { holders, items })
+    }
+}
+
+impl Inventory for StoredInventory {
     type Error = StoreError;
 
     fn matching(
@@ -47,11 +90,30 @@ impl Inventory for StoredInventory<'_> {
         classes: &[String],
         identifiers: &[(String, String)],
     ) -> Result<Vec<String>, StoreError> {
-        items::matching(self.conn, classes, identifiers)
+        let mut ids: Option<Vec<String>> = None;
+        for pair in identifiers {
+            let found = self.holders.get(pair).cloned().unwrap_or_default();
+            ids = Some(match ids {
+                None => found,
+                Some(before) => before.into_iter().filter(|id| found.contains(id)).collect(),
+            });
+        }
+        let mut ids: Vec<String> = ids
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|id| {
+                self.items
+                    .get(id)
+                    .is_some_and(|item| classes.contains(&item.class))
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
     }
 
     fn item(&mut self, id: &str) -> Result<ConfigurationItem, StoreError> {
-        items::get(self.conn, id)
+        self.items.get(id).cloned().ok_or(StoreError::NotFound)
     }
 }
 
@@ -96,7 +158,7 @@ fn plan_batch(
         &batch.source,
         &items,
         now,
-        &mut StoredInventory { conn },
+        &mut StoredInventory::load(conn, classes, &items)?,
         || {
             let id = crate::new_id();
             new_ids.insert(id.clone());

@@ -11,7 +11,7 @@ use domain::DomainError;
 use serde_json::json;
 
 use super::items::ENTITY as ITEM;
-use super::CmdbError;
+use super::{padded, CmdbError};
 use crate::audit::{self, Mutation};
 use crate::conditions::InList;
 use crate::schema::{ci_relationships, configuration_items};
@@ -285,24 +285,6 @@ pub fn of_item(
 
 /// Frontier ids per query: well under both backends' limits on bound parameters.
 const LEVEL_CHUNK: usize = domain::cmdb::impact::BATCH;
-
-/// The sizes an `IN` list of frontier ids is padded to, so that a level's query takes one of
-/// a few shapes and stays prepared: each new length was a new statement to parse and plan.
-const IN_LIST_SIZES: [usize; 5] = [1, 8, 32, 128, LEVEL_CHUNK];
-
-/// `ids` padded with copies of its last id up to the next size of [`IN_LIST_SIZES`].
-fn padded(ids: &[String]) -> Vec<String> {
-    let size = IN_LIST_SIZES
-        .iter()
-        .copied()
-        .find(|size| *size >= ids.len())
-        .unwrap_or(ids.len());
-    let mut padded = ids.to_vec();
-    if let Some(last) = ids.last() {
-        padded.resize(size, last.clone());
-    }
-    padded
-}
 
 /// The relationships leaving `ids` in `direction`: `(source, type, target)`.
 fn level_edges(
