@@ -476,6 +476,27 @@ fn filtered(filter: &ItemFilter) -> configuration_items::BoxedQuery<'static, cra
     query
 }
 
+/// Ids of the items of `classes` holding every `(attribute, value)` of `identifiers`: one
+/// query along the identifier index, whatever the number of items sharing one of the values.
+pub(crate) fn matching(
+    conn: &mut DbConnection,
+    classes: &[String],
+    identifiers: &[(String, String)],
+) -> Result<Vec<String>, StoreError> {
+    if identifiers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let filter = ItemFilter {
+        classes: Some(classes.to_vec()),
+        identifiers: identifiers.to_vec(),
+        ..ItemFilter::default()
+    };
+    Ok(filtered(&filter)
+        .select(configuration_items::id)
+        .order(configuration_items::id.asc())
+        .load(conn)?)
+}
+
 /// The stored items with these ids (missing ones left out), a query per 500 ids.
 pub(crate) fn get_many(
     conn: &mut DbConnection,

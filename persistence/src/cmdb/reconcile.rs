@@ -36,28 +36,33 @@ pub struct Batch {
     pub atomic: bool,
 }
 
-/// The stored items a batch may match, read up front: every holder of an identifier value the
-/// batch carries, and those items, in a few queries instead of two per batch item.
-struct StoredInventory {
+/// The stored items a batch may match. Rules of one attribute (a serial number) are answered
+/// from holders read up front for the whole batch, a few queries instead of two per item;
+/// rules of several attributes, whose values may each be shared by many items (a DNS
+/// domain), by one query per item that intersects them along the identifier index.
+struct StoredInventory<'c> {
+    conn: &'c mut DbConnection,
+    /// Holders of each `(attribute, value)` of the batch's one-attribute rules.
     holders: HashMap<(String, String), Vec<String>>,
     items: HashMap<String, ConfigurationItem>,
 }
 
-impl StoredInventory {
+impl<'c> StoredInventory<'c> {
     fn load(
-        conn: &mut DbConnection,
+        conn: &'c mut DbConnection,
         classes: &ClassSet,
         batch: &[BatchItem],
     ) -> Result<Self, StoreError> {
-        let identifying = classes.identifying_names();
-        let mut wanted: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for item in batch {
-            for (name, value) in &item.attributes {
-                if !value.is_null() && identifying.contains(name) {
-                    wanted
-                        .entry(name.as_str())
-                        .or_default()
-                        .insert(identifier_value(value));
+            for rule in classes.identification_rules(&item.class) {
+                if let [name] = rule.as_slice() {
+                    if let Some(value) = item.attributes.get(name).filter(|v| !v.is_null()) {
+                        wanted
+                            .entry(name.clone())
+                            .or_default()
+                            .insert(identifier_value(value));
+                    }
                 }
             }
         }
@@ -65,12 +70,13 @@ impl StoredInventory {
         let mut ids = BTreeSet::new();
         for (name, values) in wanted {
             let values: Vec<String> = values.into_iter().collect();
-            for (id, value) in items::identifier_holders(conn, name, &values)? {
+            // A value nobody holds is an answer too: no item matches it.
+            for value in &values {
+                holders.insert((name.clone(), value.clone()), Vec::new());
+            }
+            for (id, value) in items::identifier_holders(conn, &name, &values)? {
                 ids.insert(id.clone());
-                holders
-                    .entry((name.to_owned(), value))
-                    .or_default()
-                    .push(id);
+                holders.entry((name.clone(), value)).or_default().push(id);
             }
         }
         let ids: Vec<String> = ids.into_iter().collect();
@@ -78,11 +84,15 @@ impl StoredInventory {
             .into_iter()
             .map(|item| (item.id.clone(), item))
             .collect();
-        Ok(Self { holders, items })
+        Ok(Self {
+            conn,
+            holders,
+            items,
+        })
     }
 }
 
-impl Inventory for StoredInventory {
+impl Inventory for StoredInventory<'_> {
     type Error = StoreError;
 
     fn matching(
@@ -90,22 +100,20 @@ impl Inventory for StoredInventory {
         classes: &[String],
         identifiers: &[(String, String)],
     ) -> Result<Vec<String>, StoreError> {
-        let mut ids: Option<Vec<String>> = None;
-        for pair in identifiers {
-            let found = self.holders.get(pair).cloned().unwrap_or_default();
-            ids = Some(match ids {
-                None => found,
-                Some(before) => before.into_iter().filter(|id| found.contains(id)).collect(),
-            });
-        }
-        let mut ids: Vec<String> = ids
-            .unwrap_or_default()
-            .into_iter()
+        let [pair] = identifiers else {
+            return items::matching(self.conn, classes, identifiers);
+        };
+        let Some(found) = self.holders.get(pair) else {
+            return items::matching(self.conn, classes, identifiers);
+        };
+        let mut ids: Vec<String> = found
+            .iter()
             .filter(|id| {
                 self.items
-                    .get(id)
+                    .get(*id)
                     .is_some_and(|item| classes.contains(&item.class))
             })
+            .cloned()
             .collect();
         ids.sort();
         ids.dedup();
@@ -113,7 +121,10 @@ impl Inventory for StoredInventory {
     }
 
     fn item(&mut self, id: &str) -> Result<ConfigurationItem, StoreError> {
-        self.items.get(id).cloned().ok_or(StoreError::NotFound)
+        match self.items.get(id) {
+            Some(item) => Ok(item.clone()),
+            None => items::get(self.conn, id),
+        }
     }
 }
 
