@@ -329,18 +329,8 @@ impl Policy for FeedReaders {
         "agent, change_manager, problem_manager, integration or admin";
 }
 
-/// Readers of the CMDB: staff and integrations.
-pub struct CmdbReaders;
-impl Policy for CmdbReaders {
-    const ROLES: &'static [Role] = &[
-        Role::Agent,
-        Role::ChangeManager,
-        Role::ProblemManager,
-        Role::Integration,
-    ];
-    const DESCRIPTION: &'static str =
-        "agent, change_manager, problem_manager, integration or admin";
-}
+/// Readers of the CMDB: staff and integrations, like the event feed's readers.
+pub type CmdbReaders = FeedReaders;
 
 /// Writers of configuration items and relationships: discovery and sync tools (integration),
 /// change managers, who put changes into the CMDB, and admins. Agents read.

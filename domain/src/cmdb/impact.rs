@@ -1,7 +1,9 @@
 //! Impact analysis: a breadth-first walk over relationships from one item, level by level.
 //!
-//! The walk is pure: it asks `next_level` for the relationships of a whole frontier at once
-//! (the repository answers each level with one query) and never sees a database. Every item
+//! The walk is pure: it asks `next_level` for the relationships of a frontier, a batch of
+//! items at a time (the repository answers each batch with one query), and never sees a
+//! database. Once the answer is full it asks for nothing more, so a hub does not make it read
+//! the relationships of a whole level it will not report. Every item
 //! is reached once, at its shortest distance, so cycles end the walk instead of looping.
 
 use std::collections::{HashMap, HashSet};
@@ -26,6 +28,8 @@ pub const MAX_DEPTH: u32 = 10;
 pub const DEFAULT_DEPTH: u32 = 5;
 pub const DEFAULT_LIMIT: usize = 1000;
 pub const MAX_LIMIT: usize = 10_000;
+/// The most frontier items whose relationships are asked for at once.
+pub const BATCH: usize = 500;
 
 /// What the walk needs to know of an item it reaches.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,7 +79,8 @@ pub struct Impact {
 
 /// Walks from `start` up to `depth` steps, stopping after `limit` items.
 ///
-/// `next_level` gets the ids of one level's frontier and returns the steps leaving them;
+/// `next_level` gets the ids of up to [`BATCH`] items of one level's frontier and returns the
+/// steps leaving them;
 /// `is_service` tells which classes are business services.
 pub fn traverse<E>(
     start: &str,
@@ -95,40 +100,42 @@ pub fn traverse<E>(
         if frontier.is_empty() {
             break;
         }
-        let mut steps = next_level(&frontier)?;
-        // The same answer whatever order the database returned the rows in.
-        steps.sort_by(|a, b| (&a.to, &a.from, a.rel_type).cmp(&(&b.to, &b.from, b.rel_type)));
         let mut next = Vec::new();
-        for step in steps {
-            if seen.contains(&step.to) {
-                continue;
+        for batch in frontier.chunks(BATCH) {
+            let mut steps = next_level(batch)?;
+            // The same answer whatever order the database returned the rows in.
+            steps.sort_by(|a, b| (&a.to, &a.from, a.rel_type).cmp(&(&b.to, &b.from, b.rel_type)));
+            for step in steps {
+                if seen.contains(&step.to) {
+                    continue;
+                }
+                if items.len() >= limit {
+                    truncated = true;
+                    break 'levels;
+                }
+                seen.insert(step.to.clone());
+                parents.insert(step.to.clone(), step.from.clone());
+                let mut path = vec![step.to.clone()];
+                let mut at = &step.from;
+                while let Some(parent) = parents.get(at) {
+                    path.push(at.clone());
+                    at = parent;
+                }
+                path.push(start.to_owned());
+                path.reverse();
+                depth_reached = distance;
+                items.push(ImpactedItem {
+                    id: step.to.clone(),
+                    name: step.node.name,
+                    class: step.node.class,
+                    status: step.node.status,
+                    criticality: step.node.criticality,
+                    distance,
+                    via: step.rel_type,
+                    path,
+                });
+                next.push(step.to);
             }
-            if items.len() >= limit {
-                truncated = true;
-                break 'levels;
-            }
-            seen.insert(step.to.clone());
-            parents.insert(step.to.clone(), step.from.clone());
-            let mut path = vec![step.to.clone()];
-            let mut at = &step.from;
-            while let Some(parent) = parents.get(at) {
-                path.push(at.clone());
-                at = parent;
-            }
-            path.push(start.to_owned());
-            path.reverse();
-            depth_reached = distance;
-            items.push(ImpactedItem {
-                id: step.to.clone(),
-                name: step.node.name,
-                class: step.node.class,
-                status: step.node.status,
-                criticality: step.node.criticality,
-                distance,
-                via: step.rel_type,
-                path,
-            });
-            next.push(step.to);
         }
         frontier = next;
     }
@@ -292,6 +299,24 @@ mod tests {
         let (exact, _) = walk(&borrowed, "hub", 3, 50, Direction::Downstream);
         assert_eq!(exact.items.len(), 50);
         assert!(!exact.truncated);
+    }
+
+    #[test]
+    fn a_full_answer_stops_reading_the_level() {
+        let mut edges: Vec<(String, String)> = Vec::new();
+        for i in 0..1200 {
+            edges.push(("hub".into(), format!("c{i:04}")));
+            edges.push((format!("c{i:04}"), format!("g{i:04}")));
+        }
+        let borrowed: Vec<(&str, &str)> = edges
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let (impact, queries) = walk(&borrowed, "hub", 5, 1300, Direction::Downstream);
+        assert_eq!(impact.items.len(), 1300);
+        assert!(impact.truncated);
+        // The hub's level, then the first batch of the next: not its three other batches.
+        assert_eq!(queries, 2);
     }
 
     #[test]

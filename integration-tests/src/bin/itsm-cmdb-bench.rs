@@ -13,7 +13,7 @@
 //! arrays. About 518,000 relationships.
 //!
 //! BENCH_CMDB_ITEMS=N scales the graph (default 100,000; BENCH_QUICK=1: 10,000);
-//! BENCH_SKIP_SQLITE=1 measures PostgreSQL alone.
+//! BENCH_SKIP_SQLITE=1 measures PostgreSQL alone; BENCH_KEEP_SCHEMA=1 keeps its schema to look into.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -553,13 +553,17 @@ async fn main() {
             let separator = if url.contains('?') { '&' } else { '?' };
             let scoped = format!("{url}{separator}options=-csearch_path%3D{schema}");
             results.extend(bench_backend("postgres", Some(scoped), items).await);
-            let _ = Command::new("psql")
-                .args([
-                    url.as_str(),
-                    "-qc",
-                    &format!("DROP SCHEMA {schema} CASCADE"),
-                ])
-                .status();
+            if std::env::var("BENCH_KEEP_SCHEMA").is_ok_and(|v| v == "1") {
+                eprintln!("kept the PostgreSQL schema {schema}");
+            } else {
+                let _ = Command::new("psql")
+                    .args([
+                        url.as_str(),
+                        "-qc",
+                        &format!("DROP SCHEMA {schema} CASCADE"),
+                    ])
+                    .status();
+            }
         }
         _ => eprintln!("ITSM_BENCH_POSTGRES_URL is not set: PostgreSQL not measured"),
     }

@@ -444,6 +444,20 @@ async fn relationships_are_typed_and_impact_walks_cycles(app: TestApp) {
     assert_eq!(hosted["inverse"], "hosts");
     relate(&app, &srv, "uses", &storage).await;
 
+    let added = app
+        .events_after(0)
+        .await
+        .iter()
+        .filter(|e| e["type"] == "ci.relationship_added")
+        .count();
+    assert_eq!(added, 6);
+    let history = get_ok(&app, &format!("/api/v1/configuration-items/{vm}/history")).await;
+    assert_eq!(history["items"][0]["action"], "add_relationship");
+    assert_eq!(
+        history["items"][0]["changes"]["relationships.hosted_on"],
+        json!([null, srv])
+    );
+
     // Bad relationships change nothing.
     let before = app.write_marks().await;
     let last_event = before.last_event;

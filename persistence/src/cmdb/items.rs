@@ -3,7 +3,12 @@
 use std::collections::BTreeMap;
 
 use chrono::NaiveDateTime;
+use diesel::backend::Backend;
+use diesel::expression::{is_aggregate, AppearsOnTable, SelectableExpression, ValidGrouping};
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{Bool, HasSqlType, Text};
 use domain::cmdb::item::{validate_item_name, MANUAL_SOURCE};
 use domain::cmdb::reconcile::attribute_changes;
 use domain::cmdb::{
@@ -12,7 +17,7 @@ use domain::cmdb::{
 use domain::{Changes, DomainError, ExternalRef};
 use serde_json::{json, Map, Value};
 
-use super::{from_json, to_json, CmdbError};
+use super::{from_json, padded, to_json, CmdbError};
 use crate::audit::{self, Mutation};
 use crate::conditions::InList;
 use crate::schema::{assignment_groups, ci_identifiers, configuration_items};
@@ -456,14 +461,10 @@ fn filtered(filter: &ItemFilter) -> configuration_items::BoxedQuery<'static, cra
         query = query.filter(configuration_items::owner_group_id.eq(group.clone()));
     }
     for (name, value) in &filter.identifiers {
-        query = query.filter(
-            configuration_items::id.eq_any(
-                ci_identifiers::table
-                    .filter(ci_identifiers::name.eq(name.clone()))
-                    .filter(ci_identifiers::value.eq(value.clone()))
-                    .select(ci_identifiers::ci_id),
-            ),
-        );
+        query = query.filter(HasIdentifier {
+            name: name.clone(),
+            value: value.clone(),
+        });
     }
     if let Some(q) = &filter.q {
         query = query.filter(
@@ -476,8 +477,8 @@ fn filtered(filter: &ItemFilter) -> configuration_items::BoxedQuery<'static, cra
 }
 
 /// Ids of the items of `classes` holding every `(attribute, value)` of `identifiers`: one
-/// query along the identifier index, whatever the number of items sharing a value.
-pub fn matching(
+/// query along the identifier index, whatever the number of items sharing one of the values.
+pub(crate) fn matching(
     conn: &mut DbConnection,
     classes: &[String],
     identifiers: &[(String, String)],
@@ -494,6 +495,93 @@ pub fn matching(
         .select(configuration_items::id)
         .order(configuration_items::id.asc())
         .load(conn)?)
+}
+
+/// The stored items with these ids (missing ones left out), a query per 500 ids.
+pub(crate) fn get_many(
+    conn: &mut DbConnection,
+    ids: &[String],
+) -> Result<Vec<ConfigurationItem>, StoreError> {
+    let mut items = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let rows: Vec<ItemRow> = configuration_items::table
+            .filter(InList::bound("configuration_items.id", padded(chunk)))
+            .select(ItemRow::as_select())
+            .load(conn)?;
+        let slice = external_refs::attach(
+            conn,
+            ENTITY,
+            Slice {
+                items: rows,
+                more: false,
+            },
+            |row| row.has_external_refs.then_some(row.id.as_str()),
+            ItemRow::into_item,
+        )?;
+        items.extend(slice.items);
+    }
+    Ok(items)
+}
+
+/// `(item id, value)` of the identifiers named `name` holding one of `values`, along the
+/// identifier index, a query per 500 values.
+pub(crate) fn identifier_holders(
+    conn: &mut DbConnection,
+    name: &str,
+    values: &[String],
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut holders = Vec::new();
+    for chunk in values.chunks(500) {
+        let rows: Vec<(String, String)> = ci_identifiers::table
+            .filter(ci_identifiers::name.eq(name))
+            .filter(InList::bound("ci_identifiers.value", padded(chunk)))
+            .select((ci_identifiers::ci_id, ci_identifiers::value))
+            .load(conn)?;
+        holders.extend(rows);
+    }
+    Ok(holders)
+}
+
+/// `configuration_items.id IN (SELECT ci_id FROM ci_identifiers WHERE name = ? AND value = ?)`,
+/// kept prepared: diesel's `eq_any` over a subquery marks its statement as never to be cached,
+/// and reconciliation sends one such lookup per item and rule.
+struct HasIdentifier {
+    name: String,
+    value: String,
+}
+
+impl Expression for HasIdentifier {
+    type SqlType = Bool;
+}
+
+impl<QS> AppearsOnTable<QS> for HasIdentifier {}
+impl<QS> SelectableExpression<QS> for HasIdentifier {}
+
+impl ValidGrouping<()> for HasIdentifier {
+    type IsAggregate = is_aggregate::Never;
+}
+
+impl QueryId for HasIdentifier {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<DB> QueryFragment<DB> for HasIdentifier
+where
+    DB: Backend + HasSqlType<Text>,
+    String: ToSql<Text, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql(
+            "configuration_items.id IN (SELECT ci_identifiers.ci_id FROM ci_identifiers \
+             WHERE ci_identifiers.name = ",
+        );
+        out.push_bind_param::<Text, String>(&self.name)?;
+        out.push_sql(" AND ci_identifiers.value = ");
+        out.push_bind_param::<Text, String>(&self.value)?;
+        out.push_sql(")");
+        Ok(())
+    }
 }
 
 /// Items in id (creation) order; `after` is the last id of the previous page.

@@ -51,3 +51,21 @@ pub(crate) fn to_json(value: &impl serde::Serialize) -> String {
     // Plain data values always serialise.
     serde_json::to_string(value).unwrap_or_default()
 }
+
+/// The sizes an `IN` list of ids is padded to, so that its query takes one of a few shapes
+/// and stays prepared: each new length was a new statement to parse and plan.
+const IN_LIST_SIZES: [usize; 5] = [1, 8, 32, 128, 500];
+
+/// `ids` padded with copies of its last id up to the next size of [`IN_LIST_SIZES`].
+pub(crate) fn padded(ids: &[String]) -> Vec<String> {
+    let size = IN_LIST_SIZES
+        .iter()
+        .copied()
+        .find(|size| *size >= ids.len())
+        .unwrap_or(ids.len());
+    let mut padded = ids.to_vec();
+    if let Some(last) = ids.last() {
+        padded.resize(size, last.clone());
+    }
+    padded
+}

@@ -1,10 +1,11 @@
 //! Reconciliation batches: planned by `domain::cmdb::reconcile` over the stored inventory,
 //! then written as one unit of work (or, in a dry run, only reported).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use domain::cmdb::class::identifier_value;
 use domain::cmdb::reconcile::{
     self, Action, BatchItem, Inventory, Plan, RelationshipResult, Report,
 };
@@ -35,8 +36,60 @@ pub struct Batch {
     pub atomic: bool,
 }
 
+/// The stored items a batch may match. Rules of one attribute (a serial number) are answered
+/// from holders read up front for the whole batch, a few queries instead of two per item;
+/// rules of several attributes, whose values may each be shared by many items (a DNS
+/// domain), by one query per item that intersects them along the identifier index.
 struct StoredInventory<'c> {
     conn: &'c mut DbConnection,
+    /// Holders of each `(attribute, value)` of the batch's one-attribute rules.
+    holders: HashMap<(String, String), Vec<String>>,
+    items: HashMap<String, ConfigurationItem>,
+}
+
+impl<'c> StoredInventory<'c> {
+    fn load(
+        conn: &'c mut DbConnection,
+        classes: &ClassSet,
+        batch: &[BatchItem],
+    ) -> Result<Self, StoreError> {
+        let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for item in batch {
+            for rule in classes.identification_rules(&item.class) {
+                if let [name] = rule.as_slice() {
+                    if let Some(value) = item.attributes.get(name).filter(|v| !v.is_null()) {
+                        wanted
+                            .entry(name.clone())
+                            .or_default()
+                            .insert(identifier_value(value));
+                    }
+                }
+            }
+        }
+        let mut holders: HashMap<(String, String), Vec<String>> = HashMap::new();
+        let mut ids = BTreeSet::new();
+        for (name, values) in wanted {
+            let values: Vec<String> = values.into_iter().collect();
+            // A value nobody holds is an answer too: no item matches it.
+            for value in &values {
+                holders.insert((name.clone(), value.clone()), Vec::new());
+            }
+            for (id, value) in items::identifier_holders(conn, &name, &values)? {
+                ids.insert(id.clone());
+                holders.entry((name.clone(), value)).or_default().push(id);
+            }
+        }
+        let ids: Vec<String> = ids.into_iter().collect();
+        let items = items::get_many(conn, &ids)?
+            .into_iter()
+            .map(|item| (item.id.clone(), item))
+            .collect();
+        Ok(Self {
+            conn,
+            holders,
+            items,
+        })
+    }
 }
 
 impl Inventory for StoredInventory<'_> {
@@ -47,11 +100,31 @@ impl Inventory for StoredInventory<'_> {
         classes: &[String],
         identifiers: &[(String, String)],
     ) -> Result<Vec<String>, StoreError> {
-        items::matching(self.conn, classes, identifiers)
+        let [pair] = identifiers else {
+            return items::matching(self.conn, classes, identifiers);
+        };
+        let Some(found) = self.holders.get(pair) else {
+            return items::matching(self.conn, classes, identifiers);
+        };
+        let mut ids: Vec<String> = found
+            .iter()
+            .filter(|id| {
+                self.items
+                    .get(*id)
+                    .is_some_and(|item| classes.contains(&item.class))
+            })
+            .cloned()
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
     }
 
     fn item(&mut self, id: &str) -> Result<ConfigurationItem, StoreError> {
-        items::get(self.conn, id)
+        match self.items.get(id) {
+            Some(item) => Ok(item.clone()),
+            None => items::get(self.conn, id),
+        }
     }
 }
 
@@ -96,7 +169,7 @@ fn plan_batch(
         &batch.source,
         &items,
         now,
-        &mut StoredInventory { conn },
+        &mut StoredInventory::load(conn, classes, &items)?,
         || {
             let id = crate::new_id();
             new_ids.insert(id.clone());

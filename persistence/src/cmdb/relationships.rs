@@ -11,7 +11,7 @@ use domain::DomainError;
 use serde_json::json;
 
 use super::items::ENTITY as ITEM;
-use super::CmdbError;
+use super::{padded, CmdbError};
 use crate::audit::{self, Mutation};
 use crate::conditions::InList;
 use crate::schema::{ci_relationships, configuration_items};
@@ -284,117 +284,85 @@ pub fn of_item(
 }
 
 /// Frontier ids per query: well under both backends' limits on bound parameters.
-const LEVEL_CHUNK: usize = 500;
+const LEVEL_CHUNK: usize = domain::cmdb::impact::BATCH;
 
-/// Each step's relationship and the item it reaches.
-type StepRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-);
-
-type StepColumns = (
-    ci_relationships::source_id,
-    ci_relationships::rel_type,
-    ci_relationships::target_id,
-    configuration_items::name,
-    configuration_items::class,
-    configuration_items::status,
-    configuration_items::criticality,
-);
-
-const STEP_COLUMNS: StepColumns = (
-    ci_relationships::source_id,
-    ci_relationships::rel_type,
-    ci_relationships::target_id,
-    configuration_items::name,
-    configuration_items::class,
-    configuration_items::status,
-    configuration_items::criticality,
-);
-
-/// The relationships leaving `ids` in `direction`, joined to the items they reach: one query.
-fn level_rows(
+/// The relationships leaving `ids` in `direction`: `(source, type, target)`.
+fn level_edges(
     conn: &mut DbConnection,
     ids: Vec<String>,
     direction: Direction,
     types: &[RelationshipType],
-) -> Result<Vec<StepRow>, StoreError> {
-    let of_types = (!types.is_empty()).then(|| {
-        InList::names(
+) -> Result<Vec<(String, String, String)>, StoreError> {
+    let column = match direction {
+        Direction::Downstream => "ci_relationships.source_id",
+        Direction::Upstream => "ci_relationships.target_id",
+    };
+    let mut query = ci_relationships::table
+        .select((
+            ci_relationships::source_id,
+            ci_relationships::rel_type,
+            ci_relationships::target_id,
+        ))
+        .filter(InList::bound(column, ids))
+        .into_boxed();
+    if !types.is_empty() {
+        query = query.filter(InList::names(
             "ci_relationships.rel_type",
             types.iter().map(|t| t.as_str()).collect(),
-        )
-    });
-    Ok(match direction {
-        Direction::Downstream => {
-            let mut query = ci_relationships::table
-                .inner_join(
-                    configuration_items::table
-                        .on(configuration_items::id.eq(ci_relationships::target_id)),
-                )
-                .filter(InList::bound("ci_relationships.source_id", ids))
-                .select(STEP_COLUMNS)
-                .into_boxed();
-            if let Some(of_types) = of_types {
-                query = query.filter(of_types);
-            }
-            query.load(conn)?
-        }
-        Direction::Upstream => {
-            let mut query = ci_relationships::table
-                .inner_join(
-                    configuration_items::table
-                        .on(configuration_items::id.eq(ci_relationships::source_id)),
-                )
-                .filter(InList::bound("ci_relationships.target_id", ids))
-                .select(STEP_COLUMNS)
-                .into_boxed();
-            if let Some(of_types) = of_types {
-                query = query.filter(of_types);
-            }
-            query.load(conn)?
-        }
-    })
+        ));
+    }
+    Ok(query.load(conn)?)
 }
 
-/// The steps leaving `frontier` in `direction`, with what the walk needs of each reached item:
-/// one query per chunk of the frontier (one per level unless the level is wide).
+/// The steps leaving `frontier` (at most a batch of the walk) in `direction`, with what the walk
+/// needs of each reached item: the relationships, then the items they reach by primary key.
+///
+/// Two queries, not one join: PostgreSQL's generic plan of the join estimated thousands of
+/// rows for a long `IN` list and hashed the whole item table on every level.
 fn next_level(
     conn: &mut DbConnection,
     frontier: &[String],
     direction: Direction,
     types: &[RelationshipType],
 ) -> Result<Vec<Step>, StoreError> {
-    let mut steps = Vec::new();
-    for chunk in frontier.chunks(LEVEL_CHUNK) {
-        for (source, rel_type, target, name, class, status, criticality) in
-            level_rows(conn, chunk.to_vec(), direction, types)?
-        {
-            let (from, to) = match direction {
-                Direction::Downstream => (source, target),
-                Direction::Upstream => (target, source),
-            };
-            steps.push(Step {
-                from,
-                rel_type: parse_type(&rel_type)?,
-                to,
-                node: NodeInfo {
-                    name,
-                    class,
-                    status: CiStatus::parse(&status).map_err(corrupt)?,
-                    criticality: criticality
-                        .as_deref()
-                        .map(Criticality::parse)
-                        .transpose()
-                        .map_err(corrupt)?,
-                },
-            });
-        }
+    let edges = level_edges(conn, padded(frontier), direction, types)?;
+    let mut reached: Vec<String> = edges
+        .iter()
+        .map(|(source, _, target)| match direction {
+            Direction::Downstream => target.clone(),
+            Direction::Upstream => source.clone(),
+        })
+        .collect();
+    reached.sort();
+    reached.dedup();
+    let mut nodes = HashMap::new();
+    for ids in reached.chunks(LEVEL_CHUNK) {
+        nodes.extend(summaries(conn, padded(ids))?);
+    }
+    let mut steps = Vec::with_capacity(edges.len());
+    for (source, rel_type, target) in edges {
+        let (from, to) = match direction {
+            Direction::Downstream => (source, target),
+            Direction::Upstream => (target, source),
+        };
+        let Some((_, name, class, status, criticality)) = nodes.get(&to).cloned() else {
+            continue;
+        };
+        steps.push(Step {
+            from,
+            rel_type: parse_type(&rel_type)?,
+            to,
+            node: NodeInfo {
+                name,
+                class,
+                status: CiStatus::parse(&status).map_err(corrupt)?,
+                criticality: criticality
+                    .as_deref()
+                    .map(Criticality::parse)
+                    .transpose()
+                    .map_err(corrupt)?,
+            },
+        });
     }
     Ok(steps)
 }

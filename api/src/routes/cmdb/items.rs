@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 use validator::Validate;
 
 use super::not_found_as;
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::auth::{Authorized, CmdbReaders, CmdbWriters};
 use crate::concurrency::{created, if_match, with_etag};
 use crate::error::{ApiError, ApiResult};
@@ -296,6 +296,17 @@ pub async fn update_item(
     Ok(with_etag(StatusCode::OK, item.version, &item))
 }
 
+/// A whole number from 1 to `max`, `default` when absent.
+fn bounded(params: &QueryParams, name: &str, max: usize, default: usize) -> ApiResult<usize> {
+    let message = format!("must be a whole number from 1 to {max}");
+    let value = params.parsed::<usize>(name, &message)?.unwrap_or(default);
+    if (1..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ApiError::invalid(name, message))
+    }
+}
+
 fn relationship_types(params: &QueryParams) -> ApiResult<Vec<RelationshipType>> {
     let mut types: Vec<RelationshipType> =
         enum_values(params, "types", &RelationshipType::names())?;
@@ -377,20 +388,13 @@ pub async fn item_impact(
             ))
         }
     };
-    let depth_message = format!("must be a whole number from 1 to {}", impact::MAX_DEPTH);
-    let depth = params
-        .parsed::<u32>("depth", &depth_message)?
-        .unwrap_or(impact::DEFAULT_DEPTH);
-    if !(1..=impact::MAX_DEPTH).contains(&depth) {
-        return Err(ApiError::invalid("depth", depth_message));
-    }
-    let limit_message = format!("must be a whole number from 1 to {}", impact::MAX_LIMIT);
-    let limit = params
-        .parsed::<usize>("limit", &limit_message)?
-        .unwrap_or(impact::DEFAULT_LIMIT);
-    if !(1..=impact::MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid("limit", limit_message));
-    }
+    let depth = bounded(
+        &params,
+        "depth",
+        impact::MAX_DEPTH as usize,
+        impact::DEFAULT_DEPTH as usize,
+    )? as u32;
+    let limit = bounded(&params, "limit", impact::MAX_LIMIT, impact::DEFAULT_LIMIT)?;
     let types = relationship_types(&params)?;
     let id = id.into_inner();
     let impact = state

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use validator::Validate;
 
 use super::not_found_as;
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::auth::{Authorized, CmdbReaders, CmdbWriters};
 use crate::error::{ApiError, ApiResult};
 use crate::json_body::ValidJson;
