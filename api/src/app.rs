@@ -18,6 +18,7 @@ use crate::error::ApiError;
 use crate::json_body::BodyLimit;
 use crate::openapi::{ApiDoc, RouteTable};
 pub use crate::state::AppState;
+use crate::throttle::{LoginThrottle, PasswordHashing};
 use crate::{idempotency as idempotency_middleware, request_context, routes};
 
 const JWT_SECRET_SETTING: &str = "jwt_signing_secret";
@@ -31,7 +32,10 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot open the database: {e}"))?;
     let secret = match &config.jwt_secret {
-        Some(secret) => secret.clone(),
+        Some(secret) => {
+            crate::config::check_signing_secret(secret)?;
+            secret.clone()
+        }
         None => {
             let candidate = generate_signing_secret();
             db.write(move |conn| settings::get_or_insert(conn, JWT_SECRET_SETTING, &candidate))
@@ -51,6 +55,11 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
         routing_rules: crate::routes::assignment_rules::recent_rules(),
         incident_lookups: persistence::tickets::lookups(),
         problem_lookups: persistence::tickets::lookups(),
+        login_throttle: LoginThrottle::new(config.login),
+        password_hashing: PasswordHashing::new(
+            config.password_hash_concurrency,
+            config.password_hash_queue,
+        ),
     }))
 }
 
@@ -64,6 +73,11 @@ async fn bootstrap_admin(db: &Database, password: Option<String>) -> Result<(), 
         return Ok(());
     }
     let generated = password.is_none();
+    if let Some(password) = &password {
+        domain::validate_password(password).map_err(|_| {
+            "ITSM_ADMIN_PASSWORD must be 12 to 256 characters long (the password rule)".to_owned()
+        })?;
+    }
     let password = password.unwrap_or_else(generate_password);
     let hash = hash_password(&password).map_err(|e| e.to_string())?;
     let created = db

@@ -17,6 +17,7 @@ pub mod request_context;
 pub mod routes;
 pub mod seed;
 pub mod state;
+pub mod throttle;
 pub mod tickets;
 pub mod usecases;
 

@@ -12,6 +12,7 @@ use persistence::{Database, Lookups};
 use crate::auth::{TokenKeys, UserAccess};
 use crate::openapi::RouteTable;
 use crate::recent::RecentReads;
+use crate::throttle::{LoginThrottle, PasswordHashing};
 
 /// What every handler shares.
 pub struct AppState {
@@ -23,4 +24,6 @@ pub struct AppState {
     pub routing_rules: RecentReads<(), Arc<Vec<AssignmentRule>>>,
     pub incident_lookups: Lookups<Incident>,
     pub problem_lookups: Lookups<Problem>,
+    pub login_throttle: LoginThrottle,
+    pub password_hashing: PasswordHashing,
 }

@@ -14,6 +14,7 @@ pub mod priority;
 pub mod problem;
 pub mod routing;
 pub mod search;
+pub mod throttle;
 pub mod ticket;
 
 pub use changes::Changes;

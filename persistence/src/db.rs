@@ -103,6 +103,33 @@ impl Location {
         Ok(())
     }
 
+    /// The SQLite file holds password hashes and the signing secret: it is created readable by
+    /// its owner only, and an existing one is made so. SQLite gives its WAL and shared-memory
+    /// files the database file's permissions.
+    fn restrict_sqlite_files(&self) -> Result<(), StoreError> {
+        #[cfg(unix)]
+        if let Location::SqliteFile(path) = self {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let cannot = |e: std::io::Error| {
+                StoreError::Unavailable(format!("cannot restrict {}: {e}", path.display()))
+            };
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(cannot)?;
+            for suffix in ["", "-wal", "-shm"] {
+                let file = PathBuf::from(format!("{}{suffix}", path.display()));
+                if file.exists() {
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                        .map_err(cannot)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn backend(&self) -> Backend {
         match self {
             Location::SqliteFile(_) => Backend::Sqlite,
@@ -349,6 +376,7 @@ impl Database {
     pub fn open(config: &DatabaseConfig) -> Result<Self, StoreError> {
         let location = Location::parse(config.url.as_deref())?;
         location.create_parent_folder()?;
+        location.restrict_sqlite_files()?;
         let mut write_conn = location.connect(ConnectionRole::Writer)?;
         run_migrations(&mut write_conn)?;
         let readers = r2d2::Pool::builder()
@@ -394,6 +422,7 @@ impl Database {
     pub fn migrate_only(config: &DatabaseConfig) -> Result<usize, StoreError> {
         let location = Location::parse(config.url.as_deref())?;
         location.create_parent_folder()?;
+        location.restrict_sqlite_files()?;
         run_migrations(&mut location.connect(ConnectionRole::Writer)?)
     }
 

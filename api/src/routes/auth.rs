@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use validator::Validate;
 
-use super::users::blocking;
 use crate::auth::{generate_api_token, verify_password, Admins, Authorized, Caller, CallerKind};
 use crate::concurrency::created;
 use crate::error::{not_found_as, ApiError, ApiResult};
@@ -40,29 +39,37 @@ pub struct TokenResponse {
     tag = "auth", operation_id = "issue_token", security(()),
     request_body = TokenRequest,
     responses((status = 200, body = TokenResponse), (status = 401, body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem)),
+              (status = 422, body = crate::error::Problem),
+              (status = 429, description = "Too many failed sign-ins for this username or address; see Retry-After", body = crate::error::Problem),
+              (status = 503, description = "Too many sign-ins at once; see Retry-After", body = crate::error::Problem)),
 )]
 #[post("/api/v1/auth/token")]
 pub async fn issue_token(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: ValidJson<TokenRequest>,
 ) -> ApiResult<HttpResponse> {
     let TokenRequest { username, password } = body.0;
     let username = username.to_lowercase();
+    let address = req.peer_addr().map(|a| a.ip());
+    state.login_throttle.attempt(&username, address)?;
+    let lookup = username.clone();
     let credentials = state
         .db
-        .read(move |conn| users::credentials_by_username(conn, &username))
+        .read(move |conn| users::credentials_by_username(conn, &lookup))
         .await
         .map_err(ApiError::from)?;
     let stored_hash = credentials.as_ref().and_then(|c| c.password_hash.clone());
     // Unknown users are verified against a dummy hash: same answer, same time class.
-    let verified = web::block(move || verify_password(stored_hash.as_deref(), &password))
-        .await
-        .map_err(blocking)?;
+    let verified = state
+        .password_hashing
+        .run(move || verify_password(stored_hash.as_deref(), &password))
+        .await?;
     let credentials = match credentials {
         Some(c) if verified && c.active => c,
         _ => return Err(ApiError::Unauthenticated("invalid username or password")),
     };
+    state.login_throttle.succeeded(&username, address);
     let access_token = state.tokens.issue(&credentials.id, &credentials.roles())?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))

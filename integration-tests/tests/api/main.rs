@@ -10,5 +10,6 @@ mod incidents_concurrency;
 mod incidents_lists;
 mod incidents_transitions;
 mod problems;
+mod security;
 mod tickets_conformance;
 mod users_groups;

@@ -1,0 +1,162 @@
+//! Security hardening (issue 19): throttled sign-ins, bounded password hashing, revocable
+//! credentials, idempotency that cannot leak, and nothing internal reaching a requester.
+
+use std::time::Duration;
+
+use itsm_integration_tests::reqwest::{Method, Response, StatusCode};
+use itsm_integration_tests::serde_json::json;
+use itsm_integration_tests::{expect_problem, header, on_both_backends, Config, TestApp};
+
+async fn sign_in(app: &TestApp, username: &str, password: &str) -> Response {
+    app.anonymous(Method::POST, "/api/v1/auth/token")
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Asserts a 429 problem with a `Retry-After` of at least a second; returns the seconds.
+async fn expect_throttled(response: Response) -> u64 {
+    let retry_after = header(&response, "retry-after")
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("429 without a numeric Retry-After");
+    let problem = expect_problem(response, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(
+        problem["type"],
+        "https://itsm.example/problems/rate-limited"
+    );
+    assert!(retry_after >= 1, "{retry_after}");
+    retry_after
+}
+
+fn three_free_failures(config: &mut Config) {
+    config.login.free_failures_per_user = 3;
+}
+
+async fn password_guessing_is_throttled_per_username(app: TestApp) {
+    let (_, _) = app.user_with_roles("walter", &["agent"]).await;
+    let password = "walter-password-123";
+    // Three free failures and one more at no delay; the next guess must wait.
+    for _ in 0..4 {
+        let response = sign_in(&app, "walter", "a-wrong-guess-0000").await;
+        expect_problem(response, StatusCode::UNAUTHORIZED).await;
+    }
+    let wait = expect_throttled(sign_in(&app, "walter", "a-wrong-guess-0001").await).await;
+    // The right password waits too (a guess that happens to be right must not get through)...
+    expect_throttled(sign_in(&app, "walter", password).await).await;
+
+    // ... and an unknown username is throttled just the same, so the 429 reveals nothing.
+    for _ in 0..4 {
+        let response = sign_in(&app, "nobody-at-all", "a-wrong-guess-0000").await;
+        expect_problem(response, StatusCode::UNAUTHORIZED).await;
+    }
+    expect_throttled(sign_in(&app, "nobody-at-all", "a-wrong-guess-0001").await).await;
+
+    // Other users are not affected.
+    app.token_for("admin", itsm_integration_tests::ADMIN_PASSWORD)
+        .await;
+
+    // Once the delay passed, the right password signs in and starts the count afresh.
+    tokio::time::sleep(Duration::from_secs(wait) + Duration::from_millis(200)).await;
+    app.token_for("walter", password).await;
+    let response = sign_in(&app, "walter", "a-wrong-guess-0002").await;
+    expect_problem(response, StatusCode::UNAUTHORIZED).await;
+}
+
+fn three_free_failures_per_address(config: &mut Config) {
+    config.login.free_failures_per_address = 3;
+}
+
+async fn guessing_many_usernames_is_throttled_per_address(app: TestApp) {
+    for n in 0..4 {
+        let response = sign_in(&app, &format!("guess-{n}"), "a-wrong-guess-0000").await;
+        expect_problem(response, StatusCode::UNAUTHORIZED).await;
+    }
+    expect_throttled(sign_in(&app, "guess-9", "a-wrong-guess-0000").await).await;
+}
+
+fn one_hash_at_a_time(config: &mut Config) {
+    config.password_hash_concurrency = 1;
+    config.password_hash_queue = 2;
+    config.login.free_failures_per_address = 1_000_000;
+}
+
+async fn a_login_flood_is_shed_and_the_service_stays_responsive(app: TestApp) {
+    let attempts = (0..60).map(|n| {
+        let app = &app;
+        async move { sign_in(app, &format!("flood-{n}"), "a-wrong-guess-0000").await }
+    });
+    let responses = futures_util::future::join_all(attempts).await;
+    let mut shed = 0;
+    for response in responses {
+        match response.status() {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(header(&response, "retry-after").is_some());
+                expect_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+                shed += 1;
+            }
+            other => panic!("a flooded sign-in answered {other}"),
+        }
+    }
+    assert!(
+        shed > 0,
+        "sixty sign-ins at once with one hash slot and a queue of two"
+    );
+    let response = app.admin(Method::GET, "/api/v1/me").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+on_both_backends!(
+    password_guessing_is_throttled_per_username with three_free_failures,
+    guessing_many_usernames_is_throttled_per_address with three_free_failures_per_address,
+    a_login_flood_is_shed_and_the_service_stays_responsive with one_hash_at_a_time,
+);
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_file_and_its_wal_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::spawn(itsm_integration_tests::Backend::Sqlite)
+        .await
+        .expect("sqlite");
+    let url = app.database.url.clone().expect("a SQLite URL");
+    let path = url.trim_start_matches("sqlite://");
+    for suffix in ["", "-wal"] {
+        let file = format!("{path}{suffix}");
+        let mode = std::fs::metadata(&file).expect(&file).permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{file} is readable by others: {mode:o}");
+    }
+}
+
+/// A start-up that must be refused: returns the error.
+async fn refused_start(adjust: impl FnOnce(&mut Config) + Send + 'static) -> String {
+    let path = std::env::temp_dir().join(format!("itsm-refused-{}.db", uuid::Uuid::new_v4()));
+    let mut config = Config {
+        bind: "127.0.0.1:0".into(),
+        admin_password: Some(itsm_integration_tests::ADMIN_PASSWORD.into()),
+        ..Config::default()
+    };
+    config.database.url = Some(format!("sqlite://{}", path.display()));
+    adjust(&mut config);
+    let outcome = tokio::task::spawn_blocking(move || itsm_api::app::spawn(config))
+        .await
+        .unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    match outcome {
+        Ok(_) => panic!("the service started"),
+        Err(e) => e,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weak_bootstrap_passwords_and_signing_secrets_stop_start_up() {
+    let error = refused_start(|c| c.admin_password = Some("short".into())).await;
+    assert!(error.contains("ITSM_ADMIN_PASSWORD"), "{error}");
+    let error = refused_start(|c| c.jwt_secret = Some("  ".into())).await;
+    assert!(error.contains("blank"), "{error}");
+    let error = refused_start(|c| c.jwt_secret = Some("x".repeat(40))).await;
+    assert!(error.contains("weak"), "{error}");
+}
