@@ -12,6 +12,8 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         version -> BigInt,
+        valid_after -> Nullable<Timestamp>,
+        must_change_password -> Bool,
     }
 }
 
@@ -282,3 +284,11 @@ diesel::allow_tables_to_appear_in_same_query!(
     ci_identifiers,
     ci_relationships,
 );
+
+diesel::table! {
+    revoked_tokens (jti) {
+        jti -> Text,
+        user_id -> Text,
+        expires_at -> Timestamp,
+    }
+}

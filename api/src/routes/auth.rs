@@ -32,6 +32,9 @@ pub struct TokenResponse {
     pub token_type: &'static str,
     /// Seconds until the token expires.
     pub expires_in: i64,
+    /// The password was reset by an admin: until a new one is chosen with
+    /// `POST /api/v1/me/password`, the token serves only that, `/me` and logout.
+    pub password_change_required: bool,
 }
 
 /// Exchange a username and password for an access token.
@@ -70,14 +73,133 @@ pub async fn issue_token(
         _ => return Err(ApiError::Unauthenticated("invalid username or password")),
     };
     state.login_throttle.succeeded(&username, address);
-    let access_token = state.tokens.issue(&credentials.id, &credentials.roles())?;
+    token_response(
+        &state,
+        &credentials.id,
+        &credentials.roles(),
+        credentials.must_change_password,
+    )
+}
+
+fn token_response(
+    state: &AppState,
+    user_id: &str,
+    roles: &[Role],
+    password_change_required: bool,
+) -> ApiResult<HttpResponse> {
+    let access_token = state.tokens.issue(user_id, roles)?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(TokenResponse {
             access_token,
             token_type: "Bearer",
             expires_in: state.tokens.ttl_seconds,
+            password_change_required,
         }))
+}
+
+/// Sign out: the presented access token is refused from now on (on other nodes within the
+/// second their access cache trusts a read).
+#[utoipa::path(
+    tag = "auth", operation_id = "logout",
+    responses((status = 204), (status = 401, body = crate::error::Problem),
+              (status = 422, description = "API tokens are revoked with DELETE /api/v1/api-tokens/{id}", body = crate::error::Problem)),
+)]
+#[post("/api/v1/auth/logout")]
+pub async fn logout(caller: Caller, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let Some((jti, exp)) = caller.session.clone() else {
+        return Err(ApiError::invalid(
+            "Authorization",
+            "an API token is revoked with DELETE /api/v1/api-tokens/{id}",
+        ));
+    };
+    let expires_at = DateTime::from_timestamp(exp, 0)
+        .unwrap_or_else(Utc::now)
+        .naive_utc();
+    let user_id = caller.id.clone();
+    state
+        .db
+        .write(move |conn| {
+            users::revoke_token(conn, &jti, &user_id, expires_at, persistence::now_utc())
+        })
+        .await
+        .map_err(ApiError::from)?;
+    state.access.forget(&caller.id);
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    #[validate(length(min = 1, max = 256))]
+    pub current_password: String,
+    /// 12 to 256 characters.
+    pub new_password: String,
+}
+
+/// Change the caller's own password. Every token issued before is refused from now on; the
+/// response carries a new one.
+#[utoipa::path(
+    tag = "auth", operation_id = "change_my_password",
+    request_body = ChangePassword,
+    responses((status = 200, body = TokenResponse), (status = 401, body = crate::error::Problem),
+              (status = 403, description = "The current password is wrong", body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem),
+              (status = 429, description = "Too many wrong current passwords; see Retry-After", body = crate::error::Problem)),
+)]
+#[post("/api/v1/me/password")]
+pub async fn change_my_password(
+    caller: Caller,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: ValidJson<ChangePassword>,
+) -> ApiResult<HttpResponse> {
+    if caller.kind != CallerKind::User {
+        return Err(ApiError::Forbidden(
+            "API tokens have no password; create a new token instead".into(),
+        ));
+    }
+    let ChangePassword {
+        current_password,
+        new_password,
+    } = body.0;
+    domain::validate_password(&new_password)
+        .map_err(|_| ApiError::invalid("new_password", "must be 12 to 256 characters long"))?;
+    if new_password == current_password {
+        return Err(ApiError::invalid(
+            "new_password",
+            "must differ from the current password",
+        ));
+    }
+    // A stolen token must not become a way to guess the password: throttled like sign-in.
+    let address = req.peer_addr().map(|a| a.ip());
+    state.login_throttle.attempt(&caller.name, address)?;
+    let id = caller.id.clone();
+    let stored = state
+        .db
+        .read(move |conn| users::password_hash(conn, &id))
+        .await
+        .map_err(ApiError::from)?;
+    let verified = state
+        .password_hashing
+        .run(move || verify_password(stored.as_deref(), &current_password))
+        .await?;
+    if !verified {
+        return Err(ApiError::Forbidden("the current password is wrong".into()));
+    }
+    state.login_throttle.succeeded(&caller.name, address);
+    let hash = super::users::hash_new_password(&state, Some(new_password))
+        .await?
+        .ok_or_else(|| ApiError::Internal("no password hash".into()))?;
+    let ctx = caller.write_context();
+    let id = caller.id.clone();
+    state
+        .db
+        .write(move |conn| users::change_password(conn, &ctx, &id, &hash))
+        .await
+        .map_err(ApiError::from)?;
+    state.access.forget(&caller.id);
+    token_response(&state, &caller.id, &caller.roles, false)
 }
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -248,6 +370,8 @@ pub async fn me(caller: Caller, state: web::Data<AppState>) -> ApiResult<HttpRes
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(issue_token)
+        .service(logout)
+        .service(change_my_password)
         .service(create_api_token)
         .service(list_api_tokens)
         .service(revoke_api_token)

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use itsm_integration_tests::reqwest::{Method, Response, StatusCode};
 use itsm_integration_tests::serde_json::json;
-use itsm_integration_tests::{expect_problem, header, on_both_backends, Config, TestApp};
+use itsm_integration_tests::{expect_problem, header, on_both_backends, read, Config, TestApp};
 
 async fn sign_in(app: &TestApp, username: &str, password: &str) -> Response {
     app.anonymous(Method::POST, "/api/v1/auth/token")
@@ -107,10 +107,178 @@ async fn a_login_flood_is_shed_and_the_service_stays_responsive(app: TestApp) {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
+async fn me(app: &TestApp, token: &str) -> StatusCode {
+    app.request(Method::GET, "/api/v1/me", token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn logout_revokes_the_presented_token_only(app: TestApp) {
+    let (_, first) = app.user_with_roles("lena", &["agent"]).await;
+    let second = app.token_for("lena", "lena-password-123").await;
+    let response = app
+        .request(Method::POST, "/api/v1/auth/logout", &first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(me(&app, &first).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&app, &second).await, StatusCode::OK);
+    let response = app
+        .request(Method::POST, "/api/v1/auth/logout", &first)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, StatusCode::UNAUTHORIZED).await;
+    let response = app
+        .anonymous(Method::POST, "/api/v1/auth/logout")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, StatusCode::UNAUTHORIZED).await;
+}
+
+async fn change_password(app: &TestApp, token: &str, current: &str, new: &str) -> Response {
+    app.request(Method::POST, "/api/v1/me/password", token)
+        .json(&json!({"current_password": current, "new_password": new}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn changing_my_password_refuses_earlier_tokens(app: TestApp) {
+    let (_, old) = app.user_with_roles("mia", &["requester"]).await;
+    let other_session = app.token_for("mia", "mia-password-123").await;
+    let response = change_password(&app, &old, "not-my-password-1", "a-new-password-456").await;
+    expect_problem(response, StatusCode::FORBIDDEN).await;
+    let response = change_password(&app, &old, "mia-password-123", "short").await;
+    let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem["errors"][0]["field"], "new_password", "{problem}");
+    assert_eq!(
+        me(&app, &old).await,
+        StatusCode::OK,
+        "refusals change nothing"
+    );
+
+    let response = change_password(&app, &old, "mia-password-123", "a-new-password-456").await;
+    assert_eq!(
+        header(&response, "cache-control").as_deref(),
+        Some("no-store")
+    );
+    let (status, body) = read(response).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let fresh = body["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(me(&app, &old).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&app, &other_session).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&app, &fresh).await, StatusCode::OK);
+    let response = sign_in(&app, "mia", "mia-password-123").await;
+    expect_problem(response, StatusCode::UNAUTHORIZED).await;
+    app.token_for("mia", "a-new-password-456").await;
+}
+
+async fn an_admin_reset_refuses_old_tokens_and_forces_a_change(app: TestApp) {
+    let (user, old) = app.user_with_roles("noah", &["agent"]).await;
+    let id = user["id"].as_str().unwrap();
+    let response = app
+        .admin(Method::PATCH, &format!("/api/v1/users/{id}"))
+        .json(&json!({"password": "temporary-password-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(me(&app, &old).await, StatusCode::UNAUTHORIZED);
+
+    let response = sign_in(&app, "noah", "temporary-password-1").await;
+    let (status, body) = read(response).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["password_change_required"], true);
+    let temporary = body["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(me(&app, &temporary).await, StatusCode::OK);
+    let response = app
+        .request(Method::GET, "/api/v1/incidents", &temporary)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, StatusCode::FORBIDDEN).await;
+
+    let response = change_password(
+        &app,
+        &temporary,
+        "temporary-password-1",
+        "noahs-own-password",
+    )
+    .await;
+    let (status, body) = read(response).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["password_change_required"], false);
+    let own = body["access_token"].as_str().unwrap();
+    let response = app
+        .request(Method::GET, "/api/v1/incidents", own)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+async fn deactivation_refuses_tokens_even_after_reactivation(app: TestApp) {
+    let (user, old) = app.user_with_roles("olga", &["agent"]).await;
+    let id = user["id"].as_str().unwrap();
+    for active in [false, true] {
+        let response = app
+            .admin(Method::PATCH, &format!("/api/v1/users/{id}"))
+            .json(&json!({"active": active}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(me(&app, &old).await, StatusCode::UNAUTHORIZED);
+    let fresh = app.token_for("olga", "olga-password-123").await;
+    assert_eq!(me(&app, &fresh).await, StatusCode::OK);
+}
+
+const KNOWN_SECRET: &str = "integration-tests-known-signing-secret-0123456789";
+
+fn known_secret(config: &mut Config) {
+    config.jwt_secret = Some(KNOWN_SECRET.into());
+}
+
+async fn tokens_from_the_future_or_too_long_lived_are_refused(app: TestApp) {
+    let admin_id = app.id_of(&app.admin_token).await;
+    let now = chrono::Utc::now().timestamp();
+    let forge = |iat: i64, exp: i64| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &json!({"sub": admin_id, "roles": ["admin"], "iat": iat, "exp": exp,
+                    "jti": uuid::Uuid::new_v4().to_string()}),
+            &jsonwebtoken::EncodingKey::from_secret(KNOWN_SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    assert_eq!(me(&app, &forge(now, now + 600)).await, StatusCode::OK);
+    assert_eq!(
+        me(&app, &forge(now + 600, now + 1200)).await,
+        StatusCode::UNAUTHORIZED,
+        "issued in the future"
+    );
+    assert_eq!(
+        me(&app, &forge(now, now + 10 * 365 * 86_400)).await,
+        StatusCode::UNAUTHORIZED,
+        "ten years of life"
+    );
+}
+
 on_both_backends!(
     password_guessing_is_throttled_per_username with three_free_failures,
     guessing_many_usernames_is_throttled_per_address with three_free_failures_per_address,
     a_login_flood_is_shed_and_the_service_stays_responsive with one_hash_at_a_time,
+    logout_revokes_the_presented_token_only,
+    changing_my_password_refuses_earlier_tokens,
+    an_admin_reset_refuses_old_tokens_and_forces_a_change,
+    deactivation_refuses_tokens_even_after_reactivation,
+    tokens_from_the_future_or_too_long_lived_are_refused with known_secret,
 );
 
 #[cfg(unix)]
