@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use actix_web::{dev::Payload, web, FromRequest, HttpMessage, HttpRequest};
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
 };
@@ -340,13 +340,30 @@ pub fn recent_api_tokens() -> RecentReads<String, ApiToken> {
     RecentReads::new(Duration::from_secs(1), 10_000)
 }
 
+/// Marks a request run only to check that its caller may still make it (an idempotent replay):
+/// the credential extractors stop it with `ApiError::AuthorisationProbe` once the caller passed
+/// their checks, before any handler body runs.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthorisationProbe;
+
+fn probe_stops(req: &HttpRequest) -> ApiResult<()> {
+    if req.extensions().contains::<AuthorisationProbe>() {
+        return Err(ApiError::AuthorisationProbe);
+    }
+    Ok(())
+}
+
 impl FromRequest for Caller {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = ApiResult<Caller>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
-        Box::pin(async move { authenticate(&req).await })
+        Box::pin(async move {
+            let caller = authenticate(&req).await?;
+            probe_stops(&req)?;
+            Ok(caller)
+        })
     }
 }
 
@@ -431,6 +448,7 @@ impl<P: Policy + 'static> FromRequest for Authorized<P> {
                     P::DESCRIPTION
                 )));
             }
+            probe_stops(&req)?;
             Ok(Authorized {
                 caller,
                 policy: PhantomData,

@@ -52,6 +52,9 @@ pub enum ApiError {
     Unavailable(String),
     #[error("internal error")]
     Internal(String),
+    /// Never answered to a client: a replay's authorisation check passed (see `idempotency`).
+    #[error("authorised")]
+    AuthorisationProbe,
 }
 
 /// The problem document clients receive.
@@ -119,7 +122,7 @@ impl ApiError {
             }
             ApiError::TooManyRequests { .. } => ("rate-limited", "Too many requests"),
             ApiError::Unavailable(_) => ("unavailable", "Service unavailable"),
-            ApiError::Internal(_) => ("internal", "Internal error"),
+            ApiError::Internal(_) | ApiError::AuthorisationProbe => ("internal", "Internal error"),
         }
     }
 
@@ -168,6 +171,7 @@ impl ResponseError for ApiError {
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::AuthorisationProbe => StatusCode::NO_CONTENT,
         }
     }
 

@@ -256,7 +256,13 @@ pub async fn create_api_token(
         .await
         .map_err(ApiError::from)?;
     let location = format!("/api/v1/api-tokens/{}", token.id);
-    Ok(created(location, 1, &CreatedApiToken { token, secret }).map_into_boxed_body())
+    let mut response = created(location, 1, &CreatedApiToken { token, secret });
+    // The secret is in this response only: no cache, proxy or idempotency store may keep it.
+    response.headers_mut().insert(
+        actix_web::http::header::CACHE_CONTROL,
+        actix_web::http::header::HeaderValue::from_static("no-store"),
+    );
+    Ok(response.map_into_boxed_body())
 }
 
 /// List API tokens (never their secrets).

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use itsm_integration_tests::reqwest::{Method, Response, StatusCode};
-use itsm_integration_tests::serde_json::json;
+use itsm_integration_tests::serde_json::{json, Value};
 use itsm_integration_tests::{expect_problem, header, on_both_backends, read, Config, TestApp};
 
 async fn sign_in(app: &TestApp, username: &str, password: &str) -> Response {
@@ -270,6 +270,95 @@ async fn tokens_from_the_future_or_too_long_lived_are_refused(app: TestApp) {
     );
 }
 
+async fn a_replayed_token_creation_shows_no_secret(app: TestApp) {
+    let create = || {
+        app.admin(Method::POST, "/api/v1/api-tokens")
+            .header("idempotency-key", "token-once")
+            .json(&json!({"name": "crm-sync", "role": "integration", "expires_at": null}))
+    };
+    let response = create().send().await.unwrap();
+    assert_eq!(
+        header(&response, "cache-control").as_deref(),
+        Some("no-store")
+    );
+    let location = header(&response, "location").expect("Location");
+    let (status, first) = read(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let secret = first["token"].as_str().unwrap().to_owned();
+
+    let response = create().send().await.unwrap();
+    assert_eq!(
+        header(&response, "location").as_deref(),
+        Some(location.as_str())
+    );
+    assert_eq!(
+        header(&response, "idempotent-replayed").as_deref(),
+        Some("true")
+    );
+    let text = response.text().await.unwrap();
+    assert!(
+        !text.contains(&secret),
+        "the replay shows the secret: {text}"
+    );
+    let problem: Value = itsm_integration_tests::serde_json::from_str(&text).unwrap();
+    assert_eq!(problem["status"], 409, "{problem}");
+    assert!(problem["detail"]
+        .as_str()
+        .unwrap()
+        .contains("shown only once"));
+    assert_eq!(app.list_all("/api/v1/api-tokens").await.len(), 1);
+}
+
+async fn a_replay_checks_the_caller_may_still_make_the_request(app: TestApp) {
+    let (other_admin, token) = app.user_with_roles("second-admin", &["admin"]).await;
+    let id = other_admin["id"].as_str().unwrap();
+    let create = || {
+        app.request(Method::POST, "/api/v1/groups", &token)
+            .header("idempotency-key", "group-once")
+            .json(&json!({"name": "Replayed", "description": "made once"}))
+    };
+    let response = create().send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let set_roles = |roles: Value| {
+        app.admin(Method::PATCH, &format!("/api/v1/users/{id}"))
+            .json(&json!({ "roles": roles }))
+    };
+    assert_eq!(
+        set_roles(json!(["agent"])).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    let response = create().send().await.unwrap();
+    assert!(header(&response, "idempotent-replayed").is_none());
+    expect_problem(response, StatusCode::FORBIDDEN).await;
+
+    assert_eq!(
+        set_roles(json!(["admin"])).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    let response = create().send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(
+        header(&response, "idempotent-replayed").as_deref(),
+        Some("true")
+    );
+    assert_eq!(app.list_all("/api/v1/groups").await.len(), 1);
+}
+
+async fn sign_in_accepts_an_idempotency_key(app: TestApp) {
+    for _ in 0..2 {
+        let response = app
+            .anonymous(Method::POST, "/api/v1/auth/token")
+            .header("idempotency-key", "sign-in-1")
+            .json(&json!({"username": "admin", "password": itsm_integration_tests::ADMIN_PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = read(response).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body["access_token"].is_string());
+    }
+}
+
 on_both_backends!(
     password_guessing_is_throttled_per_username with three_free_failures,
     guessing_many_usernames_is_throttled_per_address with three_free_failures_per_address,
@@ -279,6 +368,9 @@ on_both_backends!(
     an_admin_reset_refuses_old_tokens_and_forces_a_change,
     deactivation_refuses_tokens_even_after_reactivation,
     tokens_from_the_future_or_too_long_lived_are_refused with known_secret,
+    a_replayed_token_creation_shows_no_secret,
+    a_replay_checks_the_caller_may_still_make_the_request,
+    sign_in_accepts_an_idempotency_key,
 );
 
 #[cfg(unix)]
