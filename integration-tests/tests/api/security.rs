@@ -359,6 +359,139 @@ async fn sign_in_accepts_an_idempotency_key(app: TestApp) {
     }
 }
 
+/// Everything a requester can read of an incident: body, notes, history, the list, and each
+/// response's headers.
+async fn all_a_requester_reads(app: &TestApp, token: &str, id: &str) -> String {
+    let mut seen = String::new();
+    for path in [
+        format!("/api/v1/incidents/{id}"),
+        format!("/api/v1/incidents/{id}/notes"),
+        format!("/api/v1/incidents/{id}/history"),
+        "/api/v1/incidents".to_owned(),
+    ] {
+        let response = app.request(Method::GET, &path, token).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        seen.push_str(&format!("{:?}", response.headers()));
+        seen.push_str(&response.text().await.unwrap());
+    }
+    seen
+}
+
+async fn nothing_internal_reaches_a_requester(app: TestApp) {
+    use crate::incidents::{create_incident, text};
+    let (agent, agent_token) = app.user_with_roles("quinn", &["agent"]).await;
+    let group = app.group("Hidden Second Line").await;
+    let response = app
+        .admin(
+            Method::POST,
+            &format!("/api/v1/groups/{}/members", text(&group, "id")),
+        )
+        .json(&json!({"user_id": text(&agent, "id")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let (amy, _) = app.user_with_roles("amy", &["requester"]).await;
+    let (ben, ben_token) = app.user_with_roles("ben", &["requester"]).await;
+    let transition = |id: String, body: Value| {
+        let app = &app;
+        let agent_token = agent_token.clone();
+        async move {
+            let response = app
+                .request(
+                    Method::POST,
+                    &format!("/api/v1/incidents/{id}/transitions"),
+                    &agent_token,
+                )
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let (status, body) = read(response).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    };
+    let assign = json!({"action": "assign", "assignee": text(&agent, "id"),
+                        "assignment_group": text(&group, "id")});
+
+    let parent = create_incident(
+        &app,
+        &agent_token,
+        json!({"title": "Mail cluster down", "caller": text(&amy, "id")}),
+    )
+    .await;
+    let child = create_incident(
+        &app,
+        &agent_token,
+        json!({"title": "No mail", "caller": text(&ben, "id")}),
+    )
+    .await;
+    let child_id = text(&child, "id");
+    transition(child_id.clone(), assign.clone()).await;
+    let response = app
+        .request(
+            Method::POST,
+            &format!("/api/v1/incidents/{child_id}/notes"),
+            &agent_token,
+        )
+        .json(&json!({"body": "WORK-NOTE-MARKER-7781 caller is VIP"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let response = app
+        .request(
+            Method::PATCH,
+            &format!("/api/v1/incidents/{child_id}"),
+            &agent_token,
+        )
+        .json(&json!({"parent_id": text(&parent, "id")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    transition(text(&parent, "id"), assign).await;
+    transition(
+        text(&parent, "id"),
+        json!({"action": "resolve", "resolution_code": "fixed",
+               "resolution_notes": "PARENT-NOTES-MARKER-4412: restored Amy's mailbox"}),
+    )
+    .await;
+
+    let seen = all_a_requester_reads(&app, &ben_token, &child_id).await;
+    assert!(
+        seen.contains("resolved"),
+        "the child was resolved with its parent: {seen}"
+    );
+    for (what, secret) in [
+        ("a work note", "WORK-NOTE-MARKER-7781".to_owned()),
+        (
+            "the parent's resolution notes",
+            "PARENT-NOTES-MARKER-4412".to_owned(),
+        ),
+        ("the parent's number", text(&parent, "number")),
+        ("the parent's id", text(&parent, "id")),
+        ("the group's id", text(&group, "id")),
+        ("the group's name", "Hidden Second Line".to_owned()),
+        ("the agent's id", text(&agent, "id")),
+        ("the agent's name", "quinn".to_owned()),
+    ] {
+        assert!(!seen.contains(&secret), "a requester reads {what}: {seen}");
+    }
+    // Staff still see who did what and why.
+    let response = app
+        .request(
+            Method::GET,
+            &format!("/api/v1/incidents/{child_id}/history"),
+            &agent_token,
+        )
+        .send()
+        .await
+        .unwrap();
+    let staff_view = response.text().await.unwrap();
+    assert!(staff_view.contains("quinn"), "{staff_view}");
+}
+
 on_both_backends!(
     password_guessing_is_throttled_per_username with three_free_failures,
     guessing_many_usernames_is_throttled_per_address with three_free_failures_per_address,
@@ -371,6 +504,7 @@ on_both_backends!(
     a_replayed_token_creation_shows_no_secret,
     a_replay_checks_the_caller_may_still_make_the_request,
     sign_in_accepts_an_idempotency_key,
+    nothing_internal_reaches_a_requester,
 );
 
 #[cfg(unix)]
