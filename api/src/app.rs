@@ -120,14 +120,17 @@ pub async fn start(config: Config) -> Result<Running, String> {
     crate::jobs::spawn(state.clone(), &config);
     let body_limit = web::Data::new(BodyLimit(config.max_body_bytes));
     let cors_origins = config.cors_origins.clone();
+    let hsts = web::Data::new(crate::security_headers::Hsts::max_age(config.hsts_seconds));
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .app_data(body_limit.clone())
+            .app_data(hsts.clone())
             .wrap(from_fn(idempotency_middleware::middleware))
             .wrap(cors(&cors_origins))
             .wrap(Compress::default())
             .wrap(from_fn(request_context::middleware))
+            .wrap(from_fn(crate::security_headers::middleware))
             .wrap(Logger::new("%a \"%r\" %s %b %Dms id=%{x-request-id}o"))
             .configure(routes::configure)
             .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi()))
@@ -160,7 +163,9 @@ fn cors(origins: &[String]) -> Cors {
             header::ETAG,
             header::LINK,
             header::LOCATION,
+            header::RETRY_AFTER,
             header::HeaderName::from_static("x-request-id"),
+            header::HeaderName::from_static("idempotent-replayed"),
         ])
         .max_age(3600);
     for origin in origins {

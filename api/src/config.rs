@@ -38,6 +38,9 @@ pub struct Config {
     pub password_hash_concurrency: usize,
     /// `ITSM_PASSWORD_HASH_QUEUE`: sign-ins that may wait for a hash before 503, default 16.
     pub password_hash_queue: usize,
+    /// `ITSM_HSTS_SECONDS`: set when clients reach the service over TLS (through a proxy): every
+    /// response then carries `Strict-Transport-Security` with this max-age. Unset: none.
+    pub hsts_seconds: Option<u64>,
 }
 
 // Secrets stay out of logs: Debug shows only whether they are set.
@@ -60,6 +63,7 @@ impl std::fmt::Debug for Config {
             .field("login", &self.login)
             .field("password_hash_concurrency", &self.password_hash_concurrency)
             .field("password_hash_queue", &self.password_hash_queue)
+            .field("hsts_seconds", &self.hsts_seconds)
             .finish()
     }
 }
@@ -84,6 +88,7 @@ impl Default for Config {
             },
             password_hash_concurrency: PasswordHashing::default_concurrency(),
             password_hash_queue: 16,
+            hsts_seconds: None,
         }
     }
 }
@@ -169,6 +174,9 @@ impl Config {
                 defaults.password_hash_queue,
                 0..=100_000,
             )?,
+            hsts_seconds: text("ITSM_HSTS_SECONDS")
+                .map(|_| number("ITSM_HSTS_SECONDS", 0, 0..=63_072_000))
+                .transpose()?,
         })
     }
 }

@@ -15,6 +15,7 @@ pub mod plans;
 pub mod recent;
 pub mod request_context;
 pub mod routes;
+pub mod security_headers;
 pub mod seed;
 pub mod state;
 pub mod throttle;

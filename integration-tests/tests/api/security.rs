@@ -492,6 +492,88 @@ async fn nothing_internal_reaches_a_requester(app: TestApp) {
     assert!(staff_view.contains("quinn"), "{staff_view}");
 }
 
+fn served_over_tls_for_a_frontend(config: &mut Config) {
+    config.hsts_seconds = Some(31_536_000);
+    config.cors_origins = vec!["https://desk.example".into()];
+}
+
+async fn security_headers_and_cors(app: TestApp) {
+    // nosniff on everything; no-store on what an authenticated caller receives.
+    let response = app.admin(Method::GET, "/api/v1/me").send().await.unwrap();
+    assert_eq!(
+        header(&response, "x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+    assert_eq!(
+        header(&response, "cache-control").as_deref(),
+        Some("no-store")
+    );
+    assert!(header(&response, "strict-transport-security")
+        .is_some_and(|v| v.starts_with("max-age=31536000")));
+    let response = app
+        .anonymous(Method::GET, "/api/v1/me")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&response, "x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+    expect_problem(response, StatusCode::UNAUTHORIZED).await;
+
+    // The documentation runs under a strict policy its page can live with.
+    let response = app.anonymous(Method::GET, "/docs/").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let policy = header(&response, "content-security-policy").expect("CSP on /docs");
+    assert!(policy.contains("default-src 'none'") && policy.contains("frame-ancestors 'none'"));
+    let page = response.text().await.unwrap();
+    assert!(page.contains("<script"), "{page}");
+    for script in page.split("<script").skip(1) {
+        let tag = script.split('>').next().unwrap_or("");
+        assert!(
+            tag.contains("src="),
+            "an inline script the policy would block: {tag}"
+        );
+    }
+
+    // A frontend's preflight, and the headers it may read.
+    let response = app
+        .anonymous(Method::OPTIONS, "/api/v1/incidents")
+        .header("origin", "https://desk.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type, if-match, idempotency-key",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    assert_eq!(
+        header(&response, "access-control-allow-origin").as_deref(),
+        Some("https://desk.example")
+    );
+    let response = app
+        .admin(Method::GET, "/api/v1/me")
+        .header("origin", "https://desk.example")
+        .send()
+        .await
+        .unwrap();
+    let exposed = header(&response, "access-control-expose-headers")
+        .unwrap_or_default()
+        .to_lowercase();
+    for name in ["etag", "location", "link", "x-request-id", "retry-after"] {
+        assert!(exposed.contains(name), "{name} not exposed: {exposed}");
+    }
+    let response = app
+        .admin(Method::GET, "/api/v1/me")
+        .header("origin", "https://elsewhere.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(header(&response, "access-control-allow-origin").is_none());
+}
+
 on_both_backends!(
     password_guessing_is_throttled_per_username with three_free_failures,
     guessing_many_usernames_is_throttled_per_address with three_free_failures_per_address,
@@ -505,6 +587,7 @@ on_both_backends!(
     a_replay_checks_the_caller_may_still_make_the_request,
     sign_in_accepts_an_idempotency_key,
     nothing_internal_reaches_a_requester,
+    security_headers_and_cors with served_over_tls_for_a_frontend,
 );
 
 #[cfg(unix)]
