@@ -60,6 +60,9 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
             config.password_hash_concurrency,
             config.password_hash_queue,
         ),
+        searches: tokio::sync::Semaphore::new(AppState::search_slots(
+            config.database.read_pool_size,
+        )),
     }))
 }
 

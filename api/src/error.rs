@@ -12,6 +12,9 @@ use crate::request_context;
 
 const PROBLEM_BASE: &str = "https://itsm.example/problems/";
 
+/// The most field errors one problem lists.
+pub const MAX_LISTED_ERRORS: usize = 20;
+
 /// Everything a request can fail with, each mapped to exactly one status and problem type.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -93,12 +96,33 @@ impl ApiError {
         Self::from_field_errors(vec![FieldError::new(field, message)])
     }
 
+    /// A 422 listing `errors` once each and at most `MAX_LISTED_ERRORS` of them, so a request
+    /// with thousands of bad parameters gets a short answer.
     pub fn from_field_errors(errors: Vec<FieldError>) -> Self {
-        let detail = match errors.as_slice() {
+        let mut listed: Vec<FieldError> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut total = 0;
+        for error in errors {
+            if !seen.insert((error.field.clone(), error.message.clone())) {
+                continue;
+            }
+            total += 1;
+            if listed.len() < MAX_LISTED_ERRORS {
+                listed.push(error);
+            }
+        }
+        let detail = match listed.as_slice() {
             [one] => format!("{}: {}", one.field, one.message),
+            _ if total > listed.len() => format!(
+                "{total} fields are invalid; the first {} are listed",
+                listed.len()
+            ),
             many => format!("{} fields are invalid", many.len()),
         };
-        Self::Invalid { detail, errors }
+        Self::Invalid {
+            detail,
+            errors: listed,
+        }
     }
 
     pub fn not_found(what: &str) -> Self {

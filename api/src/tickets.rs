@@ -375,8 +375,11 @@ pub fn enum_filter<E: std::str::FromStr<Err = String>>(
     name: &str,
     names: &str,
 ) -> ApiResult<Vec<E>> {
-    params
-        .all(name)
+    // Repeats say nothing more: each value counts once, in one order.
+    let mut values = params.all(name);
+    values.sort_unstable();
+    values.dedup();
+    values
         .into_iter()
         .map(|value| {
             if value.is_empty() {

@@ -43,7 +43,12 @@ pub struct Failures {
 impl Failures {
     /// How long an attempt must still wait at `now`; `None` when it may go ahead.
     pub fn wait(&self, policy: &BackoffPolicy, now: Instant) -> Option<Duration> {
-        let until = self.last + policy.delay_after(self.count);
+        let delay = policy.delay_after(self.count);
+        if delay.is_zero() {
+            // Even when a concurrent attempt recorded its failure after `now` was read.
+            return None;
+        }
+        let until = self.last + delay;
         until.checked_duration_since(now).filter(|d| !d.is_zero())
     }
 
@@ -99,6 +104,14 @@ mod tests {
             last: start,
         };
         assert!(three.wait(&POLICY, start).is_none());
+        let later = Failures {
+            count: 3,
+            last: start + Duration::from_millis(5),
+        };
+        assert!(
+            later.wait(&POLICY, start).is_none(),
+            "free, however the clocks raced"
+        );
     }
 
     #[test]

@@ -403,6 +403,10 @@ pub async fn list_incidents(
             more: slice.more,
         })
     };
+    let _search = match bounded {
+        true => None,
+        false => Some(state.search_slot().await?),
+    };
     let slice = state.db.read_bounded_if(bounded, read).await?;
     Ok(order
         .page(slice)

@@ -350,6 +350,10 @@ pub async fn list_problems(
     let order = ListOrder::parse(&params)?;
     let (sort, after, limit) = (order.sort, order.after.clone(), order.limit);
     let relation = usecase::relation(&caller);
+    let _search = match filter.q {
+        Some(_) => Some(state.search_slot().await?),
+        None => None,
+    };
     let slice = state
         .db
         .read(move |conn| -> ApiResult<_> {
@@ -667,6 +671,7 @@ pub async fn search_known_errors(
         .text("q", 1000)?
         .ok_or_else(|| ApiError::invalid("q", "is required"))?;
     let limit = search_limit(&params)?;
+    let _search = state.search_slot().await?;
     let found = state
         .db
         .read(move |conn| problems::search_known_errors(conn, &q, limit))
@@ -692,6 +697,7 @@ pub async fn matching_known_errors(
     access::<Problem>(&caller)?;
     let limit = search_limit(&QueryParams::parse(&req, &["limit"])?)?;
     let id = id.into_inner();
+    let _search = state.search_slot().await?;
     let found = state
         .db
         .read(move |conn| -> ApiResult<_> {

@@ -96,7 +96,10 @@ async fn a_login_flood_is_shed_and_the_service_stays_responsive(app: TestApp) {
                 expect_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
                 shed += 1;
             }
-            other => panic!("a flooded sign-in answered {other}"),
+            other => panic!(
+                "a flooded sign-in answered {other}: {:?}",
+                response.text().await
+            ),
         }
     }
     assert!(
@@ -574,6 +577,70 @@ async fn security_headers_and_cors(app: TestApp) {
     assert!(header(&response, "access-control-allow-origin").is_none());
 }
 
+async fn hostile_query_strings_get_short_answers(app: TestApp) {
+    use crate::incidents::create_incident;
+    let (_, agent) = app.user_with_roles("vera", &["agent"]).await;
+    for n in 0..12 {
+        create_incident(&app, &agent, json!({"title": format!("Printer {n}")})).await;
+    }
+    // Repeated values count once: the same page as naming each value once.
+    let repeated = "state=new&state=in_progress&".repeat(200);
+    let page = |query: String| {
+        let app = &app;
+        async move {
+            let response = app
+                .admin(Method::GET, &format!("/api/v1/incidents?{query}"))
+                .send()
+                .await
+                .unwrap();
+            let (status, body) = read(response).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body
+        }
+    };
+    let once = page("state=in_progress&state=new&limit=500".into()).await;
+    let many = page(format!("{repeated}limit=500")).await;
+    assert_eq!(once["items"], many["items"]);
+    assert_eq!(once["items"].as_array().unwrap().len(), 12);
+
+    // Limits are honoured exactly, whatever the query reads underneath.
+    for (limit, items, more) in [
+        (1, 1, true),
+        (11, 11, true),
+        (12, 12, false),
+        (13, 12, false),
+    ] {
+        let body = page(format!("limit={limit}")).await;
+        assert_eq!(
+            body["items"].as_array().unwrap().len(),
+            items,
+            "limit {limit}"
+        );
+        assert_eq!(body["next_cursor"].is_string(), more, "limit {limit}");
+    }
+
+    // A thousand unknown parameters: a short 422 that still says how many were wrong.
+    let unknown: Vec<String> = (0..1000).map(|n| format!("bogus{n}=1")).collect();
+    let response = app
+        .admin(
+            Method::GET,
+            &format!("/api/v1/incidents?{}", unknown.join("&")),
+        )
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem["errors"].as_array().unwrap().len(), 20);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("1000 fields"),
+        "{problem}"
+    );
+    assert!(problem.to_string().len() < 32 * 1024);
+}
+
 on_both_backends!(
     password_guessing_is_throttled_per_username with three_free_failures,
     guessing_many_usernames_is_throttled_per_address with three_free_failures_per_address,
@@ -588,6 +655,7 @@ on_both_backends!(
     sign_in_accepts_an_idempotency_key,
     nothing_internal_reaches_a_requester,
     security_headers_and_cors with served_over_tls_for_a_frontend,
+    hostile_query_strings_get_short_answers,
 );
 
 #[cfg(unix)]
