@@ -3,6 +3,9 @@
 //! Nothing here performs I/O or knows about HTTP or SQL; the API parses input into these
 //! types at the edge and persistence stores them.
 
+// No panic on a request path (issue 19): tests and start-up code may panic, nothing else.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 pub mod changes;
 pub mod cmdb;
 mod enums;

@@ -277,7 +277,9 @@ struct ReadThreads {
 }
 
 impl ReadThreads {
-    /// The threads stop when the last `Database` clone is dropped.
+    /// The threads stop when the last `Database` clone is dropped. Start-up only
+    /// (`Database::open`), where failing to start a thread may stop the service.
+    #[allow(clippy::expect_used)]
     fn start(count: usize) -> Self {
         let (jobs, queue) = std::sync::mpsc::channel::<ReadJob>();
         let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));

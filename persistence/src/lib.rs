@@ -6,6 +6,9 @@
 //! LIMIT expires SQLite's prepared statement, so it is prepared again on every call (measured
 //! at a tenth of the write path's time). Pages use `load_page`.
 
+// No panic on a request path (issue 19): tests and start-up code may panic, nothing else.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 /// Runs `$body` with `$inner` bound to the backend's own connection. A query sent through
 /// [`DbConnection`] pays for diesel's multi-backend wrapper, which writes the whole SQL text
 /// out again on each pass over the query (the cache lookup, the safety check, the binds) even
