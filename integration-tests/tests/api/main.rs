@@ -1,5 +1,6 @@
 //! The black-box suite: one test binary, every test on SQLite and (when configured) PostgreSQL.
 
+mod access_matrix;
 mod auth;
 mod cmdb;
 mod conventions;
