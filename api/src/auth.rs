@@ -254,6 +254,16 @@ pub async fn authenticate(req: &HttpRequest) -> ApiResult<Caller> {
         if unrevoked.expires_at.is_some_and(|at| at <= Utc::now()) {
             return Err(ApiError::Unauthenticated(INVALID_TOKEN));
         }
+        if let (Some(scopes), Some(needed)) = (
+            &unrevoked.scopes,
+            domain::scopes::required(req.method().as_str(), req.path()),
+        ) {
+            if !domain::scopes::admits(scopes, &needed) {
+                return Err(ApiError::Forbidden(format!(
+                    "this API token lacks the scope {needed}"
+                )));
+            }
+        }
         return Ok(Caller {
             name: format!("api-token:{}", unrevoked.name),
             id: unrevoked.id,

@@ -16,6 +16,7 @@ pub mod notes;
 pub mod priority;
 pub mod problem;
 pub mod routing;
+pub mod scopes;
 pub mod search;
 pub mod throttle;
 pub mod ticket;

@@ -21,6 +21,7 @@ struct ApiTokenRow {
     created_at: NaiveDateTime,
     expires_at: Option<NaiveDateTime>,
     revoked_at: Option<NaiveDateTime>,
+    scopes: Option<String>,
 }
 
 impl ApiTokenRow {
@@ -34,6 +35,10 @@ impl ApiTokenRow {
             created_at: utc(self.created_at),
             expires_at: self.expires_at.map(utc),
             revoked_at: self.revoked_at.map(utc),
+            // Stored scopes were validated on the way in; unreadable ones grant nothing.
+            scopes: self
+                .scopes
+                .map(|s| serde_json::from_str(&s).unwrap_or_default()),
         }
     }
 }
@@ -43,6 +48,7 @@ pub struct NewApiToken {
     pub role: Role,
     pub token_hash: String,
     pub expires_at: Option<NaiveDateTime>,
+    pub scopes: Option<Vec<String>>,
 }
 
 pub fn create(
@@ -60,6 +66,7 @@ pub fn create(
             api_tokens::created_by.eq(&ctx.actor_id),
             api_tokens::created_at.eq(ctx.at),
             api_tokens::expires_at.eq(new.expires_at),
+            api_tokens::scopes.eq(new.scopes.as_ref().map(|s| json!(s).to_string())),
         ))
         .execute(conn)?;
     let token = get(conn, &id)?;

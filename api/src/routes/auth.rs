@@ -211,6 +211,12 @@ pub struct CreateApiToken {
     pub role: Role,
     /// When the token stops working; `null` for never.
     pub expires_at: Option<DateTime<Utc>>,
+    /// What the token may do within its role, per route family: `incidents:read`,
+    /// `incidents:write`, `problems:read`, `problems:write`, `cmdb:read`, `cmdb:write`,
+    /// `events:read`, `audit:read`, `directory:read`, `directory:write`, `alerts:write`
+    /// (`write` includes `read`). Omitted or `null`: all the role allows.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
 }
 
 /// A new API token. `token` is shown only in this response.
@@ -242,12 +248,21 @@ pub async fn create_api_token(
     if name.is_empty() {
         return Err(ApiError::invalid("name", "must not be blank"));
     }
+    let scopes = body.scopes.map(|mut scopes| {
+        scopes.sort();
+        scopes.dedup();
+        scopes
+    });
+    if let Some(scopes) = &scopes {
+        domain::scopes::validate(scopes)?;
+    }
     let (secret, token_hash) = generate_api_token();
     let new = NewApiToken {
         name,
         role: body.role,
         token_hash,
         expires_at: body.expires_at.map(|at| at.naive_utc()),
+        scopes,
     };
     let ctx = caller.write_context();
     let token = state

@@ -641,6 +641,88 @@ async fn hostile_query_strings_get_short_answers(app: TestApp) {
     assert!(problem.to_string().len() < 32 * 1024);
 }
 
+async fn api_token(app: &TestApp, scopes: Value) -> (StatusCode, Value) {
+    let response = app
+        .admin(Method::POST, "/api/v1/api-tokens")
+        .json(
+            &json!({"name": "scoped", "role": "integration", "expires_at": null,
+                      "scopes": scopes}),
+        )
+        .send()
+        .await
+        .unwrap();
+    read(response).await
+}
+
+async fn a_read_scoped_token_cannot_write(app: TestApp) {
+    let (status, reader) = api_token(&app, json!(["incidents:read"])).await;
+    assert_eq!(status, StatusCode::CREATED, "{reader}");
+    assert_eq!(reader["scopes"], json!(["incidents:read"]));
+    let reader = reader["token"].as_str().unwrap().to_owned();
+    let call = |method: Method, path: &'static str, token: String| {
+        let app = &app;
+        async move {
+            app.request(method, path, &token)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let response = call(Method::GET, "/api/v1/incidents", reader.clone()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = call(Method::GET, "/api/v1/me", reader.clone()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    for (method, path) in [
+        (Method::POST, "/api/v1/incidents"),
+        (Method::GET, "/api/v1/events"),
+        (Method::GET, "/api/v1/configuration-items"),
+    ] {
+        let response = call(method.clone(), path, reader.clone()).await;
+        let problem = expect_problem(response, StatusCode::FORBIDDEN).await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains("scope"),
+            "{method} {path}: {problem}"
+        );
+    }
+
+    // A write scope includes reading its family, and nothing beyond the role.
+    let (_, writer) = api_token(&app, json!(["cmdb:write"])).await;
+    let writer = writer["token"].as_str().unwrap().to_owned();
+    let response = call(Method::GET, "/api/v1/configuration-items", writer.clone()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = call(Method::POST, "/api/v1/configuration-items", writer.clone()).await;
+    expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let response = call(Method::POST, "/api/v1/users", writer.clone()).await;
+    expect_problem(response, StatusCode::FORBIDDEN).await;
+
+    // Without scopes, the role decides, as before.
+    let (_, unscoped) = api_token(&app, Value::Null).await;
+    assert!(unscoped["scopes"].is_null(), "{unscoped}");
+    let response = call(
+        Method::GET,
+        "/api/v1/events",
+        unscoped["token"].as_str().unwrap().to_owned(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let before = app.list_all("/api/v1/api-tokens").await.len();
+    for scopes in [
+        json!([]),
+        json!(["incidents:delete"]),
+        json!("incidents:read"),
+    ] {
+        let (status, problem) = api_token(&app, scopes.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{scopes}: {problem}"
+        );
+    }
+    assert_eq!(app.list_all("/api/v1/api-tokens").await.len(), before);
+}
+
 on_both_backends!(
     password_guessing_is_throttled_per_username with three_free_failures,
     guessing_many_usernames_is_throttled_per_address with three_free_failures_per_address,
@@ -656,6 +738,7 @@ on_both_backends!(
     nothing_internal_reaches_a_requester,
     security_headers_and_cors with served_over_tls_for_a_frontend,
     hostile_query_strings_get_short_answers,
+    a_read_scoped_token_cannot_write,
 );
 
 #[cfg(unix)]
