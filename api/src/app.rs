@@ -124,14 +124,21 @@ pub async fn start(config: Config) -> Result<Running, String> {
     let body_limit = web::Data::new(BodyLimit(config.max_body_bytes));
     let cors_origins = config.cors_origins.clone();
     let hsts = web::Data::new(crate::security_headers::Hsts::max_age(config.hsts_seconds));
+    let rate_limits = web::Data::new(crate::rate_limit::RateLimits::new(
+        config.rate_limit_per_credential,
+        config.rate_limit_per_address,
+        config.rate_limit_window_seconds,
+    ));
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .app_data(body_limit.clone())
             .app_data(hsts.clone())
+            .app_data(rate_limits.clone())
             .wrap(from_fn(idempotency_middleware::middleware))
             .wrap(cors(&cors_origins))
             .wrap(Compress::default())
+            .wrap(from_fn(crate::rate_limit::middleware))
             .wrap(from_fn(request_context::middleware))
             .wrap(from_fn(crate::security_headers::middleware))
             .wrap(Logger::new("%a \"%r\" %s %b %Dms id=%{x-request-id}o"))
@@ -169,6 +176,8 @@ fn cors(origins: &[String]) -> Cors {
             header::RETRY_AFTER,
             header::HeaderName::from_static("x-request-id"),
             header::HeaderName::from_static("idempotent-replayed"),
+            header::HeaderName::from_static("ratelimit"),
+            header::HeaderName::from_static("ratelimit-policy"),
         ])
         .max_age(3600);
     for origin in origins {

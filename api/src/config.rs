@@ -41,6 +41,11 @@ pub struct Config {
     /// `ITSM_HSTS_SECONDS`: set when clients reach the service over TLS (through a proxy): every
     /// response then carries `Strict-Transport-Security` with this max-age. Unset: none.
     pub hsts_seconds: Option<u64>,
+    /// `ITSM_RATE_LIMIT_PER_CREDENTIAL` and `ITSM_RATE_LIMIT_PER_ADDRESS`: requests per window
+    /// (`ITSM_RATE_LIMIT_WINDOW_SECONDS`, default 60); unset: no limit.
+    pub rate_limit_per_credential: Option<u32>,
+    pub rate_limit_per_address: Option<u32>,
+    pub rate_limit_window_seconds: u64,
 }
 
 // Secrets stay out of logs: Debug shows only whether they are set.
@@ -64,6 +69,9 @@ impl std::fmt::Debug for Config {
             .field("password_hash_concurrency", &self.password_hash_concurrency)
             .field("password_hash_queue", &self.password_hash_queue)
             .field("hsts_seconds", &self.hsts_seconds)
+            .field("rate_limit_per_credential", &self.rate_limit_per_credential)
+            .field("rate_limit_per_address", &self.rate_limit_per_address)
+            .field("rate_limit_window_seconds", &self.rate_limit_window_seconds)
             .finish()
     }
 }
@@ -89,6 +97,9 @@ impl Default for Config {
             password_hash_concurrency: PasswordHashing::default_concurrency(),
             password_hash_queue: 16,
             hsts_seconds: None,
+            rate_limit_per_credential: None,
+            rate_limit_per_address: None,
+            rate_limit_window_seconds: 60,
         }
     }
 }
@@ -177,6 +188,17 @@ impl Config {
             hsts_seconds: text("ITSM_HSTS_SECONDS")
                 .map(|_| number("ITSM_HSTS_SECONDS", 0, 0..=63_072_000))
                 .transpose()?,
+            rate_limit_per_credential: text("ITSM_RATE_LIMIT_PER_CREDENTIAL")
+                .map(|_| number("ITSM_RATE_LIMIT_PER_CREDENTIAL", 1, 1..=10_000_000))
+                .transpose()?,
+            rate_limit_per_address: text("ITSM_RATE_LIMIT_PER_ADDRESS")
+                .map(|_| number("ITSM_RATE_LIMIT_PER_ADDRESS", 1, 1..=10_000_000))
+                .transpose()?,
+            rate_limit_window_seconds: number(
+                "ITSM_RATE_LIMIT_WINDOW_SECONDS",
+                defaults.rate_limit_window_seconds,
+                1..=86_400,
+            )?,
         })
     }
 }

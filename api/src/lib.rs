@@ -15,6 +15,7 @@ pub mod json_body;
 pub mod listing;
 pub mod openapi;
 pub mod plans;
+pub mod rate_limit;
 pub mod recent;
 pub mod request_context;
 pub mod routes;

@@ -723,6 +723,38 @@ async fn a_read_scoped_token_cannot_write(app: TestApp) {
     assert_eq!(app.list_all("/api/v1/api-tokens").await.len(), before);
 }
 
+fn five_requests_per_credential(config: &mut Config) {
+    config.rate_limit_per_credential = Some(5);
+    config.rate_limit_window_seconds = 3600;
+}
+
+async fn requests_beyond_the_configured_rate_get_429(app: TestApp) {
+    let (_, token) = app.user_with_roles("rita", &["agent"]).await;
+    for n in 0..4 {
+        let response = app.admin(Method::GET, "/api/v1/me").send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            header(&response, "ratelimit-policy").as_deref(),
+            Some("\"default\";q=5;w=3600")
+        );
+        let state = header(&response, "ratelimit").unwrap();
+        assert!(
+            state.starts_with(&format!("\"default\";r={};t=", 3 - n)),
+            "{state}"
+        );
+    }
+    let response = app.admin(Method::GET, "/api/v1/me").send().await.unwrap();
+    assert!(header(&response, "ratelimit").is_some());
+    expect_throttled(response).await;
+    // Another credential has its own allowance.
+    let response = app
+        .request(Method::GET, "/api/v1/me", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
 on_both_backends!(
     password_guessing_is_throttled_per_username with three_free_failures,
     guessing_many_usernames_is_throttled_per_address with three_free_failures_per_address,
@@ -739,6 +771,7 @@ on_both_backends!(
     security_headers_and_cors with served_over_tls_for_a_frontend,
     hostile_query_strings_get_short_answers,
     a_read_scoped_token_cannot_write,
+    requests_beyond_the_configured_rate_get_429 with five_requests_per_credential,
 );
 
 #[cfg(unix)]
