@@ -63,6 +63,7 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
         searches: tokio::sync::Semaphore::new(AppState::search_slots(
             config.database.read_pool_size,
         )),
+        token_uses: auth::TokenUses::default(),
     }))
 }
 

@@ -264,6 +264,7 @@ pub async fn authenticate(req: &HttpRequest) -> ApiResult<Caller> {
                 )));
             }
         }
+        note_token_use(req, &unrevoked.id);
         return Ok(Caller {
             name: format!("api-token:{}", unrevoked.name),
             id: unrevoked.id,
@@ -336,6 +337,45 @@ pub struct UserAccess {
     must_change_password: bool,
     /// Revoked token ids (logout), until they expire.
     revoked: Vec<String>,
+}
+
+/// When each API token's use was last written, so that `last_used_at` costs a write per token
+/// per minute, not one per request.
+#[derive(Default)]
+pub struct TokenUses(std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>);
+
+const TOKEN_USE_RESOLUTION: Duration = Duration::from_secs(60);
+
+/// Records the use of an API token in the background, at most once a minute per token.
+fn note_token_use(req: &HttpRequest, id: &str) {
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return;
+    };
+    {
+        let mut uses = state.token_uses.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        if uses
+            .get(id)
+            .is_some_and(|at| now.duration_since(*at) < TOKEN_USE_RESOLUTION)
+        {
+            return;
+        }
+        if uses.len() >= 10_000 {
+            uses.retain(|_, at| now.duration_since(*at) < TOKEN_USE_RESOLUTION);
+        }
+        uses.insert(id.to_owned(), now);
+    }
+    let id = id.to_owned();
+    actix_web::rt::spawn(async move {
+        let at = persistence::now_utc();
+        let written = state
+            .db
+            .write(move |conn| api_tokens::touch(conn, &id, at))
+            .await;
+        if let Err(e) = written {
+            log::warn!("cannot record an API token's use: {e}");
+        }
+    });
 }
 
 /// Users' access is trusted for a second after it was read (see `recent`).

@@ -30,6 +30,7 @@ pub struct AppState {
     /// Word searches at once: each may read and sort every match, so they get half the read
     /// connections at most and other reads keep the rest.
     pub searches: tokio::sync::Semaphore,
+    pub token_uses: crate::auth::TokenUses,
 }
 
 /// How long a word search waits for a slot before 503.

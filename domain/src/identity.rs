@@ -188,6 +188,8 @@ pub struct ApiToken {
     /// What the token may do within its role (`incidents:read`, `cmdb:write`, ...); `null` for
     /// all its role allows.
     pub scopes: Option<Vec<String>>,
+    /// When the token was last used, to the minute; `null` if never.
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 /// Usernames are login names: short, lowercase-insensitive ASCII, no spaces.

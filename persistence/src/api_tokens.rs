@@ -22,6 +22,7 @@ struct ApiTokenRow {
     expires_at: Option<NaiveDateTime>,
     revoked_at: Option<NaiveDateTime>,
     scopes: Option<String>,
+    last_used_at: Option<NaiveDateTime>,
 }
 
 impl ApiTokenRow {
@@ -39,6 +40,7 @@ impl ApiTokenRow {
             scopes: self
                 .scopes
                 .map(|s| serde_json::from_str(&s).unwrap_or_default()),
+            last_used_at: self.last_used_at.map(utc),
         }
     }
 }
@@ -90,6 +92,17 @@ pub fn get(conn: &mut DbConnection, id: &str) -> Result<ApiToken, StoreError> {
         .select(ApiTokenRow::as_select())
         .get_result::<ApiTokenRow>(conn)?
         .into_token())
+}
+
+/// Records that the token was used at `at` (callers write this at most once a minute).
+pub fn touch(conn: &mut DbConnection, id: &str, at: NaiveDateTime) -> Result<(), StoreError> {
+    fixed_update(
+        api_tokens::table,
+        api_tokens::last_used_at.eq(at),
+        api_tokens::id.eq(id),
+    )
+    .execute(conn)?;
+    Ok(())
 }
 
 /// The token whose secret hashes to `token_hash`, whether or not it is still usable.

@@ -57,6 +57,7 @@ diesel::table! {
         expires_at -> Nullable<Timestamp>,
         revoked_at -> Nullable<Timestamp>,
         scopes -> Nullable<Text>,
+        last_used_at -> Nullable<Timestamp>,
     }
 }
 

@@ -707,6 +707,23 @@ async fn a_read_scoped_token_cannot_write(app: TestApp) {
     .await;
     assert_eq!(response.status(), StatusCode::OK);
 
+    // Each use is noted, once a minute at most, without a write per request.
+    let tokens = app.list_all("/api/v1/api-tokens").await;
+    let used = tokens
+        .iter()
+        .find(|t| t["scopes"] == json!(["incidents:read"]))
+        .unwrap();
+    let mut last_used = used["last_used_at"].clone();
+    for _ in 0..50 {
+        if last_used.is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let tokens = app.list_all("/api/v1/api-tokens").await;
+        last_used = tokens.iter().find(|t| t["id"] == used["id"]).unwrap()["last_used_at"].clone();
+    }
+    assert!(last_used.is_string(), "{used}");
+
     let before = app.list_all("/api/v1/api-tokens").await.len();
     for scopes in [
         json!([]),
