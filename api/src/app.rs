@@ -18,6 +18,7 @@ use crate::error::ApiError;
 use crate::json_body::BodyLimit;
 use crate::openapi::{ApiDoc, RouteTable};
 pub use crate::state::AppState;
+use crate::throttle::{LoginThrottle, PasswordHashing};
 use crate::{idempotency as idempotency_middleware, request_context, routes};
 
 const JWT_SECRET_SETTING: &str = "jwt_signing_secret";
@@ -33,7 +34,10 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot open the database: {e}"))?;
     let secret = match &config.jwt_secret {
-        Some(secret) => secret.clone(),
+        Some(secret) => {
+            crate::config::check_signing_secret(secret)?;
+            secret.clone()
+        }
         None => {
             let candidate = generate_signing_secret();
             db.write(move |conn| settings::get_or_insert(conn, JWT_SECRET_SETTING, &candidate))
@@ -55,6 +59,15 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
         problem_lookups: persistence::tickets::lookups(),
         serve_lock,
         stopping: std::sync::atomic::AtomicBool::new(false),
+        login_throttle: LoginThrottle::new(config.login),
+        password_hashing: PasswordHashing::new(
+            config.password_hash_concurrency,
+            config.password_hash_queue,
+        ),
+        searches: tokio::sync::Semaphore::new(AppState::search_slots(
+            config.database.read_pool_size,
+        )),
+        token_uses: auth::TokenUses::default(),
     }))
 }
 
@@ -68,6 +81,11 @@ async fn bootstrap_admin(db: &Database, password: Option<String>) -> Result<(), 
         return Ok(());
     }
     let generated = password.is_none();
+    if let Some(password) = &password {
+        domain::validate_password(password).map_err(|_| {
+            "ITSM_ADMIN_PASSWORD must be 12 to 256 characters long (the password rule)".to_owned()
+        })?;
+    }
     let password = password.unwrap_or_else(generate_password);
     let hash = hash_password(&password).map_err(|e| e.to_string())?;
     let created = db
@@ -111,15 +129,25 @@ pub async fn start(config: Config) -> Result<Running, String> {
     let body_limit = web::Data::new(BodyLimit(config.max_body_bytes));
     let cors_origins = config.cors_origins.clone();
     let signal_state = state.clone();
+    let hsts = web::Data::new(crate::security_headers::Hsts::max_age(config.hsts_seconds));
+    let rate_limits = web::Data::new(crate::rate_limit::RateLimits::new(
+        config.rate_limit_per_credential,
+        config.rate_limit_per_address,
+        config.rate_limit_window_seconds,
+    ));
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .app_data(body_limit.clone())
+            .app_data(hsts.clone())
+            .app_data(rate_limits.clone())
             .wrap(from_fn(idempotency_middleware::middleware))
             .wrap(cors(&cors_origins))
             .wrap(Compress::default())
+            .wrap(from_fn(crate::rate_limit::middleware))
             .wrap(from_fn(request_context::middleware))
             .wrap(from_fn(refuse_while_stopping))
+            .wrap(from_fn(crate::security_headers::middleware))
             .wrap(Logger::new("%a \"%r\" %s %b %Dms id=%{x-request-id}o"))
             .configure(routes::configure)
             .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi()))
@@ -193,7 +221,11 @@ fn cors(origins: &[String]) -> Cors {
             header::ETAG,
             header::LINK,
             header::LOCATION,
+            header::RETRY_AFTER,
             header::HeaderName::from_static("x-request-id"),
+            header::HeaderName::from_static("idempotent-replayed"),
+            header::HeaderName::from_static("ratelimit"),
+            header::HeaderName::from_static("ratelimit-policy"),
         ])
         .max_age(3600);
     for origin in origins {

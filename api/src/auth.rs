@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use actix_web::{dev::Payload, web, FromRequest, HttpMessage, HttpRequest};
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
 };
@@ -36,10 +36,13 @@ pub struct TokenKeys {
     pub ttl_seconds: i64,
 }
 
+/// Clock skew tolerated between nodes, in seconds.
+const LEEWAY_SECONDS: i64 = 5;
+
 impl TokenKeys {
     pub fn new(secret: &[u8], ttl_seconds: i64) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECONDS as u64;
         validation.set_required_spec_claims(&["exp", "iat", "sub"]);
         Self {
             encoding: EncodingKey::from_secret(secret),
@@ -50,23 +53,30 @@ impl TokenKeys {
     }
 
     pub fn issue(&self, user_id: &str, roles: &[Role]) -> ApiResult<String> {
-        let now = Utc::now().timestamp();
+        let now = Utc::now();
         let claims = Claims {
             sub: user_id.to_owned(),
             roles: roles.to_vec(),
-            iat: now,
-            exp: now + self.ttl_seconds,
+            iat: now.timestamp(),
+            iat_ms: Some(now.timestamp_millis()),
+            exp: now.timestamp() + self.ttl_seconds,
             jti: uuid::Uuid::new_v4().to_string(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| ApiError::Internal(format!("cannot sign a token: {e}")))
     }
 
-    /// Checks signature, algorithm and expiry; `alg: none` and other algorithms are refused.
+    /// Checks signature, algorithm and expiry; `alg: none` and other algorithms are refused, and
+    /// so are tokens issued in the future or living longer than this service issues them for.
     fn verify(&self, token: &str) -> Option<Claims> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .ok()
-            .map(|data| data.claims)
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .ok()?
+            .claims;
+        let now = Utc::now().timestamp();
+        let plausible = claims.iat <= now + LEEWAY_SECONDS
+            && claims.exp - claims.iat <= self.ttl_seconds + LEEWAY_SECONDS
+            && !claims.jti.is_empty();
+        plausible.then_some(claims)
     }
 }
 
@@ -75,8 +85,20 @@ struct Claims {
     sub: String,
     roles: Vec<Role>,
     iat: i64,
+    /// `iat` in milliseconds, so that a password change refuses the tokens issued before it in
+    /// the same second and not those issued after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat_ms: Option<i64>,
     exp: i64,
     jti: String,
+}
+
+impl Claims {
+    fn issued_at_ms(&self) -> i64 {
+        self.iat_ms
+            .filter(|ms| ms.div_euclid(1000) == self.iat)
+            .unwrap_or(self.iat.saturating_mul(1000))
+    }
 }
 
 /// A new random secret for signing tokens, when none is configured or stored.
@@ -150,6 +172,8 @@ pub struct Caller {
     pub name: String,
     pub roles: Vec<Role>,
     pub kind: CallerKind,
+    /// The access token's id and expiry (unix seconds), for logout; `None` for API tokens.
+    pub session: Option<(String, i64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,18 +254,30 @@ pub async fn authenticate(req: &HttpRequest) -> ApiResult<Caller> {
         if unrevoked.expires_at.is_some_and(|at| at <= Utc::now()) {
             return Err(ApiError::Unauthenticated(INVALID_TOKEN));
         }
+        if let (Some(scopes), Some(needed)) = (
+            &unrevoked.scopes,
+            domain::scopes::required(req.method().as_str(), req.path()),
+        ) {
+            if !domain::scopes::admits(scopes, &needed) {
+                return Err(ApiError::Forbidden(format!(
+                    "this API token lacks the scope {needed}"
+                )));
+            }
+        }
+        note_token_use(req, &unrevoked.id);
         return Ok(Caller {
             name: format!("api-token:{}", unrevoked.name),
             id: unrevoked.id,
             roles: vec![unrevoked.role],
             kind: CallerKind::ApiToken,
+            session: None,
         });
     }
     let claims = state
         .tokens
         .verify(token)
         .ok_or(ApiError::Unauthenticated(INVALID_TOKEN))?;
-    let user_id = claims.sub;
+    let user_id = claims.sub.clone();
     let access = state
         .access
         .get_or_read(&user_id, || {
@@ -249,29 +285,97 @@ pub async fn authenticate(req: &HttpRequest) -> ApiResult<Caller> {
             async move {
                 match state
                     .db
-                    .read_bounded(move |conn| users::access(conn, &lookup_id))
+                    .read_bounded(move |conn| {
+                        users::token_state(conn, &lookup_id, persistence::now_utc())
+                    })
                     .await?
                 {
-                    Some((username, true, roles)) => Ok(UserAccess { username, roles }),
-                    _ => Err(ApiError::Unauthenticated(INVALID_TOKEN)),
+                    Some(found) => Ok(UserAccess {
+                        valid_after_ms: found.valid_after.map(|at| at.and_utc().timestamp_millis()),
+                        username: found.username,
+                        roles: found.roles,
+                        must_change_password: found.must_change_password,
+                        revoked: found.revoked,
+                    }),
+                    None => Err(ApiError::Unauthenticated(INVALID_TOKEN)),
                 }
             }
         })
         .await?;
+    let issued_before_reset = access
+        .valid_after_ms
+        .is_some_and(|valid_after| claims.issued_at_ms() < valid_after);
+    if issued_before_reset || access.revoked.contains(&claims.jti) {
+        return Err(ApiError::Unauthenticated(INVALID_TOKEN));
+    }
+    if access.must_change_password && !PASSWORD_CHANGE_PATHS.contains(&req.path()) {
+        return Err(ApiError::Forbidden(
+            "your password was reset: choose a new one with POST /api/v1/me/password".into(),
+        ));
+    }
     Ok(Caller {
         id: user_id,
         name: access.username,
         roles: access.roles,
         kind: CallerKind::User,
+        session: Some((claims.jti, claims.exp)),
     })
 }
 
-/// An active user's name and roles, as the token check needs them on every request (where
-/// reading them was a database round trip of its own, one of two in a GET).
+/// What a user whose password was reset may still call.
+const PASSWORD_CHANGE_PATHS: [&str; 3] =
+    ["/api/v1/me", "/api/v1/me/password", "/api/v1/auth/logout"];
+
+/// What the token check needs of a user on every request (where reading it was a database
+/// round trip of its own, one of two in a GET): name, roles, and which tokens are refused.
 #[derive(Debug, Clone)]
 pub struct UserAccess {
     username: String,
     roles: Vec<Role>,
+    /// Tokens issued before this (unix milliseconds) are refused.
+    valid_after_ms: Option<i64>,
+    must_change_password: bool,
+    /// Revoked token ids (logout), until they expire.
+    revoked: Vec<String>,
+}
+
+/// When each API token's use was last written, so that `last_used_at` costs a write per token
+/// per minute, not one per request.
+#[derive(Default)]
+pub struct TokenUses(std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>);
+
+const TOKEN_USE_RESOLUTION: Duration = Duration::from_secs(60);
+
+/// Records the use of an API token in the background, at most once a minute per token.
+fn note_token_use(req: &HttpRequest, id: &str) {
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return;
+    };
+    {
+        let mut uses = state.token_uses.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        if uses
+            .get(id)
+            .is_some_and(|at| now.duration_since(*at) < TOKEN_USE_RESOLUTION)
+        {
+            return;
+        }
+        if uses.len() >= 10_000 {
+            uses.retain(|_, at| now.duration_since(*at) < TOKEN_USE_RESOLUTION);
+        }
+        uses.insert(id.to_owned(), now);
+    }
+    let id = id.to_owned();
+    actix_web::rt::spawn(async move {
+        let at = persistence::now_utc();
+        let written = state
+            .db
+            .write(move |conn| api_tokens::touch(conn, &id, at))
+            .await;
+        if let Err(e) = written {
+            log::warn!("cannot record an API token's use: {e}");
+        }
+    });
 }
 
 /// Users' access is trusted for a second after it was read (see `recent`).
@@ -286,13 +390,30 @@ pub fn recent_api_tokens() -> RecentReads<String, ApiToken> {
     RecentReads::new(Duration::from_secs(1), 10_000)
 }
 
+/// Marks a request run only to check that its caller may still make it (an idempotent replay):
+/// the credential extractors stop it with `ApiError::AuthorisationProbe` once the caller passed
+/// their checks, before any handler body runs.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthorisationProbe;
+
+pub(crate) fn probe_stops(req: &HttpRequest) -> ApiResult<()> {
+    if req.extensions().contains::<AuthorisationProbe>() {
+        return Err(ApiError::AuthorisationProbe);
+    }
+    Ok(())
+}
+
 impl FromRequest for Caller {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = ApiResult<Caller>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
-        Box::pin(async move { authenticate(&req).await })
+        Box::pin(async move {
+            let caller = authenticate(&req).await?;
+            probe_stops(&req)?;
+            Ok(caller)
+        })
     }
 }
 
@@ -367,6 +488,7 @@ impl<P: Policy + 'static> FromRequest for Authorized<P> {
                     P::DESCRIPTION
                 )));
             }
+            probe_stops(&req)?;
             Ok(Authorized {
                 caller,
                 policy: PhantomData,

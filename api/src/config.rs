@@ -2,8 +2,11 @@
 
 use std::env;
 use std::str::FromStr;
+use std::time::Duration;
 
 use persistence::DatabaseConfig;
+
+use crate::throttle::{LoginLimits, PasswordHashing};
 
 pub struct Config {
     pub database: DatabaseConfig,
@@ -26,6 +29,23 @@ pub struct Config {
     pub auto_close_after_seconds: i64,
     /// `ITSM_JOB_INTERVAL_SECONDS`: how often background jobs run, default 60.
     pub job_interval_seconds: u64,
+    /// `ITSM_LOGIN_FREE_FAILURES` (per username, default 5),
+    /// `ITSM_LOGIN_FREE_FAILURES_PER_ADDRESS` (default 50) and `ITSM_LOGIN_MAX_DELAY_SECONDS`
+    /// (default 900): failed sign-ins past the free ones make the next attempt wait 1 s,
+    /// doubling up to the maximum.
+    pub login: LoginLimits,
+    /// `ITSM_PASSWORD_HASH_CONCURRENCY`: password hashes at once, default one per core.
+    pub password_hash_concurrency: usize,
+    /// `ITSM_PASSWORD_HASH_QUEUE`: sign-ins that may wait for a hash before 503, default 16.
+    pub password_hash_queue: usize,
+    /// `ITSM_HSTS_SECONDS`: set when clients reach the service over TLS (through a proxy): every
+    /// response then carries `Strict-Transport-Security` with this max-age. Unset: none.
+    pub hsts_seconds: Option<u64>,
+    /// `ITSM_RATE_LIMIT_PER_CREDENTIAL` and `ITSM_RATE_LIMIT_PER_ADDRESS`: requests per window
+    /// (`ITSM_RATE_LIMIT_WINDOW_SECONDS`, default 60); unset: no limit.
+    pub rate_limit_per_credential: Option<u32>,
+    pub rate_limit_per_address: Option<u32>,
+    pub rate_limit_window_seconds: u64,
 }
 
 // Secrets stay out of logs: Debug shows only whether they are set.
@@ -45,6 +65,13 @@ impl std::fmt::Debug for Config {
             .field("workers", &self.workers)
             .field("auto_close_after_seconds", &self.auto_close_after_seconds)
             .field("job_interval_seconds", &self.job_interval_seconds)
+            .field("login", &self.login)
+            .field("password_hash_concurrency", &self.password_hash_concurrency)
+            .field("password_hash_queue", &self.password_hash_queue)
+            .field("hsts_seconds", &self.hsts_seconds)
+            .field("rate_limit_per_credential", &self.rate_limit_per_credential)
+            .field("rate_limit_per_address", &self.rate_limit_per_address)
+            .field("rate_limit_window_seconds", &self.rate_limit_window_seconds)
             .finish()
     }
 }
@@ -62,6 +89,17 @@ impl Default for Config {
             workers: None,
             auto_close_after_seconds: 7 * 24 * 3600,
             job_interval_seconds: 60,
+            login: LoginLimits {
+                free_failures_per_user: 5,
+                free_failures_per_address: 50,
+                max_delay: Duration::from_secs(900),
+            },
+            password_hash_concurrency: PasswordHashing::default_concurrency(),
+            password_hash_queue: 16,
+            hsts_seconds: None,
+            rate_limit_per_credential: None,
+            rate_limit_per_address: None,
+            rate_limit_window_seconds: 60,
         }
     }
 }
@@ -70,9 +108,10 @@ impl Config {
     pub fn from_env() -> Result<Self, String> {
         let defaults = Config::default();
         let text = |name: &str| env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let jwt_secret = text("ITSM_JWT_SECRET");
-        if jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
-            return Err("ITSM_JWT_SECRET must be at least 32 characters".into());
+        // Set but blank is a mistake, not a request for the stored secret.
+        let jwt_secret = env::var("ITSM_JWT_SECRET").ok();
+        if let Some(secret) = &jwt_secret {
+            check_signing_secret(secret)?;
         }
         Ok(Self {
             database: DatabaseConfig {
@@ -119,8 +158,72 @@ impl Config {
                 defaults.job_interval_seconds,
                 1..=3600,
             )?,
+            login: LoginLimits {
+                free_failures_per_user: number(
+                    "ITSM_LOGIN_FREE_FAILURES",
+                    defaults.login.free_failures_per_user,
+                    1..=1000,
+                )?,
+                free_failures_per_address: number(
+                    "ITSM_LOGIN_FREE_FAILURES_PER_ADDRESS",
+                    defaults.login.free_failures_per_address,
+                    1..=1_000_000,
+                )?,
+                max_delay: Duration::from_secs(number(
+                    "ITSM_LOGIN_MAX_DELAY_SECONDS",
+                    defaults.login.max_delay.as_secs(),
+                    1..=86_400,
+                )?),
+            },
+            password_hash_concurrency: number(
+                "ITSM_PASSWORD_HASH_CONCURRENCY",
+                defaults.password_hash_concurrency,
+                1..=256,
+            )?,
+            password_hash_queue: number(
+                "ITSM_PASSWORD_HASH_QUEUE",
+                defaults.password_hash_queue,
+                0..=100_000,
+            )?,
+            hsts_seconds: text("ITSM_HSTS_SECONDS")
+                .map(|_| number("ITSM_HSTS_SECONDS", 0, 0..=63_072_000))
+                .transpose()?,
+            rate_limit_per_credential: text("ITSM_RATE_LIMIT_PER_CREDENTIAL")
+                .map(|_| number("ITSM_RATE_LIMIT_PER_CREDENTIAL", 1, 1..=10_000_000))
+                .transpose()?,
+            rate_limit_per_address: text("ITSM_RATE_LIMIT_PER_ADDRESS")
+                .map(|_| number("ITSM_RATE_LIMIT_PER_ADDRESS", 1, 1..=10_000_000))
+                .transpose()?,
+            rate_limit_window_seconds: number(
+                "ITSM_RATE_LIMIT_WINDOW_SECONDS",
+                defaults.rate_limit_window_seconds,
+                1..=86_400,
+            )?,
         })
     }
+}
+
+/// A configured signing secret must be long and varied: anyone who can guess it can sign in as
+/// anyone. A stored secret is generated and needs no check.
+pub fn check_signing_secret(secret: &str) -> Result<(), String> {
+    if secret.trim().is_empty() {
+        return Err(
+            "ITSM_JWT_SECRET is set but blank; unset it to use the generated secret".into(),
+        );
+    }
+    if secret.chars().count() < 32 {
+        return Err("ITSM_JWT_SECRET must be at least 32 characters".into());
+    }
+    let mut distinct: Vec<char> = secret.chars().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < 12 {
+        return Err(
+            "ITSM_JWT_SECRET is too weak: use at least 12 different characters (random bytes)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 fn number<T>(name: &str, default: T, range: std::ops::RangeInclusive<T>) -> Result<T, String>
@@ -141,5 +244,18 @@ where
                     range.end()
                 )
             }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blank_short_and_repetitive_signing_secrets_are_refused() {
+        assert!(check_signing_secret("   ").is_err());
+        assert!(check_signing_secret("too-short-a-secret").is_err());
+        assert!(check_signing_secret(&"ab".repeat(32)).is_err());
+        assert!(check_signing_secret("integration-tests-known-signing-secret-0123456789").is_ok());
     }
 }

@@ -12,6 +12,9 @@ use crate::request_context;
 
 const PROBLEM_BASE: &str = "https://itsm.example/problems/";
 
+/// The most field errors one problem lists.
+pub const MAX_LISTED_ERRORS: usize = 20;
+
 /// Everything a request can fail with, each mapped to exactly one status and problem type.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -46,10 +49,15 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    #[error("{detail}")]
+    TooManyRequests { detail: String, retry_after: u64 },
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error")]
     Internal(String),
+    /// Never answered to a client: a replay's authorisation check passed (see `idempotency`).
+    #[error("authorised")]
+    AuthorisationProbe,
 }
 
 /// The problem document clients receive.
@@ -88,12 +96,33 @@ impl ApiError {
         Self::from_field_errors(vec![FieldError::new(field, message)])
     }
 
+    /// A 422 listing `errors` once each and at most `MAX_LISTED_ERRORS` of them, so a request
+    /// with thousands of bad parameters gets a short answer.
     pub fn from_field_errors(errors: Vec<FieldError>) -> Self {
-        let detail = match errors.as_slice() {
+        let mut listed: Vec<FieldError> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut total = 0;
+        for error in errors {
+            if !seen.insert((error.field.clone(), error.message.clone())) {
+                continue;
+            }
+            total += 1;
+            if listed.len() < MAX_LISTED_ERRORS {
+                listed.push(error);
+            }
+        }
+        let detail = match listed.as_slice() {
             [one] => format!("{}: {}", one.field, one.message),
+            _ if total > listed.len() => format!(
+                "{total} fields are invalid; the first {} are listed",
+                listed.len()
+            ),
             many => format!("{} fields are invalid", many.len()),
         };
-        Self::Invalid { detail, errors }
+        Self::Invalid {
+            detail,
+            errors: listed,
+        }
     }
 
     pub fn not_found(what: &str) -> Self {
@@ -115,8 +144,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => {
                 ("unsupported-media-type", "Unsupported media type")
             }
+            ApiError::TooManyRequests { .. } => ("rate-limited", "Too many requests"),
             ApiError::Unavailable(_) => ("unavailable", "Service unavailable"),
-            ApiError::Internal(_) => ("internal", "Internal error"),
+            ApiError::Internal(_) | ApiError::AuthorisationProbe => ("internal", "Internal error"),
         }
     }
 
@@ -162,8 +192,10 @@ impl ResponseError for ApiError {
             ApiError::VersionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::AuthorisationProbe => StatusCode::NO_CONTENT,
         }
     }
 
@@ -186,6 +218,9 @@ impl ResponseError for ApiError {
             }
             ApiError::Unavailable(_) => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            ApiError::TooManyRequests { retry_after, .. } => {
+                response.insert_header((header::RETRY_AFTER, (*retry_after).max(1).to_string()));
             }
             _ => {}
         }

@@ -1,6 +1,11 @@
 //! `Idempotency-Key` on POST: the first response is stored and replayed for a retry with the same
 //! key and body; the same key with another body is a 422; a key in use by a running request is a
 //! 409. Keys are per caller and kept 24 hours.
+//!
+//! A response that carries a secret (marked `Cache-Control: no-store`) is never kept: its replay
+//! is a 409 saying the secret was shown once. A replay first checks that the caller may still
+//! make the request (the credential extractors run, the handler does not). A request with no
+//! credential passes through untouched, so routes that need none accept the header.
 
 use actix_web::body::{self, BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -31,7 +36,10 @@ pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
-    if req.method() != Method::POST || !req.headers().contains_key(&IDEMPOTENCY_KEY) {
+    if req.method() != Method::POST
+        || !req.headers().contains_key(&IDEMPOTENCY_KEY)
+        || !req.headers().contains_key(header::AUTHORIZATION)
+    {
         return next
             .call(req)
             .await
@@ -41,7 +49,27 @@ pub async fn middleware(
     let claimed = claim(&mut req).await;
     match claimed {
         Err(error) => Ok(req.error_response(error)),
-        Ok(Claimed::Replay(response)) => Ok(req.into_response(response)),
+        Ok(Claimed::Replay(response, body)) => {
+            // The caller's roles or access may have changed since the first response: the
+            // request runs as far as its credential checks before the replay is given.
+            req.extensions_mut().insert(auth::AuthorisationProbe);
+            req.set_payload(Payload::from(body));
+            let checked = next.call(req).await?;
+            let permitted = checked
+                .response()
+                .error()
+                .and_then(|e| e.as_error::<ApiError>())
+                .is_some_and(|e| matches!(e, ApiError::AuthorisationProbe));
+            let refused = matches!(
+                checked.status(),
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
+            );
+            if refused && !permitted {
+                return Ok(checked.map_into_boxed_body());
+            }
+            let (http_request, _) = checked.into_parts();
+            Ok(ServiceResponse::new(http_request, response))
+        }
         Ok(Claimed::Run(claim)) => {
             req.set_payload(Payload::from(claim.body.clone()));
             let outcome = next.call(req).await;
@@ -59,8 +87,8 @@ struct KeyClaim {
 }
 
 enum Claimed {
-    /// The key answered before: its stored response.
-    Replay(HttpResponse),
+    /// The key answered before: its stored response, and the request body.
+    Replay(HttpResponse, Bytes),
     /// The key is ours: run the request.
     Run(KeyClaim),
 }
@@ -102,11 +130,14 @@ async fn claim(req: &mut ServiceRequest) -> ApiResult<Claimed> {
                 "a request with this Idempotency-Key is still in progress; retry later".into(),
             ));
         };
-        return Ok(Claimed::Replay(replay(
-            status,
-            stored.response_headers.as_deref(),
-            stored.response_body.unwrap_or_default(),
-        )));
+        return Ok(Claimed::Replay(
+            replay(
+                status,
+                stored.response_headers.as_deref(),
+                stored.response_body.unwrap_or_default(),
+            ),
+            body,
+        ));
     }
     Ok(Claimed::Run(KeyClaim {
         state,
@@ -148,7 +179,12 @@ async fn finish(
         let error = ApiError::Internal("cannot buffer the response".into());
         return Ok(ServiceResponse::new(http_request, error.error_response()));
     };
-    let stored_body = String::from_utf8_lossy(&bytes).into_owned();
+    let (stored_body, kept) = if carries_secret(&head) {
+        // Shown once, never stored: the replay only says so.
+        (String::new(), withheld(&kept))
+    } else {
+        (String::from_utf8_lossy(&bytes).into_owned(), kept)
+    };
     let stored = state
         .db
         .write(move |conn| {
@@ -212,16 +248,54 @@ fn kept_headers(headers: &HeaderMap) -> String {
     Value::Object(kept).to_string()
 }
 
+/// Marks, among the kept headers, a response whose body was not kept.
+const WITHHELD: &str = "x-itsm-secret-withheld";
+
+/// Responses that must not be stored anywhere say so with `Cache-Control: no-store`.
+fn carries_secret<B>(response: &HttpResponse<B>) -> bool {
+    response
+        .headers()
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("no-store"))
+}
+
+fn withheld(kept: &str) -> String {
+    let mut headers: Map<String, Value> = serde_json::from_str(kept).unwrap_or_default();
+    headers.remove(header::CONTENT_TYPE.as_str());
+    headers.insert(WITHHELD.into(), Value::from("true"));
+    Value::Object(headers).to_string()
+}
+
 fn replay(status: i32, headers: Option<&str>, body: String) -> HttpResponse {
+    let headers: Map<String, Value> = headers
+        .and_then(|h| serde_json::from_str(h).ok())
+        .unwrap_or_default();
+    if headers.contains_key(WITHHELD) {
+        let mut response = ApiError::Conflict(
+            "the first response to this Idempotency-Key carried a secret, which is shown only \
+             once and was not kept; the resource it created is at Location"
+                .into(),
+        )
+        .error_response();
+        if let Some(location) = headers
+            .get(header::LOCATION.as_str())
+            .and_then(Value::as_str)
+            .and_then(|l| HeaderValue::from_str(l).ok())
+        {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+        response
+            .headers_mut()
+            .insert(REPLAYED, HeaderValue::from_static("true"));
+        return response;
+    }
     let status = u16::try_from(status)
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
     let mut response = HttpResponse::build(status);
     response.insert_header((REPLAYED, HeaderValue::from_static("true")));
-    let headers: Map<String, Value> = headers
-        .and_then(|h| serde_json::from_str(h).ok())
-        .unwrap_or_default();
     for (name, value) in headers {
         if let (Ok(name), Some(value)) = (HeaderName::try_from(name), value.as_str()) {
             if let Ok(value) = HeaderValue::from_str(value) {

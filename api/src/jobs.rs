@@ -44,6 +44,14 @@ pub fn spawn(state: web::Data<AppState>, config: &Config) {
                     Ok(n) => log::info!("purged {n} expired idempotency key(s)"),
                     Err(e) => log::warn!("idempotency purge failed: {e}"),
                 }
+                let now = persistence::now_utc();
+                if let Err(e) = state
+                    .db
+                    .write(move |conn| persistence::users::purge_revoked_tokens(conn, now))
+                    .await
+                {
+                    log::warn!("revoked token purge failed: {e}");
+                }
             }
             tick += 1;
         }

@@ -24,6 +24,7 @@ use crate::routes::{
     paths(
         health::healthz, health::readyz,
         auth::issue_token, auth::me, auth::create_api_token, auth::list_api_tokens, auth::revoke_api_token,
+        auth::logout, auth::change_my_password,
         users::create_user, users::list_users, users::get_user, users::update_user,
         groups::create_group, groups::list_groups, groups::get_group, groups::update_group,
         groups::list_members, groups::add_member, groups::remove_member,

@@ -20,7 +20,7 @@ use crate::auth::Caller;
 use crate::concurrency::with_etag;
 use crate::error::{not_found_as, ApiError, ApiResult};
 use crate::listing::{Page, QueryParams, PAGE_PARAMS};
-use crate::routes::feed::AuditEvent;
+use crate::routes::feed::{Actor, AuditEvent};
 use crate::state::AppState;
 
 /// What the caller may do with a ticket type at all.
@@ -70,6 +70,33 @@ pub fn access<T: TicketApi>(caller: &Caller) -> ApiResult<Access> {
             T::KIND,
             roles.join(", ")
         )))
+    }
+}
+
+/// A caller who may use ticket type `T` at all, checked before the request body is read, so
+/// that a caller refused the type never learns what a valid body looks like.
+pub struct TicketCaller<T> {
+    pub caller: Caller,
+    pub access: Access,
+    ticket: std::marker::PhantomData<T>,
+}
+
+impl<T: TicketApi> actix_web::FromRequest for TicketCaller<T> {
+    type Error = ApiError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = ApiResult<Self>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let caller = crate::auth::authenticate(&req).await?;
+            let access = access::<T>(&caller)?;
+            crate::auth::probe_stops(&req)?;
+            Ok(TicketCaller {
+                caller,
+                access,
+                ticket: std::marker::PhantomData,
+            })
+        })
     }
 }
 
@@ -237,7 +264,8 @@ pub async fn list_notes<T: TicketApi>(
 }
 
 /// A ticket's audit trail, newest first. Requesters see neither work notes, nor the type's
-/// internal actions, nor its internal fields.
+/// internal actions, nor its internal fields, nor who on the staff acted (an entry they did not
+/// make themselves names the service desk).
 pub async fn history<T: TicketApi>(
     caller: Caller,
     state: &AppState,
@@ -245,6 +273,7 @@ pub async fn history<T: TicketApi>(
     id: String,
 ) -> ApiResult<HttpResponse> {
     let access = access::<T>(&caller)?;
+    let caller_id = caller.id.clone();
     let page = QueryParams::parse(req, &PAGE_PARAMS)?.page::<String>()?;
     let slice = state
         .db
@@ -278,6 +307,13 @@ pub async fn history<T: TicketApi>(
                     changes.remove(*field);
                 }
             }
+            if event.actor.id.as_deref() != Some(caller_id.as_str()) {
+                event.actor = Actor {
+                    id: None,
+                    username: SERVICE_DESK.to_owned(),
+                };
+                event.request_id = None;
+            }
         }
         event
     });
@@ -290,6 +326,9 @@ pub async fn history<T: TicketApi>(
     });
     Ok(page.respond(req))
 }
+
+/// Who a requester is told acted, when someone else did.
+pub const SERVICE_DESK: &str = "service-desk";
 
 /// The sort of `sort=created_at|-created_at|updated_at|-updated_at|priority|-priority`.
 pub fn parse_sort(value: &str) -> ApiResult<Sort> {
@@ -363,8 +402,11 @@ pub fn enum_filter<E: std::str::FromStr<Err = String>>(
     name: &str,
     names: &str,
 ) -> ApiResult<Vec<E>> {
-    params
-        .all(name)
+    // Repeats say nothing more: each value counts once, in one order.
+    let mut values = params.all(name);
+    values.sort_unstable();
+    values.dedup();
+    values
         .into_iter()
         .map(|value| {
             if value.is_empty() {

@@ -185,6 +185,11 @@ pub struct ApiToken {
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// What the token may do within its role (`incidents:read`, `cmdb:write`, ...); `null` for
+    /// all its role allows.
+    pub scopes: Option<Vec<String>>,
+    /// When the token was last used, to the minute; `null` if never.
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 /// Usernames are login names: short, lowercase-insensitive ASCII, no spaces.

@@ -503,9 +503,53 @@ impl Ticket for Incident {
     }
 }
 
+/// What a child resolved or closed together with its parent tells its caller. The parent may be
+/// another caller's incident, which this caller may not see: then the public comment names no
+/// number and the parent's resolution notes are not copied.
+impl Incident {
+    pub fn resolution_notes_for_child(&self, child: &Incident) -> String {
+        match &self.resolution_notes {
+            Some(notes) if self.caller == child.caller => notes.clone(),
+            _ => "Resolved together with a related incident.".to_owned(),
+        }
+    }
+
+    pub fn cascade_comment(&self, child: &Incident) -> String {
+        let verb = match self.state {
+            IncidentState::Closed => "Closed",
+            _ => "Resolved",
+        };
+        if self.caller == child.caller {
+            format!("{verb} together with parent incident {}.", self.number)
+        } else {
+            format!("{verb} together with a related incident.")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_learns_nothing_of_another_callers_parent() {
+        let mut parent = incident(IncidentState::Resolved);
+        parent.resolution_notes = Some("Replaced the CEO's laptop disk".into());
+        let mut own_child = incident(IncidentState::InProgress);
+        own_child.id = "i2".into();
+        assert_eq!(
+            parent.resolution_notes_for_child(&own_child),
+            "Replaced the CEO's laptop disk"
+        );
+        let mut other_child = own_child.clone();
+        other_child.caller = "u2".into();
+        let notes = parent.resolution_notes_for_child(&other_child);
+        assert!(!notes.contains("CEO"), "{notes}");
+        assert!(!parent
+            .cascade_comment(&other_child)
+            .contains(&parent.number));
+        assert!(parent.cascade_comment(&own_child).contains(&parent.number));
+    }
 
     fn incident(state: IncidentState) -> Incident {
         let new = NewIncident {

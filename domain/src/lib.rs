@@ -3,6 +3,9 @@
 //! Nothing here performs I/O or knows about HTTP or SQL; the API parses input into these
 //! types at the edge and persistence stores them.
 
+// No panic on a request path (issue 19): tests and start-up code may panic, nothing else.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 pub mod calendar;
 pub mod changes;
 pub mod cmdb;
@@ -14,8 +17,10 @@ pub mod notes;
 pub mod priority;
 pub mod problem;
 pub mod routing;
+pub mod scopes;
 pub mod search;
 pub mod sla;
+pub mod throttle;
 pub mod ticket;
 
 pub use changes::Changes;

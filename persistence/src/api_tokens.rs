@@ -21,6 +21,8 @@ struct ApiTokenRow {
     created_at: NaiveDateTime,
     expires_at: Option<NaiveDateTime>,
     revoked_at: Option<NaiveDateTime>,
+    scopes: Option<String>,
+    last_used_at: Option<NaiveDateTime>,
 }
 
 impl ApiTokenRow {
@@ -34,6 +36,11 @@ impl ApiTokenRow {
             created_at: utc(self.created_at),
             expires_at: self.expires_at.map(utc),
             revoked_at: self.revoked_at.map(utc),
+            // Stored scopes were validated on the way in; unreadable ones grant nothing.
+            scopes: self
+                .scopes
+                .map(|s| serde_json::from_str(&s).unwrap_or_default()),
+            last_used_at: self.last_used_at.map(utc),
         }
     }
 }
@@ -43,6 +50,7 @@ pub struct NewApiToken {
     pub role: Role,
     pub token_hash: String,
     pub expires_at: Option<NaiveDateTime>,
+    pub scopes: Option<Vec<String>>,
 }
 
 pub fn create(
@@ -60,6 +68,7 @@ pub fn create(
             api_tokens::created_by.eq(&ctx.actor_id),
             api_tokens::created_at.eq(ctx.at),
             api_tokens::expires_at.eq(new.expires_at),
+            api_tokens::scopes.eq(new.scopes.as_ref().map(|s| json!(s).to_string())),
         ))
         .execute(conn)?;
     let token = get(conn, &id)?;
@@ -83,6 +92,17 @@ pub fn get(conn: &mut DbConnection, id: &str) -> Result<ApiToken, StoreError> {
         .select(ApiTokenRow::as_select())
         .get_result::<ApiTokenRow>(conn)?
         .into_token())
+}
+
+/// Records that the token was used at `at` (callers write this at most once a minute).
+pub fn touch(conn: &mut DbConnection, id: &str, at: NaiveDateTime) -> Result<(), StoreError> {
+    fixed_update(
+        api_tokens::table,
+        api_tokens::last_used_at.eq(at),
+        api_tokens::id.eq(id),
+    )
+    .execute(conn)?;
+    Ok(())
 }
 
 /// The token whose secret hashes to `token_hash`, whether or not it is still usable.

@@ -66,6 +66,8 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
+    /// Start-up only (`Database::open`), where failing to start a thread may stop the service.
+    #[allow(clippy::expect_used)]
     pub(crate) fn start(mut conn: SqliteConnection, gate: Arc<WalGate>) -> Self {
         let (running, stopped) = mpsc::sync_channel::<()>(0);
         thread::Builder::new()

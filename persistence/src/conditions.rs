@@ -30,16 +30,23 @@ enum Values {
 }
 
 impl InList {
-    /// `column IN ('a', 'b')`; `names` are constants of the domain, never client text.
-    pub(crate) fn names(column: &'static str, names: Vec<&'static str>) -> Self {
+    /// `column IN ('a', 'b')`; `names` are constants of the domain, never client text. They are
+    /// written sorted and once each; see `walk_ast` for which lists are cached.
+    pub(crate) fn names(column: &'static str, mut names: Vec<&'static str>) -> Self {
+        names.sort_unstable();
+        names.dedup();
         Self {
             column,
             values: Values::Names(names),
         }
     }
 
-    /// `column IN (?, ?)` with the values bound.
-    pub(crate) fn bound(column: &'static str, values: Vec<String>) -> Self {
+    /// `column IN (?, ?)` with the values bound. The list is padded (repeating its last value)
+    /// to a power of two, so that lists of any length make only a few statement shapes.
+    pub(crate) fn bound(column: &'static str, mut values: Vec<String>) -> Self {
+        if let Some(last) = values.last().cloned() {
+            values.resize(values.len().next_power_of_two(), last);
+        }
         Self {
             column,
             values: Values::Bound(values),
@@ -86,6 +93,10 @@ where
                 out.push_sql("'");
             }
             Values::Names(names) => {
+                // Each set of names is a statement of its own: a client combining filter values
+                // could fill every connection's statement cache. One name is cached (the hot
+                // case, and bounded by the names there are); a set is prepared each time.
+                out.unsafe_to_cache_prepared();
                 out.push_sql(" IN ('");
                 out.push_sql(&names.join("', '"));
                 out.push_sql("')");
@@ -166,5 +177,34 @@ where
         out.push_bind_param::<Text, String>(&self.id)?;
         out.push_sql(")");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bound_lists_of_any_length_make_few_shapes() {
+        let mut lengths: Vec<usize> = (1..=500)
+            .map(|n| {
+                let values = (0..n).map(|i| i.to_string()).collect();
+                match InList::bound("t.id", values).values {
+                    Values::Bound(v) => v.len(),
+                    Values::Names(_) => 0,
+                }
+            })
+            .collect();
+        lengths.dedup();
+        assert_eq!(lengths, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]);
+    }
+
+    #[test]
+    fn names_are_written_once_each_in_one_order() {
+        let list = InList::names("t.state", vec!["new", "closed", "new", "closed"]);
+        let Values::Names(names) = list.values else {
+            panic!("names");
+        };
+        assert_eq!(names, ["closed", "new"]);
     }
 }

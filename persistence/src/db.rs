@@ -113,6 +113,33 @@ impl Location {
         Ok(())
     }
 
+    /// The SQLite file holds password hashes and the signing secret: it is created readable by
+    /// its owner only, and an existing one is made so. SQLite gives its WAL and shared-memory
+    /// files the database file's permissions.
+    fn restrict_sqlite_files(&self) -> Result<(), StoreError> {
+        #[cfg(unix)]
+        if let Location::SqliteFile(path) = self {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let cannot = |e: std::io::Error| {
+                StoreError::Unavailable(format!("cannot restrict {}: {e}", path.display()))
+            };
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(cannot)?;
+            for suffix in ["", "-wal", "-shm"] {
+                let file = PathBuf::from(format!("{}{suffix}", path.display()));
+                if file.exists() {
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                        .map_err(cannot)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn backend(&self) -> Backend {
         match self {
             Location::SqliteFile(_) => Backend::Sqlite,
@@ -260,7 +287,9 @@ struct ReadThreads {
 }
 
 impl ReadThreads {
-    /// The threads stop when the last `Database` clone is dropped.
+    /// The threads stop when the last `Database` clone is dropped. Start-up only
+    /// (`Database::open`), where failing to start a thread may stop the service.
+    #[allow(clippy::expect_used)]
     fn start(count: usize) -> Self {
         let (jobs, queue) = std::sync::mpsc::channel::<ReadJob>();
         let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
@@ -359,6 +388,7 @@ impl Database {
     pub fn open(config: &DatabaseConfig) -> Result<Self, StoreError> {
         let location = Location::parse(config.url.as_deref())?;
         location.create_parent_folder()?;
+        location.restrict_sqlite_files()?;
         let mut write_conn = location.connect(ConnectionRole::Writer)?;
         run_migrations(&mut write_conn)?;
         let readers = r2d2::Pool::builder()
@@ -404,6 +434,7 @@ impl Database {
     pub fn migrate_only(config: &DatabaseConfig) -> Result<usize, StoreError> {
         let location = Location::parse(config.url.as_deref())?;
         location.create_parent_folder()?;
+        location.restrict_sqlite_files()?;
         run_migrations(&mut location.connect(ConnectionRole::Writer)?)
     }
 
@@ -539,14 +570,36 @@ where
     result
 }
 
+/// PostgreSQL: nodes starting together on one schema take turns (a session advisory lock keyed
+/// by the schema), and a migration that loses a deadlock to concurrent DDL is tried again: each
+/// runs in its own transaction, so a failed one left nothing behind.
+fn run_postgres_migrations(c: &mut diesel::PgConnection) -> Result<usize, StoreError> {
+    use diesel::connection::SimpleConnection;
+    c.batch_execute("SELECT pg_advisory_lock(hashtext('itsm-migrations:' || current_schema()))")?;
+    let mut attempt = 0;
+    let result = loop {
+        attempt += 1;
+        match c.run_pending_migrations(POSTGRES_MIGRATIONS) {
+            Ok(applied) => break Ok(applied.len()),
+            Err(e) if attempt < 5 && e.to_string().contains("deadlock detected") => {
+                log::warn!("a migration lost a deadlock to concurrent DDL; trying again");
+                std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
+            }
+            Err(e) => break Err(StoreError::Unavailable(format!("migration failed: {e}"))),
+        }
+    };
+    c.batch_execute("SELECT pg_advisory_unlock(hashtext('itsm-migrations:' || current_schema()))")?;
+    result
+}
+
 fn run_migrations(conn: &mut DbConnection) -> Result<usize, StoreError> {
     let applied = match conn {
-        DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
-        DbConnection::Postgresql(c) => c
-            .run_pending_migrations(POSTGRES_MIGRATIONS)
-            .map(|v| v.len()),
-    }
-    .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        DbConnection::Sqlite(c) => c
+            .run_pending_migrations(SQLITE_MIGRATIONS)
+            .map(|v| v.len())
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?,
+        DbConnection::Postgresql(c) => run_postgres_migrations(c)?,
+    };
     if applied > 0 {
         log::info!("applied {applied} migration(s)");
     }

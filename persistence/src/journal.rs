@@ -183,27 +183,24 @@ pub(crate) fn index_words(rowid: i64, terms: String, replaces: bool) -> Result<(
 macro_rules! insert_rows {
     ($conn:expr, $table:expr, $rows:expr) => {{
         let mut rest = &$rows[..];
-        while !rest.is_empty() {
-            rest = match rest.len() {
-                64.. => insert_rows!($conn, $table, first::<_, 64>(rest), rest),
-                16.. => insert_rows!($conn, $table, first::<_, 16>(rest), rest),
-                4.. => insert_rows!($conn, $table, first::<_, 4>(rest), rest),
-                _ => insert_rows!($conn, $table, first::<_, 1>(rest), rest),
+        loop {
+            rest = if let Some((chunk, after)) = rest.split_first_chunk::<64>() {
+                insert_rows!($conn, $table, chunk, after)
+            } else if let Some((chunk, after)) = rest.split_first_chunk::<16>() {
+                insert_rows!($conn, $table, chunk, after)
+            } else if let Some((chunk, after)) = rest.split_first_chunk::<4>() {
+                insert_rows!($conn, $table, chunk, after)
+            } else if let Some((chunk, after)) = rest.split_first_chunk::<1>() {
+                insert_rows!($conn, $table, chunk, after)
+            } else {
+                break;
             };
         }
     }};
-    ($conn:expr, $table:expr, $chunk:expr, $rest:expr) => {{
-        let chunk = $chunk;
-        with_backend!(&mut *$conn, c => diesel::insert_into($table).values(chunk).execute(c))?;
-        &$rest[chunk.len()..]
+    ($conn:expr, $table:expr, $chunk:expr, $after:expr) => {{
+        with_backend!(&mut *$conn, c => diesel::insert_into($table).values($chunk).execute(c))?;
+        $after
     }};
-}
-
-/// The first `N` of `rows`, which has at least that many.
-fn first<T, const N: usize>(rows: &[T]) -> &[T; N] {
-    rows[..N]
-        .try_into()
-        .expect("the caller checked that there are N rows")
 }
 
 /// Writes the collected records in the open transaction; the events get the next sequences in

@@ -6,6 +6,9 @@
 //! LIMIT expires SQLite's prepared statement, so it is prepared again on every call (measured
 //! at a tenth of the write path's time). Pages use `load_page`.
 
+// No panic on a request path (issue 19): tests and start-up code may panic, nothing else.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 /// Runs `$body` with `$inner` bound to the backend's own connection. A query sent through
 /// [`DbConnection`] pays for diesel's multi-backend wrapper, which writes the whole SQL text
 /// out again on each pass over the query (the cache lookup, the safety check, the binds) even
@@ -139,13 +142,21 @@ pub(crate) struct LimitedTo<Q> {
     rows: i64,
 }
 
+/// The row counts a page query is written with: each distinct number is a statement of its own
+/// in every connection's cache, so a client choosing any limit from 1 to 500 would make 500
+/// of each list query. A page reads the smallest of these that holds its limit and one more.
+const PAGE_ROWS: [i64; 5] = [11, 26, 51, 101, 501];
+
 impl<Q> LimitedTo<Q> {
-    /// A page of `limit` rows and one more, which tells whether more follow.
+    /// A page of `limit` rows and one more, which tells whether more follow (rounded up to one
+    /// of a few sizes; `Slice::from_overfetch` drops the rest).
     fn page(query: Q, limit: i64) -> Self {
-        Self {
-            query,
-            rows: limit.max(0) + 1,
-        }
+        let wanted = limit.max(0) + 1;
+        let rows = PAGE_ROWS
+            .into_iter()
+            .find(|&rows| rows >= wanted)
+            .unwrap_or(wanted);
+        Self { query, rows }
     }
 }
 
@@ -294,3 +305,18 @@ where
 }
 
 impl<T, V, W, C> diesel::RunQueryDsl<C> for FixedUpdate<T, V, W> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_page_limit_reads_one_of_a_few_row_counts() {
+        let mut rows: Vec<i64> = (1..=500)
+            .map(|limit| LimitedTo::page((), limit).rows)
+            .collect();
+        assert!(rows.iter().zip(1..=500).all(|(&r, limit)| r > limit));
+        rows.dedup();
+        assert_eq!(rows, PAGE_ROWS);
+    }
+}

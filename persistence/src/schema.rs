@@ -12,6 +12,8 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         version -> BigInt,
+        valid_after -> Nullable<Timestamp>,
+        must_change_password -> Bool,
     }
 }
 
@@ -54,6 +56,8 @@ diesel::table! {
         created_at -> Timestamp,
         expires_at -> Nullable<Timestamp>,
         revoked_at -> Nullable<Timestamp>,
+        scopes -> Nullable<Text>,
+        last_used_at -> Nullable<Timestamp>,
     }
 }
 
@@ -333,3 +337,11 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(calendars, calendar_versions, sla_policies);
+
+diesel::table! {
+    revoked_tokens (jti) {
+        jti -> Text,
+        user_id -> Text,
+        expires_at -> Timestamp,
+    }
+}

@@ -6,7 +6,7 @@ use domain::{Changes, ExternalRef, Role, User};
 use serde_json::json;
 
 use crate::audit::{self, Mutation};
-use crate::schema::users;
+use crate::schema::{revoked_tokens, users};
 use crate::{
     external_refs, fixed_update, lower, utc, DbConnection, Slice, StoreError, WriteContext,
 };
@@ -133,6 +133,8 @@ pub struct Credentials {
     pub password_hash: Option<String>,
     pub active: bool,
     pub roles: String,
+    /// Set by an admin's reset: the user must choose a password before doing anything else.
+    pub must_change_password: bool,
 }
 
 impl Credentials {
@@ -147,9 +149,161 @@ pub fn credentials_by_username(
 ) -> Result<Option<Credentials>, StoreError> {
     Ok(users::table
         .filter(users::username.eq(username))
-        .select((users::id, users::password_hash, users::active, users::roles))
+        .select((
+            users::id,
+            users::password_hash,
+            users::active,
+            users::roles,
+            users::must_change_password,
+        ))
         .get_result(conn)
         .optional()?)
+}
+
+/// What every request of a signed-in user is checked against: whether they may act, as whom,
+/// which tokens are refused (issued before `valid_after`, or revoked one by one at logout).
+#[derive(Debug, Clone)]
+pub struct TokenState {
+    pub username: String,
+    pub roles: Vec<Role>,
+    pub valid_after: Option<NaiveDateTime>,
+    pub must_change_password: bool,
+    /// The ids (`jti`) of the user's unexpired revoked tokens.
+    pub revoked: Vec<String>,
+}
+
+/// The token state of an active user; `None` for an unknown or deactivated one.
+pub fn token_state(
+    conn: &mut DbConnection,
+    id: &str,
+    now: NaiveDateTime,
+) -> Result<Option<TokenState>, StoreError> {
+    let query = users::table.find(id).select((
+        users::username,
+        users::active,
+        users::roles,
+        users::valid_after,
+        users::must_change_password,
+    ));
+    let row = with_backend!(conn, c => query
+        .get_result::<(String, bool, String, Option<NaiveDateTime>, bool)>(c))
+    .optional()?;
+    let Some((username, true, roles, valid_after, must_change_password)) = row else {
+        return Ok(None);
+    };
+    let revoked = revoked_tokens::table
+        .filter(revoked_tokens::user_id.eq(id))
+        .filter(revoked_tokens::expires_at.gt(now))
+        .select(revoked_tokens::jti)
+        .load::<String>(conn)?;
+    Ok(Some(TokenState {
+        username,
+        roles: parse_roles(&roles),
+        valid_after,
+        must_change_password,
+        revoked,
+    }))
+}
+
+/// Past this many revoked unexpired tokens, a logout refuses all of the user's earlier tokens
+/// instead, so the list every request is checked against stays short.
+const MAX_REVOKED_PER_USER: i64 = 50;
+
+/// Refuses one access token from `at` on (logout); kept until it would have expired.
+pub fn revoke_token(
+    conn: &mut DbConnection,
+    jti: &str,
+    user_id: &str,
+    expires_at: NaiveDateTime,
+    at: NaiveDateTime,
+) -> Result<(), StoreError> {
+    let revoked = revoked_tokens::table
+        .filter(revoked_tokens::user_id.eq(user_id))
+        .filter(revoked_tokens::expires_at.gt(at))
+        .count()
+        .get_result::<i64>(conn)?;
+    if revoked >= MAX_REVOKED_PER_USER {
+        fixed_update(
+            users::table,
+            users::valid_after.eq(at),
+            users::id.eq(user_id),
+        )
+        .execute(conn)?;
+        diesel::delete(revoked_tokens::table.filter(revoked_tokens::user_id.eq(user_id)))
+            .execute(conn)?;
+        return Ok(());
+    }
+    let known = revoked_tokens::table
+        .find(jti)
+        .count()
+        .get_result::<i64>(conn)?;
+    if known == 0 {
+        diesel::insert_into(revoked_tokens::table)
+            .values((
+                revoked_tokens::jti.eq(jti),
+                revoked_tokens::user_id.eq(user_id),
+                revoked_tokens::expires_at.eq(expires_at),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Forgets revoked tokens that have expired anyway; returns how many.
+pub fn purge_revoked_tokens(
+    conn: &mut DbConnection,
+    now: NaiveDateTime,
+) -> Result<usize, StoreError> {
+    Ok(
+        diesel::delete(revoked_tokens::table.filter(revoked_tokens::expires_at.le(now)))
+            .execute(conn)?,
+    )
+}
+
+/// The stored password hash of a user, for checking their current password.
+pub fn password_hash(conn: &mut DbConnection, id: &str) -> Result<Option<String>, StoreError> {
+    Ok(users::table
+        .find(id)
+        .select(users::password_hash)
+        .get_result::<Option<String>>(conn)?)
+}
+
+/// Sets a user's own new password: tokens issued before now are refused, and a required
+/// change is done.
+pub fn change_password(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    id: &str,
+    hash: &str,
+) -> Result<(), StoreError> {
+    let before = get(conn, id)?;
+    fixed_update(
+        users::table,
+        (
+            users::password_hash.eq(hash),
+            users::must_change_password.eq(false),
+            users::valid_after.eq(ctx.at),
+            users::updated_at.eq(ctx.at),
+            users::version.eq(before.version + 1),
+        ),
+        users::id.eq(id),
+    )
+    .execute(conn)?;
+    let mut changes = Changes::new();
+    changes.redacted("password");
+    let user = get(conn, id)?;
+    audit::record(
+        ctx,
+        Mutation {
+            entity_type: ENTITY,
+            entity_id: id,
+            action: "change_password",
+            changes: changes.into_value(),
+            event_type: "user.password_changed",
+            event_data: json!(user),
+        },
+    )?;
+    Ok(())
 }
 
 /// The sign-in state of a user, read on every authenticated request so that deactivation and
@@ -302,9 +456,22 @@ pub fn update(
         });
     }
     if let Some(hash) = &update.password_hash {
+        // An admin's reset: the user chooses their own password at next sign-in.
         fixed_update(
             users::table,
-            users::password_hash.eq(hash),
+            (
+                users::password_hash.eq(hash),
+                users::must_change_password.eq(true),
+            ),
+            users::id.eq(id),
+        )
+        .execute(conn)?;
+    }
+    if update.password_hash.is_some() || (before.active && !after.active) {
+        // Every token issued before the reset or the deactivation is refused from now on.
+        fixed_update(
+            users::table,
+            users::valid_after.eq(ctx.at),
             users::id.eq(id),
         )
         .execute(conn)?;

@@ -189,6 +189,8 @@ impl Writer {
     }
 }
 
+/// Start-up only (`Database::open`), where failing to start a thread may stop the service.
+#[allow(clippy::expect_used)]
 fn spawn_writer(
     name: &str,
     conn: DbConnection,

@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use validator::Validate;
 
-use super::users::blocking;
 use crate::auth::{generate_api_token, verify_password, Admins, Authorized, Caller, CallerKind};
 use crate::concurrency::created;
 use crate::error::{not_found_as, ApiError, ApiResult};
@@ -33,6 +32,9 @@ pub struct TokenResponse {
     pub token_type: &'static str,
     /// Seconds until the token expires.
     pub expires_in: i64,
+    /// The password was reset by an admin: until a new one is chosen with
+    /// `POST /api/v1/me/password`, the token serves only that, `/me` and logout.
+    pub password_change_required: bool,
 }
 
 /// Exchange a username and password for an access token.
@@ -40,37 +42,164 @@ pub struct TokenResponse {
     tag = "auth", operation_id = "issue_token", security(()),
     request_body = TokenRequest,
     responses((status = 200, body = TokenResponse), (status = 401, body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem)),
+              (status = 422, body = crate::error::Problem),
+              (status = 429, description = "Too many failed sign-ins for this username or address; see Retry-After", body = crate::error::Problem),
+              (status = 503, description = "Too many sign-ins at once; see Retry-After", body = crate::error::Problem)),
 )]
 #[post("/api/v1/auth/token")]
 pub async fn issue_token(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: ValidJson<TokenRequest>,
 ) -> ApiResult<HttpResponse> {
     let TokenRequest { username, password } = body.0;
     let username = username.to_lowercase();
+    let address = req.peer_addr().map(|a| a.ip());
+    state.login_throttle.attempt(&username, address)?;
+    let lookup = username.clone();
     let credentials = state
         .db
-        .read(move |conn| users::credentials_by_username(conn, &username))
+        .read(move |conn| users::credentials_by_username(conn, &lookup))
         .await
         .map_err(ApiError::from)?;
     let stored_hash = credentials.as_ref().and_then(|c| c.password_hash.clone());
     // Unknown users are verified against a dummy hash: same answer, same time class.
-    let verified = web::block(move || verify_password(stored_hash.as_deref(), &password))
-        .await
-        .map_err(blocking)?;
+    let verified = state
+        .password_hashing
+        .run(move || verify_password(stored_hash.as_deref(), &password))
+        .await?;
     let credentials = match credentials {
         Some(c) if verified && c.active => c,
         _ => return Err(ApiError::Unauthenticated("invalid username or password")),
     };
-    let access_token = state.tokens.issue(&credentials.id, &credentials.roles())?;
+    state.login_throttle.succeeded(&username, address);
+    token_response(
+        &state,
+        &credentials.id,
+        &credentials.roles(),
+        credentials.must_change_password,
+    )
+}
+
+fn token_response(
+    state: &AppState,
+    user_id: &str,
+    roles: &[Role],
+    password_change_required: bool,
+) -> ApiResult<HttpResponse> {
+    let access_token = state.tokens.issue(user_id, roles)?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(TokenResponse {
             access_token,
             token_type: "Bearer",
             expires_in: state.tokens.ttl_seconds,
+            password_change_required,
         }))
+}
+
+/// Sign out: the presented access token is refused from now on (on other nodes within the
+/// second their access cache trusts a read).
+#[utoipa::path(
+    tag = "auth", operation_id = "logout",
+    responses((status = 204), (status = 401, body = crate::error::Problem),
+              (status = 422, description = "API tokens are revoked with DELETE /api/v1/api-tokens/{id}", body = crate::error::Problem)),
+)]
+#[post("/api/v1/auth/logout")]
+pub async fn logout(caller: Caller, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    let Some((jti, exp)) = caller.session.clone() else {
+        return Err(ApiError::invalid(
+            "Authorization",
+            "an API token is revoked with DELETE /api/v1/api-tokens/{id}",
+        ));
+    };
+    let expires_at = DateTime::from_timestamp(exp, 0)
+        .unwrap_or_else(Utc::now)
+        .naive_utc();
+    let user_id = caller.id.clone();
+    state
+        .db
+        .write(move |conn| {
+            users::revoke_token(conn, &jti, &user_id, expires_at, persistence::now_utc())
+        })
+        .await
+        .map_err(ApiError::from)?;
+    state.access.forget(&caller.id);
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    #[validate(length(min = 1, max = 256))]
+    pub current_password: String,
+    /// 12 to 256 characters.
+    pub new_password: String,
+}
+
+/// Change the caller's own password. Every token issued before is refused from now on; the
+/// response carries a new one.
+#[utoipa::path(
+    tag = "auth", operation_id = "change_my_password",
+    request_body = ChangePassword,
+    responses((status = 200, body = TokenResponse), (status = 401, body = crate::error::Problem),
+              (status = 403, description = "The current password is wrong", body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem),
+              (status = 429, description = "Too many wrong current passwords; see Retry-After", body = crate::error::Problem)),
+)]
+#[post("/api/v1/me/password")]
+pub async fn change_my_password(
+    caller: Caller,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: ValidJson<ChangePassword>,
+) -> ApiResult<HttpResponse> {
+    if caller.kind != CallerKind::User {
+        return Err(ApiError::Forbidden(
+            "API tokens have no password; create a new token instead".into(),
+        ));
+    }
+    let ChangePassword {
+        current_password,
+        new_password,
+    } = body.0;
+    domain::validate_password(&new_password)
+        .map_err(|_| ApiError::invalid("new_password", "must be 12 to 256 characters long"))?;
+    if new_password == current_password {
+        return Err(ApiError::invalid(
+            "new_password",
+            "must differ from the current password",
+        ));
+    }
+    // A stolen token must not become a way to guess the password: throttled like sign-in.
+    let address = req.peer_addr().map(|a| a.ip());
+    state.login_throttle.attempt(&caller.name, address)?;
+    let id = caller.id.clone();
+    let stored = state
+        .db
+        .read(move |conn| users::password_hash(conn, &id))
+        .await
+        .map_err(ApiError::from)?;
+    let verified = state
+        .password_hashing
+        .run(move || verify_password(stored.as_deref(), &current_password))
+        .await?;
+    if !verified {
+        return Err(ApiError::Forbidden("the current password is wrong".into()));
+    }
+    state.login_throttle.succeeded(&caller.name, address);
+    let hash = super::users::hash_new_password(&state, Some(new_password))
+        .await?
+        .ok_or_else(|| ApiError::Internal("no password hash".into()))?;
+    let ctx = caller.write_context();
+    let id = caller.id.clone();
+    state
+        .db
+        .write(move |conn| users::change_password(conn, &ctx, &id, &hash))
+        .await
+        .map_err(ApiError::from)?;
+    state.access.forget(&caller.id);
+    token_response(&state, &caller.id, &caller.roles, false)
 }
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -82,6 +211,12 @@ pub struct CreateApiToken {
     pub role: Role,
     /// When the token stops working; `null` for never.
     pub expires_at: Option<DateTime<Utc>>,
+    /// What the token may do within its role, per route family: `incidents:read`,
+    /// `incidents:write`, `problems:read`, `problems:write`, `cmdb:read`, `cmdb:write`,
+    /// `events:read`, `audit:read`, `directory:read`, `directory:write`, `alerts:write`
+    /// (`write` includes `read`). Omitted or `null`: all the role allows.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
 }
 
 /// A new API token. `token` is shown only in this response.
@@ -113,12 +248,21 @@ pub async fn create_api_token(
     if name.is_empty() {
         return Err(ApiError::invalid("name", "must not be blank"));
     }
+    let scopes = body.scopes.map(|mut scopes| {
+        scopes.sort();
+        scopes.dedup();
+        scopes
+    });
+    if let Some(scopes) = &scopes {
+        domain::scopes::validate(scopes)?;
+    }
     let (secret, token_hash) = generate_api_token();
     let new = NewApiToken {
         name,
         role: body.role,
         token_hash,
         expires_at: body.expires_at.map(|at| at.naive_utc()),
+        scopes,
     };
     let ctx = caller.write_context();
     let token = state
@@ -127,7 +271,13 @@ pub async fn create_api_token(
         .await
         .map_err(ApiError::from)?;
     let location = format!("/api/v1/api-tokens/{}", token.id);
-    Ok(created(location, 1, &CreatedApiToken { token, secret }).map_into_boxed_body())
+    let mut response = created(location, 1, &CreatedApiToken { token, secret });
+    // The secret is in this response only: no cache, proxy or idempotency store may keep it.
+    response.headers_mut().insert(
+        actix_web::http::header::CACHE_CONTROL,
+        actix_web::http::header::HeaderValue::from_static("no-store"),
+    );
+    Ok(response.map_into_boxed_body())
 }
 
 /// List API tokens (never their secrets).
@@ -241,6 +391,8 @@ pub async fn me(caller: Caller, state: web::Data<AppState>) -> ApiResult<HttpRes
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(issue_token)
+        .service(logout)
+        .service(change_my_password)
         .service(create_api_token)
         .service(list_api_tokens)
         .service(revoke_api_token)

@@ -111,10 +111,14 @@ impl From<OutboxEvent> for Event {
             occurred_at: event.occurred_at.and_utc(),
             entity_type: event.entity_type,
             entity_id: event.entity_id,
-            data: RawValue::from_string(event.data)
-                .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON")),
+            data: RawValue::from_string(event.data).unwrap_or_else(|_| null_json()),
         }
     }
+}
+
+/// JSON `null`, for an event whose stored data does not parse (which the writer never stores).
+fn null_json() -> Box<RawValue> {
+    RawValue::NULL.to_owned()
 }
 
 /// Parses `types=user.created,group.*` (repeatable, comma-separated).

@@ -30,6 +30,7 @@ use crate::listing::{Page, QueryParams, PAGE_PARAMS};
 use crate::state::AppState;
 use crate::tickets::{
     self, access, body, enum_filter, respond, shown_to, Access, CreateNote, ListOrder, TicketApi,
+    TicketCaller,
 };
 use crate::usecases::incidents::{self as usecase, IncidentPatch};
 
@@ -293,11 +294,11 @@ impl UpdateIncident {
 )]
 #[post("/api/v1/incidents")]
 pub async fn create_incident(
-    caller: Caller,
+    caller: TicketCaller<Incident>,
     state: web::Data<AppState>,
     body: ValidJson<CreateIncident>,
 ) -> ApiResult<HttpResponse> {
-    let access = access::<Incident>(&caller)?;
+    let TicketCaller { caller, access, .. } = caller;
     let new = body.0.into_new(&caller, access)?;
     let (incident, relation) = usecase::report(&state, caller, access, new).await?;
     let location = format!("/api/v1/incidents/{}", incident.number);
@@ -442,6 +443,10 @@ pub async fn list_incidents(
             more: slice.more,
         })
     };
+    let _search = match bounded {
+        true => None,
+        false => Some(state.search_slot().await?),
+    };
     let slice = state.db.read_bounded_if(bounded, read).await?;
     Ok(order
         .page(slice)
@@ -491,13 +496,13 @@ pub async fn get_incident(
 )]
 #[patch("/api/v1/incidents/{id}")]
 pub async fn update_incident(
-    caller: Caller,
+    caller: TicketCaller<Incident>,
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,
     body: ValidJson<UpdateIncident>,
 ) -> ApiResult<HttpResponse> {
-    let access = access::<Incident>(&caller)?;
+    let TicketCaller { caller, access, .. } = caller;
     let expected_version = if_match(&req)?;
     let patch = body.0.into_patch()?;
     let updated = usecase::update(
@@ -523,13 +528,13 @@ pub async fn update_incident(
 )]
 #[post("/api/v1/incidents/{id}/transitions")]
 pub async fn transition_incident(
-    caller: Caller,
+    caller: TicketCaller<Incident>,
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,
     body: ValidJson<TransitionRequest>,
 ) -> ApiResult<HttpResponse> {
-    let access = access::<Incident>(&caller)?;
+    let TicketCaller { caller, access, .. } = caller;
     let expected_version = if_match(&req)?;
     let body = body.0;
     let input = TransitionInput {
@@ -564,12 +569,12 @@ pub async fn transition_incident(
 )]
 #[post("/api/v1/incidents/{id}/notes")]
 pub async fn add_note(
-    caller: Caller,
+    caller: TicketCaller<Incident>,
     state: web::Data<AppState>,
     id: web::Path<String>,
     body: ValidJson<CreateNote>,
 ) -> ApiResult<HttpResponse> {
-    tickets::add_note::<Incident>(caller, &state, id.into_inner(), body.0).await
+    tickets::add_note::<Incident>(caller.caller, &state, id.into_inner(), body.0).await
 }
 
 /// List comments and work notes, oldest first. Requesters see comments only.

@@ -28,7 +28,7 @@ use crate::json_body::{nullable, required, ValidJson};
 use crate::listing::{Page, QueryParams, PAGE_PARAMS};
 use crate::state::AppState;
 use crate::tickets::{
-    self, access, enum_filter, respond, Access, CreateNote, ListOrder, TicketApi,
+    self, access, enum_filter, respond, Access, CreateNote, ListOrder, TicketApi, TicketCaller,
 };
 use crate::usecases::problems::{self as usecase, FromIncident, ProblemPatch};
 
@@ -261,11 +261,11 @@ pub struct ProblemFromIncident {
 )]
 #[post("/api/v1/problems")]
 pub async fn create_problem(
-    caller: Caller,
+    caller: TicketCaller<Problem>,
     state: web::Data<AppState>,
     body: ValidJson<CreateProblem>,
 ) -> ApiResult<HttpResponse> {
-    access::<Problem>(&caller)?;
+    let caller = caller.caller;
     let new = body.0.into_new()?;
     let relation = usecase::relation(&caller);
     let problem = usecase::create(&state, caller, new).await?;
@@ -283,12 +283,12 @@ pub async fn create_problem(
 )]
 #[post("/api/v1/incidents/{id}/problem")]
 pub async fn create_from_incident(
-    caller: Caller,
+    caller: TicketCaller<Problem>,
     state: web::Data<AppState>,
     id: web::Path<String>,
     body: ValidJson<ProblemFromIncident>,
 ) -> ApiResult<HttpResponse> {
-    access::<Problem>(&caller)?;
+    let caller = caller.caller;
     let body = body.0;
     let given = FromIncident {
         title: trimmed(body.title),
@@ -372,6 +372,10 @@ pub async fn list_problems(
     let order = ListOrder::parse(&params)?;
     let (sort, after, limit) = (order.sort, order.after.clone(), order.limit);
     let relation = usecase::relation(&caller);
+    let _search = match filter.q {
+        Some(_) => Some(state.search_slot().await?),
+        None => None,
+    };
     let slice = state
         .db
         .read(move |conn| -> ApiResult<_> {
@@ -421,13 +425,13 @@ pub async fn get_problem(
 )]
 #[patch("/api/v1/problems/{id}")]
 pub async fn update_problem(
-    caller: Caller,
+    caller: TicketCaller<Problem>,
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,
     body: ValidJson<UpdateProblem>,
 ) -> ApiResult<HttpResponse> {
-    access::<Problem>(&caller)?;
+    let caller = caller.caller;
     let expected_version = if_match(&req)?;
     let patch = body.0.into_patch()?;
     let relation_of = caller.clone();
@@ -447,13 +451,13 @@ pub async fn update_problem(
 )]
 #[post("/api/v1/problems/{id}/transitions")]
 pub async fn transition_problem(
-    caller: Caller,
+    caller: TicketCaller<Problem>,
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,
     body: ValidJson<ProblemTransitionRequest>,
 ) -> ApiResult<HttpResponse> {
-    access::<Problem>(&caller)?;
+    let caller = caller.caller;
     let expected_version = if_match(&req)?;
     let body = body.0;
     let input = ProblemInput {
@@ -489,12 +493,12 @@ pub async fn transition_problem(
 )]
 #[post("/api/v1/problems/{id}/incidents")]
 pub async fn link_incidents(
-    caller: Caller,
+    caller: TicketCaller<Problem>,
     state: web::Data<AppState>,
     id: web::Path<String>,
     body: ValidJson<LinkIncidents>,
 ) -> ApiResult<HttpResponse> {
-    access::<Problem>(&caller)?;
+    let caller = caller.caller;
     let body = body.0;
     let viewer = caller.clone();
     let linked = usecase::link(
@@ -575,12 +579,12 @@ pub async fn unlink_incident(
 )]
 #[post("/api/v1/problems/{id}/notes")]
 pub async fn add_note(
-    caller: Caller,
+    caller: TicketCaller<Problem>,
     state: web::Data<AppState>,
     id: web::Path<String>,
     body: ValidJson<CreateNote>,
 ) -> ApiResult<HttpResponse> {
-    tickets::add_note::<Problem>(caller, &state, id.into_inner(), body.0).await
+    tickets::add_note::<Problem>(caller.caller, &state, id.into_inner(), body.0).await
 }
 
 /// List a problem's notes, oldest first.
@@ -689,6 +693,7 @@ pub async fn search_known_errors(
         .text("q", 1000)?
         .ok_or_else(|| ApiError::invalid("q", "is required"))?;
     let limit = search_limit(&params)?;
+    let _search = state.search_slot().await?;
     let found = state
         .db
         .read(move |conn| problems::search_known_errors(conn, &q, limit))
@@ -714,6 +719,7 @@ pub async fn matching_known_errors(
     access::<Problem>(&caller)?;
     let limit = search_limit(&QueryParams::parse(&req, &["limit"])?)?;
     let id = id.into_inner();
+    let _search = state.search_slot().await?;
     let found = state
         .db
         .read(move |conn| -> ApiResult<_> {

@@ -94,13 +94,18 @@ pub(crate) fn non_blank(value: &str, field: &str) -> ApiResult<String> {
     Ok(trimmed.to_owned())
 }
 
-/// argon2 is deliberately slow: hash off the async executor.
-async fn hash_new_password(password: Option<String>) -> ApiResult<Option<String>> {
+/// argon2 is deliberately slow and memory-hard: hash off the async executor, in the bounded
+/// pool sign-ins use.
+pub(crate) async fn hash_new_password(
+    state: &AppState,
+    password: Option<String>,
+) -> ApiResult<Option<String>> {
     match password {
         Some(password) => Ok(Some(
-            web::block(move || hash_password(&password))
-                .await
-                .map_err(blocking)??,
+            state
+                .password_hashing
+                .run(move || hash_password(&password))
+                .await??,
         )),
         None => Ok(None),
     }
@@ -142,7 +147,7 @@ pub async fn create_user(
         body.password.as_deref(),
         Some(&body.external_refs),
     )?;
-    let password_hash = hash_new_password(body.password).await?;
+    let password_hash = hash_new_password(&state, body.password).await?;
     let ctx = caller.write_context();
     let new = NewUser {
         username: body.username,
@@ -250,7 +255,7 @@ pub async fn update_user(
             "you cannot deactivate yourself",
         ));
     }
-    let password_hash = hash_new_password(body.password).await?;
+    let password_hash = hash_new_password(&state, body.password).await?;
     let display_name = body
         .display_name
         .as_deref()
@@ -273,10 +278,6 @@ pub async fn update_user(
         .map_err(|e| not_found_as(e, "user"))?;
     state.access.forget(&id);
     Ok(with_etag(StatusCode::OK, user.version, &user))
-}
-
-pub(crate) fn blocking(error: actix_web::error::BlockingError) -> ApiError {
-    ApiError::Internal(format!("blocking task failed: {error}"))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

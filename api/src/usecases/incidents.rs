@@ -307,34 +307,38 @@ pub(crate) fn cascade_to_children(
     let now = ctx.at.and_utc();
     for child in incidents::children(conn, &parent.id)? {
         let mut after = child.clone();
-        let notes_of_parent = || parent.resolution_notes.clone().unwrap_or_default();
-        let note = match parent.state {
+        let notes_of_parent = || parent.resolution_notes_for_child(&child);
+        match parent.state {
             IncidentState::Resolved if child.state.is_open() => {
                 after.resolve(parent.resolution_code, notes_of_parent(), now);
-                format!("Resolved together with parent incident {}.", parent.number)
             }
             IncidentState::Closed if !child.state.is_final() => {
                 if child.state.is_open() {
                     after.resolve(parent.resolution_code, notes_of_parent(), now);
                 }
                 after.close(now);
-                format!("Closed together with parent incident {}.", parent.number)
             }
             _ => continue,
-        };
+        }
         let action = if after.state == IncidentState::Closed {
             "close_with_parent"
         } else {
             "resolve_with_parent"
         };
         tickets::save(conn, ctx, &child, &after, Change::action(action))?;
+        // The child's caller may not see the parent (another caller's) nor who worked on it:
+        // the comment is the service's, and names the parent only to its own caller.
         notes::add(
             conn,
-            ctx,
+            &WriteContext {
+                request_id: ctx.request_id.clone(),
+                at: ctx.at,
+                ..WriteContext::system("cascade")
+            },
             incidents::ENTITY,
             &child.id,
             Visibility::Public,
-            &note,
+            &parent.cascade_comment(&child),
             "incident.note_added",
         )?;
     }

@@ -1,5 +1,6 @@
 //! The black-box suite: one test binary, every test on SQLite and (when configured) PostgreSQL.
 
+mod access_matrix;
 mod auth;
 mod backup;
 mod cmdb;
@@ -12,6 +13,7 @@ mod incidents_lists;
 mod incidents_transitions;
 mod nodes;
 mod problems;
+mod security;
 mod shutdown;
 mod sla;
 mod ticket_items;

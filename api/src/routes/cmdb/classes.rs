@@ -10,12 +10,12 @@ use utoipa::ToSchema;
 use validator::Validate;
 
 use super::not_found_as;
-use crate::state::AppState;
 use crate::auth::{Admins, Authorized, CmdbReaders};
 use crate::concurrency::{created, if_match, with_etag};
 use crate::error::{ApiError, ApiResult};
 use crate::json_body::{required, ValidJson};
 use crate::listing::{Page, QueryParams, PAGE_PARAMS};
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -20,13 +20,13 @@ use utoipa::ToSchema;
 use validator::Validate;
 
 use super::not_found_as;
-use crate::state::AppState;
 use crate::auth::{Authorized, CmdbReaders, CmdbWriters};
 use crate::concurrency::{created, if_match, with_etag};
 use crate::error::{ApiError, ApiResult};
 use crate::json_body::{nullable, required, ValidJson};
 use crate::listing::{Page, QueryParams, PAGE_PARAMS};
 use crate::routes::feed::AuditEvent;
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -9,10 +9,10 @@ use utoipa::ToSchema;
 use validator::Validate;
 
 use super::not_found_as;
-use crate::state::AppState;
 use crate::auth::{Authorized, CmdbReaders, CmdbWriters};
 use crate::error::{ApiError, ApiResult};
 use crate::json_body::ValidJson;
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -1,0 +1,135 @@
+//! What an API token may do: scopes per route family, `family:read` for reads and
+//! `family:write` for changes. A token without scopes may do what its role may; a token with
+//! scopes only that, within its role.
+
+use crate::{DomainError, FieldError};
+
+/// Every scope a token may hold.
+pub const SCOPES: [&str; 13] = [
+    "incidents:read",
+    "incidents:write",
+    "problems:read",
+    "problems:write",
+    "cmdb:read",
+    "cmdb:write",
+    "slas:read",
+    "slas:write",
+    "events:read",
+    "audit:read",
+    "directory:read",
+    "directory:write",
+    "alerts:write",
+];
+
+/// The route family of an API path; `None` for paths any credential may call (`/api/v1/me`).
+pub fn family(path: &str) -> Option<&'static str> {
+    let rest = path.strip_prefix("/api/v1/")?;
+    let first = rest.split('/').next().unwrap_or("");
+    Some(match first {
+        "incidents" => "incidents",
+        "problems" | "known-errors" => "problems",
+        "configuration-items" | "ci-classes" | "ci-relationships" => "cmdb",
+        "calendars" | "sla-policies" | "sla-timers" => "slas",
+        "events" => "events",
+        "audit-events" => "audit",
+        "alerts" => "alerts",
+        "me" | "auth" => return None,
+        // Users, groups, routing rules, API tokens, and whatever is added later: a token
+        // needs the directory scope until the table above names the new family.
+        _ => "directory",
+    })
+}
+
+/// The scope a request needs: reads (`GET`, `HEAD`) need `family:read`, anything else
+/// `family:write`; `None` when it needs none.
+pub fn required(method: &str, path: &str) -> Option<String> {
+    let family = family(path)?;
+    let access = if matches!(method, "GET" | "HEAD") {
+        "read"
+    } else {
+        "write"
+    };
+    Some(format!("{family}:{access}"))
+}
+
+/// Whether `scopes` admit a request needing `needed`; `write` implies `read` of its family.
+pub fn admits(scopes: &[String], needed: &str) -> bool {
+    scopes.iter().any(|held| {
+        held == needed
+            || needed
+                .strip_suffix(":read")
+                .is_some_and(|family| held.strip_suffix(":write") == Some(family))
+    })
+}
+
+/// A token's scopes: known names, at least one.
+pub fn validate(scopes: &[String]) -> Result<(), DomainError> {
+    if scopes.is_empty() {
+        return Err(DomainError::invalid(
+            "scopes",
+            "must list at least one scope, or be omitted for all the role allows",
+        ));
+    }
+    let unknown: Vec<FieldError> = scopes
+        .iter()
+        .filter(|s| !SCOPES.contains(&s.as_str()))
+        .map(|s| {
+            FieldError::new(
+                "scopes",
+                format!("unknown scope {s}; known: {}", SCOPES.join(", ")),
+            )
+        })
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(DomainError::Invalid(unknown))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_route_family_needs_its_scope() {
+        assert_eq!(
+            required("GET", "/api/v1/incidents/INC1").as_deref(),
+            Some("incidents:read")
+        );
+        assert_eq!(
+            required("POST", "/api/v1/incidents").as_deref(),
+            Some("incidents:write")
+        );
+        assert_eq!(
+            required("GET", "/api/v1/known-errors").as_deref(),
+            Some("problems:read")
+        );
+        assert_eq!(
+            required("POST", "/api/v1/configuration-items/reconcile").as_deref(),
+            Some("cmdb:write")
+        );
+        assert_eq!(
+            required("GET", "/api/v1/users").as_deref(),
+            Some("directory:read")
+        );
+        assert_eq!(required("GET", "/api/v1/me"), None);
+    }
+
+    #[test]
+    fn write_implies_read_of_its_family_only() {
+        let scopes = vec!["cmdb:write".to_owned(), "events:read".to_owned()];
+        assert!(admits(&scopes, "cmdb:read"));
+        assert!(admits(&scopes, "cmdb:write"));
+        assert!(admits(&scopes, "events:read"));
+        assert!(!admits(&scopes, "events:write"));
+        assert!(!admits(&scopes, "incidents:read"));
+    }
+
+    #[test]
+    fn unknown_or_no_scopes_are_refused() {
+        assert!(validate(&["incidents:read".into()]).is_ok());
+        assert!(validate(&[]).is_err());
+        assert!(validate(&["incidents:delete".into()]).is_err());
+    }
+}
