@@ -219,7 +219,7 @@ pub async fn add_note<T: TicketApi>(
                 ticket.id(),
                 visibility,
                 &body.body,
-                &T::KIND.event("note_added"),
+                T::KIND.event(domain::ticket::TicketEvent::NoteAdded),
             )?)
         })
         .await?;

@@ -446,6 +446,9 @@ impl Ticket for Incident {
     fn search_text(&self) -> String {
         format!("{}\n{}", self.title, self.description)
     }
+    fn search_text_changed(&self, after: &Incident) -> bool {
+        self.title != after.title || self.description != after.description
+    }
 
     fn changes_to(&self, after: &Incident) -> crate::Changes {
         let mut changes = crate::Changes::new();

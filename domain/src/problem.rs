@@ -329,6 +329,12 @@ impl Ticket for Problem {
         }
         text
     }
+    fn search_text_changed(&self, after: &Problem) -> bool {
+        self.title != after.title
+            || self.description != after.description
+            || self.root_cause != after.root_cause
+            || self.workaround != after.workaround
+    }
 
     fn changes_to(&self, after: &Problem) -> Changes {
         let mut changes = Changes::new();

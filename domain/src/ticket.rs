@@ -63,10 +63,44 @@ impl TicketKind {
         }
     }
 
-    /// The type of one of its events: `incident.created`, `problem.state_changed`...
-    pub fn event(self, what: &str) -> String {
-        format!("{}.{what}", self.as_str())
+    /// The type of one of its standard events: `incident.created`, `problem.state_changed`...
+    /// (static text: events are written on every change).
+    pub fn event(self, event: TicketEvent) -> &'static str {
+        macro_rules! names {
+            ($($kind:ident => $prefix:literal),+) => {
+                match (self, event) {
+                    $(
+                        (TicketKind::$kind, TicketEvent::Created) => concat!($prefix, ".created"),
+                        (TicketKind::$kind, TicketEvent::Updated) => concat!($prefix, ".updated"),
+                        (TicketKind::$kind, TicketEvent::StateChanged) => {
+                            concat!($prefix, ".state_changed")
+                        }
+                        (TicketKind::$kind, TicketEvent::Assigned) => concat!($prefix, ".assigned"),
+                        (TicketKind::$kind, TicketEvent::NoteAdded) => {
+                            concat!($prefix, ".note_added")
+                        }
+                    )+
+                }
+            };
+        }
+        names!(
+            Incident => "incident",
+            Problem => "problem",
+            Change => "change",
+            Request => "request",
+            Task => "task"
+        )
     }
+}
+
+/// The events every ticket type raises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketEvent {
+    Created,
+    Updated,
+    StateChanged,
+    Assigned,
+    NoteAdded,
 }
 
 /// What an applied action means for the record of it.
@@ -162,6 +196,9 @@ pub trait Ticket: Lifecycle + Clone + Serialize + Send + 'static {
     fn is_final(&self) -> bool;
     /// The text its words are indexed from.
     fn search_text(&self) -> String;
+    /// Whether `after` has other words to index than `self` (compared field by field, so a
+    /// save that changes no text builds none).
+    fn search_text_changed(&self, after: &Self) -> bool;
     /// The fields that differ between `self` (before) and `after`, for the audit trail.
     fn changes_to(&self, after: &Self) -> Changes;
     /// Sets what storage decides: the id and number of a new ticket, and after each save the
@@ -268,6 +305,20 @@ mod tests {
         assert!(!TicketKind::Incident.is_number("INC"));
         assert!(!TicketKind::Problem.is_number("INC0000042"));
         assert!(!TicketKind::Incident.is_number("01a2-uuid"));
+    }
+
+    #[test]
+    fn standard_event_names_are_kind_dot_event() {
+        for kind in TicketKind::ALL {
+            assert_eq!(
+                kind.event(TicketEvent::StateChanged),
+                format!("{kind}.state_changed")
+            );
+            assert_eq!(
+                kind.event(TicketEvent::NoteAdded),
+                format!("{kind}.note_added")
+            );
+        }
     }
 
     #[test]

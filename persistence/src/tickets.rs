@@ -6,7 +6,7 @@
 
 use chrono::NaiveDateTime;
 use domain::search::search_terms;
-use domain::ticket::{Stamp, Ticket, TicketKind};
+use domain::ticket::{Stamp, Ticket, TicketEvent, TicketKind};
 use serde_json::json;
 
 use crate::audit::{self, Mutation};
@@ -69,7 +69,9 @@ pub(crate) fn record_created<T: Ticket>(
     ticket: &T,
 ) -> Result<(), StoreError> {
     let kind = T::KIND;
-    index_words(conn, kind, ticket.number(), None, &ticket.search_text())?;
+    if matches!(conn, DbConnection::Sqlite(_)) {
+        index_words(conn, kind, ticket.number(), None, &ticket.search_text())?;
+    }
     if !ticket.external_refs().is_empty() {
         external_refs::replace(conn, kind.as_str(), ticket.id(), ticket.external_refs())?;
     }
@@ -83,7 +85,7 @@ pub(crate) fn record_created<T: Ticket>(
             entity_id: ticket.id(),
             action: "create",
             changes: domain::Changes::created(ticket).into_value(),
-            event_type: &kind.event("created"),
+            event_type: kind.event(TicketEvent::Created),
             event_data: json!(ticket),
         },
     )?;
@@ -91,7 +93,7 @@ pub(crate) fn record_created<T: Ticket>(
         let data = json!(ticket);
         journal::add_event(
             ctx,
-            &kind.event("assigned"),
+            kind.event(TicketEvent::Assigned),
             kind.as_str(),
             ticket.id(),
             &data,
@@ -218,8 +220,8 @@ pub fn save<T: TicketTable>(
         });
     }
     let kind = T::KIND;
-    let (old_text, new_text) = (before.search_text(), after.search_text());
-    if old_text != new_text {
+    if matches!(conn, DbConnection::Sqlite(_)) && before.search_text_changed(after) {
+        let (old_text, new_text) = (before.search_text(), after.search_text());
         index_words(conn, kind, before.number(), Some(&old_text), &new_text)?;
     }
     if before.external_refs() != after.external_refs() {
@@ -238,9 +240,9 @@ pub fn save<T: TicketTable>(
     });
     let data = json!(saved);
     let main_event = if before.state_name() != saved.state_name() {
-        "state_changed"
+        TicketEvent::StateChanged
     } else {
-        "updated"
+        TicketEvent::Updated
     };
     audit::record(
         ctx,
@@ -249,7 +251,7 @@ pub fn save<T: TicketTable>(
             entity_id: saved.id(),
             action: change.action,
             changes: changes.into_value(),
-            event_type: &kind.event(main_event),
+            event_type: kind.event(main_event),
             event_data: data.clone(),
         },
     )?;
@@ -258,7 +260,7 @@ pub fn save<T: TicketTable>(
     {
         journal::add_event(
             ctx,
-            &kind.event("assigned"),
+            kind.event(TicketEvent::Assigned),
             kind.as_str(),
             saved.id(),
             &data,
