@@ -32,7 +32,7 @@ use crate::tickets::{
     self, access, body, enum_filter, respond, shown_to, Access, CreateNote, ListOrder, TicketApi,
     TicketCaller,
 };
-use crate::usecases::incidents::{self as usecase, IncidentPatch};
+use crate::usecases::incidents::{self as usecase, relation_without_parent, IncidentPatch};
 
 /// An incident with the actions the caller may take now.
 #[derive(Debug, Serialize, ToSchema)]
@@ -80,15 +80,6 @@ impl TicketApi for Incident {
             parent_final,
             ..relation_without_parent(access, caller, incident)
         })
-    }
-}
-
-/// The caller's relation to an incident, as if it had no parent (or an open one).
-fn relation_without_parent(access: Access, caller: &Caller, incident: &Incident) -> Relation {
-    Relation {
-        is_agent: access == Access::Staff,
-        is_caller: incident.caller == caller.id,
-        parent_final: false,
     }
 }
 

@@ -30,6 +30,7 @@ use crate::state::AppState;
 use crate::tickets::{
     self, access, enum_filter, respond, Access, CreateNote, ListOrder, TicketApi, TicketCaller,
 };
+use crate::usecases::incidents::relation_without_parent;
 use crate::usecases::problems::{self as usecase, FromIncident, ProblemPatch};
 
 /// A problem with the actions the caller may take now.
@@ -516,11 +517,7 @@ fn incident_bodies(caller: &Caller, incidents: Vec<Incident>) -> Vec<tickets::Bo
     incidents
         .into_iter()
         .map(|incident| {
-            let relation = domain::incident::Relation {
-                is_agent: true,
-                is_caller: incident.caller == caller.id,
-                parent_final: false,
-            };
+            let relation = relation_without_parent(Access::Staff, caller, &incident);
             tickets::body(incident, Access::Staff, relation)
         })
         .collect()

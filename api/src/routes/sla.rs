@@ -7,7 +7,7 @@ use domain::sla::{
     CalendarDefinition, CalendarRecord, HolidaySpec, HoursSpec, PolicyDefinition, PolicyRecord,
 };
 use domain::FieldError;
-use persistence::{cmdb, groups, sla, DbConnection, StoreError};
+use persistence::{groups, sla, DbConnection, StoreError};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use validator::{Validate, ValidationErrors};
@@ -18,6 +18,7 @@ use crate::error::{not_found_as, ApiError, ApiResult};
 use crate::json_body::ValidJson;
 use crate::listing::{Page, QueryParams};
 use crate::state::AppState;
+use crate::usecases::business_service_error;
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -230,18 +231,7 @@ fn checked_policy(conn: &mut DbConnection, body: PolicyBody) -> ApiResult<Policy
         }
     }
     if let Some(service) = &policy.applies_to.service {
-        match cmdb::items::get(conn, service) {
-            Ok(item) if cmdb::classes::all(conn)?.is_a(&item.class, "business_service") => {}
-            Ok(item) => errors.push(FieldError::new(
-                "applies_to.service",
-                format!("{} is a {}, not a business_service", item.name, item.class),
-            )),
-            Err(StoreError::NotFound) => errors.push(FieldError::new(
-                "applies_to.service",
-                "no such configuration item",
-            )),
-            Err(other) => return Err(other.into()),
-        }
+        errors.extend(business_service_error(conn, service, "applies_to.service")?);
     }
     if errors.is_empty() {
         Ok(policy)

@@ -19,6 +19,19 @@ use crate::error::{unknown_reference, ApiError, ApiResult};
 use crate::state::AppState;
 use crate::tickets::{check_not_final, related, visible, Access};
 
+/// The caller's relation to an incident, as if it had no parent (or an open one).
+pub(crate) fn relation_without_parent(
+    access: Access,
+    caller: &Caller,
+    incident: &Incident,
+) -> Relation {
+    Relation {
+        is_agent: access == Access::Staff,
+        is_caller: incident.caller == caller.id,
+        parent_final: false,
+    }
+}
+
 /// The references of an incident that must exist.
 #[derive(Debug, Clone, Copy)]
 pub struct References<'a> {

@@ -79,24 +79,31 @@ pub(crate) fn check_cmdb_links(
         }
     }
     if let Some(service) = service.filter(|s| before.is_none_or(|(_, old)| old != Some(*s))) {
-        match cmdb::items::get(conn, service) {
-            Ok(item) => {
-                if !cmdb::classes::all(conn)?.is_a(&item.class, "business_service") {
-                    errors.push(FieldError::new(
-                        "service",
-                        format!("{} is a {}, not a business_service", item.name, item.class),
-                    ));
-                }
-            }
-            Err(persistence::StoreError::NotFound) => {
-                errors.push(FieldError::new("service", "no such configuration item"))
-            }
-            Err(other) => return Err(other.into()),
-        }
+        errors.extend(business_service_error(conn, service, "service")?);
     }
     if errors.is_empty() {
         Ok(())
     } else {
         Err(ApiError::from_field_errors(errors))
+    }
+}
+
+/// Why `id` cannot be a business service (`None` when it can): no such item, or an item of
+/// another class.
+pub(crate) fn business_service_error(
+    conn: &mut DbConnection,
+    id: &str,
+    field: &str,
+) -> ApiResult<Option<FieldError>> {
+    match cmdb::items::get(conn, id) {
+        Ok(item) if cmdb::classes::all(conn)?.is_a(&item.class, "business_service") => Ok(None),
+        Ok(item) => Ok(Some(FieldError::new(
+            field,
+            format!("{} is a {}, not a business_service", item.name, item.class),
+        ))),
+        Err(persistence::StoreError::NotFound) => {
+            Ok(Some(FieldError::new(field, "no such configuration item")))
+        }
+        Err(other) => Err(other.into()),
     }
 }
