@@ -68,6 +68,8 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
             config.database.read_pool_size,
         )),
         token_uses: auth::TokenUses::default(),
+        clock: config.clock.clone(),
+        sla_rules: crate::recent::RecentReads::new(std::time::Duration::from_secs(1), 1),
     }))
 }
 
@@ -126,6 +128,10 @@ pub struct Running {
 pub async fn start(config: Config) -> Result<Running, String> {
     let state = prepare(&config).await?;
     crate::jobs::spawn(state.clone(), &config);
+    crate::jobs::spawn_sla_worker(
+        state.clone(),
+        std::time::Duration::from_millis(config.sla_interval_ms),
+    );
     let body_limit = web::Data::new(BodyLimit(config.max_body_bytes));
     let cors_origins = config.cors_origins.clone();
     let signal_state = state.clone();

@@ -174,6 +174,8 @@ pub struct Caller {
     pub kind: CallerKind,
     /// The access token's id and expiry (unix seconds), for logout; `None` for API tokens.
     pub session: Option<(String, i64)>,
+    /// When the request was authenticated, by the service's clock: the time its writes record.
+    pub at: chrono::NaiveDateTime,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,7 +199,8 @@ impl Caller {
             actor_id: Some(self.id.clone()),
             actor_name: self.name.clone(),
             request_id: request_context::current_request_id(),
-            at: persistence::now_utc(),
+            at: self.at,
+            sla: None,
         }
     }
 
@@ -271,6 +274,7 @@ pub async fn authenticate(req: &HttpRequest) -> ApiResult<Caller> {
             roles: vec![unrevoked.role],
             kind: CallerKind::ApiToken,
             session: None,
+            at: state.clock.now(),
         });
     }
     let claims = state
@@ -319,6 +323,7 @@ pub async fn authenticate(req: &HttpRequest) -> ApiResult<Caller> {
         roles: access.roles,
         kind: CallerKind::User,
         session: Some((claims.jti, claims.exp)),
+        at: state.clock.now(),
     })
 }
 

@@ -46,6 +46,11 @@ pub struct Config {
     pub rate_limit_per_credential: Option<u32>,
     pub rate_limit_per_address: Option<u32>,
     pub rate_limit_window_seconds: u64,
+    /// `ITSM_SLA_INTERVAL_MS`: how often the SLA worker looks for warnings and breaches that
+    /// fell due, default 500.
+    pub sla_interval_ms: u64,
+    /// Where the service reads the time: the system clock; tests set their own.
+    pub clock: persistence::Clock,
 }
 
 // Secrets stay out of logs: Debug shows only whether they are set.
@@ -100,6 +105,8 @@ impl Default for Config {
             rate_limit_per_credential: None,
             rate_limit_per_address: None,
             rate_limit_window_seconds: 60,
+            sla_interval_ms: 500,
+            clock: persistence::Clock::system(),
         }
     }
 }
@@ -199,6 +206,12 @@ impl Config {
                 defaults.rate_limit_window_seconds,
                 1..=86_400,
             )?,
+            sla_interval_ms: number(
+                "ITSM_SLA_INTERVAL_MS",
+                defaults.sla_interval_ms,
+                10..=60_000,
+            )?,
+            clock: persistence::Clock::system(),
         })
     }
 }

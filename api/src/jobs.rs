@@ -58,10 +58,67 @@ pub fn spawn(state: web::Data<AppState>, config: &Config) {
     });
 }
 
+/// Timers the SLA worker looks at per round; a full round is followed by another at once.
+const SLA_BATCH: i64 = 500;
+
+/// The SLA worker: every `interval` it announces the warnings and breaches that fell due
+/// (`sla.warning`, `sla.breached`, and the policy's escalations), each once. A timer is claimed
+/// by a version-checked write, so several nodes may run it at once; what fell due while no node
+/// ran is announced by the first round after start.
+pub fn spawn_sla_worker(state: web::Data<AppState>, interval: Duration) {
+    actix_web::rt::spawn(async move {
+        let mut ticks = actix_web::rt::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if state.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            loop {
+                match announce_due_timers(&state).await {
+                    Ok(seen) if seen == SLA_BATCH as usize => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        log::warn!("SLA worker round failed: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// One round of the SLA worker: the timers due by now, each settled in its own unit of work
+/// (all sent at once, so the write path batches them). The number of timers looked at.
+pub async fn announce_due_timers(state: &AppState) -> ApiResult<usize> {
+    let rules = state.sla_rules().await?;
+    let now = state.clock.now();
+    let due = state
+        .db
+        .read(move |conn| persistence::sla_timers::due(conn, now, SLA_BATCH))
+        .await?;
+    let seen = due.len();
+    let rounds = due.into_iter().map(|(id, version)| {
+        let mut ctx = persistence::WriteContext::system("sla");
+        ctx.at = now;
+        ctx.sla = Some(rules.clone());
+        state
+            .db
+            .write(move |conn| persistence::sla_timers::fire(conn, &ctx, &id, version))
+    });
+    for result in futures_util::future::join_all(rounds).await {
+        match result {
+            Ok(_) | Err(persistence::StoreError::VersionMismatch { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(seen)
+}
+
 /// Closes incidents resolved longer ago than `after`. Each closure is its own unit of work and
 /// is skipped when the incident changed meanwhile.
 pub async fn auto_close(state: &AppState, after: chrono::TimeDelta) -> ApiResult<usize> {
-    let cutoff = persistence::now_utc() - after;
+    let cutoff = state.clock.now() - after;
     let due = state
         .db
         .read(move |conn| incidents::resolved_before(conn, cutoff, 200))

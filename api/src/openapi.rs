@@ -8,7 +8,7 @@ use crate::routes::cmdb::{
     tickets as ci_tickets,
 };
 use crate::routes::{
-    assignment_rules, auth, feed, groups, health, incidents, problems, sla, users,
+    assignment_rules, auth, feed, groups, health, incidents, problems, sla, sla_timers, users,
 };
 
 #[derive(OpenApi)]
@@ -30,13 +30,14 @@ use crate::routes::{
         groups::list_members, groups::add_member, groups::remove_member,
         feed::list_audit_events, feed::list_events,
         incidents::create_incident, incidents::list_incidents, incidents::get_incident, incidents::update_incident,
-        incidents::transition_incident, incidents::add_note, incidents::list_notes, incidents::history,
+        incidents::transition_incident, incidents::add_note, incidents::list_notes, incidents::history, incidents::slas,
         problems::create_problem, problems::list_problems, problems::get_problem, problems::update_problem,
         problems::transition_problem, problems::link_incidents, problems::list_linked_incidents,
-        problems::unlink_incident, problems::add_note, problems::list_notes, problems::history,
+        problems::unlink_incident, problems::add_note, problems::list_notes, problems::history, problems::slas,
         problems::create_from_incident, problems::search_known_errors, problems::matching_known_errors,
         sla::create_calendar, sla::list_calendars, sla::get_calendar, sla::replace_calendar, sla::delete_calendar,
         sla::create_policy, sla::list_policies, sla::get_policy, sla::replace_policy, sla::delete_policy,
+        sla_timers::list_timers, sla_timers::get_timer, sla_timers::timeline, sla_timers::recalculate,
         assignment_rules::create_rule, assignment_rules::list_rules, assignment_rules::get_rule,
         assignment_rules::replace_rule, assignment_rules::delete_rule,
         ci_classes::create_class, ci_classes::list_classes, ci_classes::get_class, ci_classes::update_class,
@@ -54,7 +55,7 @@ use crate::routes::{
         (name = "users", description = "People and service accounts"),
         (name = "groups", description = "Assignment groups (teams)"),
         (name = "incidents", description = "Incident management: lifecycle, assignment, notes, history"),
-        (name = "service-levels", description = "Business calendars and SLA policies"),
+        (name = "service-levels", description = "Business calendars, SLA policies, and the timers they set on tickets"),
         (name = "problems", description = "Problem management: root causes, linked incidents, the known-error database"),
         (name = "cmdb", description = "Configuration management: CI classes, items, relationships, impact analysis, reconciliation"),
         (name = "audit", description = "Who changed what"),

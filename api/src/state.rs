@@ -6,10 +6,11 @@ use std::sync::Arc;
 use domain::incident::Incident;
 use domain::problem::Problem;
 use domain::routing::AssignmentRule;
+use domain::sla_timers::SlaRules;
 use domain::ApiToken;
-use persistence::{Database, Lookups, ServeLock};
+use persistence::{Database, Lookups, ServeLock, WriteContext};
 
-use crate::auth::{TokenKeys, UserAccess};
+use crate::auth::{Caller, TokenKeys, UserAccess};
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::RouteTable;
 use crate::recent::RecentReads;
@@ -36,6 +37,10 @@ pub struct AppState {
     /// connections at most and other reads keep the rest.
     pub searches: tokio::sync::Semaphore,
     pub token_uses: crate::auth::TokenUses,
+    /// Where the time comes from (the system clock but in tests).
+    pub clock: persistence::Clock,
+    /// The SLA policies in force, for the writes of tickets.
+    pub sla_rules: RecentReads<(), Arc<SlaRules>>,
 }
 
 /// How long a word search waits for a slot before 503.
@@ -52,6 +57,24 @@ impl AppState {
                 "too many searches at once; retry shortly".into(),
             )),
         }
+    }
+
+    /// The SLA policies in force and their calendars' current versions, read at most once a
+    /// second (and at once after a change made here).
+    pub async fn sla_rules(&self) -> ApiResult<Arc<SlaRules>> {
+        self.sla_rules
+            .get_or_read(&(), || async {
+                let rules = self.db.read(persistence::sla::rules).await?;
+                Ok::<_, ApiError>(Arc::new(rules))
+            })
+            .await
+    }
+
+    /// The write context of a ticket write: the caller, and the SLA policies its timers follow.
+    pub async fn ticket_context(&self, caller: &Caller) -> ApiResult<WriteContext> {
+        let mut ctx = caller.write_context();
+        ctx.sla = Some(self.sla_rules().await?);
+        Ok(ctx)
     }
 
     /// The number of search slots for `read_connections`.

@@ -263,6 +263,37 @@ pub async fn list_notes<T: TicketApi>(
     Ok(Page::from_slice(slice, |note| note.id.clone()).respond(req))
 }
 
+/// A ticket's SLA timers, read now, oldest first: whoever may see the ticket may see how its
+/// service levels stand.
+pub async fn timers<T: TicketApi>(
+    caller: Caller,
+    state: &AppState,
+    req: &HttpRequest,
+    id: String,
+) -> ApiResult<HttpResponse> {
+    let access = access::<T>(&caller)?;
+    QueryParams::parse(req, &[])?;
+    let rules = state.sla_rules().await?;
+    let now = state.clock.now().and_utc();
+    let timers = state
+        .db
+        .read(move |conn| -> ApiResult<_> {
+            let ticket = visible::<T>(conn, &id, access, &caller)?;
+            Ok(persistence::sla_timers::of_ticket(
+                conn,
+                Some(&rules),
+                ticket.id(),
+                now,
+            )?)
+        })
+        .await?;
+    Ok(Page {
+        items: timers,
+        next_cursor: None,
+    }
+    .respond(req))
+}
+
 /// A ticket's audit trail, newest first. Requesters see neither work notes, nor the type's
 /// internal actions, nor its internal fields, nor who on the staff acted (an entry they did not
 /// make themselves names the service desk).

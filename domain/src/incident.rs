@@ -435,6 +435,23 @@ impl Ticket for Incident {
     // Major declarations concern staff only.
     const INTERNAL_ACTIONS: &'static [&'static str] = &["declare_major"];
 
+    fn sla_view(&self) -> Option<crate::sla_timers::SlaView<'_>> {
+        Some(crate::sla_timers::SlaView {
+            facts: crate::sla::TicketFacts {
+                ticket_type: TicketKind::Incident,
+                priority: self.priority,
+                category: self.category.as_deref(),
+                service: self.service.as_deref(),
+                assignment_group: self.assignment_group.as_deref(),
+            },
+            state: self.state.as_str(),
+            on_hold_reason: self.on_hold_reason.map(OnHoldReason::as_str),
+            responded: self.first_response_at.is_some(),
+            resolved: self.resolved_at.is_some(),
+            canceled: self.state == IncidentState::Canceled,
+        })
+    }
+
     core_fields!();
 
     fn requester(&self) -> Option<&str> {

@@ -20,6 +20,7 @@ pub mod routing;
 pub mod scopes;
 pub mod search;
 pub mod sla;
+pub mod sla_timers;
 pub mod throttle;
 pub mod ticket;
 

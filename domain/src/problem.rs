@@ -320,6 +320,23 @@ impl Ticket for Problem {
     fn priority(&self) -> Option<Priority> {
         Some(self.priority)
     }
+    /// A problem is responded to once it is assessed, and resolved when its fix is in.
+    fn sla_view(&self) -> Option<crate::sla_timers::SlaView<'_>> {
+        Some(crate::sla_timers::SlaView {
+            facts: crate::sla::TicketFacts {
+                ticket_type: TicketKind::Problem,
+                priority: self.priority,
+                category: self.category.as_deref(),
+                service: self.service.as_deref(),
+                assignment_group: self.assignment_group.as_deref(),
+            },
+            state: self.state.as_str(),
+            on_hold_reason: None,
+            responded: self.state != ProblemState::New,
+            resolved: self.resolved_at.is_some(),
+            canceled: self.state == ProblemState::Canceled,
+        })
+    }
     /// A known error is found by its symptoms and by what is known of it.
     fn search_text(&self) -> String {
         let mut text = format!("{}\n{}", self.title, self.description);

@@ -80,7 +80,7 @@ pub struct Reading {
 }
 
 /// The share of the target at which a timer warns.
-fn warning_seconds(target: i64, warning_percent: u8) -> i64 {
+pub(crate) fn warning_seconds(target: i64, warning_percent: u8) -> i64 {
     target * i64::from(warning_percent.min(100)) / 100
 }
 
@@ -169,7 +169,10 @@ pub fn read_clock(
         };
     }
     reading.remaining_seconds = reading.target_seconds - reading.elapsed_seconds;
-    reading.due_at = match (reading.breached_at, running && !ended) {
+    // An achieved timer keeps the due time it had when it stopped; a paused or canceled one
+    // has none.
+    let counts_down = (running && !ended) || reading.state == TimerState::Achieved;
+    reading.due_at = match (reading.breached_at, counts_down) {
         (Some(at), _) => Some(at),
         (None, true) => calendar.add_business_seconds(position, reading.remaining_seconds),
         (None, false) => None,
@@ -356,6 +359,36 @@ pub struct AppliesTo {
     pub assignment_group: Option<String>,
 }
 
+string_enum!(
+    /// A point in a timer's life at which a policy may escalate.
+    Threshold { Warning => "warning", Breach => "breach" }
+);
+
+string_enum!(
+    /// What an escalation does: tell a group (an `sla.escalated` event naming it), or hand
+    /// the ticket to the group.
+    EscalationAction { Notify => "notify", Reassign => "reassign" }
+);
+
+/// What happens when a timer of the policy warns or breaches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Escalation {
+    pub threshold: Threshold,
+    /// Only timers of this metric; unset: both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<SlaMetric>,
+    pub action: EscalationAction,
+    /// The group to notify or reassign to.
+    pub group: String,
+}
+
+impl Escalation {
+    pub fn concerns(&self, threshold: Threshold, metric: SlaMetric) -> bool {
+        self.threshold == threshold && self.metric.is_none_or(|m| m == metric)
+    }
+}
+
 /// A business-time goal for tickets of one priority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -393,6 +426,9 @@ pub struct PolicyDefinition {
     /// When a ticket's timers pause. Defaults for incidents to `on_hold` awaiting the caller or
     /// a vendor (never awaiting a change or a problem); for problems, never.
     pub pause_on: Option<Vec<PauseCondition>>,
+    /// What to do at a warning or a breach, beyond the `sla.warning` and `sla.breached` events.
+    #[serde(default)]
+    pub escalations: Vec<Escalation>,
 }
 
 fn default_warning_percent() -> u8 {
@@ -400,7 +436,7 @@ fn default_warning_percent() -> u8 {
 }
 
 /// What a policy is matched against.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TicketFacts<'a> {
     pub ticket_type: TicketKind,
     pub priority: Priority,
@@ -625,6 +661,7 @@ mod tests {
         assert_eq!(done.paused_seconds, 65 * HOUR + HOUR / 2);
         assert_eq!(done.warned_at, None);
         assert_eq!(done.stopped_at, Some(at(tz, "2026-11-30 15:00")));
+        assert_eq!(done.due_at, Some(at(tz, "2026-12-01 09:30")));
         assert_adds_up(&done, at(tz, "2026-11-30 15:00"));
     }
 
@@ -794,6 +831,7 @@ mod tests {
                 },
             ],
             pause_on: None,
+            escalations: Vec::new(),
         }
     }
 

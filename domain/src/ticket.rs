@@ -204,6 +204,12 @@ pub trait Ticket: Lifecycle + Clone + Serialize + Send + 'static {
     /// Sets what storage decides: the id and number of a new ticket, and after each save the
     /// time and the version.
     fn stamp(&mut self, stamp: Stamp);
+    /// Hands the ticket to `group`, with nobody in it working it yet (an SLA escalation).
+    fn hand_to_group(&mut self, group: String);
+    /// What its service levels depend on; `None` for types without service levels.
+    fn sla_view(&self) -> Option<crate::sla_timers::SlaView<'_>> {
+        None
+    }
 }
 
 /// The [`Ticket`] methods that read the fields every ticket type has under the same names
@@ -253,6 +259,10 @@ macro_rules! core_fields {
             }
             self.updated_at = stamp.updated_at;
             self.version = stamp.version;
+        }
+        fn hand_to_group(&mut self, group: String) {
+            self.assignment_group = Some(group);
+            self.assignee = None;
         }
     };
 }

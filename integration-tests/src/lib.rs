@@ -34,6 +34,8 @@ pub struct TestApp {
     pub backend: Backend,
     /// The service's database, for tests that look beneath the API (query plans).
     pub database: persistence::DatabaseConfig,
+    /// The service's clock: the system clock unless the test's configuration set a manual one.
+    pub clock: persistence::Clock,
     server: Option<Spawned>,
     scratch: Option<ScratchDatabase>,
 }
@@ -139,7 +141,32 @@ impl TestApp {
             config.database.read_pool_size = 4;
         }
         adjust(&mut config);
+        Self::start(config, backend, Some(scratch)).await
+    }
+
+    /// A second node serving this one's database, with the same clock: for tests of what
+    /// several nodes do at once.
+    pub async fn spawn_beside(&self) -> TestApp {
+        let mut config = Config {
+            bind: "127.0.0.1:0".into(),
+            workers: Some(2),
+            clock: self.clock.clone(),
+            database: self.database.clone(),
+            ..Config::default()
+        };
+        config.sla_interval_ms = 50;
+        Self::start(config, self.backend, None)
+            .await
+            .expect("a second node")
+    }
+
+    async fn start(
+        config: Config,
+        backend: Backend,
+        scratch: Option<ScratchDatabase>,
+    ) -> Option<TestApp> {
         let database = config.database.clone();
+        let clock = config.clock.clone();
         let server = tokio::task::spawn_blocking(move || app::spawn(config))
             .await
             .expect("the server start task panicked")
@@ -155,8 +182,9 @@ impl TestApp {
             admin_token: String::new(),
             backend,
             database,
+            clock,
             server: Some(server),
-            scratch: Some(scratch),
+            scratch,
         };
         app.admin_token = app.token_for("admin", ADMIN_PASSWORD).await;
         Some(app)

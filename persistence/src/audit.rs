@@ -16,6 +16,9 @@ pub struct WriteContext {
     pub actor_name: String,
     pub request_id: Option<String>,
     pub at: NaiveDateTime,
+    /// The SLA policies in force, for writes of tickets; `None` or empty: tickets get no
+    /// timers and their timers are not looked at.
+    pub sla: Option<std::sync::Arc<domain::sla_timers::SlaRules>>,
 }
 
 impl WriteContext {
@@ -25,6 +28,7 @@ impl WriteContext {
             actor_name: format!("system:{reason}"),
             request_id: None,
             at: crate::now_utc(),
+            sla: None,
         }
     }
 }
@@ -59,8 +63,9 @@ pub struct AuditEntry {
 }
 
 /// Records `mutation` in the audit trail and the outbox, in the open write transaction.
-pub fn record(ctx: &WriteContext, mutation: Mutation<'_>) -> Result<(), StoreError> {
-    journal::add_audit_entry(
+/// Records the audit entry and the event of a mutation; the audit entry's id.
+pub fn record(ctx: &WriteContext, mutation: Mutation<'_>) -> Result<String, StoreError> {
+    let audit_entry_id = journal::add_audit_entry(
         ctx,
         mutation.entity_type,
         mutation.entity_id,
@@ -73,7 +78,8 @@ pub fn record(ctx: &WriteContext, mutation: Mutation<'_>) -> Result<(), StoreErr
         mutation.entity_type,
         mutation.entity_id,
         &mutation.event_data,
-    )
+    )?;
+    Ok(audit_entry_id)
 }
 
 #[derive(Debug, Default, Clone)]

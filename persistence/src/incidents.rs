@@ -321,6 +321,10 @@ pub struct IncidentFilter {
     pub updated_after: Option<NaiveDateTime>,
     /// Words that must all appear in title or description.
     pub q: Option<String>,
+    /// Tickets with a timer that breached (`true`) or with none (`false`).
+    pub sla_breached: Option<bool>,
+    /// Tickets with a running timer due before this instant.
+    pub sla_due_before: Option<NaiveDateTime>,
 }
 
 /// The list query of a filter, a sort and a position, built for the backend connection the

@@ -130,9 +130,10 @@ pub(crate) fn add_audit_entry(
     entity_id: &str,
     action: &str,
     changes: &Value,
-) -> Result<(), StoreError> {
+) -> Result<String, StoreError> {
+    let id = crate::new_id();
     let entry = NewAuditEntry {
-        id: crate::new_id(),
+        id: id.clone(),
         at: ctx.at,
         actor_id: ctx.actor_id.clone(),
         actor_name: ctx.actor_name.clone(),
@@ -142,7 +143,8 @@ pub(crate) fn add_audit_entry(
         changes: changes.to_string(),
         request_id: ctx.request_id.clone(),
     };
-    with_journal(|journal| journal.audit.push(entry))
+    with_journal(|journal| journal.audit.push(entry))?;
+    Ok(id)
 }
 
 /// Queues an event (without an audit entry: for the further events of an audited change); its

@@ -45,6 +45,7 @@ pub mod problems;
 pub mod schema;
 pub mod settings;
 pub mod sla;
+pub mod sla_timers;
 pub mod ticket_items;
 pub mod tickets;
 pub mod users;
@@ -62,6 +63,49 @@ pub use lookups::Lookups;
 pub fn now_utc() -> chrono::NaiveDateTime {
     let now = chrono::Utc::now().naive_utc();
     chrono::DurationRound::duration_trunc(now, chrono::TimeDelta::microseconds(1)).unwrap_or(now)
+}
+
+/// Where the service reads the time: the system clock, or in tests a clock they set, so that a
+/// ticket can be driven across a weekend without sleeping. Nothing in the API can set it.
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    /// Microseconds since the epoch, when set by hand.
+    manual: Option<std::sync::Arc<std::sync::atomic::AtomicI64>>,
+}
+
+impl Clock {
+    pub fn system() -> Self {
+        Self::default()
+    }
+
+    /// A clock that stands at `at` until set or advanced.
+    pub fn manual(at: chrono::DateTime<chrono::Utc>) -> Self {
+        let clock = Self {
+            manual: Some(std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0))),
+        };
+        clock.set(at);
+        clock
+    }
+
+    /// Sets a manual clock; the system clock ignores it.
+    pub fn set(&self, at: chrono::DateTime<chrono::Utc>) {
+        if let Some(manual) = &self.manual {
+            manual.store(at.timestamp_micros(), std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Now, at the precision both backends store (see [`now_utc`]).
+    pub fn now(&self) -> chrono::NaiveDateTime {
+        match &self.manual {
+            None => now_utc(),
+            Some(manual) => {
+                let micros = manual.load(std::sync::atomic::Ordering::SeqCst);
+                chrono::DateTime::from_timestamp_micros(micros)
+                    .map(|at| at.naive_utc())
+                    .unwrap_or_else(now_utc)
+            }
+        }
+    }
 }
 
 /// A new opaque, time-ordered identifier (UUID v7 as text).

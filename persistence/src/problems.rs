@@ -265,6 +265,7 @@ pub fn record_link(
             }),
         },
     )
+    .map(|_| ())
 }
 
 #[derive(Debug, Default, Clone)]
@@ -283,6 +284,10 @@ pub struct ProblemFilter {
     pub created_before: Option<NaiveDateTime>,
     /// Words that must all appear in title, description, root cause or workaround.
     pub q: Option<String>,
+    /// Tickets with a timer that breached (`true`) or with none (`false`).
+    pub sla_breached: Option<bool>,
+    /// Tickets with a running timer due before this instant.
+    pub sla_due_before: Option<NaiveDateTime>,
 }
 
 /// The list query of a filter, a sort and a position, built for the backend connection the

@@ -345,3 +345,48 @@ diesel::table! {
         expires_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    sla_timers (id) {
+        id -> Text,
+        ticket_type -> Text,
+        ticket_id -> Text,
+        metric -> Text,
+        policy_id -> Text,
+        calendar_id -> Text,
+        calendar_version -> BigInt,
+        warning_percent -> Integer,
+        target_seconds -> BigInt,
+        state -> Text,
+        started_at -> Timestamp,
+        as_of -> Timestamp,
+        elapsed_seconds -> BigInt,
+        paused_seconds -> BigInt,
+        due_at -> Nullable<Timestamp>,
+        warned_at -> Nullable<Timestamp>,
+        breached_at -> Nullable<Timestamp>,
+        stopped_at -> Nullable<Timestamp>,
+        next_alarm_at -> Nullable<Timestamp>,
+        due_order -> Timestamp,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    sla_timer_lines (timer_id, position) {
+        timer_id -> Text,
+        position -> Integer,
+        at -> Timestamp,
+        kind -> Text,
+        reason -> Text,
+        target_seconds -> Nullable<BigInt>,
+        policy_id -> Nullable<Text>,
+        calendar_version -> BigInt,
+        audit_entry_id -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(sla_timer_lines -> sla_timers (timer_id));
+diesel::allow_tables_to_appear_in_same_query!(sla_timers, sla_timer_lines);
+diesel::allow_tables_to_appear_in_same_query!(incidents, sla_timers);
+diesel::allow_tables_to_appear_in_same_query!(problems, sla_timers);

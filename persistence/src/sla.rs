@@ -4,6 +4,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use domain::sla::{CalendarDefinition, CalendarRecord, PolicyDefinition, PolicyRecord};
+use domain::sla_timers::{CalendarVersion, PolicyEntry, SlaRules};
 use domain::Changes;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -72,6 +73,7 @@ fn record(
             event_data: data,
         },
     )
+    .map(|_| ())
 }
 
 fn past(action: &str) -> &str {
@@ -388,4 +390,31 @@ pub fn delete_policy(
         Changes::new(),
         json!({ "id": id, "name": policy.definition.name }),
     )
+}
+
+/// The SLA policies in force, with the current version of every calendar, parsed.
+pub fn rules(conn: &mut DbConnection) -> Result<SlaRules, StoreError> {
+    let policies = all_policies(conn)?
+        .into_iter()
+        .map(|p| PolicyEntry {
+            id: p.id,
+            definition: p.definition,
+        })
+        .collect();
+    let calendars = all_calendars(conn)?
+        .into_iter()
+        .map(|c| {
+            let calendar = c.definition.calendar().map_err(|e| {
+                StoreError::Database(diesel::result::Error::DeserializationError(
+                    format!("stored calendar {} is not valid: {e}", c.id).into(),
+                ))
+            })?;
+            Ok(CalendarVersion {
+                id: c.id,
+                version: c.version,
+                calendar: std::sync::Arc::new(calendar),
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(SlaRules::new(policies, calendars))
 }

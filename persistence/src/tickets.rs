@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::audit::{self, Mutation};
 use crate::conditions::{Key, RowAfter};
+use crate::sla_timers;
 use crate::{
     counters, external_refs, journal, ticket_items, utc, DbConnection, Lookups, Slice, StoreError,
     WriteContext,
@@ -78,7 +79,7 @@ pub(crate) fn record_created<T: Ticket>(
     if !ticket.configuration_items().is_empty() {
         ticket_items::replace(conn, kind, ticket.id(), ticket.configuration_items())?;
     }
-    audit::record(
+    let audit_entry_id = audit::record(
         ctx,
         Mutation {
             entity_type: kind.as_str(),
@@ -99,7 +100,7 @@ pub(crate) fn record_created<T: Ticket>(
             &data,
         )?;
     }
-    Ok(())
+    sla_timers::follow(conn, ctx, None, ticket, &audit_entry_id)
 }
 
 /// What a ticket row does not hold itself: its external references and its items.
@@ -244,7 +245,7 @@ pub fn save<T: TicketTable>(
     } else {
         TicketEvent::Updated
     };
-    audit::record(
+    let audit_entry_id = audit::record(
         ctx,
         Mutation {
             entity_type: kind.as_str(),
@@ -269,6 +270,7 @@ pub fn save<T: TicketTable>(
     for event in change.events {
         journal::add_event(ctx, event, kind.as_str(), saved.id(), &data)?;
     }
+    sla_timers::follow(conn, ctx, Some(before), &saved, &audit_entry_id)?;
     Ok(saved)
 }
 
@@ -426,6 +428,27 @@ macro_rules! shared_ticket_filters {
         }
         if let Some(service) = &filter.service {
             $query = $query.filter($table::service_id.eq(service.clone()));
+        }
+        if let Some(breached) = filter.sla_breached {
+            use $crate::schema::sla_timers as timers;
+            let breached_ids = timers::table
+                .filter(timers::breached_at.is_not_null())
+                .filter(timers::ticket_type.eq($kind.as_str()))
+                .select(timers::ticket_id);
+            $query = match breached {
+                true => $query.filter($table::id.eq_any(breached_ids)),
+                false => $query.filter(diesel::dsl::not($table::id.eq_any(breached_ids))),
+            };
+        }
+        if let Some(at) = filter.sla_due_before {
+            use $crate::schema::sla_timers as timers;
+            // The state as a literal, so that both planners use the partial index.
+            let due = timers::table
+                .filter(sql::<Bool>("sla_timers.state = 'running'"))
+                .filter(timers::due_at.lt(at))
+                .filter(timers::ticket_type.eq($kind.as_str()))
+                .select(timers::ticket_id);
+            $query = $query.filter($table::id.eq_any(due));
         }
         if let Some(at) = filter.created_after {
             $query = $query.filter($table::created_at.ge(at));

@@ -326,6 +326,8 @@ pub async fn create_incident(
         ("created_before" = Option<String>, Query, description = "RFC 3339, exclusive"),
         ("updated_after" = Option<String>, Query, description = "RFC 3339, inclusive"),
         ("q" = Option<String>, Query, description = "Words that must all appear in title or description"),
+        ("sla_breached" = Option<bool>, Query, description = "With a breached SLA timer (true) or none (false)"),
+        ("sla_due_before" = Option<String>, Query, description = "With a running SLA timer due before this instant (RFC 3339)"),
         ("sort" = Option<String>, Query, description = "created_at, updated_at or priority; prefix - for descending; default -created_at"),
         ("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query),
     ),
@@ -354,6 +356,8 @@ pub async fn list_incidents(
         "created_before",
         "updated_after",
         "q",
+        "sla_breached",
+        "sla_due_before",
         "sort",
     ];
     let params = QueryParams::parse(&req, &[&PAGE_PARAMS[..], &filters].concat())?;
@@ -373,6 +377,8 @@ pub async fn list_incidents(
         created_before: params.timestamp("created_before")?.map(|t| t.naive_utc()),
         updated_after: params.timestamp("updated_after")?.map(|t| t.naive_utc()),
         q: params.text("q", 200)?,
+        sla_breached: params.boolean("sla_breached")?,
+        sla_due_before: params.timestamp("sla_due_before")?.map(|t| t.naive_utc()),
     };
     if access == Access::Requester {
         let internal: Vec<&str> = [
@@ -601,6 +607,22 @@ pub async fn history(
     tickets::history::<Incident>(caller, &state, &req, id.into_inner()).await
 }
 
+/// The incident's SLA timers, read now: state, due time, elapsed, paused and remaining time.
+#[utoipa::path(
+    tag = "incidents", operation_id = "incident_slas",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Page<domain::sla_timers::TimerRecord>), (status = 404, body = crate::error::Problem)),
+)]
+#[get("/api/v1/incidents/{id}/slas")]
+pub async fn slas(
+    caller: Caller,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    tickets::timers::<Incident>(caller, &state, &req, id.into_inner()).await
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(create_incident)
         .service(list_incidents)
@@ -609,5 +631,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(transition_incident)
         .service(add_note)
         .service(list_notes)
-        .service(history);
+        .service(history)
+        .service(slas);
 }

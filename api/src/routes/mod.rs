@@ -9,6 +9,7 @@ pub mod health;
 pub mod incidents;
 pub mod problems;
 pub mod sla;
+pub mod sla_timers;
 pub mod users;
 
 pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
@@ -20,6 +21,7 @@ pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
     incidents::configure(cfg);
     problems::configure(cfg);
     sla::configure(cfg);
+    sla_timers::configure(cfg);
     assignment_rules::configure(cfg);
     cmdb::configure(cfg);
 }

@@ -329,6 +329,8 @@ fn created_problem(problem: Problem, relation: ProblemRelation) -> HttpResponse 
         ("created_after" = Option<String>, Query, description = "RFC 3339, inclusive"),
         ("created_before" = Option<String>, Query, description = "RFC 3339, exclusive"),
         ("q" = Option<String>, Query, description = "Words that must all appear in title, description, root cause or workaround"),
+        ("sla_breached" = Option<bool>, Query, description = "With a breached SLA timer (true) or none (false)"),
+        ("sla_due_before" = Option<String>, Query, description = "With a running SLA timer due before this instant (RFC 3339)"),
         ("sort" = Option<String>, Query, description = "created_at, updated_at or priority; prefix - for descending; default -created_at"),
         ("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query),
     ),
@@ -354,6 +356,8 @@ pub async fn list_problems(
         "created_after",
         "created_before",
         "q",
+        "sla_breached",
+        "sla_due_before",
         "sort",
     ];
     let params = QueryParams::parse(&req, &[&PAGE_PARAMS[..], &filters].concat())?;
@@ -369,6 +373,8 @@ pub async fn list_problems(
         created_after: params.timestamp("created_after")?.map(|t| t.naive_utc()),
         created_before: params.timestamp("created_before")?.map(|t| t.naive_utc()),
         q: params.text("q", 200)?,
+        sla_breached: params.boolean("sla_breached")?,
+        sla_due_before: params.timestamp("sla_due_before")?.map(|t| t.naive_utc()),
     };
     let order = ListOrder::parse(&params)?;
     let (sort, after, limit) = (order.sort, order.after.clone(), order.limit);
@@ -729,6 +735,22 @@ pub async fn matching_known_errors(
     Ok(HttpResponse::Ok().json(known_error_results(found)))
 }
 
+/// The problem's SLA timers, read now: state, due time, elapsed, paused and remaining time.
+#[utoipa::path(
+    tag = "problems", operation_id = "problem_slas",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Page<domain::sla_timers::TimerRecord>), (status = 404, body = crate::error::Problem)),
+)]
+#[get("/api/v1/problems/{id}/slas")]
+pub async fn slas(
+    caller: Caller,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    tickets::timers::<Problem>(caller, &state, &req, id.into_inner()).await
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(create_problem)
         .service(list_problems)
@@ -742,6 +764,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(add_note)
         .service(list_notes)
         .service(history)
+        .service(slas)
         .service(create_from_incident)
         .service(matching_known_errors);
 }

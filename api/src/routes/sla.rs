@@ -7,7 +7,7 @@ use domain::sla::{
     CalendarDefinition, CalendarRecord, HolidaySpec, HoursSpec, PolicyDefinition, PolicyRecord,
 };
 use domain::FieldError;
-use persistence::{groups, sla, DbConnection, StoreError};
+use persistence::{groups, sla, sla_timers, DbConnection, StoreError};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use validator::{Validate, ValidationErrors};
@@ -85,6 +85,7 @@ pub async fn create_calendar(
                 .map_err(|e| name_taken(e, "calendar", &name))
         })
         .await?;
+    state.sla_rules.forget(&());
     Ok(created(
         format!("/api/v1/calendars/{}", calendar.id),
         calendar.version,
@@ -173,6 +174,7 @@ pub async fn replace_calendar(
             )
         })
         .await?;
+    state.sla_rules.forget(&());
     Ok(with_etag(StatusCode::OK, calendar.version, &calendar))
 }
 
@@ -195,6 +197,7 @@ pub async fn delete_calendar(
         .write(move |conn| sla::delete_calendar(conn, &ctx, &id))
         .await
         .map_err(|e| not_found_as(e, "calendar"))?;
+    state.sla_rules.forget(&());
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -233,6 +236,16 @@ fn checked_policy(conn: &mut DbConnection, body: PolicyBody) -> ApiResult<Policy
     if let Some(service) = &policy.applies_to.service {
         errors.extend(business_service_error(conn, service, "applies_to.service")?);
     }
+    for (index, escalation) in policy.escalations.iter().enumerate() {
+        match groups::get(conn, &escalation.group) {
+            Ok(_) => {}
+            Err(StoreError::NotFound) => errors.push(FieldError::new(
+                format!("escalations[{index}].group"),
+                "no such group",
+            )),
+            Err(other) => return Err(other.into()),
+        }
+    }
     if errors.is_empty() {
         Ok(policy)
     } else {
@@ -264,6 +277,7 @@ pub async fn create_policy(
                 .map_err(|e| name_taken(e, "policy", &definition.name))
         })
         .await?;
+    state.sla_rules.forget(&());
     Ok(created(
         format!("/api/v1/sla-policies/{}", policy.id),
         policy.version,
@@ -346,10 +360,11 @@ pub async fn replace_policy(
                 .map_err(|e| name_taken(e, "policy", &definition.name))
         })
         .await?;
+    state.sla_rules.forget(&());
     Ok(with_etag(StatusCode::OK, policy.version, &policy))
 }
 
-/// Delete an SLA policy.
+/// Delete an SLA policy; its running timers are canceled, each with a line saying why.
 #[utoipa::path(
     tag = "service-levels", operation_id = "delete_sla_policy",
     params(("id" = String, Path)),
@@ -365,9 +380,14 @@ pub async fn delete_policy(
     let id = id.into_inner();
     state
         .db
-        .write(move |conn| sla::delete_policy(conn, &ctx, &id))
+        .write(move |conn| {
+            let policy = sla::get_policy(conn, &id)?;
+            sla_timers::cancel_of_policy(conn, &ctx, &id, &policy.definition.name)?;
+            sla::delete_policy(conn, &ctx, &id)
+        })
         .await
         .map_err(|e| not_found_as(e, "SLA policy"))?;
+    state.sla_rules.forget(&());
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -133,7 +133,7 @@ pub async fn report(
     if route_first && new.assignment_group.is_none() {
         new.assignment_group = routed_group.clone();
     }
-    let ctx = caller.write_context();
+    let ctx = state.ticket_context(&caller).await?;
     state
         .db
         .write_new_rows(move |conn| -> ApiResult<(Incident, Relation)> {
@@ -180,7 +180,7 @@ pub async fn update(
     expected_version: Option<i64>,
     patch: IncidentPatch,
 ) -> ApiResult<(Incident, Relation)> {
-    let ctx = caller.write_context();
+    let ctx = state.ticket_context(&caller).await?;
     state
         .db
         .write(move |conn| -> ApiResult<(Incident, Relation)> {
@@ -266,7 +266,7 @@ pub async fn transition(
     action: IncidentAction,
     input: TransitionInput,
 ) -> ApiResult<(Incident, Relation)> {
-    let ctx = caller.write_context();
+    let ctx = state.ticket_context(&caller).await?;
     state
         .db
         .write(move |conn| -> ApiResult<(Incident, Relation)> {

@@ -65,7 +65,7 @@ fn check_assignment_change(
 
 /// Records a new problem.
 pub async fn create(state: &AppState, caller: Caller, new: NewProblem) -> ApiResult<Problem> {
-    let ctx = caller.write_context();
+    let ctx = state.ticket_context(&caller).await?;
     state
         .db
         .write_new_rows(move |conn| -> ApiResult<Problem> {
@@ -100,7 +100,7 @@ pub async fn create_from_incident(
     incident_id: String,
     given: FromIncident,
 ) -> ApiResult<Problem> {
-    let ctx = caller.write_context();
+    let ctx = state.ticket_context(&caller).await?;
     state
         .db
         .write(move |conn| -> ApiResult<Problem> {
@@ -167,7 +167,7 @@ pub async fn update(
     patch: ProblemPatch,
 ) -> ApiResult<Problem> {
     require_manager(&caller)?;
-    let ctx = caller.write_context();
+    let ctx = state.ticket_context(&caller).await?;
     state
         .db
         .write(move |conn| -> ApiResult<Problem> {
@@ -247,7 +247,7 @@ pub async fn transition(
     input: ProblemInput,
     resolve_linked_incidents: bool,
 ) -> ApiResult<Problem> {
-    let ctx = caller.write_context();
+    let ctx = state.ticket_context(&caller).await?;
     let relation = relation(&caller);
     state
         .db
@@ -342,7 +342,7 @@ pub async fn link(
     incident_ids: Vec<String>,
     hold: bool,
 ) -> ApiResult<Vec<Incident>> {
-    let ctx = caller.write_context();
+    let ctx = state.ticket_context(&caller).await?;
     state
         .db
         .write(move |conn| -> ApiResult<Vec<Incident>> {
@@ -397,7 +397,7 @@ pub async fn unlink(
     id: String,
     incident_id: String,
 ) -> ApiResult<()> {
-    let ctx = caller.write_context();
+    let ctx = state.ticket_context(&caller).await?;
     state
         .db
         .write(move |conn| -> ApiResult<()> {

@@ -6,7 +6,7 @@ use itsm_integration_tests::{
     error_fields, expect_problem, header, on_both_backends, read, TestApp,
 };
 
-use crate::incidents::text;
+use crate::incidents::{create_incident, text};
 
 fn office(name: &str) -> Value {
     let days: Vec<Value> = ["monday", "tuesday", "wednesday", "thursday", "friday"]
@@ -317,7 +317,239 @@ async fn policies_are_checked_and_ordered(app: TestApp) {
     expect_problem(response, StatusCode::NOT_FOUND).await;
 }
 
+/// Friday 2026-11-27 16:00 in Berlin.
+const FRIDAY_1600: &str = "2026-11-27T15:00:00Z";
+
+fn instant(text: &str) -> chrono::DateTime<chrono::Utc> {
+    text.parse().expect("an RFC 3339 instant")
+}
+
+/// A clock standing still on Friday afternoon in Berlin, and a worker that looks often.
+fn friday_afternoon(config: &mut itsm_integration_tests::Config) {
+    config.clock = persistence::Clock::manual(instant(FRIDAY_1600));
+    config.sla_interval_ms = 50;
+}
+
+/// Office hours in Berlin; resolution in 8 business hours, 4 for p1.
+async fn office_policy(app: &TestApp) -> Value {
+    let admin = app.admin_token.clone();
+    let (status, calendar) = send(
+        app,
+        &admin,
+        Method::POST,
+        "/api/v1/calendars",
+        Some(office("Berlin office")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{calendar}");
+    let targets: Vec<Value> = ["p1", "p2", "p3", "p4", "p5"]
+        .iter()
+        .map(|priority| {
+            let hours = if *priority == "p1" { 4 } else { 8 };
+            json!({"metric": "resolution", "priority": priority, "duration_seconds": hours * 3600})
+        })
+        .collect();
+    let (status, policy) = send(
+        app,
+        &admin,
+        Method::POST,
+        "/api/v1/sla-policies",
+        Some(json!({
+            "name": "Office hours",
+            "precedence": 1,
+            "applies_to": {"ticket_type": "incident"},
+            "calendar_id": text(&calendar, "id"),
+            "targets": targets,
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{policy}");
+    policy
+}
+
+async fn act(app: &TestApp, token: &str, id: &str, body: Value) -> Value {
+    let path = format!("/api/v1/incidents/{id}/transitions");
+    let (status, incident) = send(app, token, Method::POST, &path, Some(body.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{body}: {incident}");
+    incident
+}
+
+async fn only_timer(app: &TestApp, token: &str, id: &str) -> Value {
+    let path = format!("/api/v1/incidents/{id}/slas");
+    let (status, page) = send(app, token, Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let items = page["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 1, "{page}");
+    items[0].clone()
+}
+
+async fn timeline_of(app: &TestApp, token: &str, timer: &Value) -> Vec<Value> {
+    let path = format!("/api/v1/sla-timers/{}/timeline", text(timer, "id"));
+    let (status, page) = send(app, token, Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// The case: reported Friday 16:00 in Berlin (9-17, 8 business hours), on hold awaiting
+/// the caller at 16:30, resumed Monday 10:00, resolved Monday 15:00. A second incident has its
+/// priority raised on Monday at 11:00: the time already run is kept against the 4-hour target,
+/// which it then breaches, announced once although two nodes run the worker.
+async fn a_weekend_on_hold_is_exact(app: TestApp) {
+    office_policy(&app).await;
+    let (_, agent) = app.user_with_roles("sla-agent", &["agent"]).await;
+    let report = json!({"title": "Printer jams", "description": "Every page",
+                        "impact": "medium", "urgency": "medium"});
+    let plain = create_incident(&app, &agent, report.clone()).await;
+    let raised = create_incident(&app, &agent, report).await;
+    let ids = [text(&plain, "id"), text(&raised, "id")];
+    let timer = only_timer(&app, &agent, &ids[0]).await;
+    assert_eq!(
+        (&timer["metric"], &timer["state"], &timer["target_seconds"]),
+        (&json!("resolution"), &json!("running"), &json!(28800))
+    );
+    // Friday 16-17 and Monday 9-16.
+    assert_eq!(timer["due_at"], "2026-11-30T15:00:00Z");
+
+    for id in &ids {
+        act(&app, &agent, id, json!({"action": "start"})).await;
+    }
+    app.clock.set(instant("2026-11-27T15:30:00Z"));
+    for id in &ids {
+        act(
+            &app,
+            &agent,
+            id,
+            json!({"action": "hold", "on_hold_reason": "awaiting_caller"}),
+        )
+        .await;
+    }
+    let paused = only_timer(&app, &agent, &ids[0]).await;
+    assert_eq!(
+        (
+            &paused["state"],
+            &paused["elapsed_seconds"],
+            &paused["due_at"]
+        ),
+        (&json!("paused"), &json!(1800), &Value::Null)
+    );
+
+    app.clock.set(instant("2026-11-30T09:00:00Z"));
+    for id in &ids {
+        act(&app, &agent, id, json!({"action": "resume"})).await;
+    }
+    app.clock.set(instant("2026-11-30T10:00:00Z"));
+    let path = format!("/api/v1/incidents/{}", ids[1]);
+    let (status, patched) = send(
+        &app,
+        &agent,
+        Method::PATCH,
+        &path,
+        Some(json!({"impact": "high", "urgency": "high"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    let retargeted = only_timer(&app, &agent, &ids[1]).await;
+    assert_eq!(
+        (
+            &retargeted["elapsed_seconds"],
+            &retargeted["target_seconds"],
+            &retargeted["due_at"]
+        ),
+        (&json!(5400), &json!(14400), &json!("2026-11-30T12:30:00Z")),
+        "the hour and a half already run counts against the new target"
+    );
+
+    // A second node runs the worker too when the breach falls due.
+    let beside = app.spawn_beside().await;
+    app.clock.set(instant("2026-11-30T14:00:00Z"));
+    let resolve = json!({"action": "resolve", "resolution_code": "fixed",
+                         "resolution_notes": "New drum"});
+    act(&app, &agent, &ids[0], resolve.clone()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    act(&beside, &agent, &ids[1], resolve).await;
+
+    let done = only_timer(&app, &agent, &ids[0]).await;
+    assert_eq!(
+        (
+            &done["state"],
+            &done["elapsed_seconds"],
+            &done["paused_seconds"]
+        ),
+        (&json!("achieved"), &json!(19800), &json!(235800))
+    );
+    assert_eq!(
+        (
+            &done["stopped_at"],
+            &done["due_at"],
+            &done["remaining_seconds"]
+        ),
+        (
+            &json!("2026-11-30T14:00:00Z"),
+            &json!("2026-12-01T08:30:00Z"),
+            &json!(9000)
+        )
+    );
+    let lines = timeline_of(&app, &agent, &done).await;
+    let kinds: Vec<&str> = lines.iter().map(|l| l["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["start", "pause", "resume", "stop"]);
+    assert_eq!(lines[1]["reason"], "state on_hold (awaiting_caller)");
+    assert_eq!(lines[1]["at"], "2026-11-27T15:30:00Z");
+    let history: Vec<Value> = app.audit_of("incident", &ids[0]).await;
+    for line in &lines {
+        let audit_id = &line["audit_entry_id"];
+        assert!(
+            history.iter().any(|entry| &entry["id"] == audit_id),
+            "{line}"
+        );
+        assert_eq!(line["calendar_version"], 1);
+    }
+
+    let breached = only_timer(&app, &agent, &ids[1]).await;
+    assert_eq!(
+        (
+            &breached["state"],
+            &breached["breached_at"],
+            &breached["warned_at"]
+        ),
+        (
+            &json!("breached"),
+            &json!("2026-11-30T12:30:00Z"),
+            &json!("2026-11-30T11:30:00Z")
+        )
+    );
+    let lines = timeline_of(&app, &agent, &breached).await;
+    let kinds: Vec<&str> = lines.iter().map(|l| l["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["start", "pause", "resume", "retarget", "warning", "breach", "stop"]
+    );
+    assert_eq!(lines[3]["reason"], "priority p3 → p1");
+    let events = app.events_after(0).await;
+    let announced = |kind: &str| {
+        events
+            .iter()
+            .filter(|e| e["type"] == kind && e["data"]["ticket_id"] == ids[1].as_str())
+            .count()
+    };
+    assert_eq!(
+        (announced("sla.warning"), announced("sla.breached")),
+        (1, 1)
+    );
+
+    // Lists find the breach, and the timers soonest due first.
+    let breached_list = app.list_all("/api/v1/incidents?sla_breached=true").await;
+    let numbers: Vec<&Value> = breached_list.iter().map(|i| &i["id"]).collect();
+    assert_eq!(numbers, [&json!(ids[1])]);
+    let breached_timers = app.list_all("/api/v1/sla-timers?state=breached").await;
+    assert_eq!(breached_timers.len(), 1);
+    // A stopped timer is not recalculated.
+    let path = format!("/api/v1/sla-timers/{}/recalculate", text(&done, "id"));
+    let response = app.admin(Method::POST, &path).send().await.unwrap();
+    expect_problem(response, StatusCode::CONFLICT).await;
+}
+
 on_both_backends!(
     calendars_are_versioned_and_checked,
     policies_are_checked_and_ordered,
+    a_weekend_on_hold_is_exact with friday_afternoon,
 );

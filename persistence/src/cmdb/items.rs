@@ -248,6 +248,7 @@ pub(crate) fn record(
             event_data: json!(after),
         },
     )
+    .map(|_| ())
 }
 
 fn check_owner_group(conn: &mut DbConnection, group: &Option<String>) -> Result<(), CmdbError> {

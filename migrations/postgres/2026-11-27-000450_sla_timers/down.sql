@@ -1,0 +1,2 @@
+DROP TABLE sla_timer_lines;
+DROP TABLE sla_timers;

@@ -1,0 +1,772 @@
+//! SLA timers of tickets and their timelines.
+//!
+//! The lines of a timer's timeline are the truth; the timer row keeps what the clock read at
+//! its last line (`as_of`) for lists, list filters and the worker, which looks at a timer only
+//! when its `next_alarm_at` falls due. Every change to a timer goes through [`settle`], which
+//! appends the lines, announces each warning and breach crossed (a line and an event, once),
+//! runs the policy's escalations, and stores the new reading under a version check, so that two
+//! nodes (or the worker and a ticket save) never announce the same breach twice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use domain::calendar::Calendar;
+use domain::incident::Incident;
+use domain::problem::Problem;
+use domain::sla::{EscalationAction, SlaMetric, Threshold, TimerState};
+use domain::sla_timers::{
+    self as timers, SlaRules, TimelineKind, TimelineLine, TimerHead, TimerRecord, TimerStep,
+};
+use domain::ticket::{Ticket, TicketKind};
+use serde_json::json;
+
+use crate::schema::{calendars, sla_timer_lines, sla_timers};
+use crate::tickets::{self, stored, Change, TicketTable};
+use crate::{audit, journal, utc, DbConnection, Slice, StoreError, WriteContext};
+
+pub const TIMER: &str = "sla_timer";
+
+/// The list position of timers that have no due time (paused, or stopped before one).
+fn end_of_time() -> NaiveDateTime {
+    chrono::NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .unwrap_or(NaiveDateTime::MAX)
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = sla_timers)]
+struct TimerRow {
+    id: String,
+    ticket_type: String,
+    ticket_id: String,
+    metric: String,
+    policy_id: String,
+    calendar_id: String,
+    calendar_version: i64,
+    warning_percent: i32,
+    target_seconds: i64,
+    state: String,
+    started_at: NaiveDateTime,
+    as_of: NaiveDateTime,
+    elapsed_seconds: i64,
+    paused_seconds: i64,
+    due_at: Option<NaiveDateTime>,
+    warned_at: Option<NaiveDateTime>,
+    breached_at: Option<NaiveDateTime>,
+    stopped_at: Option<NaiveDateTime>,
+    next_alarm_at: Option<NaiveDateTime>,
+    due_order: NaiveDateTime,
+    version: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = sla_timer_lines)]
+struct LineRow {
+    timer_id: String,
+    position: i32,
+    at: NaiveDateTime,
+    kind: String,
+    reason: String,
+    target_seconds: Option<i64>,
+    policy_id: Option<String>,
+    calendar_version: i64,
+    audit_entry_id: Option<String>,
+}
+
+impl LineRow {
+    fn line(&self) -> Result<TimelineLine, StoreError> {
+        Ok(TimelineLine {
+            at: utc(self.at),
+            kind: stored("timeline kind", &self.kind)?,
+            reason: self.reason.clone(),
+            target_seconds: self.target_seconds,
+            policy_id: self.policy_id.clone(),
+            calendar_version: self.calendar_version,
+            audit_entry_id: self.audit_entry_id.clone(),
+        })
+    }
+}
+
+impl TimerRow {
+    fn state(&self) -> Result<TimerState, StoreError> {
+        stored("timer state", &self.state)
+    }
+
+    fn ended(&self) -> bool {
+        self.stopped_at.is_some()
+    }
+
+    fn head(&self) -> Result<TimerHead, StoreError> {
+        let state = self.state()?;
+        Ok(TimerHead {
+            metric: stored("metric", &self.metric)?,
+            policy_id: self.policy_id.clone(),
+            target_seconds: self.target_seconds,
+            paused: state == TimerState::Paused,
+            ended: self.ended(),
+            canceled: state == TimerState::Canceled,
+        })
+    }
+
+    fn warning_percent(&self) -> u8 {
+        u8::try_from(self.warning_percent).unwrap_or(75)
+    }
+
+    /// The timer as the API shows it, read from its lines at `now`.
+    fn record(
+        &self,
+        calendar: &Calendar,
+        lines: &[TimelineLine],
+        now: DateTime<Utc>,
+    ) -> Result<TimerRecord, StoreError> {
+        let reading = timers::read_timer(calendar, self.warning_percent(), lines, now)
+            .ok_or_else(|| corrupt(&self.id))?;
+        Ok(TimerRecord {
+            id: self.id.clone(),
+            ticket_type: stored("ticket type", &self.ticket_type)?,
+            ticket_id: self.ticket_id.clone(),
+            metric: stored("metric", &self.metric)?,
+            state: reading.state,
+            started_at: reading.started_at,
+            due_at: reading.due_at,
+            elapsed_seconds: reading.elapsed_seconds,
+            paused_seconds: reading.paused_seconds,
+            remaining_seconds: reading.remaining_seconds,
+            target_seconds: reading.target_seconds,
+            warned_at: reading.warned_at,
+            breached_at: reading.breached_at,
+            stopped_at: reading.stopped_at,
+            policy_id: self.policy_id.clone(),
+            calendar_id: self.calendar_id.clone(),
+            calendar_version: self.calendar_version,
+            version: self.version,
+        })
+    }
+}
+
+fn corrupt(id: &str) -> StoreError {
+    StoreError::Database(diesel::result::Error::DeserializationError(
+        format!("SLA timer {id} has no start line").into(),
+    ))
+}
+
+/// A calendar version: from the rules when it is the current one, else from storage.
+fn calendar_of(
+    conn: &mut DbConnection,
+    rules: Option<&SlaRules>,
+    id: &str,
+    version: i64,
+) -> Result<Arc<Calendar>, StoreError> {
+    if let Some(current) = rules
+        .and_then(|r| r.calendar(id))
+        .filter(|c| c.version == version)
+    {
+        return Ok(current.calendar.clone());
+    }
+    let definition = crate::sla::calendar_version(conn, id, version)?;
+    let calendar = definition.calendar().map_err(|e| {
+        StoreError::Database(diesel::result::Error::DeserializationError(
+            format!("stored calendar {id} version {version} is not valid: {e}").into(),
+        ))
+    })?;
+    Ok(Arc::new(calendar))
+}
+
+/// The lines of these timers, in order.
+fn lines_of(
+    conn: &mut DbConnection,
+    ids: &[&str],
+) -> Result<HashMap<String, Vec<TimelineLine>>, StoreError> {
+    let rows: Vec<LineRow> = sla_timer_lines::table
+        .filter(sla_timer_lines::timer_id.eq_any(ids))
+        .order((sla_timer_lines::timer_id, sla_timer_lines::position))
+        .select(LineRow::as_select())
+        .load(conn)?;
+    let mut lines: HashMap<String, Vec<TimelineLine>> = HashMap::new();
+    for row in rows {
+        let line = row.line()?;
+        lines.entry(row.timer_id).or_default().push(line);
+    }
+    Ok(lines)
+}
+
+/// The timers of a ticket; on PostgreSQL locked until the unit of work commits, so that the
+/// worker's claim of one of them waits for this save instead of failing it.
+fn timers_of_locked(conn: &mut DbConnection, ticket_id: &str) -> Result<Vec<TimerRow>, StoreError> {
+    let query = sla_timers::table
+        .filter(sla_timers::ticket_id.eq(ticket_id))
+        .order(sla_timers::started_at);
+    Ok(match conn {
+        DbConnection::Postgresql(c) => query.select(TimerRow::as_select()).for_update().load(c)?,
+        DbConnection::Sqlite(c) => query.select(TimerRow::as_select()).load(c)?,
+    })
+}
+
+/// Brings a ticket's timers in line with a change from `before` (`None`: it is new) to
+/// `after`, under the rules of `ctx`; `audit_entry_id` is the change's audit entry.
+pub(crate) fn follow<T: Ticket>(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    before: Option<&T>,
+    after: &T,
+    audit_entry_id: &str,
+) -> Result<(), StoreError> {
+    let Some(rules) = ctx.sla.as_deref().filter(|r| !r.is_empty()) else {
+        return Ok(());
+    };
+    let Some(view) = after.sla_view() else {
+        return Ok(());
+    };
+    let before_view = before.and_then(Ticket::sla_view);
+    if before_view == Some(view) {
+        return Ok(());
+    }
+    let rows = match before {
+        Some(_) => timers_of_locked(conn, after.id())?,
+        None => Vec::new(),
+    };
+    let heads = rows
+        .iter()
+        .map(TimerRow::head)
+        .collect::<Result<Vec<_>, _>>()?;
+    let steps = timers::plan(rules, before_view.as_ref(), &view, &heads);
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let now = utc(ctx.at);
+    let mut new_lines: HashMap<usize, Vec<TimelineLine>> = HashMap::new();
+    for step in steps {
+        match step {
+            TimerStep::Start {
+                metric,
+                policy_id,
+                calendar_id,
+                target_seconds,
+                warning_percent,
+                paused,
+                reason,
+            } => {
+                let Some(calendar) = rules.calendar(&calendar_id) else {
+                    continue;
+                };
+                let line = |kind, target_seconds, policy_id, reason| TimelineLine {
+                    at: now,
+                    kind,
+                    reason,
+                    target_seconds,
+                    policy_id,
+                    calendar_version: calendar.version,
+                    audit_entry_id: Some(audit_entry_id.to_owned()),
+                };
+                let mut lines = vec![line(
+                    TimelineKind::Start,
+                    Some(target_seconds),
+                    Some(policy_id.clone()),
+                    reason,
+                )];
+                if paused {
+                    let why = format!("state {}", view.state);
+                    lines.push(line(TimelineKind::Pause, None, None, why));
+                }
+                let row = TimerRow {
+                    id: crate::new_id(),
+                    ticket_type: T::KIND.as_str().to_owned(),
+                    ticket_id: after.id().to_owned(),
+                    metric: metric.as_str().to_owned(),
+                    policy_id,
+                    calendar_id,
+                    calendar_version: calendar.version,
+                    warning_percent: i32::from(warning_percent),
+                    target_seconds,
+                    state: TimerState::Running.as_str().to_owned(),
+                    started_at: ctx.at,
+                    as_of: ctx.at,
+                    elapsed_seconds: 0,
+                    paused_seconds: 0,
+                    due_at: None,
+                    warned_at: None,
+                    breached_at: None,
+                    stopped_at: None,
+                    next_alarm_at: None,
+                    due_order: end_of_time(),
+                    version: 0,
+                };
+                settle(conn, ctx, row, Vec::new(), lines, &calendar.calendar)?;
+            }
+            TimerStep::Line {
+                timer,
+                kind,
+                target_seconds,
+                policy_id,
+                reason,
+            } => {
+                let calendar_version = rows[timer].calendar_version;
+                new_lines.entry(timer).or_default().push(TimelineLine {
+                    at: now,
+                    kind,
+                    reason,
+                    target_seconds,
+                    policy_id,
+                    calendar_version,
+                    audit_entry_id: Some(audit_entry_id.to_owned()),
+                });
+            }
+        }
+    }
+    if new_lines.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = new_lines.keys().map(|&i| rows[i].id.as_str()).collect();
+    let mut old_lines = lines_of(conn, &ids)?;
+    for (index, lines) in new_lines {
+        let mut row = rows[index].clone();
+        if let Some(policy) = lines.iter().rev().find_map(|l| l.policy_id.clone()) {
+            row.policy_id = policy;
+        }
+        let calendar = calendar_of(conn, Some(rules), &row.calendar_id, row.calendar_version)?;
+        let old = old_lines.remove(&row.id).unwrap_or_default();
+        settle(conn, ctx, row, old, lines, &calendar)?;
+    }
+    Ok(())
+}
+
+/// Appends `new` lines to a timer (a new one when its version is 0), announces each warning
+/// and breach it crossed by `ctx.at` that was not announced yet, runs the policy's escalations
+/// for them, and stores what the clock reads. `Ok(false)` when the stored timer is no longer at
+/// `row`'s version (another node or unit settled it first): nothing was written.
+fn settle(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    mut row: TimerRow,
+    old: Vec<TimelineLine>,
+    new: Vec<TimelineLine>,
+    calendar: &Calendar,
+) -> Result<bool, StoreError> {
+    let now = utc(ctx.at);
+    let mut lines = old;
+    let first_new = lines.len();
+    lines.extend(new);
+    let reading = timers::read_timer(calendar, row.warning_percent(), &lines, now)
+        .ok_or_else(|| corrupt(&row.id))?;
+    let announced_before = (row.warned_at.is_some(), row.breached_at.is_some());
+    let announcements = timers::unannounced(&reading, announced_before.0, announced_before.1);
+    for &(threshold, at) in &announcements {
+        let (kind, reason) = match threshold {
+            Threshold::Warning => (
+                TimelineKind::Warning,
+                format!("{}% of the target ran", row.warning_percent),
+            ),
+            Threshold::Breach => (TimelineKind::Breach, "the target ran out".to_owned()),
+        };
+        lines.push(TimelineLine {
+            at,
+            kind,
+            reason,
+            target_seconds: None,
+            policy_id: None,
+            calendar_version: row.calendar_version,
+            audit_entry_id: None,
+        });
+        match threshold {
+            Threshold::Warning => row.warned_at = Some(at.naive_utc()),
+            Threshold::Breach => row.breached_at = Some(at.naive_utc()),
+        }
+    }
+    let announced = (row.warned_at.is_some(), row.breached_at.is_some());
+    row.state = reading.state.as_str().to_owned();
+    row.as_of = ctx.at;
+    row.target_seconds = reading.target_seconds;
+    row.elapsed_seconds = reading.elapsed_seconds;
+    row.paused_seconds = reading.paused_seconds;
+    row.due_at = reading.due_at.map(|at| at.naive_utc());
+    row.stopped_at = reading.stopped_at.map(|at| at.naive_utc());
+    row.next_alarm_at =
+        timers::next_alarm(&reading, calendar, row.warning_percent(), now, announced)
+            .map(|at| at.naive_utc());
+    row.due_order = match (reading.stopped_at, reading.due_at) {
+        (None, Some(due)) => due.naive_utc(),
+        _ => end_of_time(),
+    };
+    let previous = row.version;
+    row.version += 1;
+    if previous == 0 {
+        diesel::insert_into(sla_timers::table)
+            .values(&row)
+            .execute(conn)?;
+    } else {
+        let updated = diesel::update(
+            sla_timers::table
+                .filter(sla_timers::id.eq(&row.id))
+                .filter(sla_timers::version.eq(previous)),
+        )
+        .set((
+            sla_timers::policy_id.eq(&row.policy_id),
+            sla_timers::calendar_version.eq(row.calendar_version),
+            sla_timers::target_seconds.eq(row.target_seconds),
+            sla_timers::state.eq(&row.state),
+            sla_timers::as_of.eq(row.as_of),
+            sla_timers::elapsed_seconds.eq(row.elapsed_seconds),
+            sla_timers::paused_seconds.eq(row.paused_seconds),
+            sla_timers::due_at.eq(row.due_at),
+            sla_timers::warned_at.eq(row.warned_at),
+            sla_timers::breached_at.eq(row.breached_at),
+            sla_timers::stopped_at.eq(row.stopped_at),
+            sla_timers::next_alarm_at.eq(row.next_alarm_at),
+            sla_timers::due_order.eq(row.due_order),
+            sla_timers::version.eq(row.version),
+        ))
+        .execute(conn)?;
+        if updated == 0 {
+            return Ok(false);
+        }
+    }
+    let rows: Vec<LineRow> = lines[first_new..]
+        .iter()
+        .enumerate()
+        .map(|(offset, line)| LineRow {
+            timer_id: row.id.clone(),
+            position: i32::try_from(first_new + offset).unwrap_or(i32::MAX),
+            at: line.at.naive_utc(),
+            kind: line.kind.as_str().to_owned(),
+            reason: line.reason.clone(),
+            target_seconds: line.target_seconds,
+            policy_id: line.policy_id.clone(),
+            calendar_version: line.calendar_version,
+            audit_entry_id: line.audit_entry_id.clone(),
+        })
+        .collect();
+    with_backend!(conn, c => diesel::insert_into(sla_timer_lines::table)
+        .values(&rows)
+        .execute(c))?;
+    if !announcements.is_empty() {
+        let record = row.record(calendar, &lines, now)?;
+        announce(conn, ctx, &row, &record, &announcements)?;
+    }
+    Ok(true)
+}
+
+/// The `sla.warning` and `sla.breached` events of what a timer crossed, and the escalations its
+/// policy asks for at them, in the same unit of work.
+fn announce(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    row: &TimerRow,
+    record: &TimerRecord,
+    announcements: &[(Threshold, DateTime<Utc>)],
+) -> Result<(), StoreError> {
+    let data = json!(record);
+    for &(threshold, _) in announcements {
+        let event = match threshold {
+            Threshold::Warning => "sla.warning",
+            Threshold::Breach => "sla.breached",
+        };
+        journal::add_event(ctx, event, TIMER, &row.id, &data)?;
+        let policy = ctx.sla.as_deref().and_then(|r| r.policy(&row.policy_id));
+        let escalations = policy
+            .map(|p| p.definition.escalations.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| e.concerns(threshold, record.metric));
+        for escalation in escalations {
+            journal::add_event(
+                ctx,
+                "sla.escalated",
+                TIMER,
+                &row.id,
+                &json!({
+                    "timer": record,
+                    "threshold": threshold,
+                    "action": escalation.action,
+                    "group": escalation.group,
+                }),
+            )?;
+            if escalation.action == EscalationAction::Reassign {
+                let why = format!("SLA {} {threshold}", record.metric);
+                match record.ticket_type {
+                    TicketKind::Incident => {
+                        hand_over::<Incident>(conn, ctx, &row.ticket_id, &escalation.group, &why)?
+                    }
+                    TicketKind::Problem => {
+                        hand_over::<Problem>(conn, ctx, &row.ticket_id, &escalation.group, &why)?
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Hands a ticket to `group` as an escalation: audited as `sla_escalation` with the reason.
+fn hand_over<T: TicketTable>(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    ticket_id: &str,
+    group: &str,
+    why: &str,
+) -> Result<(), StoreError> {
+    let before = T::get(conn, ticket_id)?;
+    if before.is_final() || before.assignment_group() == Some(group) {
+        return Ok(());
+    }
+    let mut after = before.clone();
+    after.hand_to_group(group.to_owned());
+    let change = Change {
+        action: "sla_escalation",
+        reason: Some(why),
+        events: &[],
+    };
+    tickets::save(conn, ctx, &before, &after, change).map(|_| ())
+}
+
+/// Timers whose warning or breach falls due by `now`, soonest first, with their versions.
+pub fn due(
+    conn: &mut DbConnection,
+    now: NaiveDateTime,
+    limit: i64,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(sla_timers::table
+        .filter(sla_timers::next_alarm_at.le(now))
+        .order(sla_timers::next_alarm_at)
+        .select((sla_timers::id, sla_timers::version))
+        .limit(limit)
+        .load(conn)?)
+}
+
+/// Announces what timer `id` crossed by `ctx.at`, if it is still at `version`; whether this
+/// call did it.
+pub fn fire(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    id: &str,
+    version: i64,
+) -> Result<bool, StoreError> {
+    let row: TimerRow = sla_timers::table
+        .find(id)
+        .select(TimerRow::as_select())
+        .get_result(conn)?;
+    if row.version != version {
+        return Ok(false);
+    }
+    let calendar = calendar_of(
+        conn,
+        ctx.sla.as_deref(),
+        &row.calendar_id,
+        row.calendar_version,
+    )?;
+    let old = lines_of(conn, &[id])?.remove(id).unwrap_or_default();
+    settle(conn, ctx, row, old, Vec::new(), &calendar)
+}
+
+/// Reads a running timer again under its calendar's current version, on purpose: audited, and
+/// a line in its timeline. A stopped timer is a conflict.
+pub fn recalculate(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    id: &str,
+) -> Result<TimerRecord, StoreError> {
+    let row: TimerRow = sla_timers::table
+        .find(id)
+        .select(TimerRow::as_select())
+        .get_result(conn)?;
+    if row.ended() {
+        return Err(StoreError::Conflict(format!(
+            "the timer is {}: only a running or paused timer is recalculated",
+            row.state
+        )));
+    }
+    let current: i64 = calendars::table
+        .find(&row.calendar_id)
+        .select(calendars::version)
+        .get_result(conn)?;
+    let mut changes = domain::Changes::new();
+    changes.field("calendar_version", &row.calendar_version, &current);
+    let audit_entry_id = audit::record(
+        ctx,
+        audit::Mutation {
+            entity_type: TIMER,
+            entity_id: id,
+            action: "recalculate",
+            changes: changes.into_value(),
+            event_type: "sla.recalculated",
+            event_data: json!({ "id": id, "ticket_type": row.ticket_type, "ticket_id": row.ticket_id,
+                "calendar_id": row.calendar_id, "calendar_version": current }),
+        },
+    )?;
+    let line = TimelineLine {
+        at: utc(ctx.at),
+        kind: TimelineKind::Recalculation,
+        reason: format!(
+            "calendar {} version {} → {current}",
+            row.calendar_id, row.calendar_version
+        ),
+        target_seconds: None,
+        policy_id: None,
+        calendar_version: current,
+        audit_entry_id: Some(audit_entry_id),
+    };
+    let mut row = row;
+    row.calendar_version = current;
+    let calendar = calendar_of(conn, ctx.sla.as_deref(), &row.calendar_id, current)?;
+    let old = lines_of(conn, &[id])?.remove(id).unwrap_or_default();
+    if !settle(conn, ctx, row, old, vec![line], &calendar)? {
+        return Err(StoreError::Conflict(
+            "the timer changed meanwhile; retry".into(),
+        ));
+    }
+    get(conn, ctx.sla.as_deref(), id, utc(ctx.at))
+}
+
+/// Cancels the running timers of a policy that is being deleted.
+pub fn cancel_of_policy(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    policy_id: &str,
+    policy_name: &str,
+) -> Result<usize, StoreError> {
+    let rows: Vec<TimerRow> = sla_timers::table
+        .filter(sla_timers::policy_id.eq(policy_id))
+        .filter(sla_timers::stopped_at.is_null())
+        .select(TimerRow::as_select())
+        .load(conn)?;
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let mut lines = lines_of(conn, &ids)?;
+    let count = rows.len();
+    for row in rows {
+        let calendar = calendar_of(conn, None, &row.calendar_id, row.calendar_version)?;
+        let old = lines.remove(&row.id).unwrap_or_default();
+        let cancel = TimelineLine {
+            at: utc(ctx.at),
+            kind: TimelineKind::Cancel,
+            reason: format!("policy {policy_name} deleted"),
+            target_seconds: None,
+            policy_id: None,
+            calendar_version: row.calendar_version,
+            audit_entry_id: None,
+        };
+        settle(conn, ctx, row, old, vec![cancel], &calendar)?;
+    }
+    Ok(count)
+}
+
+/// Reads timers from their lines at `now`.
+fn records(
+    conn: &mut DbConnection,
+    rules: Option<&SlaRules>,
+    rows: Vec<TimerRow>,
+    now: DateTime<Utc>,
+) -> Result<Vec<TimerRecord>, StoreError> {
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let mut lines = lines_of(conn, &ids)?;
+    rows.iter()
+        .map(|row| {
+            let calendar = calendar_of(conn, rules, &row.calendar_id, row.calendar_version)?;
+            let lines = lines.remove(&row.id).unwrap_or_default();
+            row.record(&calendar, &lines, now)
+        })
+        .collect()
+}
+
+/// A ticket's timers, read at `now`, oldest first.
+pub fn of_ticket(
+    conn: &mut DbConnection,
+    rules: Option<&SlaRules>,
+    ticket_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<TimerRecord>, StoreError> {
+    let rows = sla_timers::table
+        .filter(sla_timers::ticket_id.eq(ticket_id))
+        .order((sla_timers::started_at, sla_timers::metric))
+        .select(TimerRow::as_select())
+        .load(conn)?;
+    records(conn, rules, rows, now)
+}
+
+pub fn get(
+    conn: &mut DbConnection,
+    rules: Option<&SlaRules>,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<TimerRecord, StoreError> {
+    let row = sla_timers::table
+        .find(id)
+        .select(TimerRow::as_select())
+        .get_result(conn)?;
+    records(conn, rules, vec![row], now)?
+        .pop()
+        .ok_or(StoreError::NotFound)
+}
+
+/// A timer's timeline, in order.
+pub fn timeline(conn: &mut DbConnection, id: &str) -> Result<Vec<TimelineLine>, StoreError> {
+    let exists: i64 = sla_timers::table
+        .filter(sla_timers::id.eq(id))
+        .count()
+        .get_result(conn)?;
+    if exists == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(lines_of(conn, &[id])?.remove(id).unwrap_or_default())
+}
+
+/// What the timer list is narrowed to.
+#[derive(Debug, Clone, Default)]
+pub struct TimerFilter {
+    pub state: Option<TimerState>,
+    pub due_before: Option<NaiveDateTime>,
+    pub ticket_type: Option<TicketKind>,
+    pub metric: Option<SlaMetric>,
+}
+
+/// Where a page of the timer list starts: after this due order and id.
+pub type TimerPosition = (NaiveDateTime, String);
+
+/// Timers across tickets, soonest due first (paused and stopped ones last), read at `now`.
+pub fn list(
+    conn: &mut DbConnection,
+    rules: Option<&SlaRules>,
+    filter: &TimerFilter,
+    after: Option<&TimerPosition>,
+    limit: i64,
+    now: DateTime<Utc>,
+) -> Result<Slice<(TimerRecord, TimerPosition)>, StoreError> {
+    let mut query = sla_timers::table
+        .select(TimerRow::as_select())
+        .order((sla_timers::due_order, sla_timers::id))
+        .into_boxed();
+    if let Some(state) = filter.state {
+        query = query.filter(sla_timers::state.eq(state.as_str()));
+    }
+    if let Some(before) = filter.due_before {
+        query = query.filter(sla_timers::due_order.lt(before));
+    }
+    if let Some(kind) = filter.ticket_type {
+        query = query.filter(sla_timers::ticket_type.eq(kind.as_str()));
+    }
+    if let Some(metric) = filter.metric {
+        query = query.filter(sla_timers::metric.eq(metric.as_str()));
+    }
+    if let Some((order, id)) = after {
+        query = query.filter(
+            sla_timers::due_order.gt(*order).or(sla_timers::due_order
+                .eq(*order)
+                .and(sla_timers::id.gt(id.clone()))),
+        );
+    }
+    let page: Slice<TimerRow> = crate::load_page(conn, query, limit)?;
+    let positions: Vec<TimerPosition> = page
+        .items
+        .iter()
+        .map(|r| (r.due_order, r.id.clone()))
+        .collect();
+    let items = records(conn, rules, page.items, now)?
+        .into_iter()
+        .zip(positions)
+        .collect();
+    Ok(Slice {
+        items,
+        more: page.more,
+    })
+}
