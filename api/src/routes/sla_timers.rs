@@ -9,7 +9,7 @@ use domain::sla_timers::{TimelineLine, TimerRecord};
 use domain::ticket::TicketKind;
 use persistence::sla_timers::{self, TimerFilter};
 
-use crate::auth::{Admins, Authorized, Staff};
+use crate::auth::{Admins, Authorized, FeedReaders};
 use crate::concurrency::with_etag;
 use crate::error::{not_found_as, ApiError, ApiResult};
 use crate::listing::{Page, QueryParams, PAGE_PARAMS};
@@ -30,7 +30,7 @@ use crate::state::AppState;
 )]
 #[get("/api/v1/sla-timers")]
 pub async fn list_timers(
-    _caller: Authorized<Staff>,
+    _caller: Authorized<FeedReaders>,
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
@@ -84,7 +84,7 @@ pub async fn list_timers(
 )]
 #[get("/api/v1/sla-timers/{id}")]
 pub async fn get_timer(
-    _caller: Authorized<Staff>,
+    _caller: Authorized<FeedReaders>,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
@@ -109,7 +109,7 @@ pub async fn get_timer(
 )]
 #[get("/api/v1/sla-timers/{id}/timeline")]
 pub async fn timeline(
-    _caller: Authorized<Staff>,
+    _caller: Authorized<FeedReaders>,
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,

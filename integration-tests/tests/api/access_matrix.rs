@@ -74,6 +74,7 @@ const POLICY: &[(&str, bool, &str)] = &[
     ("add_incident_note", true, INCIDENTS),
     ("list_incident_notes", true, INCIDENTS),
     ("incident_history", true, INCIDENTS),
+    ("incident_slas", true, INCIDENTS),
     ("create_problem", true, PROBLEM_WORK),
     ("create_problem_from_incident", true, PROBLEM_WORK),
     ("list_problems", true, PROBLEMS),
@@ -86,6 +87,7 @@ const POLICY: &[(&str, bool, &str)] = &[
     ("add_problem_note", true, PROBLEMS),
     ("list_problem_notes", true, PROBLEMS),
     ("problem_history", true, PROBLEMS),
+    ("problem_slas", true, PROBLEMS),
     ("search_known_errors", true, PROBLEMS),
     ("matching_known_errors", true, PROBLEMS),
     ("create_ci_class", true, ADMINS),
@@ -125,6 +127,10 @@ const POLICY: &[(&str, bool, &str)] = &[
     ("get_sla_policy", true, STAFF_AND_INTEGRATIONS),
     ("replace_sla_policy", true, ADMINS),
     ("delete_sla_policy", true, ADMINS),
+    ("list_sla_timers", true, STAFF_AND_INTEGRATIONS),
+    ("get_sla_timer", true, STAFF_AND_INTEGRATIONS),
+    ("sla_timer_timeline", true, STAFF_AND_INTEGRATIONS),
+    ("recalculate_sla_timer", true, ADMINS),
 ];
 
 /// Every operation of the published contract: `(operationId, method, path with ids filled in)`.
