@@ -548,8 +548,206 @@ async fn a_weekend_on_hold_is_exact(app: TestApp) {
     expect_problem(response, StatusCode::CONFLICT).await;
 }
 
+/// A warning escalates as the policy says (notify a group, hand the ticket to another);
+/// a calendar edit reaches a running timer only when it is recalculated; deleting a policy
+/// cancels its timers; problems have timers too.
+async fn escalations_recalculation_and_lists(app: TestApp) {
+    let admin = app.admin_token.clone();
+    let (_, agent) = app.user_with_roles("sla-agent-2", &["agent"]).await;
+    let watchers = app.group("SLA watchers").await;
+    let experts = app.group("SLA experts").await;
+    let policy = office_policy(&app).await;
+    let mut changed = policy.clone();
+    for field in ["id", "created_at", "updated_at", "version"] {
+        changed.as_object_mut().unwrap().remove(field);
+    }
+    changed["escalations"] = json!([
+        {"threshold": "warning", "action": "notify", "group": text(&watchers, "id")},
+        {"threshold": "warning", "metric": "resolution", "action": "reassign", "group": text(&experts, "id")},
+    ]);
+    let policy_path = format!("/api/v1/sla-policies/{}", text(&policy, "id"));
+    let (status, body) = send(
+        &app,
+        &admin,
+        Method::PUT,
+        &policy_path,
+        Some(changed.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut unknown_group = changed.clone();
+    unknown_group["escalations"][0]["group"] = json!("no-such-group");
+    let (status, problem) =
+        send(&app, &admin, Method::PUT, &policy_path, Some(unknown_group)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_fields(&problem), ["escalations[0].group"]);
+
+    let incident = create_incident(
+        &app,
+        &agent,
+        json!({"title": "VPN down", "description": "For all"}),
+    )
+    .await;
+    let id = text(&incident, "id");
+    let timer = only_timer(&app, &agent, &id).await;
+
+    // The calendar becomes 8-16: the running timer keeps version 1 until recalculated.
+    let calendar_path = format!("/api/v1/calendars/{}", text(&timer, "calendar_id"));
+    let mut shorter = office("Berlin office");
+    for range in shorter["working_hours"].as_array_mut().unwrap() {
+        range["start"] = json!("08:00");
+        range["end"] = json!("16:00");
+    }
+    let (status, body) = send(&app, &admin, Method::PUT, &calendar_path, Some(shorter)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        only_timer(&app, &agent, &id).await["due_at"],
+        "2026-11-30T15:00:00Z"
+    );
+    let recalculate = format!("/api/v1/sla-timers/{}/recalculate", text(&timer, "id"));
+    let (status, _) = send(&app, &agent, Method::POST, &recalculate, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, recalculated) = send(&app, &admin, Method::POST, &recalculate, None).await;
+    assert_eq!(status, StatusCode::OK, "{recalculated}");
+    // Friday 16:00 is now after hours: Monday 8-16 is the whole target.
+    assert_eq!(
+        (
+            &recalculated["calendar_version"],
+            &recalculated["elapsed_seconds"],
+            &recalculated["due_at"]
+        ),
+        (&json!(2), &json!(0), &json!("2026-11-30T15:00:00Z"))
+    );
+    let audit = app.audit_of("sla_timer", &text(&timer, "id")).await;
+    assert_eq!(audit[0]["action"], "recalculate");
+    assert_eq!(audit[0]["changes"]["calendar_version"], json!([1, 2]));
+
+    // Monday 14:00 Berlin: six of eight hours ran, the warning (75%) fell due.
+    app.clock.set(instant("2026-11-30T13:00:00Z"));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let warned = only_timer(&app, &agent, &id).await;
+    assert_eq!(warned["warned_at"], "2026-11-30T13:00:00Z");
+    let escalated: Vec<Value> = app
+        .events_after(0)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "sla.escalated")
+        .collect();
+    assert_eq!(escalated.len(), 2, "{escalated:?}");
+    assert_eq!(escalated[0]["data"]["group"], text(&watchers, "id"));
+    let handed = crate::incidents::fetch(&app, &admin, &id).await;
+    assert_eq!(handed["assignment_group"], text(&experts, "id"));
+    let history = app.audit_of("incident", &id).await;
+    assert_eq!(history[0]["action"], "sla_escalation");
+
+    // Lists: due before Monday 16:30 finds it, before Monday 15:00 not.
+    let due_soon = app
+        .list_all("/api/v1/incidents?sla_due_before=2026-11-30T15:30:00Z")
+        .await;
+    assert_eq!(due_soon.len(), 1);
+    let not_yet = app
+        .list_all("/api/v1/incidents?sla_due_before=2026-11-30T14:00:00Z")
+        .await;
+    assert!(not_yet.is_empty());
+    let timers = app
+        .list_all("/api/v1/sla-timers?ticket_type=incident&state=running")
+        .await;
+    assert_eq!(timers.len(), 1);
+    let (status, problem) = send(
+        &app,
+        &admin,
+        Method::GET,
+        "/api/v1/sla-timers?ticket_type=change",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+
+    // Problems: a policy of their own, a response timer stopped by the assessment.
+    let calendar_id = text(&timer, "calendar_id");
+    let targets: Vec<Value> = ["p1", "p2", "p3", "p4", "p5"]
+        .iter()
+        .flat_map(|p| {
+            [
+                json!({"metric": "response", "priority": p, "duration_seconds": 3600}),
+                json!({"metric": "resolution", "priority": p, "duration_seconds": 86400}),
+            ]
+        })
+        .collect();
+    let (status, body) = send(
+        &app,
+        &admin,
+        Method::POST,
+        "/api/v1/sla-policies",
+        Some(json!({
+            "name": "Problems", "precedence": 5, "applies_to": {"ticket_type": "problem"},
+            "calendar_id": calendar_id, "targets": targets,
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, manager) = app
+        .user_with_roles("sla-manager", &["problem_manager"])
+        .await;
+    let (status, problem) = send(
+        &app,
+        &manager,
+        Method::POST,
+        "/api/v1/problems",
+        Some(json!({"title": "VPN drops", "description": "Daily"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{problem}");
+    let problem_id = text(&problem, "id");
+    let path = format!("/api/v1/problems/{problem_id}/transitions");
+    let (status, body) = send(
+        &app,
+        &manager,
+        Method::POST,
+        &path,
+        Some(json!({"action": "assess"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, page) = send(
+        &app,
+        &manager,
+        Method::GET,
+        &format!("/api/v1/problems/{problem_id}/slas"),
+        None,
+    )
+    .await;
+    let states: Vec<(&str, &str)> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["metric"].as_str().unwrap(), t["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        [("resolution", "running"), ("response", "achieved")]
+    );
+
+    // Deleting the incident policy cancels its running timer, saying why.
+    let response = app
+        .admin(Method::DELETE, &policy_path)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let canceled = only_timer(&app, &agent, &id).await;
+    assert_eq!(canceled["state"], "canceled");
+    let lines = timeline_of(&app, &agent, &canceled).await;
+    let last = lines.last().unwrap();
+    assert_eq!(
+        (&last["kind"], &last["reason"]),
+        (&json!("cancel"), &json!("policy Office hours deleted"))
+    );
+}
+
 on_both_backends!(
     calendars_are_versioned_and_checked,
     policies_are_checked_and_ordered,
     a_weekend_on_hold_is_exact with friday_afternoon,
+    escalations_recalculation_and_lists with friday_afternoon,
 );
