@@ -68,6 +68,9 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
             config.database.read_pool_size,
         )),
         token_uses: auth::TokenUses::default(),
+        alert_rules: crate::routes::alerts::recent_rules(),
+        alert_intake: tokio::sync::Semaphore::new(config.alert_queue),
+        alert_flap_window: chrono::Duration::seconds(config.alert_flap_window_seconds),
     }))
 }
 

@@ -46,6 +46,12 @@ pub struct Config {
     pub rate_limit_per_credential: Option<u32>,
     pub rate_limit_per_address: Option<u32>,
     pub rate_limit_window_seconds: u64,
+    /// `ITSM_ALERT_FLAP_WINDOW_SECONDS`: an alert firing again within this long after it
+    /// resolved is flapping and reopens its incident, default 900.
+    pub alert_flap_window_seconds: i64,
+    /// `ITSM_ALERT_QUEUE`: alert intake requests in progress at once; past it, 429 with
+    /// `Retry-After`. Default 1024.
+    pub alert_queue: usize,
 }
 
 // Secrets stay out of logs: Debug shows only whether they are set.
@@ -72,6 +78,8 @@ impl std::fmt::Debug for Config {
             .field("rate_limit_per_credential", &self.rate_limit_per_credential)
             .field("rate_limit_per_address", &self.rate_limit_per_address)
             .field("rate_limit_window_seconds", &self.rate_limit_window_seconds)
+            .field("alert_flap_window_seconds", &self.alert_flap_window_seconds)
+            .field("alert_queue", &self.alert_queue)
             .finish()
     }
 }
@@ -100,6 +108,8 @@ impl Default for Config {
             rate_limit_per_credential: None,
             rate_limit_per_address: None,
             rate_limit_window_seconds: 60,
+            alert_flap_window_seconds: 900,
+            alert_queue: 1024,
         }
     }
 }
@@ -199,6 +209,12 @@ impl Config {
                 defaults.rate_limit_window_seconds,
                 1..=86_400,
             )?,
+            alert_flap_window_seconds: number(
+                "ITSM_ALERT_FLAP_WINDOW_SECONDS",
+                defaults.alert_flap_window_seconds,
+                0..=7 * 24 * 3600,
+            )?,
+            alert_queue: number("ITSM_ALERT_QUEUE", defaults.alert_queue, 1..=1_000_000)?,
         })
     }
 }

@@ -36,6 +36,12 @@ pub struct AppState {
     /// connections at most and other reads keep the rest.
     pub searches: tokio::sync::Semaphore,
     pub token_uses: crate::auth::TokenUses,
+    /// The alert rules in the order they are tried, read at most once a second.
+    pub alert_rules: RecentReads<(), Arc<Vec<domain::alert::AlertRule>>>,
+    /// Alert intake requests in progress; none waits for a permit (429 instead).
+    pub alert_intake: tokio::sync::Semaphore,
+    /// A resolved alert firing again within this is flapping (`ITSM_ALERT_FLAP_WINDOW_SECONDS`).
+    pub alert_flap_window: chrono::Duration,
 }
 
 /// How long a word search waits for a slot before 503.

@@ -23,6 +23,7 @@ macro_rules! with_backend {
     };
 }
 
+pub mod alerts;
 pub mod api_tokens;
 pub mod assignment_rules;
 pub mod audit;
