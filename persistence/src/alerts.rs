@@ -118,6 +118,27 @@ pub fn by_key(
     .transpose()
 }
 
+/// Counts a repeat of `key` if it is firing, in one statement: the storm's common case. The
+/// alert's id and incident when it was; `None` when the key is unknown or resolved.
+pub fn count_if_firing(
+    conn: &mut DbConnection,
+    source: &str,
+    key: &str,
+    at: NaiveDateTime,
+) -> Result<Option<(String, Option<String>)>, StoreError> {
+    Ok(with_backend!(conn, c => fixed_update(
+        alerts::table,
+        (alerts::count.eq(alerts::count + 1), alerts::last_seen.eq(at)),
+        alerts::source
+            .eq(source)
+            .and(alerts::dedup_key.eq(key))
+            .and(alerts::status.eq(AlertStatus::Firing.as_str())),
+    )
+    .returning((alerts::id, alerts::incident_id))
+    .get_result::<(String, Option<String>)>(c)
+    .optional())?)
+}
+
 /// Counts a repeat of a firing alert.
 pub fn count_repeat(
     conn: &mut DbConnection,

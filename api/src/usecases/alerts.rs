@@ -9,7 +9,9 @@
 use std::sync::Arc;
 
 use chrono::Duration;
-use domain::alert::{self, AlertOutcome, AlertRule, Decision, Handling, IncomingAlert};
+use domain::alert::{
+    self, AlertOutcome, AlertRule, AlertStatus, Decision, Handling, IncomingAlert,
+};
 use domain::incident::{
     Channel, Incident, IncidentAction, IncidentState, NewIncident, Relation, ResolutionCode,
     TransitionInput,
@@ -103,6 +105,20 @@ fn receive_one(
     alert: &IncomingAlert,
 ) -> ApiResult<Received> {
     let now = context.ctx.at.and_utc();
+    if alert.status == AlertStatus::Firing {
+        // Most alerts of a storm repeat a firing key: counted in one statement.
+        let counted =
+            alerts::count_if_firing(conn, &alert.source, &alert.dedup_key, context.ctx.at)?;
+        if let Some((id, incident_id)) = counted {
+            return Ok(Received {
+                id,
+                source: alert.source.clone(),
+                dedup_key: alert.dedup_key.clone(),
+                outcome: AlertOutcome::Deduplicated,
+                incident_id,
+            });
+        }
+    }
     let stored = alerts::by_key(conn, &alert.source, &alert.dedup_key)?;
     let decision = Decision::of(
         stored.as_ref().map(|s| s.known),
