@@ -217,6 +217,7 @@ fn string_map(
     name: &str,
     prefix: &str,
     required: bool,
+    max_value: usize,
     problems: &mut Problems,
 ) -> BTreeMap<String, String> {
     let field = field_name(prefix, name);
@@ -242,13 +243,12 @@ fn string_map(
                     continue;
                 }
                 match value {
-                    Value::String(s) if s.chars().count() <= MAX_LABEL_VALUE => {
+                    Value::String(s) if s.chars().count() <= max_value => {
                         map.insert(key.clone(), s.clone());
                     }
-                    Value::String(_) => problems.add(
-                        entry,
-                        format!("must be at most {MAX_LABEL_VALUE} characters"),
-                    ),
+                    Value::String(_) => {
+                        problems.add(entry, format!("must be at most {max_value} characters"))
+                    }
                     _ => problems.add(entry, "must be a string"),
                 }
             }
@@ -381,8 +381,22 @@ pub fn parse_alertmanager(document: &Value) -> Result<Vec<IncomingAlert>, Domain
             &mut problems,
         );
         let status = status(alert, &prefix, &mut problems);
-        let labels = string_map(alert, "labels", &prefix, true, &mut problems);
-        let annotations = string_map(alert, "annotations", &prefix, false, &mut problems);
+        let labels = string_map(
+            alert,
+            "labels",
+            &prefix,
+            true,
+            MAX_LABEL_VALUE,
+            &mut problems,
+        );
+        let annotations = string_map(
+            alert,
+            "annotations",
+            &prefix,
+            false,
+            MAX_DESCRIPTION,
+            &mut problems,
+        );
         let starts_at = timestamp(alert, "startsAt", &prefix, true, &mut problems);
         let ends_at = timestamp(alert, "endsAt", &prefix, false, &mut problems);
         text(alert, "generatorURL", &prefix, false, 4000, &mut problems);
@@ -519,7 +533,7 @@ fn parse_one_generic(
         None | Some(Value::Null) => Some(AlertStatus::Firing),
         Some(_) => status(alert, prefix, problems),
     };
-    let labels = string_map(alert, "labels", prefix, false, problems);
+    let labels = string_map(alert, "labels", prefix, false, MAX_LABEL_VALUE, problems);
     let time = timestamp(alert, "time", prefix, false, problems);
     let mut resources = Vec::new();
     match alert.get("resources") {

@@ -126,17 +126,34 @@ pub fn count_if_firing(
     key: &str,
     at: NaiveDateTime,
 ) -> Result<Option<(String, Option<String>)>, StoreError> {
-    Ok(with_backend!(conn, c => fixed_update(
-        alerts::table,
-        (alerts::count.eq(alerts::count + 1), alerts::last_seen.eq(at)),
-        alerts::source
-            .eq(source)
-            .and(alerts::dedup_key.eq(key))
-            .and(alerts::status.eq(AlertStatus::Firing.as_str())),
-    )
-    .returning((alerts::id, alerts::incident_id))
-    .get_result::<(String, Option<String>)>(c)
-    .optional())?)
+    let firing = alerts::source
+        .eq(source)
+        .and(alerts::dedup_key.eq(key))
+        .and(alerts::status.eq(AlertStatus::Firing.as_str()));
+    let counted = (
+        alerts::count.eq(alerts::count + 1),
+        alerts::last_seen.eq(at),
+    );
+    match conn {
+        // SQLite runs RETURNING as a trigger with a statement journal (see `counters`); a
+        // lookup and an update by key cost less, and there are no round trips.
+        DbConnection::Sqlite(c) => {
+            let found: Option<(String, Option<String>)> = alerts::table
+                .filter(firing)
+                .select((alerts::id, alerts::incident_id))
+                .get_result(c)
+                .optional()?;
+            if let Some((id, _)) = &found {
+                fixed_update(alerts::table, counted, alerts::id.eq(id)).execute(c)?;
+            }
+            Ok(found)
+        }
+        // One round trip.
+        DbConnection::Postgresql(c) => Ok(fixed_update(alerts::table, counted, firing)
+            .returning((alerts::id, alerts::incident_id))
+            .get_result(c)
+            .optional()?),
+    }
 }
 
 /// Counts a repeat of a firing alert.

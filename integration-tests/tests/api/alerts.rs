@@ -586,7 +586,48 @@ async fn alert_rules_are_replaced_with_if_match_and_deleted(app: TestApp) {
     expect_problem(response, StatusCode::NOT_FOUND).await;
 }
 
+fn one_request_at_a_time(config: &mut Config) {
+    config.alert_queue = 1;
+}
+
+async fn overload_is_answered_429_with_retry_after_and_loses_nothing(app: TestApp) {
+    let token = api_token(&app, "integration", None).await;
+    let requests = (0..32).map(|r| {
+        let alerts: Vec<Value> = (0..50)
+            .map(|i| {
+                json!({"source": "storm", "dedup_key": format!("{r}-{i}"),
+                            "severity": "info", "summary": "storm"})
+            })
+            .collect();
+        app.request(Method::POST, "/api/v1/alerts", &token)
+            .json(&json!({ "alerts": alerts }))
+            .send()
+    });
+    let responses = futures_util::future::join_all(requests).await;
+    let (mut accepted, mut refused) = (0, 0);
+    for response in responses {
+        let response = response.unwrap();
+        match response.status() {
+            StatusCode::OK => accepted += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert!(header(&response, "retry-after").is_some());
+                expect_problem(response, StatusCode::TOO_MANY_REQUESTS).await;
+                refused += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(
+        refused > 0,
+        "one request at a time: some of 32 at once are refused"
+    );
+    // Every accepted alert was stored, none of the refused.
+    let stored = app.list_all("/api/v1/alerts?source=storm").await;
+    assert_eq!(stored.len(), accepted * 50);
+}
+
 on_both_backends!(
+    overload_is_answered_429_with_retry_after_and_loses_nothing with one_request_at_a_time,
     alertmanager_payloads_open_one_incident_per_key_and_resolve_it,
     firing_long_after_resolving_opens_a_new_incident with no_flapping_window,
     generic_alerts_follow_rules_and_match_configuration_items,
