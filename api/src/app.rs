@@ -70,6 +70,9 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
         token_uses: auth::TokenUses::default(),
         clock: config.clock.clone(),
         sla_rules: crate::recent::RecentReads::new(std::time::Duration::from_secs(1), 1),
+        alert_rules: crate::routes::alerts::recent_rules(),
+        alert_intake: tokio::sync::Semaphore::new(config.alert_queue),
+        alert_flap_window: chrono::Duration::seconds(config.alert_flap_window_seconds),
     }))
 }
 

@@ -51,6 +51,12 @@ pub struct Config {
     pub sla_interval_ms: u64,
     /// Where the service reads the time: the system clock; tests set their own.
     pub clock: persistence::Clock,
+    /// `ITSM_ALERT_FLAP_WINDOW_SECONDS`: an alert firing again within this long after it
+    /// resolved is flapping and reopens its incident, default 900.
+    pub alert_flap_window_seconds: i64,
+    /// `ITSM_ALERT_QUEUE`: alert intake requests in progress at once; past it, 429 with
+    /// `Retry-After`. Default 1024.
+    pub alert_queue: usize,
 }
 
 // Secrets stay out of logs: Debug shows only whether they are set.
@@ -77,6 +83,8 @@ impl std::fmt::Debug for Config {
             .field("rate_limit_per_credential", &self.rate_limit_per_credential)
             .field("rate_limit_per_address", &self.rate_limit_per_address)
             .field("rate_limit_window_seconds", &self.rate_limit_window_seconds)
+            .field("alert_flap_window_seconds", &self.alert_flap_window_seconds)
+            .field("alert_queue", &self.alert_queue)
             .finish()
     }
 }
@@ -107,6 +115,8 @@ impl Default for Config {
             rate_limit_window_seconds: 60,
             sla_interval_ms: 500,
             clock: persistence::Clock::system(),
+            alert_flap_window_seconds: 900,
+            alert_queue: 1024,
         }
     }
 }
@@ -212,6 +222,12 @@ impl Config {
                 10..=60_000,
             )?,
             clock: persistence::Clock::system(),
+            alert_flap_window_seconds: number(
+                "ITSM_ALERT_FLAP_WINDOW_SECONDS",
+                defaults.alert_flap_window_seconds,
+                0..=7 * 24 * 3600,
+            )?,
+            alert_queue: number("ITSM_ALERT_QUEUE", defaults.alert_queue, 1..=1_000_000)?,
         })
     }
 }

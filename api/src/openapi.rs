@@ -8,7 +8,8 @@ use crate::routes::cmdb::{
     tickets as ci_tickets,
 };
 use crate::routes::{
-    assignment_rules, auth, feed, groups, health, incidents, problems, sla, sla_timers, users,
+    alerts, assignment_rules, auth, feed, groups, health, incidents, problems, sla, sla_timers,
+    users,
 };
 
 #[derive(OpenApi)]
@@ -40,6 +41,8 @@ use crate::routes::{
         sla_timers::list_timers, sla_timers::get_timer, sla_timers::timeline, sla_timers::recalculate,
         assignment_rules::create_rule, assignment_rules::list_rules, assignment_rules::get_rule,
         assignment_rules::replace_rule, assignment_rules::delete_rule,
+        alerts::receive_alertmanager, alerts::receive_alerts, alerts::list_alerts, alerts::get_alert,
+        alerts::create_rule, alerts::list_rules, alerts::get_rule, alerts::replace_rule, alerts::delete_rule,
         ci_classes::create_class, ci_classes::list_classes, ci_classes::get_class, ci_classes::update_class,
         ci_classes::delete_class, ci_classes::get_source_precedence, ci_classes::set_source_precedence,
         ci_items::create_item, ci_items::list_items, ci_items::get_item, ci_items::update_item,
@@ -58,6 +61,7 @@ use crate::routes::{
         (name = "service-levels", description = "Business calendars, SLA policies, and the timers they set on tickets"),
         (name = "problems", description = "Problem management: root causes, linked incidents, the known-error database"),
         (name = "cmdb", description = "Configuration management: CI classes, items, relationships, impact analysis, reconciliation"),
+        (name = "alerts", description = "Monitoring intake: Alertmanager and generic alerts, deduplicated by key, opening incidents by alert rules"),
         (name = "audit", description = "Who changed what"),
         (name = "events", description = "The event feed integrators poll"),
         (name = "health", description = "Probes"),

@@ -149,6 +149,13 @@ pub async fn incident_list_plans(db: &Database) -> Result<Vec<(String, Vec<Strin
                 None,
             ),
             newest_first(
+                "channel=monitoring",
+                IncidentFilter {
+                    channel: Some(domain::incident::Channel::Monitoring),
+                    ..all()
+                },
+            ),
+            newest_first(
                 &format!("q={first_word}"),
                 IncidentFilter {
                     q: Some(first_word.to_owned()),

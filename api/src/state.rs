@@ -41,6 +41,12 @@ pub struct AppState {
     pub clock: persistence::Clock,
     /// The SLA policies in force, for the writes of tickets.
     pub sla_rules: RecentReads<(), Arc<SlaRules>>,
+    /// The alert rules in the order they are tried, read at most once a second.
+    pub alert_rules: RecentReads<(), Arc<Vec<domain::alert::AlertRule>>>,
+    /// Alert intake requests in progress; none waits for a permit (429 instead).
+    pub alert_intake: tokio::sync::Semaphore,
+    /// A resolved alert firing again within this is flapping (`ITSM_ALERT_FLAP_WINDOW_SECONDS`).
+    pub alert_flap_window: chrono::Duration,
 }
 
 /// How long a word search waits for a slot before 503.

@@ -6,6 +6,7 @@
 // No panic on a request path (issue 19): tests and start-up code may panic, nothing else.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod alert;
 pub mod calendar;
 pub mod changes;
 pub mod cmdb;

@@ -5,7 +5,7 @@
 use crate::{DomainError, FieldError};
 
 /// Every scope a token may hold.
-pub const SCOPES: [&str; 13] = [
+pub const SCOPES: [&str; 14] = [
     "incidents:read",
     "incidents:write",
     "problems:read",
@@ -18,6 +18,7 @@ pub const SCOPES: [&str; 13] = [
     "audit:read",
     "directory:read",
     "directory:write",
+    "alerts:read",
     "alerts:write",
 ];
 
@@ -32,7 +33,7 @@ pub fn family(path: &str) -> Option<&'static str> {
         "calendars" | "sla-policies" | "sla-timers" => "slas",
         "events" => "events",
         "audit-events" => "audit",
-        "alerts" => "alerts",
+        "alerts" | "alert-rules" | "integrations" => "alerts",
         "me" | "auth" => return None,
         // Users, groups, routing rules, API tokens, and whatever is added later: a token
         // needs the directory scope until the table above names the new family.

@@ -310,6 +310,8 @@ pub struct IncidentFilter {
     pub caller: Option<String>,
     pub major: Option<bool>,
     pub category: Option<String>,
+    /// Where the incidents were reported (`monitoring` for alerts).
+    pub channel: Option<domain::incident::Channel>,
     pub parent_id: Option<String>,
     pub problem_id: Option<String>,
     /// Tickets concerning this configuration item (id).
@@ -341,6 +343,9 @@ macro_rules! incident_list_query {
         }
         if let Some(major) = filter.major {
             query = query.filter(incidents::major.eq(major));
+        }
+        if let Some(channel) = filter.channel {
+            query = query.filter(incidents::channel.eq(channel.as_str()));
         }
         if let Some(parent) = &filter.parent_id {
             query = query.filter(incidents::parent_id.eq(parent.clone()));

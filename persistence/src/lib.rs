@@ -23,6 +23,7 @@ macro_rules! with_backend {
     };
 }
 
+pub mod alerts;
 pub mod api_tokens;
 pub mod assignment_rules;
 pub mod audit;
@@ -349,6 +350,51 @@ where
 }
 
 impl<T, V, W, C> diesel::RunQueryDsl<C> for FixedUpdate<T, V, W> {}
+
+impl<T, V, W> FixedUpdate<T, V, W> {
+    /// The same update returning `columns` of the rows it changed, kept prepared likewise.
+    pub(crate) fn returning<R: diesel::Expression>(self, columns: R) -> FixedReturning<Self, R> {
+        FixedReturning {
+            update: self,
+            columns,
+        }
+    }
+}
+
+/// `<fixed update> RETURNING <columns>` (see [`FixedUpdate`]): a lookup and its change in one
+/// statement, one round trip on PostgreSQL.
+pub(crate) struct FixedReturning<U, R> {
+    update: U,
+    columns: R,
+}
+
+impl<U, R> diesel::query_builder::QueryId for FixedReturning<U, R> {
+    type QueryId = ();
+    // Cached by its SQL text.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<U, R: diesel::Expression> diesel::query_builder::Query for FixedReturning<U, R> {
+    type SqlType = R::SqlType;
+}
+
+impl<DB, U, R> diesel::query_builder::QueryFragment<DB> for FixedReturning<U, R>
+where
+    DB: diesel::backend::Backend,
+    U: diesel::query_builder::QueryFragment<DB>,
+    R: diesel::query_builder::QueryFragment<DB>,
+{
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, DB>,
+    ) -> diesel::QueryResult<()> {
+        self.update.walk_ast(out.reborrow())?;
+        out.push_sql(" RETURNING ");
+        self.columns.walk_ast(out.reborrow())
+    }
+}
+
+impl<U, R, C> diesel::RunQueryDsl<C> for FixedReturning<U, R> {}
 
 #[cfg(test)]
 mod tests {

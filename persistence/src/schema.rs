@@ -373,6 +373,31 @@ diesel::table! {
 }
 
 diesel::table! {
+    alerts (id) {
+        id -> Text,
+        source -> Text,
+        dedup_key -> Text,
+        status -> Text,
+        severity -> Text,
+        summary -> Text,
+        description -> Text,
+        resources -> Text,
+        labels -> Text,
+        annotations -> Text,
+        count -> BigInt,
+        first_seen -> Timestamp,
+        last_seen -> Timestamp,
+        starts_at -> Nullable<Timestamp>,
+        ends_at -> Nullable<Timestamp>,
+        resolved_at -> Nullable<Timestamp>,
+        incident_id -> Nullable<Text>,
+        rule_id -> Nullable<Text>,
+        updated_at -> Timestamp,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
     sla_timer_lines (timer_id, position) {
         timer_id -> Text,
         position -> Integer,
@@ -390,3 +415,23 @@ diesel::joinable!(sla_timer_lines -> sla_timers (timer_id));
 diesel::allow_tables_to_appear_in_same_query!(sla_timers, sla_timer_lines);
 diesel::allow_tables_to_appear_in_same_query!(incidents, sla_timers);
 diesel::allow_tables_to_appear_in_same_query!(problems, sla_timers);
+
+diesel::table! {
+    alert_rules (id) {
+        id -> Text,
+        name -> Text,
+        position -> Integer,
+        source -> Nullable<Text>,
+        severity -> Nullable<Text>,
+        labels -> Text,
+        impact -> Text,
+        urgency -> Text,
+        category -> Nullable<Text>,
+        group_id -> Nullable<Text>,
+        open_incident -> Bool,
+        resolve_incident -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        version -> BigInt,
+    }
+}

@@ -1,5 +1,6 @@
 //! One module per resource; each registers its own routes.
 
+pub mod alerts;
 pub mod assignment_rules;
 pub mod auth;
 pub mod cmdb;
@@ -23,5 +24,6 @@ pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
     sla::configure(cfg);
     sla_timers::configure(cfg);
     assignment_rules::configure(cfg);
+    alerts::configure(cfg);
     cmdb::configure(cfg);
 }

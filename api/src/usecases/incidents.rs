@@ -137,18 +137,47 @@ pub async fn report(
     state
         .db
         .write_new_rows(move |conn| -> ApiResult<(Incident, Relation)> {
-            let mut new = new.clone();
-            check_cmdb_links(conn, &new.configuration_items, new.service.as_deref(), None)?;
-            if let Some(parent) = check_references(conn, &ctx, References::of_new(&new), None)? {
-                new.parent_id = Some(parent);
-            }
-            if new.assignment_group.is_none() {
-                new.assignment_group = routed_group.clone();
-            }
-            let incident = incidents::create(conn, &ctx, new)?;
+            let incident = report_in(conn, &ctx, new.clone(), routed_group.as_deref())?;
             related(conn, access, &caller, incident)
         })
         .await
+}
+
+/// Stores a reported incident inside a unit of work: its configuration items, service and
+/// references checked, the routed group given when it names none. Shared by [`report`] and
+/// the monitoring intake.
+pub(crate) fn report_in(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    mut new: NewIncident,
+    routed_group: Option<&str>,
+) -> ApiResult<Incident> {
+    check_cmdb_links(conn, &new.configuration_items, new.service.as_deref(), None)?;
+    if let Some(parent) = check_references(conn, ctx, References::of_new(&new), None)? {
+        new.parent_id = Some(parent);
+    }
+    if new.assignment_group.is_none() {
+        new.assignment_group = routed_group.map(str::to_owned);
+    }
+    Ok(incidents::create(conn, ctx, new)?)
+}
+
+/// Resolves an open incident on behalf of the service (monitoring saw the cause go away),
+/// from whatever open state it is in, recorded as `action`, cascading to its children like
+/// any resolution.
+pub(crate) fn resolve_in(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    before: &Incident,
+    code: domain::incident::ResolutionCode,
+    notes: String,
+    action: &str,
+) -> ApiResult<Incident> {
+    let mut after = before.clone();
+    after.resolve(Some(code), notes, ctx.at.and_utc());
+    let saved = tickets::save(conn, ctx, before, &after, Change::action(action))?;
+    cascade_to_children(conn, ctx, &saved)?;
+    Ok(saved)
 }
 
 /// The fields of a merge patch of an incident: `None` leaves a field as it is.

@@ -7,7 +7,8 @@
 //!
 //! BENCH_QUICK=1 uses small volumes and short runs (a smoke check in under two minutes);
 //! BENCH_INCIDENTS=N changes the seeded volume; BENCH_ONLY=word runs the scenarios whose name
-//! contains the word; BENCH_SKIP_SQLITE=1 measures PostgreSQL alone.
+//! contains the word (BENCH_ONLY=storm: the alert storm alone); BENCH_SKIP_SQLITE=1 measures
+//! PostgreSQL alone.
 //!
 //! BENCH_SOAK_SECONDS=N (`make soak`) runs a soak instead: every scenario mixed, at
 //! concurrency 16, for N seconds, reporting each minute's requests, errors and p99 and the
@@ -542,6 +543,8 @@ async fn bench_backend(
         expected_refusals: &[],
     });
 
+    scenarios.push(alert_storm());
+
     if let Some(length) = settings.soak {
         soak(&client, &base, &token, &server, backend, scenarios, length).await;
         drop(server);
@@ -593,6 +596,49 @@ async fn bench_backend(
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     results
+}
+
+/// Distinct alert keys of the storm.
+const STORM_KEYS: usize = 10_000;
+
+/// An alert storm (issue 16): generic alerts, one per request, 90% of them repeats of a key
+/// already sent and 10% a key not seen before, over 10,000 distinct keys (after 100,000
+/// requests of a run every key is known and all are repeats). A new key opens an incident
+/// (no alert rule: the default handling). Each run (warm-up included) uses keys of its own,
+/// so every run starts with new keys.
+fn alert_storm() -> Scenario {
+    let run = Arc::new(AtomicUsize::new(0));
+    Scenario {
+        name: "alert storm (90% repeats)",
+        make: Arc::new(move |_, n| {
+            // `n` starts from 0 in every run: a new run, new keys.
+            if n == 0 {
+                run.fetch_add(1, Ordering::Relaxed);
+            }
+            let run = run.load(Ordering::Relaxed);
+            let introduced = n / 10;
+            let key = if n % 10 == 0 {
+                introduced % STORM_KEYS
+            } else {
+                // A key already introduced in this run, most often a recent one.
+                introduced.saturating_sub(1 + (n * 7919) % 97) % STORM_KEYS
+            };
+            Call {
+                method: Method::POST,
+                path: "/api/v1/alerts".into(),
+                body: Some(json!({
+                    "source": "bench",
+                    "dedup_key": format!("storm-{run}-{key}"),
+                    "severity": "warning",
+                    "summary": format!("Storm alert {key}"),
+                    "labels": {"alertname": "Storm", "instance": format!("host-{}:9100", key % 500)},
+                })),
+                if_match: None,
+            }
+        }),
+        // Overload is answered 429 with Retry-After: counted apart from errors.
+        expected_refusals: &[StatusCode::TOO_MANY_REQUESTS],
+    }
 }
 
 /// Every scenario mixed, request by request, at concurrency 16 for `length`, reported minute

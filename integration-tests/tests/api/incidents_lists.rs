@@ -498,7 +498,7 @@ async fn each_list_filter_is_explained(app: TestApp) {
     let plans = itsm_api::plans::incident_list_plans(&db)
         .await
         .expect("plans");
-    assert_eq!(plans.len(), 17);
+    assert_eq!(plans.len(), 18);
     for (filter, lines) in &plans {
         match app.backend {
             // The tickets of one item are few: found through the link index, then sorted.

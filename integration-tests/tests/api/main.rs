@@ -1,6 +1,8 @@
 //! The black-box suite: one test binary, every test on SQLite and (when configured) PostgreSQL.
 
 mod access_matrix;
+mod alertmanager;
+mod alerts;
 mod auth;
 mod backup;
 mod cmdb;

@@ -1,0 +1,3 @@
+DROP INDEX incidents_channel_idx;
+DROP TABLE alert_rules;
+DROP TABLE alerts;
