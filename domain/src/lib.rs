@@ -7,6 +7,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod calendar;
+pub mod change;
 pub mod changes;
 pub mod cmdb;
 mod enums;
