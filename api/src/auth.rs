@@ -450,6 +450,13 @@ impl Policy for FeedReaders {
         "agent, change_manager, problem_manager, integration or admin";
 }
 
+/// Change managers (and admins): approval policies, templates, freeze windows.
+pub struct ChangeManagers;
+impl Policy for ChangeManagers {
+    const ROLES: &'static [Role] = &[Role::ChangeManager];
+    const DESCRIPTION: &'static str = "change_manager or admin";
+}
+
 /// Readers of the CMDB: staff and integrations, like the event feed's readers.
 pub type CmdbReaders = FeedReaders;
 

@@ -5,11 +5,13 @@
 use crate::{DomainError, FieldError};
 
 /// Every scope a token may hold.
-pub const SCOPES: [&str; 13] = [
+pub const SCOPES: [&str; 15] = [
     "incidents:read",
     "incidents:write",
     "problems:read",
     "problems:write",
+    "changes:read",
+    "changes:write",
     "cmdb:read",
     "cmdb:write",
     "slas:read",
@@ -28,6 +30,10 @@ pub fn family(path: &str) -> Option<&'static str> {
     Some(match first {
         "incidents" => "incidents",
         "problems" | "known-errors" => "problems",
+        "changes"
+        | "change-approval-policies"
+        | "standard-change-templates"
+        | "change-freeze-windows" => "changes",
         "configuration-items" | "ci-classes" | "ci-relationships" => "cmdb",
         "calendars" | "sla-policies" | "sla-timers" => "slas",
         "events" => "events",

@@ -2,6 +2,7 @@
 //! between the routes (which extract, authorise, call and wrap) and the repositories. Each is a
 //! unit of work handed to the write path.
 
+pub mod changes;
 pub mod incidents;
 pub mod problems;
 

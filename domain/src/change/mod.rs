@@ -492,22 +492,11 @@ impl Ticket for Change {
     }
 
     fn search_text(&self) -> String {
-        let mut text = format!("{}\n{}", self.title, self.description);
-        for part in [&self.justification, &self.implementation_plan]
-            .into_iter()
-            .flatten()
-        {
-            text.push('\n');
-            text.push_str(part);
-        }
-        text
+        format!("{}\n{}", self.title, self.description)
     }
 
     fn search_text_changed(&self, after: &Change) -> bool {
-        self.title != after.title
-            || self.description != after.description
-            || self.justification != after.justification
-            || self.implementation_plan != after.implementation_plan
+        self.title != after.title || self.description != after.description
     }
 
     fn changes_to(&self, after: &Change) -> Changes {

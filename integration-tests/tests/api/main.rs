@@ -3,6 +3,7 @@
 mod access_matrix;
 mod auth;
 mod backup;
+mod changes;
 mod cmdb;
 mod conventions;
 mod events;
