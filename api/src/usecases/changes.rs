@@ -352,104 +352,108 @@ pub async fn create(state: &AppState, caller: Caller, given: ChangeDraft) -> Api
         ));
     }
     let now = ctx.at.and_utc();
-    state
-        .db
-        .write_new_rows(move |conn| -> ApiResult<Change> {
-            let mut draft = given.clone();
-            let template = match (&draft.template, draft.change_type) {
-                (Some(id), ChangeType::Standard) => {
-                    Some(changes::template(conn, id).map_err(|e| {
-                        crate::error::unknown_reference(e, "template", "no such template")
-                    })?)
-                }
-                (None, ChangeType::Standard) => {
-                    return Err(ApiError::invalid(
-                        "template",
-                        "is required for a standard change",
-                    ))
-                }
-                (Some(_), _) => {
-                    return Err(ApiError::invalid(
-                        "template",
-                        "only standard changes come from a template",
-                    ))
-                }
-                (None, _) => None,
-            };
-            if let Some(template) = &template {
-                apply_template(&mut draft, template)?;
+    // Linking problems updates them: only then is the unit more than new rows.
+    let updates_rows = !given.fixes_problems.is_empty();
+    let unit = move |conn: &mut DbConnection| -> ApiResult<Change> {
+        let mut draft = given.clone();
+        let template = match (&draft.template, draft.change_type) {
+            (Some(id), ChangeType::Standard) => {
+                Some(changes::template(conn, id).map_err(|e| {
+                    crate::error::unknown_reference(e, "template", "no such template")
+                })?)
             }
-            let title = draft
-                .title
-                .clone()
-                .map(|t| t.trim().to_owned())
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| ApiError::invalid("title", "must not be blank"))?;
-            Window::of(
-                draft.planned_start,
-                draft.planned_end,
-                "planned_start",
-                "planned_end",
-            )?;
-            check_window_length(draft.planned_start, draft.planned_end)?;
-            check_active_user(conn, &requested_by, "requested_by")?;
-            check_assignment(
-                conn,
-                draft.assignment_group.as_deref(),
-                draft.assignee.as_deref(),
-            )?;
-            check_cmdb_links(
-                conn,
-                &draft.configuration_items,
-                draft.service.as_deref(),
-                None,
-            )?;
-            let fixes_problems = resolve_problems(conn, &draft.fixes_problems, None)?;
-            let answers = draft.risk_answers.clone().unwrap_or_default();
-            let assessment = assess(
-                conn,
-                &answers,
-                &draft.configuration_items,
-                draft.service.as_deref(),
-                draft.backout_plan.is_some(),
-                now,
-            )?;
-            if let Some(template) = &template {
-                let level = override_level.as_ref().map_or(assessment.level, |o| o.0);
-                schedule::check_template_bounds(
-                    &template.configuration_items,
-                    template.risk_cap,
-                    &draft.configuration_items,
-                    level,
-                )?;
+            (None, ChangeType::Standard) => {
+                return Err(ApiError::invalid(
+                    "template",
+                    "is required for a standard change",
+                ))
             }
-            let new = NewChange {
-                change_type: draft.change_type,
-                title,
-                description: draft.description.clone().unwrap_or_default(),
-                justification: draft.justification.clone(),
-                implementation_plan: draft.implementation_plan.clone(),
-                backout_plan: draft.backout_plan.clone(),
-                test_plan: draft.test_plan.clone(),
-                risk_answers: answers,
-                risk_assessment: assessment,
-                risk_override: override_level.clone(),
-                planned_start: draft.planned_start,
-                planned_end: draft.planned_end,
-                configuration_items: draft.configuration_items.clone(),
-                service: draft.service.clone(),
-                assignment_group: draft.assignment_group.clone(),
-                assignee: draft.assignee.clone(),
-                requested_by: requested_by.clone(),
-                template: template.map(|t| t.id),
-                fixes_problems,
-                external_refs: draft.external_refs.clone(),
-            };
-            let change = changes::create(conn, &ctx, new)?;
-            link_problems(conn, &ctx, &change, &[])?;
-            Ok(change)
-        })
-        .await
+            (Some(_), _) => {
+                return Err(ApiError::invalid(
+                    "template",
+                    "only standard changes come from a template",
+                ))
+            }
+            (None, _) => None,
+        };
+        if let Some(template) = &template {
+            apply_template(&mut draft, template)?;
+        }
+        let title = draft
+            .title
+            .clone()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::invalid("title", "must not be blank"))?;
+        Window::of(
+            draft.planned_start,
+            draft.planned_end,
+            "planned_start",
+            "planned_end",
+        )?;
+        check_window_length(draft.planned_start, draft.planned_end)?;
+        check_active_user(conn, &requested_by, "requested_by")?;
+        check_assignment(
+            conn,
+            draft.assignment_group.as_deref(),
+            draft.assignee.as_deref(),
+        )?;
+        check_cmdb_links(
+            conn,
+            &draft.configuration_items,
+            draft.service.as_deref(),
+            None,
+        )?;
+        let fixes_problems = resolve_problems(conn, &draft.fixes_problems, None)?;
+        let answers = draft.risk_answers.clone().unwrap_or_default();
+        let assessment = assess(
+            conn,
+            &answers,
+            &draft.configuration_items,
+            draft.service.as_deref(),
+            draft.backout_plan.is_some(),
+            now,
+        )?;
+        if let Some(template) = &template {
+            let level = override_level.as_ref().map_or(assessment.level, |o| o.0);
+            schedule::check_template_bounds(
+                &template.configuration_items,
+                template.risk_cap,
+                &draft.configuration_items,
+                level,
+            )?;
+        }
+        let new = NewChange {
+            change_type: draft.change_type,
+            title,
+            description: draft.description.clone().unwrap_or_default(),
+            justification: draft.justification.clone(),
+            implementation_plan: draft.implementation_plan.clone(),
+            backout_plan: draft.backout_plan.clone(),
+            test_plan: draft.test_plan.clone(),
+            risk_answers: answers,
+            risk_assessment: assessment,
+            risk_override: override_level.clone(),
+            planned_start: draft.planned_start,
+            planned_end: draft.planned_end,
+            configuration_items: draft.configuration_items.clone(),
+            service: draft.service.clone(),
+            assignment_group: draft.assignment_group.clone(),
+            assignee: draft.assignee.clone(),
+            requested_by: requested_by.clone(),
+            template: template.map(|t| t.id),
+            fixes_problems,
+            external_refs: draft.external_refs.clone(),
+        };
+        let change = changes::create(conn, &ctx, new)?;
+        link_problems(conn, &ctx, &change, &[])?;
+        Ok(change)
+    };
+    if updates_rows {
+        state.db.write(unit).await
+    } else {
+        state.db.write_new_rows(unit).await
+    }
 }
 
 /// A planned window lasts at most [`changes::MAX_WINDOW_DAYS`].
