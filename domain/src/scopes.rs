@@ -119,6 +119,14 @@ mod tests {
             required("GET", "/api/v1/users").as_deref(),
             Some("directory:read")
         );
+        assert_eq!(
+            required("PUT", "/api/v1/change-freeze-windows/f1").as_deref(),
+            Some("changes:write")
+        );
+        assert_eq!(
+            required("GET", "/api/v1/changes/calendar").as_deref(),
+            Some("changes:read")
+        );
         assert_eq!(required("GET", "/api/v1/me"), None);
     }
 

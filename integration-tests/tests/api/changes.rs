@@ -723,6 +723,62 @@ async fn standard_changes_come_from_templates_and_skip_authorisation(app: TestAp
         types.iter().any(|t| t == "change.conflict_acknowledged"),
         "{types:?}"
     );
+
+    // The calendar of the item lists both; moving a scheduled change into a freeze later is
+    // refused like scheduling into it.
+    let calendar = ok(
+        &app,
+        &agent,
+        Method::GET,
+        &format!(
+            "{CHANGES}/calendar?from={}&to={}&configuration_item={}",
+            urlencode(&at(0)),
+            urlencode(&at(24)),
+            s.app
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(
+        calendar["changes"].as_array().unwrap().len(),
+        2,
+        "{calendar}"
+    );
+    let (status, _) = send(
+        &app,
+        &carol,
+        Method::POST,
+        "/api/v1/change-freeze-windows",
+        Some(
+            json!({"name": "Audit", "reason": "Auditors on site", "start": at(40), "end": at(50),
+                    "scope": {"services": [s.shop]}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, refused) = send(
+        &app,
+        &agent,
+        Method::PATCH,
+        &format!("{CHANGES}/{number}"),
+        Some(json!({"planned_start": at(41), "planned_end": at(42)})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(refused["freeze_windows"][0]["name"], "Audit");
+    assert_eq!(
+        refused["freeze_windows"][0]["items"][0]["path"],
+        json!([s.shop, s.app])
+    );
+    let unchanged = ok(
+        &app,
+        &agent,
+        Method::GET,
+        &format!("{CHANGES}/{number}"),
+        None,
+    )
+    .await;
+    assert_eq!(unchanged["planned_start"], scheduled["planned_start"]);
 }
 
 /// Review records a failed outcome with the incident it caused; closing needs review notes;
