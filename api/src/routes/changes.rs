@@ -621,7 +621,8 @@ pub struct DecisionResult {
 }
 
 /// Approve or reject: the named approver only, once. Any rejection returns the change to
-/// `new`; the quorum authorises it and moves it on.
+/// `new`; the quorum authorises it and moves it on (a change it schedules comes back with its
+/// conflicts).
 #[utoipa::path(
     tag = "changes", operation_id = "decide_change_approval",
     params(("id" = String, Path), ("approval_id" = String, Path)),
@@ -648,7 +649,7 @@ pub async fn decide_approval(
         change: ChangeView {
             allowed_actions: decided.change.allowed_actions(relation),
             change: decided.change,
-            conflicts: None,
+            conflicts: decided.conflicts,
         },
     }))
 }

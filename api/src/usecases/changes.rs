@@ -1005,10 +1005,11 @@ pub fn approvals_view(conn: &mut DbConnection, change: &Change) -> ApiResult<App
     })
 }
 
-/// A decision and the change after it.
+/// A decision and the change after it (with its conflicts when the decision scheduled it).
 pub struct Decided {
     pub approval: ChangeApproval,
     pub change: Change,
+    pub conflicts: Option<Vec<Conflict>>,
 }
 
 /// Records the caller's decision on one approval of a change: the named approver only, once;
@@ -1092,11 +1093,19 @@ pub async fn decide(
                         events: &applied.events,
                     },
                 )?,
-                None => change,
+                None => change.clone(),
+            };
+            let conflicts = if saved.state == ChangeState::Scheduled
+                && change.state != ChangeState::Scheduled
+            {
+                Some(analyse(conn, &saved)?.conflicts)
+            } else {
+                None
             };
             Ok(Decided {
                 approval: decided,
                 change: saved,
+                conflicts,
             })
         })
         .await

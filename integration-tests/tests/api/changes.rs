@@ -273,6 +273,7 @@ async fn cab_quorum_schedules_and_conflicts_show_their_path(app: TestApp) {
     .await;
     assert_eq!(quorum["change"]["state"], "scheduled", "{quorum}");
     assert!(quorum["change"]["authorized_at"].is_string());
+    assert_eq!(quorum["change"]["conflicts"], json!([]));
     let approvals = ok(
         &app,
         &agent,
