@@ -57,6 +57,7 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
         routing_rules: crate::routes::assignment_rules::recent_rules(),
         incident_lookups: persistence::tickets::lookups(),
         problem_lookups: persistence::tickets::lookups(),
+        change_lookups: persistence::tickets::lookups(),
         serve_lock,
         stopping: std::sync::atomic::AtomicBool::new(false),
         login_throttle: LoginThrottle::new(config.login),

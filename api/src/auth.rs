@@ -228,6 +228,31 @@ fn bearer_token(req: &HttpRequest) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Present on a request while its credential is read from the database. Actix polls a
+/// handler's extractors together and answers the first error that is ready, so a body's 422
+/// could overtake the 401 or 403 of a caller whose credential was not in `RecentReads`: the
+/// body extractor waits for this first (see [`credential_read`]).
+struct ReadingCredential(tokio::sync::watch::Receiver<bool>);
+
+/// Marks `req` as reading its credential until the returned sender drops.
+fn reading_credential(req: &HttpRequest) -> tokio::sync::watch::Sender<bool> {
+    let (reading, receiver) = tokio::sync::watch::channel(false);
+    req.extensions_mut().insert(ReadingCredential(receiver));
+    reading
+}
+
+/// Waits while the credential of `req` is being read, so that its refusal comes first.
+pub async fn credential_read(req: &HttpRequest) {
+    let reading = req
+        .extensions()
+        .get::<ReadingCredential>()
+        .map(|r| r.0.clone());
+    if let Some(mut reading) = reading {
+        // The sender drops when the read is over: the wait then ends with `Err`.
+        let _ = reading.wait_for(|done| *done).await;
+    }
+}
+
 /// Authenticates the request: verifies the credential and reads its holder's state, kept for
 /// at most a second (`RecentReads`): deactivation, role changes and revocation take effect at
 /// once on the node that made them, and within a second on the others.
@@ -242,7 +267,9 @@ pub async fn authenticate(req: &HttpRequest) -> ApiResult<Caller> {
             .api_tokens
             .get_or_read(&hash, || {
                 let hash = hash.clone();
+                let reading = reading_credential(req);
                 async move {
+                    let _reading = reading;
                     match state
                         .db
                         .read_bounded(move |conn| api_tokens::find_by_hash(conn, &hash))
@@ -286,7 +313,9 @@ pub async fn authenticate(req: &HttpRequest) -> ApiResult<Caller> {
         .access
         .get_or_read(&user_id, || {
             let lookup_id = user_id.clone();
+            let reading = reading_credential(req);
             async move {
+                let _reading = reading;
                 match state
                     .db
                     .read_bounded(move |conn| {
@@ -453,6 +482,13 @@ impl Policy for FeedReaders {
     ];
     const DESCRIPTION: &'static str =
         "agent, change_manager, problem_manager, integration or admin";
+}
+
+/// Change managers (and admins): approval policies, templates, freeze windows.
+pub struct ChangeManagers;
+impl Policy for ChangeManagers {
+    const ROLES: &'static [Role] = &[Role::ChangeManager];
+    const DESCRIPTION: &'static str = "change_manager or admin";
 }
 
 /// Readers of the CMDB: staff and integrations, like the event feed's readers.

@@ -43,6 +43,12 @@ pub enum ApiError {
         detail: String,
         allowed_actions: Vec<String>,
     },
+    /// A change's planned window hits freeze windows: 409 listing every window and item.
+    #[error("{detail}")]
+    Frozen {
+        detail: String,
+        freeze_windows: serde_json::Value,
+    },
     #[error("If-Match \"{expected}\" does not match current version \"{actual}\"")]
     VersionMismatch { expected: i64, actual: i64 },
     #[error("{0}")]
@@ -82,6 +88,10 @@ pub struct Problem {
     /// The actions the resource allows now (409 on a transition).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed_actions: Option<Vec<String>>,
+    /// Every freeze window a change's planned window hits, with every item concerned (409).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub freeze_windows: Option<serde_json::Value>,
 }
 
 /// One invalid field of a request.
@@ -139,6 +149,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => ("method-not-allowed", "Method not allowed"),
             ApiError::Conflict(_) => ("conflict", "Conflict"),
             ApiError::InvalidTransition { .. } => ("invalid-transition", "Transition not allowed"),
+            ApiError::Frozen { .. } => ("change-freeze", "Change freeze"),
             ApiError::VersionMismatch { .. } => ("version-mismatch", "Resource has changed"),
             ApiError::PayloadTooLarge(_) => ("payload-too-large", "Request body too large"),
             ApiError::UnsupportedMediaType(_) => {
@@ -175,6 +186,10 @@ impl ApiError {
                 } => Some(allowed_actions.clone()),
                 _ => None,
             },
+            freeze_windows: match self {
+                ApiError::Frozen { freeze_windows, .. } => Some(freeze_windows.clone()),
+                _ => None,
+            },
         }
     }
 }
@@ -188,7 +203,9 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict(_) | ApiError::InvalidTransition { .. } => StatusCode::CONFLICT,
+            ApiError::Conflict(_)
+            | ApiError::InvalidTransition { .. }
+            | ApiError::Frozen { .. } => StatusCode::CONFLICT,
             ApiError::VersionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -35,7 +35,10 @@ impl<T: DeserializeOwned + Validate + 'static> FromRequest for ValidJson<T> {
             .map_or(1 << 20, |l| l.0);
         let content_type_ok = is_json_content_type(req);
         let payload = payload.take();
+        let req = req.clone();
         Box::pin(async move {
+            // The caller's refusal, if any, is answered before anything about the body.
+            crate::auth::credential_read(&req).await;
             if !content_type_ok {
                 return Err(ApiError::UnsupportedMediaType(
                     "the request body must be application/json".into(),

@@ -18,7 +18,7 @@ const USAGE: &str = "usage:
   itsm users create --username U --role R [--role R2]
                                                  create a user; the password is read from stdin
   itsm seed --incidents N                        add demo data: 4 groups, 20 agents, N incidents
-  itsm plans                                     print the query plan of each incident and problem list filter
+  itsm plans                                     print the query plan of each incident, problem and change list filter
   itsm backup PATH                               copy the SQLite database to PATH while it serves
   itsm restore PATH                              replace the SQLite database with the backup at PATH
                                                  (refused while a service uses it)
@@ -144,7 +144,14 @@ fn plans() -> Result<(), String> {
         let problem_plans = itsm_api::plans::problem_list_plans(&db)
             .await
             .map_err(no_sample)?;
-        let sections = [("incidents", incident_plans), ("problems", problem_plans)];
+        let change_plans = itsm_api::plans::change_list_plans(&db)
+            .await
+            .map_err(no_sample)?;
+        let sections = [
+            ("incidents", incident_plans),
+            ("problems", problem_plans),
+            ("changes", change_plans),
+        ];
         for (collection, plans) in sections {
             for (filter, lines) in plans {
                 println!("GET /api/v1/{collection}?{filter}");

@@ -8,8 +8,8 @@ use crate::routes::cmdb::{
     tickets as ci_tickets,
 };
 use crate::routes::{
-    alerts, assignment_rules, auth, feed, groups, health, incidents, problems, sla, sla_timers,
-    users,
+    alerts, assignment_rules, auth, change_config, changes, feed, groups, health, incidents,
+    problems, sla, sla_timers, users,
 };
 
 #[derive(OpenApi)]
@@ -36,6 +36,16 @@ use crate::routes::{
         problems::transition_problem, problems::link_incidents, problems::list_linked_incidents,
         problems::unlink_incident, problems::add_note, problems::list_notes, problems::history, problems::slas,
         problems::create_from_incident, problems::search_known_errors, problems::matching_known_errors,
+        changes::create_change, changes::list_changes, changes::calendar, changes::get_change,
+        changes::update_change, changes::transition_change, changes::add_note, changes::list_notes,
+        changes::history, changes::list_approvals, changes::decide_approval, changes::conflicts,
+        changes::my_approvals,
+        change_config::create_policy, change_config::list_policies, change_config::get_policy,
+        change_config::replace_policy, change_config::delete_policy,
+        change_config::create_template, change_config::list_templates, change_config::get_template,
+        change_config::replace_template, change_config::delete_template,
+        change_config::create_freeze, change_config::list_freezes, change_config::get_freeze,
+        change_config::replace_freeze, change_config::delete_freeze,
         sla::create_calendar, sla::list_calendars, sla::get_calendar, sla::replace_calendar, sla::delete_calendar,
         sla::create_policy, sla::list_policies, sla::get_policy, sla::replace_policy, sla::delete_policy,
         sla_timers::list_timers, sla_timers::get_timer, sla_timers::timeline, sla_timers::recalculate,
@@ -60,6 +70,7 @@ use crate::routes::{
         (name = "incidents", description = "Incident management: lifecycle, assignment, notes, history"),
         (name = "service-levels", description = "Business calendars, SLA policies, and the timers they set on tickets"),
         (name = "problems", description = "Problem management: root causes, linked incidents, the known-error database"),
+        (name = "changes", description = "Change enablement: standard, normal and emergency changes, risk, approvals, freeze windows, conflicts"),
         (name = "cmdb", description = "Configuration management: CI classes, items, relationships, impact analysis, reconciliation"),
         (name = "alerts", description = "Monitoring intake: Alertmanager and generic alerts, deduplicated by key, opening incidents by alert rules"),
         (name = "audit", description = "Who changed what"),

@@ -1,12 +1,14 @@
-//! `itsm plans`: how the database runs each filter of `GET /api/v1/incidents` and
-//! `GET /api/v1/problems`, explained on the configured database for the very query a list
+//! `itsm plans`: how the database runs each filter of `GET /api/v1/incidents`,
+//! `GET /api/v1/problems` and `GET /api/v1/changes`, explained on the configured database for the very query a list
 //! request sends, with values taken from its own rows. `make bench` prints it for each backend
 //! after seeding.
 
 use chrono::TimeDelta;
+use domain::change::{ChangeState, ChangeType, RiskLevel};
 use domain::incident::IncidentState;
 use domain::priority::Priority;
 use domain::problem::ProblemState;
+use persistence::changes::{self, ChangeFilter};
 use persistence::incidents::{self, IncidentFilter};
 use persistence::problems::{self, ProblemFilter};
 use persistence::tickets::{Position, Sort, SortField};
@@ -265,6 +267,109 @@ pub async fn problem_list_plans(db: &Database) -> Result<Vec<(String, Vec<String
             .into_iter()
             .map(|(label, filter, sort, after)| {
                 let plan = problems::list_plan(conn, &filter, sort, after.as_ref(), PAGE)?;
+                Ok((label, plan))
+            })
+            .collect()
+    })
+    .await
+}
+
+/// Each change list filter, named by its query string, with the lines of its plan; nothing
+/// when there is no change to take values from.
+pub async fn change_list_plans(db: &Database) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+    db.read(|conn| {
+        let newest = Sort::NEWEST_FIRST;
+        let all = ChangeFilter::default;
+        let Some(sample) = changes::list(conn, &all(), newest, None, 1)?
+            .items
+            .into_iter()
+            .next()
+        else {
+            return Ok(Vec::new());
+        };
+        let first_word = sample.title.split_whitespace().next().unwrap_or("upgrade");
+        let scheduled = ChangeFilter {
+            states: vec![ChangeState::Scheduled],
+            ..all()
+        };
+        let cases = [
+            ("(no filter)".to_owned(), all(), None),
+            ("state=scheduled".to_owned(), scheduled.clone(), None),
+            (
+                "state=scheduled&cursor=…".to_owned(),
+                scheduled,
+                Some(newest.position_of(&sample)),
+            ),
+            (
+                "type=emergency".to_owned(),
+                ChangeFilter {
+                    types: vec![ChangeType::Emergency],
+                    ..all()
+                },
+                None,
+            ),
+            (
+                "risk=very_high".to_owned(),
+                ChangeFilter {
+                    risks: vec![RiskLevel::VeryHigh],
+                    ..all()
+                },
+                None,
+            ),
+            (
+                "requested_by=…".to_owned(),
+                ChangeFilter {
+                    requested_by: Some(sample.requested_by.clone()),
+                    ..all()
+                },
+                None,
+            ),
+            (
+                "assignee=…".to_owned(),
+                // Any user id: an equality filter plans alike for every value.
+                ChangeFilter {
+                    assignee: Some(sample.requested_by.clone()),
+                    ..all()
+                },
+                None,
+            ),
+            (
+                "assignment_group=…".to_owned(),
+                ChangeFilter {
+                    assignment_group: Some(sample.id.clone()),
+                    ..all()
+                },
+                None,
+            ),
+            (
+                "configuration_item=…".to_owned(),
+                ChangeFilter {
+                    configuration_item: Some(sample.id.clone()),
+                    ..all()
+                },
+                None,
+            ),
+            (
+                "service=…".to_owned(),
+                ChangeFilter {
+                    service: Some(sample.id.clone()),
+                    ..all()
+                },
+                None,
+            ),
+            (
+                format!("q={first_word}"),
+                ChangeFilter {
+                    q: Some(first_word.to_owned()),
+                    ..all()
+                },
+                None,
+            ),
+        ];
+        cases
+            .into_iter()
+            .map(|(label, filter, after)| {
+                let plan = changes::list_plan(conn, &filter, newest, after.as_ref(), PAGE)?;
                 Ok((label, plan))
             })
             .collect()

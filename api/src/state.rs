@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use domain::change::Change;
 use domain::incident::Incident;
 use domain::problem::Problem;
 use domain::routing::AssignmentRule;
@@ -26,6 +27,7 @@ pub struct AppState {
     pub routing_rules: RecentReads<(), Arc<Vec<AssignmentRule>>>,
     pub incident_lookups: Lookups<Incident>,
     pub problem_lookups: Lookups<Problem>,
+    pub change_lookups: Lookups<Change>,
     /// Held while serving an embedded database, so that a restore cannot replace it.
     pub serve_lock: Option<ServeLock>,
     /// Set on SIGTERM or SIGINT: requests still arriving are answered 503 while those in

@@ -459,6 +459,7 @@ pub fn cursor_error(error: persistence::StoreError) -> ApiError {
 
 #[cfg(test)]
 mod tests {
+    use domain::change::Change;
     use domain::incident::Incident;
     use domain::problem::Problem;
     use domain::ticket::Ticket;
@@ -481,6 +482,7 @@ mod tests {
         for (schema, internal) in [
             ("Incident", Incident::INTERNAL_FIELDS),
             ("Problem", Problem::INTERNAL_FIELDS),
+            ("Change", Change::INTERNAL_FIELDS),
         ] {
             let fields = fields_of(schema);
             for field in internal {

@@ -8,6 +8,7 @@
 
 pub mod alert;
 pub mod calendar;
+pub mod change;
 pub mod changes;
 pub mod cmdb;
 mod enums;

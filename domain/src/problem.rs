@@ -81,6 +81,8 @@ pub struct Problem {
     pub configuration_items: Vec<String>,
     /// The business service (a configuration item) it affects.
     pub service: Option<String>,
+    /// The change that fixes it (the change lists it in `fixes_problems`).
+    pub fix_change_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub resolved_at: Option<DateTime<Utc>>,
@@ -155,6 +157,7 @@ impl Problem {
             external_refs: new.external_refs,
             configuration_items: new.configuration_items,
             service: new.service,
+            fix_change_id: None,
             created_at: now,
             updated_at: now,
             resolved_at: None,
@@ -394,6 +397,7 @@ impl Ticket for Problem {
                 &after.configuration_items,
             )
             .field("service", &self.service, &after.service)
+            .field("fix_change_id", &self.fix_change_id, &after.fix_change_id)
             .field("resolved_at", &self.resolved_at, &after.resolved_at)
             .field("closed_at", &self.closed_at, &after.closed_at);
         changes

@@ -5,11 +5,13 @@
 use crate::{DomainError, FieldError};
 
 /// Every scope a token may hold.
-pub const SCOPES: [&str; 14] = [
+pub const SCOPES: [&str; 16] = [
     "incidents:read",
     "incidents:write",
     "problems:read",
     "problems:write",
+    "changes:read",
+    "changes:write",
     "cmdb:read",
     "cmdb:write",
     "slas:read",
@@ -29,6 +31,10 @@ pub fn family(path: &str) -> Option<&'static str> {
     Some(match first {
         "incidents" => "incidents",
         "problems" | "known-errors" => "problems",
+        "changes"
+        | "change-approval-policies"
+        | "standard-change-templates"
+        | "change-freeze-windows" => "changes",
         "configuration-items" | "ci-classes" | "ci-relationships" => "cmdb",
         "calendars" | "sla-policies" | "sla-timers" => "slas",
         "events" => "events",
@@ -113,6 +119,14 @@ mod tests {
         assert_eq!(
             required("GET", "/api/v1/users").as_deref(),
             Some("directory:read")
+        );
+        assert_eq!(
+            required("PUT", "/api/v1/change-freeze-windows/f1").as_deref(),
+            Some("changes:write")
+        );
+        assert_eq!(
+            required("GET", "/api/v1/changes/calendar").as_deref(),
+            Some("changes:read")
         );
         assert_eq!(required("GET", "/api/v1/me"), None);
     }

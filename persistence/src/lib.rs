@@ -28,6 +28,7 @@ pub mod api_tokens;
 pub mod assignment_rules;
 pub mod audit;
 pub mod backup;
+pub mod changes;
 mod checkpoint;
 pub mod cmdb;
 mod conditions;

@@ -52,6 +52,7 @@ struct ProblemRow {
     has_external_refs: bool,
     service_id: Option<String>,
     has_configuration_items: bool,
+    fix_change_id: Option<String>,
 }
 
 impl ProblemRow {
@@ -93,6 +94,7 @@ impl ProblemRow {
             external_refs: links.external_refs,
             configuration_items: links.configuration_items,
             service: self.service_id,
+            fix_change_id: self.fix_change_id,
             created_at: utc(self.created_at),
             updated_at: utc(self.updated_at),
             resolved_at: self.resolved_at.map(utc),
@@ -211,6 +213,7 @@ impl TicketTable for Problem {
                 problems::has_external_refs.eq(!after.external_refs.is_empty()),
                 problems::service_id.eq(&after.service),
                 problems::has_configuration_items.eq(!after.configuration_items.is_empty()),
+                problems::fix_change_id.eq(&after.fix_change_id),
             ),
             problems::id
                 .eq(&before.id)

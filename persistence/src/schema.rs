@@ -196,6 +196,7 @@ diesel::table! {
         has_external_refs -> Bool,
         service_id -> Nullable<Text>,
         has_configuration_items -> Bool,
+        fix_change_id -> Nullable<Text>,
     }
 }
 
@@ -345,6 +346,102 @@ diesel::table! {
         expires_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    changes (id) {
+        id -> Text,
+        number -> Text,
+        change_type -> Text,
+        title -> Text,
+        description -> Text,
+        plans -> Text,
+        state -> Text,
+        risk -> Text,
+        risk_detail -> Text,
+        planned_start -> Nullable<Timestamp>,
+        planned_end -> Nullable<Timestamp>,
+        actual_start -> Nullable<Timestamp>,
+        actual_end -> Nullable<Timestamp>,
+        service_id -> Nullable<Text>,
+        assignment_group_id -> Nullable<Text>,
+        assignee_id -> Nullable<Text>,
+        requested_by -> Text,
+        template_id -> Nullable<Text>,
+        approval_round -> BigInt,
+        authorized_at -> Nullable<Timestamp>,
+        retrospective -> Bool,
+        approval -> Text,
+        outcome -> Nullable<Text>,
+        review_notes -> Nullable<Text>,
+        related -> Text,
+        cancel_reason -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        closed_at -> Nullable<Timestamp>,
+        version -> BigInt,
+        has_external_refs -> Bool,
+        has_configuration_items -> Bool,
+    }
+}
+
+diesel::table! {
+    change_approvals (id) {
+        id -> Text,
+        change_id -> Text,
+        round -> BigInt,
+        approver_id -> Text,
+        asked_as -> Text,
+        state -> Text,
+        comment -> Nullable<Text>,
+        decided_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    change_approval_policies (id) {
+        id -> Text,
+        name -> Text,
+        precedence -> Integer,
+        definition -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    standard_change_templates (id) {
+        id -> Text,
+        name -> Text,
+        description -> Text,
+        definition -> Text,
+        active -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    change_freeze_windows (id) {
+        id -> Text,
+        name -> Text,
+        reason -> Text,
+        start_at -> Timestamp,
+        end_at -> Timestamp,
+        scope -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        version -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    changes,
+    change_approvals,
+    ticket_configuration_items
+);
 
 diesel::table! {
     sla_timers (id) {

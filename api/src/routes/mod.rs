@@ -3,6 +3,8 @@
 pub mod alerts;
 pub mod assignment_rules;
 pub mod auth;
+pub mod change_config;
+pub mod changes;
 pub mod cmdb;
 pub mod feed;
 pub mod groups;
@@ -21,6 +23,8 @@ pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
     feed::configure(cfg);
     incidents::configure(cfg);
     problems::configure(cfg);
+    changes::configure(cfg);
+    change_config::configure(cfg);
     sla::configure(cfg);
     sla_timers::configure(cfg);
     assignment_rules::configure(cfg);

@@ -3,6 +3,7 @@
 //! unit of work handed to the write path.
 
 pub mod alerts;
+pub mod changes;
 pub mod incidents;
 pub mod problems;
 

@@ -12,6 +12,10 @@
 //! use storage (8) and connect to network devices (4); 5,000 network devices, 5,000 storage
 //! arrays. About 518,000 relationships.
 //!
+//! Then change conflicts (issue 17): 10,000 standard changes scheduled over a year on the
+//! graph's databases and applications and 50 freeze windows, and `GET /changes/{id}/conflicts`
+//! at concurrency 16 (BENCH_SKIP_CHANGES=1 leaves it out).
+//!
 //! BENCH_CMDB_ITEMS=N scales the graph (default 100,000; BENCH_QUICK=1: 10,000);
 //! BENCH_SKIP_SQLITE=1 measures PostgreSQL alone; BENCH_KEEP_SCHEMA=1 keeps its schema to look into.
 
@@ -486,6 +490,9 @@ async fn bench_backend(backend: &str, url: Option<String>, items: usize) -> Vec<
             server_peak_rss_mb: server.peak_rss_mb(),
         });
     }
+    if !std::env::var("BENCH_SKIP_CHANGES").is_ok_and(|v| v == "1") {
+        results.extend(bench_changes(&client, &base, &token, backend, &ids, &server).await);
+    }
     // Reconciliation: batches of 1,000 existing virtual machines, each round with a new value.
     let vm_layer = &layers[VM];
     let batch_count = (vm_layer.count / 1000).clamp(1, 32);
@@ -527,6 +534,143 @@ async fn bench_backend(backend: &str, url: Option<String>, items: usize) -> Vec<
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     results
+}
+
+/// Scheduled changes seeded over the year (BENCH_CHANGES=N for another count), and freeze
+/// windows.
+const CHANGES_SCHEDULED: usize = 10_000;
+const FREEZE_WINDOWS: usize = 50;
+
+/// Change conflicts (issue 17 item 9): 10,000 standard changes scheduled over a year on
+/// databases and applications of the graph, 50 one-day freeze windows on business services
+/// (on days no change was seeded into), then `GET /changes/{id}/conflicts` for random
+/// scheduled changes at concurrency 16: the CMDB walks up and down from its items, the
+/// overlapping changes and the freeze windows hit.
+async fn bench_changes(
+    client: &Client,
+    base: &str,
+    token: &str,
+    backend: &str,
+    ids: &[Vec<String>],
+    server: &Server,
+) -> Vec<Measurement> {
+    let scheduled = std::env::var("BENCH_CHANGES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(CHANGES_SCHEDULED);
+    // A standard change template over a pool of items, so that changes skip authorisation.
+    let pool: Vec<String> = ids[DB]
+        .iter()
+        .take(250)
+        .chain(ids[APP].iter().take(250))
+        .cloned()
+        .collect();
+    let template = post(
+        client,
+        base,
+        token,
+        "/api/v1/standard-change-templates",
+        &json!({"name": "Bench patch", "risk_cap": "very_high", "configuration_items": pool,
+                "fields": {"backout_plan": "Roll back the package"}}),
+    )
+    .await["id"]
+        .as_str()
+        .expect("template id")
+        .to_owned();
+    let day = |n: usize| -> usize {
+        let d = pick(n, 1, 11, 365);
+        // Freeze days are 7k + 3: changes are seeded around them.
+        if d % 7 == 3 {
+            d + 1
+        } else {
+            d
+        }
+    };
+    let base_time = chrono::Utc::now() + chrono::Duration::days(1);
+    let window = move |n: usize| {
+        let start = base_time
+            + chrono::Duration::days(day(n) as i64)
+            + chrono::Duration::hours(pick(n, 2, 13, 20) as i64);
+        let end = start + chrono::Duration::hours(1 + pick(n, 3, 17, 4) as i64);
+        (start.to_rfc3339(), end.to_rfc3339())
+    };
+    for k in 0..FREEZE_WINDOWS {
+        let start = base_time + chrono::Duration::days((7 * k + 3) as i64);
+        let end = start + chrono::Duration::days(1);
+        let services: Vec<&String> = (0..3)
+            .map(|i| &ids[SVC][pick(k, i, 19, ids[SVC].len())])
+            .collect();
+        post(
+            client,
+            base,
+            token,
+            "/api/v1/change-freeze-windows",
+            &json!({"name": format!("freeze {k}"), "reason": "bench", "start": start.to_rfc3339(),
+                    "end": end.to_rfc3339(), "scope": {"services": services}}),
+        )
+        .await;
+    }
+    eprintln!("[{backend}] seeding {scheduled} scheduled changes...");
+    let started = Instant::now();
+    let pool = Arc::new(pool);
+    let (pool_of, template_of) = (pool.clone(), template.clone());
+    let create: Request = Arc::new(move |n| {
+        let (start, end) = window(n);
+        let first = &pool_of[pick(n, 4, 23, pool_of.len())];
+        let second = &pool_of[pick(n, 5, 29, pool_of.len())];
+        let mut items = vec![first.clone()];
+        if second != first && n % 3 == 0 {
+            items.push(second.clone());
+        }
+        (
+            "/api/v1/changes".to_owned(),
+            Some(
+                json!({"type": "standard", "template": template_of, "title": format!("Patch {n}"),
+                        "configuration_items": items, "planned_start": start, "planned_end": end}),
+            ),
+        )
+    });
+    let none: fn(&Value) -> usize = |_| 0;
+    let (_, create_errors, _, _) = drive(client, base, token, scheduled, create, none).await;
+    let schedule: Request = Arc::new(|n| {
+        (
+            format!("/api/v1/changes/CHG{:07}/transitions", n + 1),
+            Some(json!({"action": "schedule"})),
+        )
+    });
+    let (_, schedule_errors, _, _) = drive(client, base, token, scheduled, schedule, none).await;
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "[{backend}] seeded {scheduled} changes in {seconds:.1} s \
+         ({create_errors} create and {schedule_errors} schedule errors)"
+    );
+    let conflicts: Request = Arc::new(move |n| {
+        (
+            format!(
+                "/api/v1/changes/CHG{:07}/conflicts",
+                pick(n, 6, 31, scheduled) + 1
+            ),
+            None,
+        )
+    });
+    let conflict_count: fn(&Value) -> usize = |v| v["conflicts"].as_array().map_or(0, Vec::len);
+    let requests = 2_000;
+    drive(client, base, token, 64, conflicts.clone(), conflict_count).await;
+    let (latencies, errors, found, elapsed) =
+        drive(client, base, token, requests, conflicts, conflict_count).await;
+    vec![Measurement {
+        scenario: format!("change conflicts ({scheduled} scheduled)"),
+        backend: backend.into(),
+        requests,
+        per_second: requests as f64 / elapsed,
+        p50_ms: percentile(&latencies, 0.5),
+        p99_ms: percentile(&latencies, 0.99),
+        max_ms: percentile(&latencies, 1.0),
+        errors: errors + create_errors + schedule_errors,
+        mean_items: found as f64 / requests as f64,
+        server_peak_rss_mb: server.peak_rss_mb(),
+    }]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -37,6 +37,13 @@ const INCIDENT_WORK: &str = "AA?AAA";
 const PROBLEMS: &str = "AAHFAA";
 const PROBLEM_WORK: &str = "A?HF??";
 
+/// Changes: staff and integrations work them, requesters request their own; problem
+/// managers are refused.
+const CHANGES: &str = "AAAAFA";
+const CHANGE_STAFF: &str = "AAFAFA";
+const CHANGE_WORK: &str = "AA?AFA";
+const CHANGE_MANAGERS: &str = "AFFAFF";
+
 /// `(operationId, needs a credential, outcome per role)`.
 const POLICY: &[(&str, bool, &str)] = &[
     ("healthz", false, ANY_USER),
@@ -90,6 +97,42 @@ const POLICY: &[(&str, bool, &str)] = &[
     ("problem_slas", true, PROBLEMS),
     ("search_known_errors", true, PROBLEMS),
     ("matching_known_errors", true, PROBLEMS),
+    ("create_change", true, CHANGES),
+    ("list_changes", true, CHANGES),
+    ("change_calendar", true, CHANGE_STAFF),
+    ("get_change", true, CHANGES),
+    ("update_change", true, CHANGE_WORK),
+    ("transition_change", true, CHANGES),
+    ("add_change_note", true, CHANGES),
+    ("list_change_notes", true, CHANGES),
+    ("change_history", true, CHANGES),
+    ("list_change_approvals", true, CHANGES),
+    ("decide_change_approval", true, ANY_USER),
+    ("change_conflicts", true, CHANGES),
+    ("my_approvals", true, ANY_USER),
+    ("create_change_approval_policy", true, CHANGE_MANAGERS),
+    (
+        "list_change_approval_policies",
+        true,
+        STAFF_AND_INTEGRATIONS,
+    ),
+    ("get_change_approval_policy", true, STAFF_AND_INTEGRATIONS),
+    ("replace_change_approval_policy", true, CHANGE_MANAGERS),
+    ("delete_change_approval_policy", true, CHANGE_MANAGERS),
+    ("create_standard_change_template", true, CHANGE_MANAGERS),
+    (
+        "list_standard_change_templates",
+        true,
+        STAFF_AND_INTEGRATIONS,
+    ),
+    ("get_standard_change_template", true, STAFF_AND_INTEGRATIONS),
+    ("replace_standard_change_template", true, CHANGE_MANAGERS),
+    ("delete_standard_change_template", true, CHANGE_MANAGERS),
+    ("create_change_freeze_window", true, CHANGE_MANAGERS),
+    ("list_change_freeze_windows", true, STAFF_AND_INTEGRATIONS),
+    ("get_change_freeze_window", true, STAFF_AND_INTEGRATIONS),
+    ("replace_change_freeze_window", true, CHANGE_MANAGERS),
+    ("delete_change_freeze_window", true, CHANGE_MANAGERS),
     ("create_ci_class", true, ADMINS),
     ("list_ci_classes", true, STAFF_AND_INTEGRATIONS),
     ("get_ci_class", true, STAFF_AND_INTEGRATIONS),

@@ -46,6 +46,17 @@ pub(crate) const PROBLEM: TicketType = TicketType {
     requesters_see_own: false,
 };
 
+pub(crate) const CHANGE: TicketType = TicketType {
+    kind: "change",
+    path: "/api/v1/changes",
+    prefix: "CHG",
+    worker_role: "agent",
+    first_action: "assess",
+    first_state: "assess",
+    refused_action: "close",
+    requesters_see_own: true,
+};
+
 impl TicketType {
     async fn worker(&self, app: &TestApp, name: &str) -> String {
         app.user_with_roles(name, &[self.worker_role]).await.1
@@ -327,5 +338,7 @@ conformance! {
     INCIDENT: numbering_and_paths, transitions_and_if_match, notes_history_and_events,
         list_filters_and_cursor_stability, requester_isolation;
     PROBLEM: numbering_and_paths, transitions_and_if_match, notes_history_and_events,
+        list_filters_and_cursor_stability, requester_isolation;
+    CHANGE: numbering_and_paths, transitions_and_if_match, notes_history_and_events,
         list_filters_and_cursor_stability, requester_isolation;
 }
