@@ -17,7 +17,10 @@ const USAGE: &str = "usage:
   itsm openapi                                   print the OpenAPI spec
   itsm users create --username U --role R [--role R2]
                                                  create a user; the password is read from stdin
-  itsm seed --incidents N                        add demo data: 4 groups, 20 agents, N incidents
+  itsm seed --incidents N [--sla-target-seconds T]
+                                                 add demo data: 4 groups, 20 agents, N incidents
+                                                 (with T: first an SLA policy of T seconds on 24x7,
+                                                 so that every open incident runs timers)
   itsm plans                                     print the query plan of each incident, problem and change list filter
   itsm backup PATH                               copy the SQLite database to PATH while it serves
   itsm restore PATH                              replace the SQLite database with the backup at PATH
@@ -36,7 +39,8 @@ fn main() -> ExitCode {
             Ok(())
         }
         ["users", "create", rest @ ..] => create_user(rest),
-        ["seed", "--incidents", count] => seed(count),
+        ["seed", "--incidents", count] => seed(count, None),
+        ["seed", "--incidents", count, "--sla-target-seconds", target] => seed(count, Some(target)),
         ["plans"] => plans(),
         ["backup", path] => backup(path),
         ["restore", path] => restore(path),
@@ -180,16 +184,24 @@ fn restore(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn seed(count: &str) -> Result<(), String> {
+fn seed(count: &str, sla_target: Option<&str>) -> Result<(), String> {
     let count: usize = count
         .parse()
         .map_err(|_| "--incidents takes a number".to_owned())?;
+    let sla_target: Option<i64> = sla_target
+        .map(|t| t.parse().map_err(|_| "--sla-target-seconds takes a number".to_owned()))
+        .transpose()?;
     let config = Config::from_env()?;
     actix_web::rt::System::new().block_on(async move {
         // The same start-up as `serve` (migrations, signing secret, bootstrap admin), so that a
         // seeded database is one the service can be signed in to.
         let state = app::prepare(&config).await?;
         let db = &state.db;
+        if let Some(target) = sla_target {
+            itsm_api::seed::sla_policy(db, target)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         let started = std::time::Instant::now();
         let seeded = itsm_api::seed::seed(db, count)
             .await

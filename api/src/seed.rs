@@ -31,6 +31,53 @@ pub struct Seeded {
     pub problems: usize,
 }
 
+/// An SLA policy for every incident on the built-in 24x7 calendar: a response and a
+/// resolution target of `target_seconds` for every priority (the SLA benchmark).
+pub async fn sla_policy(db: &Database, target_seconds: i64) -> Result<(), StoreError> {
+    db.write(move |conn| {
+        let targets = domain::priority::Priority::ALL
+            .iter()
+            .flat_map(|&priority| {
+                domain::sla::SlaMetric::ALL
+                    .iter()
+                    .map(move |&metric| domain::sla::Target {
+                        metric,
+                        priority,
+                        duration_seconds: target_seconds,
+                    })
+            })
+            .collect();
+        let policy = domain::sla::PolicyDefinition {
+            name: format!("Seed SLA {}", uuid::Uuid::now_v7().simple()),
+            precedence: 1000,
+            applies_to: domain::sla::AppliesTo {
+                ticket_type: domain::ticket::TicketKind::Incident,
+                priorities: Vec::new(),
+                category: None,
+                service: None,
+                assignment_group: None,
+            },
+            calendar_id: "24x7".into(),
+            warning_percent: 75,
+            targets,
+            pause_on: None,
+            escalations: Vec::new(),
+        }
+        .validated()
+        .map_err(|e| StoreError::Conflict(e.to_string()))?;
+        persistence::sla::create_policy(conn, &WriteContext::system("seed"), &policy).map(|_| ())
+    })
+    .await
+}
+
+/// The write context of seeded tickets: the SLA policies in force, so that open incidents
+/// run timers as they would through the API.
+fn seed_context(rules: &Option<std::sync::Arc<domain::sla_timers::SlaRules>>) -> WriteContext {
+    let mut ctx = WriteContext::system("seed");
+    ctx.sla = rules.clone();
+    ctx
+}
+
 /// A small deterministic generator, so that two seeds of the same size hold the same data.
 struct Lcg(u64);
 
@@ -89,6 +136,7 @@ pub async fn seed(db: &Database, count: usize) -> Result<Seeded, StoreError> {
             Ok((agents, group_ids))
         })
         .await?;
+    let rules = Some(std::sync::Arc::new(db.read(persistence::sla::rules).await?));
     let mut pending = Vec::new();
     let mut created = 0;
     let mut unit = 0u64;
@@ -96,8 +144,9 @@ pub async fn seed(db: &Database, count: usize) -> Result<Seeded, StoreError> {
         let size = PER_UNIT.min(count - created);
         let (agents, group_ids) = (agents.clone(), group_ids.clone());
         let seed_value = unit;
+        let rules = rules.clone();
         pending.push(db.write_new_rows(move |conn| -> Result<(), StoreError> {
-            let ctx = WriteContext::system("seed");
+            let ctx = seed_context(&rules);
             let mut random = Lcg(seed_value);
             for _ in 0..size {
                 let (new, steps, input) = draft(&mut random, &agents, &group_ids);

@@ -38,6 +38,9 @@ struct Settings {
     warm_up: Duration,
     duration: Duration,
     concurrency: Vec<usize>,
+    /// BENCH_SLA_SECONDS=T: seed under an SLA policy of T seconds (24x7), and measure the SLA
+    /// worker's lag while the warnings and breaches of the seeded timers fall due.
+    sla_target_seconds: Option<u64>,
 }
 
 impl Settings {
@@ -62,6 +65,9 @@ impl Settings {
             warm_up: Duration::from_millis(if quick { 200 } else { 2_000 }),
             duration: Duration::from_millis(if quick { 1_000 } else { 10_000 }),
             concurrency: vec![1, 16, 64],
+            sla_target_seconds: std::env::var("BENCH_SLA_SECONDS")
+                .ok()
+                .and_then(|v| v.parse().ok()),
         }
     }
 }
@@ -330,11 +336,15 @@ async fn bench_backend(
         settings.seed_incidents
     );
     // `itsm seed` reports its own time and rate.
-    let seeded = run_itsm(
-        &["seed", "--incidents", &settings.seed_incidents.to_string()],
-        &env,
-        &dir,
-    );
+    let count = settings.seed_incidents.to_string();
+    let target = settings.sla_target_seconds.map(|t| t.to_string());
+    let mut seed_args = vec!["seed", "--incidents", count.as_str()];
+    if let Some(target) = &target {
+        seed_args.extend(["--sla-target-seconds", target.as_str()]);
+    }
+    let seed_started = Instant::now();
+    let seeded = run_itsm(&seed_args, &env, &dir);
+    let seed_seconds = seed_started.elapsed().as_secs_f64();
     eprintln!("[{backend}] {}", seeded.trim());
     let plans = run_itsm(&["plans"], &env, &dir);
     let plans_file = bench_output_dir().join(format!("plans-{backend}.txt"));
@@ -545,6 +555,14 @@ async fn bench_backend(
 
     scenarios.push(alert_storm());
 
+    if let Some(target) = settings.sla_target_seconds {
+        let due = SlaWindow {
+            first: seed_started + Duration::from_secs_f64(target as f64 * 0.75),
+            last: seed_started + Duration::from_secs_f64(target as f64 + seed_seconds + 2.0),
+        };
+        sla_under_load(&client, &base, &token, &scenarios[0], backend, due).await;
+    }
+
     if let Some(length) = settings.soak {
         soak(&client, &base, &token, &server, backend, scenarios, length).await;
         drop(server);
@@ -596,6 +614,78 @@ async fn bench_backend(
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     results
+}
+
+/// When the warnings and breaches of the seeded SLA timers fall due.
+struct SlaWindow {
+    first: Instant,
+    last: Instant,
+}
+
+/// While the seeded timers' warnings and breaches fall due, `create` runs at concurrency 16
+/// (its incidents get timers too); then the lag of each `sla.warning` and `sla.breached` event
+/// is read from the feed: the instant the worker noticed it (the event's time) minus the
+/// instant it fell due.
+async fn sla_under_load(
+    client: &Client,
+    base: &str,
+    token: &str,
+    create: &Scenario,
+    backend: &str,
+    due: SlaWindow,
+) {
+    let now = Instant::now();
+    if due.first > now {
+        tokio::time::sleep(due.first - now).await;
+    }
+    let run_for = due.last.saturating_duration_since(Instant::now());
+    let (mut tally, seconds) = drive(client, base, token, create, 16, run_for).await;
+    tally.latencies_us.sort_unstable();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut lags_ms: Vec<u32> = Vec::new();
+    let mut after = 0;
+    loop {
+        let path = format!("/api/v1/events?types=sla.warning,sla.breached&after={after}&limit=500");
+        let page = json_of(client, base, token, Method::GET, &path, None).await;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        let Some(last) = items.last() else { break };
+        after = last["sequence"].as_i64().expect("sequence");
+        for event in &items {
+            let field = match event["type"].as_str() {
+                Some("sla.warning") => "warned_at",
+                _ => "breached_at",
+            };
+            let instant = |value: &Value| {
+                value
+                    .as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            };
+            if let (Some(noticed), Some(fell_due)) =
+                (instant(&event["occurred_at"]), instant(&event["data"][field]))
+            {
+                let lag = (noticed - fell_due).num_milliseconds().max(0);
+                lags_ms.push(u32::try_from(lag).unwrap_or(u32::MAX));
+            }
+        }
+    }
+    lags_ms.sort_unstable();
+    let lag = |p: f64| {
+        lags_ms
+            .get(((lags_ms.len().max(1) - 1) as f64 * p).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "[{backend}] SLA worker: {} warnings and breaches announced, lag p50 {} ms, p99 {} ms, max {} ms; \
+         meanwhile create incident at concurrency 16: {:.0} req/s, p99 {:.2} ms, {} errors",
+        lags_ms.len(),
+        lag(0.5),
+        lag(0.99),
+        lag(1.0),
+        tally.latencies_us.len() as f64 / seconds,
+        percentile(&tally.latencies_us, 0.99),
+        tally.errors
+    );
 }
 
 /// Distinct alert keys of the storm.
