@@ -68,6 +68,8 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
             config.database.read_pool_size,
         )),
         token_uses: auth::TokenUses::default(),
+        webhooks: config.webhooks.clone(),
+        webhook_sender: crate::webhook_delivery::Sender::new(&config.webhooks)?,
     }))
 }
 
@@ -126,6 +128,7 @@ pub struct Running {
 pub async fn start(config: Config) -> Result<Running, String> {
     let state = prepare(&config).await?;
     crate::jobs::spawn(state.clone(), &config);
+    crate::webhook_delivery::spawn(state.db.clone(), config.webhooks.clone())?;
     let body_limit = web::Data::new(BodyLimit(config.max_body_bytes));
     let cors_origins = config.cors_origins.clone();
     let signal_state = state.clone();

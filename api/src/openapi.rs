@@ -8,7 +8,7 @@ use crate::routes::cmdb::{
     tickets as ci_tickets,
 };
 use crate::routes::{
-    assignment_rules, auth, feed, groups, health, incidents, problems, sla, users,
+    assignment_rules, auth, feed, groups, health, incidents, problems, sla, users, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -45,6 +45,9 @@ use crate::routes::{
         ci_items::item_relationships, ci_items::item_impact, ci_items::item_history, ci_items::reconcile_items,
         ci_tickets::item_tickets,
         ci_relationships::create_relationship, ci_relationships::get_relationship, ci_relationships::delete_relationship,
+        webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook, webhooks::update_webhook,
+        webhooks::delete_webhook, webhooks::rotate_webhook_secret, webhooks::list_webhook_deliveries,
+        webhooks::redeliver_webhook_delivery, webhooks::test_webhook,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -59,6 +62,7 @@ use crate::routes::{
         (name = "cmdb", description = "Configuration management: CI classes, items, relationships, impact analysis, reconciliation"),
         (name = "audit", description = "Who changed what"),
         (name = "events", description = "The event feed integrators poll"),
+        (name = "webhooks", description = "Signed outbound deliveries of events (Standard Webhooks)"),
         (name = "health", description = "Probes"),
     ),
 )]

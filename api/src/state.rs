@@ -36,6 +36,9 @@ pub struct AppState {
     /// connections at most and other reads keep the rest.
     pub searches: tokio::sync::Semaphore,
     pub token_uses: crate::auth::TokenUses,
+    /// How webhooks are delivered, and the client test messages are sent with.
+    pub webhooks: crate::config::WebhookSettings,
+    pub webhook_sender: crate::webhook_delivery::Sender,
 }
 
 /// How long a word search waits for a slot before 503.

@@ -22,6 +22,7 @@ pub mod search;
 pub mod sla;
 pub mod throttle;
 pub mod ticket;
+pub mod webhooks;
 
 pub use changes::Changes;
 pub use error::{DomainError, FieldError};

@@ -5,7 +5,7 @@
 use crate::{DomainError, FieldError};
 
 /// Every scope a token may hold.
-pub const SCOPES: [&str; 13] = [
+pub const SCOPES: [&str; 15] = [
     "incidents:read",
     "incidents:write",
     "problems:read",
@@ -19,6 +19,8 @@ pub const SCOPES: [&str; 13] = [
     "directory:read",
     "directory:write",
     "alerts:write",
+    "webhooks:read",
+    "webhooks:write",
 ];
 
 /// The route family of an API path; `None` for paths any credential may call (`/api/v1/me`).
@@ -33,6 +35,7 @@ pub fn family(path: &str) -> Option<&'static str> {
         "events" => "events",
         "audit-events" => "audit",
         "alerts" => "alerts",
+        "webhooks" => "webhooks",
         "me" | "auth" => return None,
         // Users, groups, routing rules, API tokens, and whatever is added later: a token
         // needs the directory scope until the table above names the new family.
@@ -112,6 +115,10 @@ mod tests {
         assert_eq!(
             required("GET", "/api/v1/users").as_deref(),
             Some("directory:read")
+        );
+        assert_eq!(
+            required("POST", "/api/v1/webhooks/w1/test").as_deref(),
+            Some("webhooks:write")
         );
         assert_eq!(required("GET", "/api/v1/me"), None);
     }

@@ -13,6 +13,8 @@ pub use itsm_api::Config;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
 
+pub mod receiver;
+
 pub use reqwest;
 pub use serde_json;
 

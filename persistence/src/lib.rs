@@ -48,6 +48,7 @@ pub mod sla;
 pub mod ticket_items;
 pub mod tickets;
 pub mod users;
+pub mod webhooks;
 mod writer;
 
 pub use audit::WriteContext;

@@ -10,6 +10,7 @@ pub mod incidents;
 pub mod problems;
 pub mod sla;
 pub mod users;
+pub mod webhooks;
 
 pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
     health::configure(cfg);
@@ -22,4 +23,5 @@ pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
     sla::configure(cfg);
     assignment_rules::configure(cfg);
     cmdb::configure(cfg);
+    webhooks::configure(cfg);
 }

@@ -4,6 +4,7 @@
 
 pub mod incidents;
 pub mod problems;
+pub mod webhooks;
 
 use domain::cmdb::item::CiStatus;
 use domain::FieldError;

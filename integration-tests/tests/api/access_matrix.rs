@@ -29,6 +29,8 @@ const ADMINS: &str = "AFFFFF";
 const STAFF: &str = "AAFAAF";
 const STAFF_AND_INTEGRATIONS: &str = "AAFAAA";
 const CMDB_WRITERS: &str = "AFFAFA";
+/// Webhooks: integrations and admins.
+const INTEGRATIONS: &str = "AFFFFA";
 const ANY_USER: &str = "AAAAAA";
 /// Incidents: staff and integrations work them, requesters their own.
 const INCIDENTS: &str = "AAAAAA";
@@ -125,6 +127,15 @@ const POLICY: &[(&str, bool, &str)] = &[
     ("get_sla_policy", true, STAFF_AND_INTEGRATIONS),
     ("replace_sla_policy", true, ADMINS),
     ("delete_sla_policy", true, ADMINS),
+    ("create_webhook", true, INTEGRATIONS),
+    ("list_webhooks", true, INTEGRATIONS),
+    ("get_webhook", true, INTEGRATIONS),
+    ("update_webhook", true, INTEGRATIONS),
+    ("delete_webhook", true, INTEGRATIONS),
+    ("rotate_webhook_secret", true, INTEGRATIONS),
+    ("list_webhook_deliveries", true, INTEGRATIONS),
+    ("redeliver_webhook_delivery", true, INTEGRATIONS),
+    ("test_webhook", true, INTEGRATIONS),
 ];
 
 /// Every operation of the published contract: `(operationId, method, path with ids filled in)`.

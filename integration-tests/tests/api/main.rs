@@ -19,3 +19,4 @@ mod sla;
 mod ticket_items;
 mod tickets_conformance;
 mod users_groups;
+mod webhooks;
