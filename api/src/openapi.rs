@@ -29,7 +29,7 @@ use crate::routes::{
         groups::create_group, groups::list_groups, groups::get_group, groups::update_group,
         groups::list_members, groups::add_member, groups::remove_member,
         feed::list_audit_events, feed::list_events,
-        incidents::create_incident, incidents::list_incidents, incidents::get_incident, incidents::update_incident,
+        incidents::create_incident, incidents::upsert_incident_by_external_ref, incidents::list_incidents, incidents::get_incident, incidents::update_incident,
         incidents::transition_incident, incidents::add_note, incidents::list_notes, incidents::history,
         problems::create_problem, problems::list_problems, problems::get_problem, problems::update_problem,
         problems::transition_problem, problems::link_incidents, problems::list_linked_incidents,

@@ -120,6 +120,16 @@ pub async fn incident_list_plans(db: &Database) -> Result<Vec<(String, Vec<Strin
                 },
             ),
             newest_first(
+                "external_ref=crm:…",
+                IncidentFilter {
+                    external_ref: Some(domain::ExternalRef {
+                        system: "crm".into(),
+                        id: sample.number.clone(),
+                    }),
+                    ..all()
+                },
+            ),
+            newest_first(
                 "created_after=…&created_before=…",
                 IncidentFilter {
                     created_after: Some(day_before),

@@ -265,7 +265,26 @@ impl Worker {
         }
         let mut in_flight = InFlight::new();
         loop {
-            let mut worked = match self.fan_out().await {
+            // One read tells an idle worker that there is nothing to do.
+            let now = persistence::now_utc();
+            let (behind, any_due) = match self
+                .db
+                .read(move |conn| -> Result<_, StoreError> {
+                    let latest = persistence::outbox::latest_sequence(conn)?;
+                    Ok((
+                        webhooks::behind(conn, latest)?,
+                        !webhooks::due(conn, now, 1)?.is_empty(),
+                    ))
+                })
+                .await
+            {
+                Ok(found) => found,
+                Err(e) => {
+                    log::warn!("webhook worker cannot read its work: {e}");
+                    (Vec::new(), false)
+                }
+            };
+            let mut worked = match self.fan_out(behind).await {
                 Ok(read) => read > 0,
                 Err(e) => {
                     log::warn!("webhook fan-out failed: {e}");
@@ -273,7 +292,7 @@ impl Worker {
                 }
             };
             let free = self.settings.concurrency.saturating_sub(in_flight.len());
-            if free > 0 {
+            if free > 0 && (any_due || worked) {
                 match self.claim(free).await {
                     Ok(claimed) => {
                         worked |= !claimed.is_empty();
@@ -317,14 +336,7 @@ impl Worker {
     }
 
     /// Turns new outbox events into deliveries; how many events were read.
-    async fn fan_out(&self) -> Result<usize, StoreError> {
-        let behind = self
-            .db
-            .read(|conn| {
-                let latest = persistence::outbox::latest_sequence(conn)?;
-                webhooks::behind(conn, latest)
-            })
-            .await?;
+    async fn fan_out(&self, behind: Vec<webhooks::FanOutState>) -> Result<usize, StoreError> {
         let mut read = 0;
         for subscription in behind {
             read += self
@@ -339,14 +351,6 @@ impl Worker {
 
     /// Leases up to `limit` due deliveries to this node.
     async fn claim(&mut self, limit: usize) -> Result<Vec<(String, Claimed)>, StoreError> {
-        let now = persistence::now_utc();
-        let any_due = self
-            .db
-            .read(move |conn| webhooks::due(conn, now, 1))
-            .await?;
-        if any_due.is_empty() {
-            return Ok(Vec::new());
-        }
         self.claims += 1;
         let owner = format!("{}:{}", self.node, self.claims);
         let lease = chrono::TimeDelta::from_std(self.settings.lease())

@@ -321,6 +321,8 @@ pub struct IncidentFilter {
     pub updated_after: Option<NaiveDateTime>,
     /// Words that must all appear in title or description.
     pub q: Option<String>,
+    /// The incident holding this reference to another system's record.
+    pub external_ref: Option<domain::ExternalRef>,
 }
 
 /// The list query of a filter, a sort and a position, built for the backend connection the
@@ -346,6 +348,15 @@ macro_rules! incident_list_query {
         }
         if let Some(at) = filter.updated_after {
             query = query.filter(incidents::updated_at.ge(at));
+        }
+        if let Some(reference) = &filter.external_ref {
+            // One row at most, by the unique index on (entity_type, system, external_id).
+            let holder = crate::schema::external_refs::table
+                .filter(crate::schema::external_refs::entity_type.eq("incident"))
+                .filter(crate::schema::external_refs::system.eq(reference.system.clone()))
+                .filter(crate::schema::external_refs::external_id.eq(reference.id.clone()))
+                .select(crate::schema::external_refs::entity_id);
+            query = query.filter(incidents::id.eq_any(holder));
         }
         shared_ticket_filters!(
             query,

@@ -72,6 +72,7 @@ const POLICY: &[(&str, bool, &str)] = &[
     ("list_incidents", true, INCIDENTS),
     ("get_incident", true, INCIDENTS),
     ("update_incident", true, INCIDENT_WORK),
+    ("upsert_incident_by_external_ref", true, INCIDENT_WORK),
     ("transition_incident", true, INCIDENT_WORK),
     ("add_incident_note", true, INCIDENTS),
     ("list_incident_notes", true, INCIDENTS),

@@ -6,6 +6,7 @@ mod backup;
 mod cmdb;
 mod conventions;
 mod events;
+mod external_upsert;
 mod foundation;
 mod incidents;
 mod incidents_concurrency;
