@@ -31,7 +31,7 @@ use crate::routes::{
         feed::list_audit_events, feed::list_events,
         incidents::create_incident, incidents::upsert_incident_by_external_ref, incidents::list_incidents, incidents::get_incident, incidents::update_incident,
         incidents::transition_incident, incidents::add_note, incidents::list_notes, incidents::history,
-        problems::create_problem, problems::list_problems, problems::get_problem, problems::update_problem,
+        problems::create_problem, problems::upsert_problem_by_external_ref, problems::list_problems, problems::get_problem, problems::update_problem,
         problems::transition_problem, problems::link_incidents, problems::list_linked_incidents,
         problems::unlink_incident, problems::add_note, problems::list_notes, problems::history,
         problems::create_from_incident, problems::search_known_errors, problems::matching_known_errors,

@@ -218,6 +218,18 @@ pub async fn problem_list_plans(db: &Database) -> Result<Vec<(String, Vec<String
                 None,
             ),
             (
+                "external_ref=erp:…".to_owned(),
+                ProblemFilter {
+                    external_ref: Some(domain::ExternalRef {
+                        system: "erp".into(),
+                        id: sample.number.clone(),
+                    }),
+                    ..all()
+                },
+                newest,
+                None,
+            ),
+            (
                 "priority=p1".to_owned(),
                 ProblemFilter {
                     priorities: vec![Priority::P1],

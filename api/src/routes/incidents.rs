@@ -590,23 +590,11 @@ pub async fn upsert_incident_by_external_ref(
     let (system, id) = path.into_inner();
     let reference = ExternalRef { system, id };
     let mut request = body.0;
-    request.external_refs =
-        usecase::with_path_reference(std::mem::take(&mut request.external_refs), &reference)?;
-    let existing = {
-        let reference = reference.clone();
-        state
-            .db
-            .read(move |conn| {
-                persistence::external_refs::find_entity(
-                    conn,
-                    "incident",
-                    &reference.system,
-                    &reference.id,
-                )
-            })
-            .await
-            .map_err(ApiError::from)?
-    };
+    request.external_refs = crate::usecases::with_path_reference(
+        std::mem::take(&mut request.external_refs),
+        &reference,
+    )?;
+    let existing = crate::usecases::holder_of(&state, "incident", &reference).await?;
     if existing.is_none() {
         let new = request.clone_new(&caller, access)?;
         match usecase::report(&state, caller.clone(), access, new).await {
@@ -626,18 +614,8 @@ pub async fn upsert_incident_by_external_ref(
     }
     let target = match existing {
         Some(id) => id,
-        None => state
-            .db
-            .read(move |conn| {
-                persistence::external_refs::find_entity(
-                    conn,
-                    "incident",
-                    &reference.system,
-                    &reference.id,
-                )
-            })
-            .await
-            .map_err(ApiError::from)?
+        None => crate::usecases::holder_of(&state, "incident", &reference)
+            .await?
             .ok_or_else(|| ApiError::Conflict("the reference is being changed; retry".into()))?,
     };
     let patch = request.into_replacement()?;

@@ -151,41 +151,6 @@ pub async fn report(
         .await
 }
 
-/// A record's references for an upsert by `reference`: the body's, with the path's added. A
-/// body reference to the same system under another id contradicts the path: 422.
-pub fn with_path_reference(
-    mut refs: Vec<ExternalRef>,
-    reference: &ExternalRef,
-) -> ApiResult<Vec<ExternalRef>> {
-    // Errors name the path's parts: `system` and `id`.
-    if let Err(domain::DomainError::Invalid(errors)) =
-        ExternalRef::validate_list(std::slice::from_ref(reference), "path")
-    {
-        return Err(ApiError::from_field_errors(
-            errors
-                .into_iter()
-                .map(|e| domain::FieldError::new(e.field.replace("path[0].", "path."), e.message))
-                .collect(),
-        ));
-    }
-    if refs
-        .iter()
-        .any(|r| r.system == reference.system && r.id != reference.id)
-    {
-        return Err(ApiError::invalid(
-            "external_refs",
-            format!(
-                "holds another {} id than the path's {}",
-                reference.system, reference.id
-            ),
-        ));
-    }
-    if !refs.contains(reference) {
-        refs.push(reference.clone());
-    }
-    Ok(refs)
-}
-
 /// The fields of a merge patch of an incident: `None` leaves a field as it is.
 #[derive(Debug, Default)]
 pub struct IncidentPatch {

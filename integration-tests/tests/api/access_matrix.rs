@@ -78,6 +78,7 @@ const POLICY: &[(&str, bool, &str)] = &[
     ("list_incident_notes", true, INCIDENTS),
     ("incident_history", true, INCIDENTS),
     ("create_problem", true, PROBLEM_WORK),
+    ("upsert_problem_by_external_ref", true, PROBLEM_WORK),
     ("create_problem_from_incident", true, PROBLEM_WORK),
     ("list_problems", true, PROBLEMS),
     ("get_problem", true, PROBLEMS),

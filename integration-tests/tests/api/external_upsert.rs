@@ -186,7 +186,48 @@ async fn a_body_that_contradicts_the_path_is_refused(app: TestApp) {
     expect_problem(response, StatusCode::FORBIDDEN).await;
 }
 
+async fn pushing_a_problem_twice_creates_one_problem(app: TestApp) {
+    let path = "/api/v1/problems/by-external/erp/PRB-77";
+    let body = json!({"title": "Disk latency on the ERP cluster", "impact": "medium"});
+    let (status, first, location) = push(&app, &app.admin_token, path, body.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let number = first["number"].as_str().unwrap();
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("/api/v1/problems/{number}").as_str())
+    );
+    let (status, second, _) = push(&app, &app.admin_token, path, body).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(second["id"], first["id"]);
+    assert_eq!(second["version"], first["version"]);
+    let (status, third, _) = push(
+        &app,
+        &app.admin_token,
+        path,
+        json!({"title": "Disk latency on the ERP cluster", "workaround": "move the volume"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{third}");
+    assert_eq!(third["workaround"], "move the volume");
+    let found = app
+        .list_all("/api/v1/problems?external_ref=erp:PRB-77")
+        .await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["id"], first["id"]);
+    assert_eq!(app.list_all("/api/v1/problems").await.len(), 1);
+    let response = app
+        .admin(Method::PUT, path)
+        .json(&json!({"title": "x", "external_refs": [{"system": "erp", "id": "PRB-78"}]}))
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(error_fields(&problem), vec!["external_refs"]);
+    assert_eq!(app.list_all("/api/v1/problems").await.len(), 1);
+}
+
 on_both_backends!(
+    pushing_a_problem_twice_creates_one_problem,
     pushing_a_record_twice_creates_one_incident,
     concurrent_pushes_of_one_record_create_one_incident,
     a_body_that_contradicts_the_path_is_refused,
