@@ -140,6 +140,9 @@ impl TestApp {
         if backend == Backend::Postgres {
             config.database.read_pool_size = 4;
         }
+        // The webhook worker polls the database; only the tests of webhooks turn it on, so
+        // that the rest of the suite does not pay for it.
+        config.webhooks.worker = false;
         adjust(&mut config);
         let database = config.database.clone();
         let server = tokio::task::spawn_blocking(move || app::spawn(config))

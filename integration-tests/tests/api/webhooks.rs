@@ -18,6 +18,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// Loopback allowed, quick polls and retries: tests run in seconds.
 fn quick(config: &mut Config) {
+    config.webhooks.worker = true;
     config.webhooks.allowed_networks =
         domain::webhooks::parse_networks("127.0.0.0/8,::1/128").unwrap();
     config.webhooks.poll_interval = Duration::from_millis(20);
