@@ -4,7 +4,7 @@
 CARGO ?= cargo
 POSTGRES_URL ?= $(ITSM_TEST_POSTGRES_URL)
 
-.PHONY: run test lint fmt openapi check-domain-deps migrate bench soak bench-cmdb
+.PHONY: run test lint fmt openapi check-domain-deps migrate bench soak bench-cmdb bench-webhooks
 
 ## Serve the API on 127.0.0.1:8080 with the embedded SQLite database in ./data.
 run:
@@ -50,6 +50,13 @@ bench:
 bench-cmdb:
 	$(CARGO) build --release -p itsm-api -p itsm-integration-tests --bin itsm --bin itsm-cmdb-bench
 	./target/release/itsm-cmdb-bench
+
+## The webhook delivery benchmark: signed deliveries per second to a local receiver, and the
+## outbox-to-receiver lag at a steady rate (BENCH_WEBHOOK_EVENTS, BENCH_WEBHOOK_RATE and
+## BENCH_WEBHOOK_SECONDS scale it; ITSM_BENCH_POSTGRES_URL adds PostgreSQL).
+bench-webhooks:
+	$(CARGO) build --release -p itsm-api -p itsm-integration-tests --bin itsm --bin itsm-webhook-bench
+	./target/release/itsm-webhook-bench
 
 ## A soak: every benchmark scenario mixed at concurrency 16 for SOAK_SECONDS (default 600),
 ## minute by minute, with the server's memory; on PostgreSQL too when ITSM_BENCH_POSTGRES_URL

@@ -74,6 +74,8 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
         alert_rules: crate::routes::alerts::recent_rules(),
         alert_intake: tokio::sync::Semaphore::new(config.alert_queue),
         alert_flap_window: chrono::Duration::seconds(config.alert_flap_window_seconds),
+        webhooks: config.webhooks.clone(),
+        webhook_sender: crate::webhook_delivery::Sender::new(&config.webhooks)?,
     }))
 }
 
@@ -136,6 +138,7 @@ pub async fn start(config: Config) -> Result<Running, String> {
         state.clone(),
         std::time::Duration::from_millis(config.sla_interval_ms),
     );
+    crate::webhook_delivery::spawn(state.db.clone(), config.webhooks.clone())?;
     let body_limit = web::Data::new(BodyLimit(config.max_body_bytes));
     let cors_origins = config.cors_origins.clone();
     let signal_state = state.clone();

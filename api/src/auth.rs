@@ -502,6 +502,13 @@ impl Policy for CmdbWriters {
     const DESCRIPTION: &'static str = "change_manager, integration or admin";
 }
 
+/// Managers of outbound webhooks: integrations and admins.
+pub struct WebhookManagers;
+impl Policy for WebhookManagers {
+    const ROLES: &'static [Role] = &[Role::Integration];
+    const DESCRIPTION: &'static str = "integration or admin";
+}
+
 /// An authenticated caller holding one of `P`'s roles; rejects with 403 before the handler runs.
 pub struct Authorized<P: Policy> {
     pub caller: Caller,

@@ -57,6 +57,109 @@ pub struct Config {
     /// `ITSM_ALERT_QUEUE`: alert intake requests in progress at once; past it, 429 with
     /// `Retry-After`. Default 1024.
     pub alert_queue: usize,
+    /// `ITSM_WEBHOOK_*`: outbound webhook delivery (the README has the table).
+    pub webhooks: WebhookSettings,
+}
+
+/// How outbound webhooks are delivered.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// `ITSM_WEBHOOK_WORKER` (default true): whether this node runs the delivery worker.
+    pub worker: bool,
+    /// `ITSM_WEBHOOK_ALLOWED_NETWORKS`: comma-separated networks (`127.0.0.0/8,10.0.0.0/8`)
+    /// that targets may point at although loopback, private or link-local. Default: none.
+    pub allowed_networks: Vec<domain::webhooks::Network>,
+    /// `ITSM_WEBHOOK_POLL_MS` (default 250): how often an idle worker looks for work.
+    pub poll_interval: Duration,
+    /// `ITSM_WEBHOOK_TIMEOUT_MS` (default 10000): one attempt's time limit.
+    pub timeout: Duration,
+    /// `ITSM_WEBHOOK_MAX_ATTEMPTS` (default 8), `ITSM_WEBHOOK_BACKOFF_BASE_MS` (default 10000)
+    /// and `ITSM_WEBHOOK_BACKOFF_MAX_MS` (default 3600000): retries with exponential backoff
+    /// and jitter, then the delivery is dead-lettered.
+    pub retry: domain::webhooks::RetryPolicy,
+    /// `ITSM_WEBHOOK_DISABLE_AFTER` (default 50): failed attempts in a row that turn a
+    /// subscription off.
+    pub disable_after: i32,
+    /// `ITSM_WEBHOOK_CONCURRENCY` (default 64): attempts in flight per node.
+    pub concurrency: usize,
+}
+
+impl WebhookSettings {
+    /// How long a claimed delivery stays with the node that claimed it: longer than an
+    /// attempt may take, so a live node never loses its claim, and short enough that a dead
+    /// node's claims are soon taken over.
+    pub fn lease(&self) -> Duration {
+        self.timeout * 2 + Duration::from_secs(5)
+    }
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            worker: true,
+            allowed_networks: Vec::new(),
+            poll_interval: Duration::from_millis(250),
+            timeout: Duration::from_secs(10),
+            retry: domain::webhooks::RetryPolicy {
+                base: Duration::from_secs(10),
+                max: Duration::from_secs(3600),
+                max_attempts: 8,
+            },
+            disable_after: 50,
+            concurrency: 64,
+        }
+    }
+}
+
+impl WebhookSettings {
+    fn from_env() -> Result<Self, String> {
+        let defaults = Self::default();
+        let millis = |name: &str, default: Duration, range: std::ops::RangeInclusive<u64>| {
+            number(name, default.as_millis() as u64, range).map(Duration::from_millis)
+        };
+        let allowed_networks = match env::var("ITSM_WEBHOOK_ALLOWED_NETWORKS") {
+            Ok(text) => domain::webhooks::parse_networks(&text)
+                .map_err(|e| format!("ITSM_WEBHOOK_ALLOWED_NETWORKS: {e}"))?,
+            Err(_) => Vec::new(),
+        };
+        Ok(Self {
+            worker: match env::var("ITSM_WEBHOOK_WORKER")
+                .ok()
+                .as_deref()
+                .map(str::trim)
+            {
+                None | Some("" | "true" | "1") => true,
+                Some("false" | "0") => false,
+                Some(_) => return Err("ITSM_WEBHOOK_WORKER must be true or false".into()),
+            },
+            allowed_networks,
+            poll_interval: millis("ITSM_WEBHOOK_POLL_MS", defaults.poll_interval, 10..=60_000)?,
+            timeout: millis("ITSM_WEBHOOK_TIMEOUT_MS", defaults.timeout, 100..=120_000)?,
+            retry: domain::webhooks::RetryPolicy {
+                base: millis(
+                    "ITSM_WEBHOOK_BACKOFF_BASE_MS",
+                    defaults.retry.base,
+                    1..=86_400_000,
+                )?,
+                max: millis(
+                    "ITSM_WEBHOOK_BACKOFF_MAX_MS",
+                    defaults.retry.max,
+                    1..=7 * 86_400_000,
+                )?,
+                max_attempts: number(
+                    "ITSM_WEBHOOK_MAX_ATTEMPTS",
+                    defaults.retry.max_attempts,
+                    1..=100,
+                )?,
+            },
+            disable_after: number(
+                "ITSM_WEBHOOK_DISABLE_AFTER",
+                defaults.disable_after,
+                1..=1_000_000,
+            )?,
+            concurrency: number("ITSM_WEBHOOK_CONCURRENCY", defaults.concurrency, 1..=1024)?,
+        })
+    }
 }
 
 // Secrets stay out of logs: Debug shows only whether they are set.
@@ -85,6 +188,7 @@ impl std::fmt::Debug for Config {
             .field("rate_limit_window_seconds", &self.rate_limit_window_seconds)
             .field("alert_flap_window_seconds", &self.alert_flap_window_seconds)
             .field("alert_queue", &self.alert_queue)
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }
@@ -117,6 +221,7 @@ impl Default for Config {
             clock: persistence::Clock::system(),
             alert_flap_window_seconds: 900,
             alert_queue: 1024,
+            webhooks: WebhookSettings::default(),
         }
     }
 }
@@ -228,6 +333,7 @@ impl Config {
                 0..=7 * 24 * 3600,
             )?,
             alert_queue: number("ITSM_ALERT_QUEUE", defaults.alert_queue, 1..=1_000_000)?,
+            webhooks: WebhookSettings::from_env()?,
         })
     }
 }

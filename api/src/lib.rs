@@ -25,5 +25,6 @@ pub mod state;
 pub mod throttle;
 pub mod tickets;
 pub mod usecases;
+pub mod webhook_delivery;
 
 pub use config::Config;

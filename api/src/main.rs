@@ -189,7 +189,10 @@ fn seed(count: &str, sla_target: Option<&str>) -> Result<(), String> {
         .parse()
         .map_err(|_| "--incidents takes a number".to_owned())?;
     let sla_target: Option<i64> = sla_target
-        .map(|t| t.parse().map_err(|_| "--sla-target-seconds takes a number".to_owned()))
+        .map(|t| {
+            t.parse()
+                .map_err(|_| "--sla-target-seconds takes a number".to_owned())
+        })
         .transpose()?;
     let config = Config::from_env()?;
     actix_web::rt::System::new().block_on(async move {

@@ -9,7 +9,7 @@ use crate::routes::cmdb::{
 };
 use crate::routes::{
     alerts, assignment_rules, auth, change_config, changes, feed, groups, health, incidents,
-    problems, sla, sla_timers, users,
+    problems, sla, sla_timers, users, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -30,9 +30,9 @@ use crate::routes::{
         groups::create_group, groups::list_groups, groups::get_group, groups::update_group,
         groups::list_members, groups::add_member, groups::remove_member,
         feed::list_audit_events, feed::list_events,
-        incidents::create_incident, incidents::list_incidents, incidents::get_incident, incidents::update_incident,
+        incidents::create_incident, incidents::upsert_incident_by_external_ref, incidents::list_incidents, incidents::get_incident, incidents::update_incident,
         incidents::transition_incident, incidents::add_note, incidents::list_notes, incidents::history, incidents::slas,
-        problems::create_problem, problems::list_problems, problems::get_problem, problems::update_problem,
+        problems::create_problem, problems::upsert_problem_by_external_ref, problems::list_problems, problems::get_problem, problems::update_problem,
         problems::transition_problem, problems::link_incidents, problems::list_linked_incidents,
         problems::unlink_incident, problems::add_note, problems::list_notes, problems::history, problems::slas,
         problems::create_from_incident, problems::search_known_errors, problems::matching_known_errors,
@@ -59,6 +59,9 @@ use crate::routes::{
         ci_items::item_relationships, ci_items::item_impact, ci_items::item_history, ci_items::reconcile_items,
         ci_tickets::item_tickets,
         ci_relationships::create_relationship, ci_relationships::get_relationship, ci_relationships::delete_relationship,
+        webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook, webhooks::update_webhook,
+        webhooks::delete_webhook, webhooks::rotate_webhook_secret, webhooks::list_webhook_deliveries,
+        webhooks::redeliver_webhook_delivery, webhooks::test_webhook,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -75,6 +78,7 @@ use crate::routes::{
         (name = "alerts", description = "Monitoring intake: Alertmanager and generic alerts, deduplicated by key, opening incidents by alert rules"),
         (name = "audit", description = "Who changed what"),
         (name = "events", description = "The event feed integrators poll"),
+        (name = "webhooks", description = "Signed outbound deliveries of events (Standard Webhooks)"),
         (name = "health", description = "Probes"),
     ),
 )]

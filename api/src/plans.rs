@@ -122,6 +122,16 @@ pub async fn incident_list_plans(db: &Database) -> Result<Vec<(String, Vec<Strin
                 },
             ),
             newest_first(
+                "external_ref=crm:…",
+                IncidentFilter {
+                    external_ref: Some(domain::ExternalRef {
+                        system: "crm".into(),
+                        id: sample.number.clone(),
+                    }),
+                    ..all()
+                },
+            ),
+            newest_first(
                 "created_after=…&created_before=…",
                 IncidentFilter {
                     created_after: Some(day_before),
@@ -211,6 +221,18 @@ pub async fn problem_list_plans(db: &Database) -> Result<Vec<(String, Vec<String
                 "known_error=true".to_owned(),
                 ProblemFilter {
                     known_error: Some(true),
+                    ..all()
+                },
+                newest,
+                None,
+            ),
+            (
+                "external_ref=erp:…".to_owned(),
+                ProblemFilter {
+                    external_ref: Some(domain::ExternalRef {
+                        system: "erp".into(),
+                        id: sample.number.clone(),
+                    }),
                     ..all()
                 },
                 newest,

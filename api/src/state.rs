@@ -49,6 +49,9 @@ pub struct AppState {
     pub alert_intake: tokio::sync::Semaphore,
     /// A resolved alert firing again within this is flapping (`ITSM_ALERT_FLAP_WINDOW_SECONDS`).
     pub alert_flap_window: chrono::Duration,
+    /// How webhooks are delivered, and the client test messages are sent with.
+    pub webhooks: crate::config::WebhookSettings,
+    pub webhook_sender: crate::webhook_delivery::Sender,
 }
 
 /// How long a word search waits for a slot before 503.

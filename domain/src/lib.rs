@@ -25,6 +25,7 @@ pub mod sla;
 pub mod sla_timers;
 pub mod throttle;
 pub mod ticket;
+pub mod webhooks;
 
 pub use changes::Changes;
 pub use error::{DomainError, FieldError};

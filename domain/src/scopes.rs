@@ -5,7 +5,7 @@
 use crate::{DomainError, FieldError};
 
 /// Every scope a token may hold.
-pub const SCOPES: [&str; 16] = [
+pub const SCOPES: [&str; 18] = [
     "incidents:read",
     "incidents:write",
     "problems:read",
@@ -22,6 +22,8 @@ pub const SCOPES: [&str; 16] = [
     "directory:write",
     "alerts:read",
     "alerts:write",
+    "webhooks:read",
+    "webhooks:write",
 ];
 
 /// The route family of an API path; `None` for paths any credential may call (`/api/v1/me`).
@@ -40,6 +42,7 @@ pub fn family(path: &str) -> Option<&'static str> {
         "events" => "events",
         "audit-events" => "audit",
         "alerts" | "alert-rules" | "integrations" => "alerts",
+        "webhooks" => "webhooks",
         "me" | "auth" => return None,
         // Users, groups, routing rules, API tokens, and whatever is added later: a token
         // needs the directory scope until the table above names the new family.
@@ -127,6 +130,10 @@ mod tests {
         assert_eq!(
             required("GET", "/api/v1/changes/calendar").as_deref(),
             Some("changes:read")
+        );
+        assert_eq!(
+            required("POST", "/api/v1/webhooks/w1/test").as_deref(),
+            Some("webhooks:write")
         );
         assert_eq!(required("GET", "/api/v1/me"), None);
     }

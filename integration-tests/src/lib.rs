@@ -13,6 +13,8 @@ pub use itsm_api::Config;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
 
+pub mod receiver;
+
 pub use reqwest;
 pub use serde_json;
 
@@ -140,6 +142,9 @@ impl TestApp {
         if backend == Backend::Postgres {
             config.database.read_pool_size = 4;
         }
+        // The webhook worker polls the database; only the tests of webhooks turn it on, so
+        // that the rest of the suite does not pay for it.
+        config.webhooks.worker = false;
         adjust(&mut config);
         Self::start(config, backend, Some(scratch)).await
     }

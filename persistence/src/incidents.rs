@@ -327,6 +327,8 @@ pub struct IncidentFilter {
     pub sla_breached: Option<bool>,
     /// Tickets with a running timer due before this instant.
     pub sla_due_before: Option<NaiveDateTime>,
+    /// The incident holding this reference to another system's record.
+    pub external_ref: Option<domain::ExternalRef>,
 }
 
 /// The list query of a filter, a sort and a position, built for the backend connection the
@@ -355,6 +357,15 @@ macro_rules! incident_list_query {
         }
         if let Some(at) = filter.updated_after {
             query = query.filter(incidents::updated_at.ge(at));
+        }
+        if let Some(reference) = &filter.external_ref {
+            // One row at most, by the unique index on (entity_type, system, external_id).
+            let holder = crate::schema::external_refs::table
+                .filter(crate::schema::external_refs::entity_type.eq("incident"))
+                .filter(crate::schema::external_refs::system.eq(reference.system.clone()))
+                .filter(crate::schema::external_refs::external_id.eq(reference.id.clone()))
+                .select(crate::schema::external_refs::entity_id);
+            query = query.filter(incidents::id.eq_any(holder));
         }
         shared_ticket_filters!(
             query,

@@ -51,6 +51,7 @@ pub mod sla_timers;
 pub mod ticket_items;
 pub mod tickets;
 pub mod users;
+pub mod webhooks;
 mod writer;
 
 pub use audit::WriteContext;

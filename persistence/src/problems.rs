@@ -291,6 +291,8 @@ pub struct ProblemFilter {
     pub sla_breached: Option<bool>,
     /// Tickets with a running timer due before this instant.
     pub sla_due_before: Option<NaiveDateTime>,
+    /// The problem holding this reference to another system's record.
+    pub external_ref: Option<domain::ExternalRef>,
 }
 
 /// The list query of a filter, a sort and a position, built for the backend connection the
@@ -306,6 +308,15 @@ macro_rules! problem_list_query {
         let mut query = problems::table.select(ProblemRow::as_select()).into_boxed();
         if let Some(known_error) = filter.known_error {
             query = query.filter(problems::known_error.eq(known_error));
+        }
+        if let Some(reference) = &filter.external_ref {
+            // One row at most, by the unique index on (entity_type, system, external_id).
+            let holder = crate::schema::external_refs::table
+                .filter(crate::schema::external_refs::entity_type.eq("problem"))
+                .filter(crate::schema::external_refs::system.eq(reference.system.clone()))
+                .filter(crate::schema::external_refs::external_id.eq(reference.id.clone()))
+                .select(crate::schema::external_refs::entity_id);
+            query = query.filter(problems::id.eq_any(holder));
         }
         shared_ticket_filters!(
             query,

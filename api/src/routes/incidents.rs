@@ -5,7 +5,7 @@
 //! confirm or reopen their resolved incidents, and never see internal fields or work notes.
 
 use actix_web::http::StatusCode;
-use actix_web::{get, patch, post, web, HttpRequest, HttpResponse};
+use actix_web::{get, patch, post, put, web, HttpRequest, HttpResponse};
 use domain::cmdb::impact::ImpactedItem;
 use domain::incident::{
     Channel, Incident, IncidentAction, IncidentState, NewIncident, OnHoldReason, Relation,
@@ -248,6 +248,55 @@ impl CreateIncident {
     }
 }
 
+impl CreateIncident {
+    /// The new incident of an upsert, the request kept for the update path.
+    fn clone_new(&self, caller: &Caller, access: Access) -> ApiResult<NewIncident> {
+        CreateIncident {
+            title: self.title.clone(),
+            description: self.description.clone(),
+            caller: self.caller.clone(),
+            channel: self.channel,
+            category: self.category.clone(),
+            subcategory: self.subcategory.clone(),
+            impact: self.impact,
+            urgency: self.urgency,
+            assignment_group: self.assignment_group.clone(),
+            assignee: self.assignee.clone(),
+            parent_id: self.parent_id.clone(),
+            external_refs: self.external_refs.clone(),
+            configuration_items: self.configuration_items.clone(),
+            service: self.service.clone(),
+        }
+        .into_new(caller, access)
+    }
+
+    /// The update of an upsert: the fields the body gives replace the incident's.
+    fn into_replacement(self) -> ApiResult<IncidentPatch> {
+        ExternalRef::validate_list(&self.external_refs, "external_refs")?;
+        let title = self.title.trim().to_owned();
+        if title.is_empty() {
+            return Err(ApiError::invalid("title", "must not be blank"));
+        }
+        Ok(IncidentPatch {
+            title: Some(title),
+            description: Some(self.description),
+            caller: self.caller,
+            channel: self.channel,
+            category: self.category.map(Some),
+            subcategory: self.subcategory.map(Some),
+            impact: self.impact,
+            urgency: self.urgency,
+            assignment_group: self.assignment_group.map(Some),
+            assignee: self.assignee.map(Some),
+            parent_id: self.parent_id.map(Some),
+            external_refs: Some(self.external_refs),
+            configuration_items: (!self.configuration_items.is_empty())
+                .then_some(self.configuration_items),
+            service: self.service.map(Some),
+        })
+    }
+}
+
 impl UpdateIncident {
     fn into_patch(self) -> ApiResult<IncidentPatch> {
         if let Some(refs) = &self.external_refs {
@@ -329,6 +378,7 @@ pub async fn create_incident(
         ("q" = Option<String>, Query, description = "Words that must all appear in title or description"),
         ("sla_breached" = Option<bool>, Query, description = "With a breached SLA timer (true) or none (false)"),
         ("sla_due_before" = Option<String>, Query, description = "With a running SLA timer due before this instant (RFC 3339)"),
+        ("external_ref" = Option<String>, Query, description = "system:id, the incident holding this reference"),
         ("sort" = Option<String>, Query, description = "created_at, updated_at or priority; prefix - for descending; default -created_at"),
         ("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query),
     ),
@@ -361,6 +411,7 @@ pub async fn list_incidents(
         "sla_breached",
         "sla_due_before",
         "sort",
+        "external_ref",
     ];
     let params = QueryParams::parse(&req, &[&PAGE_PARAMS[..], &filters].concat())?;
     let mut filter = IncidentFilter {
@@ -382,6 +433,7 @@ pub async fn list_incidents(
         q: params.text("q", 200)?,
         sla_breached: params.boolean("sla_breached")?,
         sla_due_before: params.timestamp("sla_due_before")?.map(|t| t.naive_utc()),
+        external_ref: params.external_ref()?,
     };
     if access == Access::Requester {
         let internal: Vec<&str> = [
@@ -517,6 +569,69 @@ pub async fn update_incident(
     Ok(respond(StatusCode::OK, updated, access))
 }
 
+/// Create or update the incident holding another system's reference (a CRM pushing its
+/// record): 201 when it was created, 200 when it existed. The path's reference is added to the
+/// body's `external_refs`; a body reference of the same system with another id is a 422. On
+/// update, the fields of the body replace the incident's and absent fields stay as they are.
+#[utoipa::path(
+    tag = "incidents", operation_id = "upsert_incident_by_external_ref",
+    params(("system" = String, Path, description = "The other system (crm)"),
+           ("external_id" = String, Path, description = "The record's id there")),
+    request_body = CreateIncident,
+    responses((status = 200, body = IncidentView, headers(("ETag" = String))),
+              (status = 201, body = IncidentView, headers(("Location" = String), ("ETag" = String))),
+              (status = 403, body = crate::error::Problem), (status = 409, body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem)),
+)]
+#[put("/api/v1/incidents/by-external/{system}/{external_id}")]
+pub async fn upsert_incident_by_external_ref(
+    caller: TicketCaller<Incident>,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: ValidJson<CreateIncident>,
+) -> ApiResult<HttpResponse> {
+    let TicketCaller { caller, access, .. } = caller;
+    if access != Access::Staff {
+        return Err(ApiError::Forbidden(
+            "only agents and integrations push incidents by reference".into(),
+        ));
+    }
+    let (system, id) = path.into_inner();
+    let reference = ExternalRef { system, id };
+    let mut request = body.0;
+    request.external_refs = crate::usecases::with_path_reference(
+        std::mem::take(&mut request.external_refs),
+        &reference,
+    )?;
+    let existing = crate::usecases::holder_of(&state, "incident", &reference).await?;
+    if existing.is_none() {
+        let new = request.clone_new(&caller, access)?;
+        match usecase::report(&state, caller.clone(), access, new).await {
+            Ok((incident, relation)) => {
+                let location = format!("/api/v1/incidents/{}", incident.number);
+                let version = incident.version;
+                return Ok(created(
+                    location,
+                    version,
+                    &tickets::body(incident, access, relation),
+                ));
+            }
+            // Another push of the same record created it meanwhile: update that one.
+            Err(ApiError::Conflict(_)) => {}
+            Err(other) => return Err(other),
+        }
+    }
+    let target = match existing {
+        Some(id) => id,
+        None => crate::usecases::holder_of(&state, "incident", &reference)
+            .await?
+            .ok_or_else(|| ApiError::Conflict("the reference is being changed; retry".into()))?,
+    };
+    let patch = request.into_replacement()?;
+    let updated = usecase::update(&state, caller, access, target, None, patch).await?;
+    Ok(respond(StatusCode::OK, updated, access))
+}
+
 /// Take an action: start, assign, hold, resume, resolve, reopen, close, cancel, declare_major.
 #[utoipa::path(
     tag = "incidents", operation_id = "transition_incident",
@@ -627,7 +742,8 @@ pub async fn slas(
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(create_incident)
+    cfg.service(upsert_incident_by_external_ref)
+        .service(create_incident)
         .service(list_incidents)
         .service(get_incident)
         .service(update_incident)

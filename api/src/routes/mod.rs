@@ -14,6 +14,7 @@ pub mod problems;
 pub mod sla;
 pub mod sla_timers;
 pub mod users;
+pub mod webhooks;
 
 pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
     health::configure(cfg);
@@ -30,4 +31,5 @@ pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
     assignment_rules::configure(cfg);
     alerts::configure(cfg);
     cmdb::configure(cfg);
+    webhooks::configure(cfg);
 }

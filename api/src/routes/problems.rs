@@ -4,7 +4,7 @@
 //! get 404 on every route here.
 
 use actix_web::http::StatusCode;
-use actix_web::{delete, get, patch, post, web, HttpRequest, HttpResponse};
+use actix_web::{delete, get, patch, post, put, web, HttpRequest, HttpResponse};
 use domain::incident::{Incident, ResolutionCode};
 use domain::notes::{Note, Visibility};
 use domain::priority::{Impact, Priority, Urgency};
@@ -119,6 +119,51 @@ impl CreateProblem {
             external_refs: self.external_refs,
             configuration_items: self.configuration_items,
             service: self.service,
+        })
+    }
+}
+
+impl CreateProblem {
+    /// The new problem of an upsert, the request kept for the update path.
+    fn clone_new(&self) -> ApiResult<NewProblem> {
+        CreateProblem {
+            title: self.title.clone(),
+            description: self.description.clone(),
+            impact: self.impact,
+            urgency: self.urgency,
+            category: self.category.clone(),
+            assignment_group: self.assignment_group.clone(),
+            assignee: self.assignee.clone(),
+            root_cause: self.root_cause.clone(),
+            workaround: self.workaround.clone(),
+            external_refs: self.external_refs.clone(),
+            configuration_items: self.configuration_items.clone(),
+            service: self.service.clone(),
+        }
+        .into_new()
+    }
+
+    /// The update of an upsert: the fields the body gives replace the problem's.
+    fn into_replacement(self) -> ApiResult<ProblemPatch> {
+        ExternalRef::validate_list(&self.external_refs, "external_refs")?;
+        let title = self.title.trim().to_owned();
+        if title.is_empty() {
+            return Err(ApiError::invalid("title", "must not be blank"));
+        }
+        Ok(ProblemPatch {
+            title: Some(title),
+            description: Some(self.description),
+            impact: self.impact,
+            urgency: self.urgency,
+            category: self.category.map(Some),
+            assignment_group: self.assignment_group.map(Some),
+            assignee: self.assignee.map(Some),
+            root_cause: self.root_cause.map(Some),
+            workaround: self.workaround.map(Some),
+            external_refs: Some(self.external_refs),
+            configuration_items: (!self.configuration_items.is_empty())
+                .then_some(self.configuration_items),
+            service: self.service.map(Some),
         })
     }
 }
@@ -273,6 +318,57 @@ pub async fn create_problem(
     Ok(created_problem(problem, relation))
 }
 
+/// Create or update the problem holding another system's reference: 201 when it was created,
+/// 200 when it existed. The path's reference is added to the body's `external_refs`; a body
+/// reference of the same system with another id is a 422. On update, the fields of the body
+/// replace the problem's and absent fields stay as they are.
+#[utoipa::path(
+    tag = "problems", operation_id = "upsert_problem_by_external_ref",
+    params(("system" = String, Path, description = "The other system (erp)"),
+           ("external_id" = String, Path, description = "The record's id there")),
+    request_body = CreateProblem,
+    responses((status = 200, body = ProblemView, headers(("ETag" = String))),
+              (status = 201, body = ProblemView, headers(("Location" = String), ("ETag" = String))),
+              (status = 403, body = crate::error::Problem), (status = 409, body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem)),
+)]
+#[put("/api/v1/problems/by-external/{system}/{external_id}")]
+pub async fn upsert_problem_by_external_ref(
+    caller: TicketCaller<Problem>,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: ValidJson<CreateProblem>,
+) -> ApiResult<HttpResponse> {
+    let caller = caller.caller;
+    let (system, id) = path.into_inner();
+    let reference = ExternalRef { system, id };
+    let mut request = body.0;
+    request.external_refs = crate::usecases::with_path_reference(
+        std::mem::take(&mut request.external_refs),
+        &reference,
+    )?;
+    let existing = crate::usecases::holder_of(&state, "problem", &reference).await?;
+    if existing.is_none() {
+        let new = request.clone_new()?;
+        let relation = usecase::relation(&caller);
+        match usecase::create(&state, caller.clone(), new).await {
+            Ok(problem) => return Ok(created_problem(problem, relation)),
+            // Another push of the same record created it meanwhile: update that one.
+            Err(ApiError::Conflict(_)) => {}
+            Err(other) => return Err(other),
+        }
+    }
+    let target = match existing {
+        Some(id) => id,
+        None => crate::usecases::holder_of(&state, "problem", &reference)
+            .await?
+            .ok_or_else(|| ApiError::Conflict("the reference is being changed; retry".into()))?,
+    };
+    let patch = request.into_replacement()?;
+    let problem = usecase::update(&state, caller.clone(), target, None, patch).await?;
+    Ok(respond_problem(StatusCode::OK, problem, &caller))
+}
+
 /// Create a problem from an incident and link the incident to it.
 #[utoipa::path(
     tag = "problems", operation_id = "create_problem_from_incident",
@@ -328,6 +424,7 @@ fn created_problem(problem: Problem, relation: ProblemRelation) -> HttpResponse 
         ("service" = Option<String>, Query, description = "Problems affecting this business service (id)"),
         ("created_after" = Option<String>, Query, description = "RFC 3339, inclusive"),
         ("created_before" = Option<String>, Query, description = "RFC 3339, exclusive"),
+        ("external_ref" = Option<String>, Query, description = "system:id, the problem holding this reference"),
         ("q" = Option<String>, Query, description = "Words that must all appear in title, description, root cause or workaround"),
         ("sla_breached" = Option<bool>, Query, description = "With a breached SLA timer (true) or none (false)"),
         ("sla_due_before" = Option<String>, Query, description = "With a running SLA timer due before this instant (RFC 3339)"),
@@ -359,6 +456,7 @@ pub async fn list_problems(
         "sla_breached",
         "sla_due_before",
         "sort",
+        "external_ref",
     ];
     let params = QueryParams::parse(&req, &[&PAGE_PARAMS[..], &filters].concat())?;
     let filter = ProblemFilter {
@@ -375,6 +473,7 @@ pub async fn list_problems(
         q: params.text("q", 200)?,
         sla_breached: params.boolean("sla_breached")?,
         sla_due_before: params.timestamp("sla_due_before")?.map(|t| t.naive_utc()),
+        external_ref: params.external_ref()?,
     };
     let order = ListOrder::parse(&params)?;
     let (sort, after, limit) = (order.sort, order.after.clone(), order.limit);
@@ -752,7 +851,8 @@ pub async fn slas(
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(create_problem)
+    cfg.service(upsert_problem_by_external_ref)
+        .service(create_problem)
         .service(list_problems)
         .service(search_known_errors)
         .service(get_problem)

@@ -6,12 +6,69 @@ pub mod alerts;
 pub mod changes;
 pub mod incidents;
 pub mod problems;
+pub mod webhooks;
 
 use domain::cmdb::item::CiStatus;
 use domain::FieldError;
 use persistence::{cmdb, groups, users, DbConnection};
 
 use crate::error::{unknown_reference, ApiError, ApiResult};
+use crate::state::AppState;
+
+/// A record's references for an upsert by `reference`: the body's, with the path's added. A
+/// body reference to the same system under another id contradicts the path: 422.
+pub fn with_path_reference(
+    mut refs: Vec<domain::ExternalRef>,
+    reference: &domain::ExternalRef,
+) -> ApiResult<Vec<domain::ExternalRef>> {
+    // Errors name the path's parts: `system` and `id`.
+    if let Err(domain::DomainError::Invalid(errors)) =
+        domain::ExternalRef::validate_list(std::slice::from_ref(reference), "path")
+    {
+        return Err(ApiError::from_field_errors(
+            errors
+                .into_iter()
+                .map(|e| domain::FieldError::new(e.field.replace("path[0].", "path."), e.message))
+                .collect(),
+        ));
+    }
+    if refs
+        .iter()
+        .any(|r| r.system == reference.system && r.id != reference.id)
+    {
+        return Err(ApiError::invalid(
+            "external_refs",
+            format!(
+                "holds another {} id than the path's {}",
+                reference.system, reference.id
+            ),
+        ));
+    }
+    if !refs.contains(reference) {
+        refs.push(reference.clone());
+    }
+    Ok(refs)
+}
+
+/// The record of `entity_type` holding `reference`, if any.
+pub async fn holder_of(
+    state: &AppState,
+    entity_type: &'static str,
+    reference: &domain::ExternalRef,
+) -> ApiResult<Option<String>> {
+    let reference = reference.clone();
+    Ok(state
+        .db
+        .read(move |conn| {
+            persistence::external_refs::find_entity(
+                conn,
+                entity_type,
+                &reference.system,
+                &reference.id,
+            )
+        })
+        .await?)
+}
 
 /// A user a ticket refers to (caller, assignee) must exist and be active.
 pub(crate) fn check_active_user(conn: &mut DbConnection, id: &str, field: &str) -> ApiResult<()> {

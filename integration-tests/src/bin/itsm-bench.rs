@@ -660,9 +660,10 @@ async fn sla_under_load(
                     .as_str()
                     .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             };
-            if let (Some(noticed), Some(fell_due)) =
-                (instant(&event["occurred_at"]), instant(&event["data"][field]))
-            {
+            if let (Some(noticed), Some(fell_due)) = (
+                instant(&event["occurred_at"]),
+                instant(&event["data"][field]),
+            ) {
                 let lag = (noticed - fell_due).num_milliseconds().max(0);
                 lags_ms.push(u32::try_from(lag).unwrap_or(u32::MAX));
             }

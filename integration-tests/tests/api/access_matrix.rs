@@ -29,6 +29,8 @@ const ADMINS: &str = "AFFFFF";
 const STAFF: &str = "AAFAAF";
 const STAFF_AND_INTEGRATIONS: &str = "AAFAAA";
 const CMDB_WRITERS: &str = "AFFAFA";
+/// Webhooks: integrations and admins.
+const INTEGRATIONS: &str = "AFFFFA";
 const ANY_USER: &str = "AAAAAA";
 /// Incidents: staff and integrations work them, requesters their own.
 const INCIDENTS: &str = "AAAAAA";
@@ -77,12 +79,14 @@ const POLICY: &[(&str, bool, &str)] = &[
     ("list_incidents", true, INCIDENTS),
     ("get_incident", true, INCIDENTS),
     ("update_incident", true, INCIDENT_WORK),
+    ("upsert_incident_by_external_ref", true, INCIDENT_WORK),
     ("transition_incident", true, INCIDENT_WORK),
     ("add_incident_note", true, INCIDENTS),
     ("list_incident_notes", true, INCIDENTS),
     ("incident_history", true, INCIDENTS),
     ("incident_slas", true, INCIDENTS),
     ("create_problem", true, PROBLEM_WORK),
+    ("upsert_problem_by_external_ref", true, PROBLEM_WORK),
     ("create_problem_from_incident", true, PROBLEM_WORK),
     ("list_problems", true, PROBLEMS),
     ("get_problem", true, PROBLEMS),
@@ -185,6 +189,15 @@ const POLICY: &[(&str, bool, &str)] = &[
     ("get_alert_rule", true, STAFF_AND_INTEGRATIONS),
     ("replace_alert_rule", true, ADMINS),
     ("delete_alert_rule", true, ADMINS),
+    ("create_webhook", true, INTEGRATIONS),
+    ("list_webhooks", true, INTEGRATIONS),
+    ("get_webhook", true, INTEGRATIONS),
+    ("update_webhook", true, INTEGRATIONS),
+    ("delete_webhook", true, INTEGRATIONS),
+    ("rotate_webhook_secret", true, INTEGRATIONS),
+    ("list_webhook_deliveries", true, INTEGRATIONS),
+    ("redeliver_webhook_delivery", true, INTEGRATIONS),
+    ("test_webhook", true, INTEGRATIONS),
 ];
 
 /// The routes of the `alerts` scope family: the token scoped to `alerts:write` holds theirs,

@@ -1,0 +1,234 @@
+//! Idempotent upsert by another system's reference: a CRM pushes the same record twice (or at
+//! once from several workers) and one incident results, found by `?external_ref=system:id`.
+
+use itsm_integration_tests::reqwest::{Method, StatusCode};
+use itsm_integration_tests::serde_json::{json, Value};
+use itsm_integration_tests::{
+    error_fields, expect_problem, header, on_both_backends, read, TestApp,
+};
+
+async fn push(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    body: Value,
+) -> (StatusCode, Value, Option<String>) {
+    let response = app
+        .request(Method::PUT, path, token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let location = header(&response, "location");
+    let (status, body) = read(response).await;
+    (status, body, location)
+}
+
+async fn found_by_reference(app: &TestApp, reference: &str) -> Vec<Value> {
+    app.list_all(&format!("/api/v1/incidents?external_ref={reference}"))
+        .await
+}
+
+async fn pushing_a_record_twice_creates_one_incident(app: TestApp) {
+    let (caller, _) = app.user_with_roles("crm-caller", &["requester"]).await;
+    let (_, integration) = app.user_with_roles("crm-sync", &["integration"]).await;
+    let path = "/api/v1/incidents/by-external/crm/CASE-1042";
+    let body = json!({
+        "title": "Printer on fire",
+        "description": "from the CRM",
+        "caller": caller["id"],
+        "impact": "high",
+        "urgency": "low",
+    });
+    let (status, first, location) = push(&app, &integration, path, body.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let number = first["number"].as_str().unwrap();
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("/api/v1/incidents/{number}").as_str())
+    );
+    assert_eq!(
+        first["external_refs"],
+        json!([{"system": "crm", "id": "CASE-1042"}])
+    );
+
+    let (status, second, _) = push(&app, &integration, path, body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(second["id"], first["id"]);
+    assert_eq!(
+        second["version"], first["version"],
+        "an identical push changed the incident"
+    );
+
+    let mut changed = body.clone();
+    changed["title"] = json!("Printer on fire, now smoking");
+    changed["external_refs"] = json!([{"system": "erp", "id": "PO-7"}]);
+    let (status, third, _) = push(&app, &integration, path, changed).await;
+    assert_eq!(status, StatusCode::OK, "{third}");
+    assert_eq!(third["id"], first["id"]);
+    assert_eq!(third["title"], "Printer on fire, now smoking");
+    assert_eq!(third["impact"], "high");
+    let refs = third["external_refs"].as_array().unwrap();
+    assert_eq!(refs.len(), 2, "{third}");
+
+    let found = found_by_reference(&app, "crm:CASE-1042").await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["id"], first["id"]);
+    assert_eq!(found_by_reference(&app, "erp:PO-7").await.len(), 1);
+    assert!(found_by_reference(&app, "crm:CASE-1043").await.is_empty());
+    let all = app.list_all("/api/v1/incidents").await;
+    assert_eq!(all.len(), 1);
+
+    // Another case of the same CRM is another incident.
+    let (status, other, _) = push(
+        &app,
+        &integration,
+        "/api/v1/incidents/by-external/crm/CASE-1043",
+        body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{other}");
+    assert_ne!(other["id"], first["id"]);
+}
+
+async fn concurrent_pushes_of_one_record_create_one_incident(app: TestApp) {
+    let path = "/api/v1/incidents/by-external/crm/CASE-RACE";
+    let pushes: Vec<_> = (0..8)
+        .map(|n| {
+            let client = app.client.clone();
+            let url = app.url(path);
+            let token = app.admin_token.clone();
+            tokio::spawn(async move {
+                client
+                    .put(url)
+                    .bearer_auth(token)
+                    .json(&json!({"title": format!("race {n}")}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for push in pushes {
+        statuses.push(push.await.unwrap());
+    }
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert_eq!(found_by_reference(&app, "crm:CASE-RACE").await.len(), 1);
+    assert_eq!(app.list_all("/api/v1/incidents").await.len(), 1);
+}
+
+async fn a_body_that_contradicts_the_path_is_refused(app: TestApp) {
+    let path = "/api/v1/incidents/by-external/crm/CASE-1";
+    let response = app
+        .admin(Method::PUT, path)
+        .json(&json!({"title": "x", "external_refs": [{"system": "crm", "id": "CASE-2"}]}))
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(error_fields(&problem), vec!["external_refs"]);
+    let response = app
+        .admin(
+            Method::PUT,
+            "/api/v1/incidents/by-external/c%20r%20m/CASE-1",
+        )
+        .json(&json!({"title": "x"}))
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(error_fields(&problem), vec!["path.system"]);
+    let response = app
+        .admin(Method::PUT, path)
+        .json(&json!({"title": ""}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(app.list_all("/api/v1/incidents").await.is_empty());
+    // The same reference in the body is no contradiction.
+    let response = app
+        .admin(Method::PUT, path)
+        .json(&json!({"title": "x", "external_refs": [{"system": "crm", "id": "CASE-1"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let response = app
+        .admin(Method::GET, "/api/v1/incidents?external_ref=nonsense")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    // Requesters do not push records.
+    let (_, requester) = app.user_with_roles("rita", &["requester"]).await;
+    let response = app
+        .request(Method::PUT, path, &requester)
+        .json(&json!({"title": "x"}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, StatusCode::FORBIDDEN).await;
+}
+
+async fn pushing_a_problem_twice_creates_one_problem(app: TestApp) {
+    let path = "/api/v1/problems/by-external/erp/PRB-77";
+    let body = json!({"title": "Disk latency on the ERP cluster", "impact": "medium"});
+    let (status, first, location) = push(&app, &app.admin_token, path, body.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let number = first["number"].as_str().unwrap();
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("/api/v1/problems/{number}").as_str())
+    );
+    let (status, second, _) = push(&app, &app.admin_token, path, body).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(second["id"], first["id"]);
+    assert_eq!(second["version"], first["version"]);
+    let (status, third, _) = push(
+        &app,
+        &app.admin_token,
+        path,
+        json!({"title": "Disk latency on the ERP cluster", "workaround": "move the volume"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{third}");
+    assert_eq!(third["workaround"], "move the volume");
+    let found = app
+        .list_all("/api/v1/problems?external_ref=erp:PRB-77")
+        .await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["id"], first["id"]);
+    assert_eq!(app.list_all("/api/v1/problems").await.len(), 1);
+    let response = app
+        .admin(Method::PUT, path)
+        .json(&json!({"title": "x", "external_refs": [{"system": "erp", "id": "PRB-78"}]}))
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(error_fields(&problem), vec!["external_refs"]);
+    assert_eq!(app.list_all("/api/v1/problems").await.len(), 1);
+}
+
+on_both_backends!(
+    pushing_a_problem_twice_creates_one_problem,
+    pushing_a_record_twice_creates_one_incident,
+    concurrent_pushes_of_one_record_create_one_incident,
+    a_body_that_contradicts_the_path_is_refused,
+);

@@ -1,0 +1,853 @@
+//! Webhook subscriptions and their deliveries.
+//!
+//! The delivery worker works in three steps, each safe with several nodes on one database:
+//! - fan-out: for each active subscription, the outbox events after its `position` become
+//!   delivery rows, and the position moves on, in one unit of work whose position update is
+//!   version-checked (`WHERE position = <what was read>`), so that two nodes never fan out the
+//!   same events twice (the unique `(subscription_id, event_sequence)` backs that up);
+//! - claim: due deliveries are leased (`lease_owner`, `lease_until`) by a conditional update, so
+//!   that a delivery is attempted by one node at a time; a lease that expires (its node died)
+//!   makes the delivery due again, so a crash loses nothing;
+//! - record: the outcome of an attempt is written only while the lease is still the claimer's.
+//!
+//! A delivery is claimed only when no earlier delivery of the same entity to the same
+//! subscription is still pending, so each entity's events arrive in sequence order.
+
+use chrono::{NaiveDateTime, SecondsFormat};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text, Timestamp};
+use domain::Changes;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::audit::{self, Mutation};
+use crate::conditions::InList;
+use crate::schema::{webhook_deliveries, webhook_subscriptions};
+use crate::{check_version, outbox, DbConnection, Slice, StoreError, WriteContext};
+
+pub const ENTITY: &str = "webhook";
+
+pub const PENDING: &str = "pending";
+pub const DELIVERED: &str = "delivered";
+pub const DEAD: &str = "dead";
+
+/// A subscription as clients see it: never its secrets.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Subscription {
+    pub id: String,
+    pub url: String,
+    pub description: String,
+    pub event_types: Vec<String>,
+    pub active: bool,
+    pub consecutive_failures: i32,
+    pub disabled_reason: Option<String>,
+    /// Until when the previous secret still signs, after a rotation.
+    pub previous_secret_expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    pub version: i64,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = webhook_subscriptions)]
+struct SubscriptionRow {
+    id: String,
+    url: String,
+    description: String,
+    event_types: String,
+    active: bool,
+    previous_secret_until: Option<NaiveDateTime>,
+    consecutive_failures: i32,
+    disabled_reason: Option<String>,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+    version: i64,
+}
+
+impl SubscriptionRow {
+    fn into_record(self, now: NaiveDateTime) -> Subscription {
+        Subscription {
+            event_types: serde_json::from_str(&self.event_types).unwrap_or_default(),
+            id: self.id,
+            url: self.url,
+            description: self.description,
+            active: self.active,
+            consecutive_failures: self.consecutive_failures,
+            disabled_reason: self.disabled_reason,
+            previous_secret_expires_at: self
+                .previous_secret_until
+                .filter(|until| *until > now)
+                .map(|until| until.and_utc()),
+            created_at: self.created_at.and_utc(),
+            updated_at: self.updated_at.and_utc(),
+            version: self.version,
+        }
+    }
+}
+
+/// A new subscription, its fields checked.
+pub struct NewSubscription {
+    pub url: String,
+    pub description: String,
+    pub event_types: Vec<String>,
+    pub active: bool,
+    pub secret: String,
+}
+
+/// The fields a PATCH may change; `None` leaves a field as it is.
+#[derive(Default)]
+pub struct SubscriptionChanges {
+    pub url: Option<String>,
+    pub description: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    pub active: Option<bool>,
+}
+
+fn record_change(
+    ctx: &WriteContext,
+    id: &str,
+    action: &str,
+    event_type: &str,
+    changes: Changes,
+    subscription: &Subscription,
+) -> Result<(), StoreError> {
+    audit::record(
+        ctx,
+        Mutation {
+            entity_type: ENTITY,
+            entity_id: id,
+            action,
+            changes: changes.into_value(),
+            event_type,
+            event_data: json!(subscription),
+        },
+    )
+    .map(|_| ())
+}
+
+/// Stores a new subscription; it receives the events committed from now on.
+pub fn create(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    new: NewSubscription,
+) -> Result<Subscription, StoreError> {
+    let id = crate::new_id();
+    let position = outbox::latest_sequence(conn)?;
+    diesel::insert_into(webhook_subscriptions::table)
+        .values((
+            webhook_subscriptions::id.eq(&id),
+            webhook_subscriptions::url.eq(&new.url),
+            webhook_subscriptions::description.eq(&new.description),
+            webhook_subscriptions::event_types
+                .eq(serde_json::to_string(&new.event_types).unwrap_or_default()),
+            webhook_subscriptions::active.eq(new.active),
+            webhook_subscriptions::secret.eq(&new.secret),
+            webhook_subscriptions::position.eq(position),
+            webhook_subscriptions::consecutive_failures.eq(0),
+            webhook_subscriptions::created_at.eq(ctx.at),
+            webhook_subscriptions::updated_at.eq(ctx.at),
+            webhook_subscriptions::version.eq(1),
+        ))
+        .execute(conn)?;
+    let subscription = get(conn, &id)?;
+    let mut changes = Changes::created(&subscription);
+    changes.redacted("secret");
+    record_change(
+        ctx,
+        &id,
+        "create",
+        "webhook.created",
+        changes,
+        &subscription,
+    )?;
+    Ok(subscription)
+}
+
+pub fn get(conn: &mut DbConnection, id: &str) -> Result<Subscription, StoreError> {
+    let row = webhook_subscriptions::table
+        .find(id)
+        .select(SubscriptionRow::as_select())
+        .get_result::<SubscriptionRow>(conn)?;
+    Ok(row.into_record(crate::now_utc()))
+}
+
+/// Subscriptions in id order (creation order), after the id `after`.
+pub fn list(
+    conn: &mut DbConnection,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Slice<Subscription>, StoreError> {
+    let mut query = webhook_subscriptions::table
+        .select(SubscriptionRow::as_select())
+        .order(webhook_subscriptions::id.asc())
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(webhook_subscriptions::id.gt(after.to_owned()));
+    }
+    let rows: Slice<SubscriptionRow> = crate::load_page(conn, query, limit)?;
+    let now = crate::now_utc();
+    Ok(Slice {
+        items: rows.items.into_iter().map(|r| r.into_record(now)).collect(),
+        more: rows.more,
+    })
+}
+
+/// Applies `changes`; turning a subscription on again clears its run of failures.
+pub fn update(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    id: &str,
+    expected_version: Option<i64>,
+    changes: SubscriptionChanges,
+) -> Result<Subscription, StoreError> {
+    let before = get(conn, id)?;
+    check_version(expected_version, before.version)?;
+    let url = changes.url.unwrap_or_else(|| before.url.clone());
+    let description = changes
+        .description
+        .unwrap_or_else(|| before.description.clone());
+    let event_types = changes
+        .event_types
+        .unwrap_or_else(|| before.event_types.clone());
+    let active = changes.active.unwrap_or(before.active);
+    let reactivated = active && !before.active;
+    let mut diff = Changes::new();
+    diff.field("url", &before.url, &url)
+        .field("description", &before.description, &description)
+        .field("event_types", &before.event_types, &event_types)
+        .field("active", &before.active, &active);
+    if diff.is_empty() {
+        return Ok(before);
+    }
+    let updated = diesel::update(
+        webhook_subscriptions::table
+            .filter(webhook_subscriptions::id.eq(id))
+            .filter(webhook_subscriptions::version.eq(before.version)),
+    )
+    .set((
+        webhook_subscriptions::url.eq(&url),
+        webhook_subscriptions::description.eq(&description),
+        webhook_subscriptions::event_types
+            .eq(serde_json::to_string(&event_types).unwrap_or_default()),
+        webhook_subscriptions::active.eq(active),
+        webhook_subscriptions::updated_at.eq(ctx.at),
+        webhook_subscriptions::version.eq(before.version + 1),
+    ))
+    .execute(conn)?;
+    if updated == 0 {
+        return Err(StoreError::VersionMismatch {
+            expected: before.version,
+            actual: before.version + 1,
+        });
+    }
+    if reactivated {
+        diesel::update(webhook_subscriptions::table.find(id))
+            .set((
+                webhook_subscriptions::consecutive_failures.eq(0),
+                webhook_subscriptions::disabled_reason.eq(None::<String>),
+            ))
+            .execute(conn)?;
+    }
+    let after = get(conn, id)?;
+    record_change(ctx, id, "update", "webhook.updated", diff, &after)?;
+    Ok(after)
+}
+
+/// Deletes a subscription with its delivery log.
+pub fn delete(conn: &mut DbConnection, ctx: &WriteContext, id: &str) -> Result<(), StoreError> {
+    let before = get(conn, id)?;
+    diesel::delete(webhook_deliveries::table.filter(webhook_deliveries::subscription_id.eq(id)))
+        .execute(conn)?;
+    diesel::delete(webhook_subscriptions::table.find(id)).execute(conn)?;
+    record_change(
+        ctx,
+        id,
+        "delete",
+        "webhook.deleted",
+        Changes::new(),
+        &before,
+    )
+}
+
+/// Replaces the signing secret; the old one keeps signing until `overlap_until`.
+pub fn rotate_secret(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    id: &str,
+    new_secret: &str,
+    overlap_until: NaiveDateTime,
+) -> Result<Subscription, StoreError> {
+    let current: String = webhook_subscriptions::table
+        .find(id)
+        .select(webhook_subscriptions::secret)
+        .get_result(conn)?;
+    let version: i64 = webhook_subscriptions::table
+        .find(id)
+        .select(webhook_subscriptions::version)
+        .get_result(conn)?;
+    let previous = (overlap_until > ctx.at).then_some(current);
+    diesel::update(webhook_subscriptions::table.find(id))
+        .set((
+            webhook_subscriptions::secret.eq(new_secret),
+            webhook_subscriptions::previous_secret.eq(previous.as_deref()),
+            webhook_subscriptions::previous_secret_until.eq(Some(overlap_until)),
+            webhook_subscriptions::updated_at.eq(ctx.at),
+            webhook_subscriptions::version.eq(version + 1),
+        ))
+        .execute(conn)?;
+    let after = get(conn, id)?;
+    let mut changes = Changes::new();
+    changes.redacted("secret");
+    record_change(
+        ctx,
+        id,
+        "rotate_secret",
+        "webhook.secret_rotated",
+        changes,
+        &after,
+    )?;
+    Ok(after)
+}
+
+/// What signs a subscription's deliveries: its secret, and the previous one during a rotation.
+#[derive(Clone)]
+pub struct Signing {
+    pub url: String,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+}
+
+// Secrets stay out of logs.
+impl std::fmt::Debug for Signing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signing")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn signing_of(
+    url: String,
+    secret: String,
+    previous: Option<String>,
+    until: Option<NaiveDateTime>,
+    now: NaiveDateTime,
+) -> Signing {
+    Signing {
+        url,
+        secret,
+        previous_secret: previous.filter(|_| until.is_some_and(|until| until > now)),
+    }
+}
+
+pub fn signing(conn: &mut DbConnection, id: &str) -> Result<Signing, StoreError> {
+    let (url, secret, previous, until) = webhook_subscriptions::table
+        .find(id)
+        .select((
+            webhook_subscriptions::url,
+            webhook_subscriptions::secret,
+            webhook_subscriptions::previous_secret,
+            webhook_subscriptions::previous_secret_until,
+        ))
+        .get_result::<(String, String, Option<String>, Option<NaiveDateTime>)>(conn)?;
+    Ok(signing_of(url, secret, previous, until, crate::now_utc()))
+}
+
+/// An active subscription's place in the outbox.
+#[derive(Debug, Clone)]
+pub struct FanOutState {
+    pub id: String,
+    pub position: i64,
+}
+
+/// The active subscriptions whose position is behind `latest`.
+pub fn behind(conn: &mut DbConnection, latest: i64) -> Result<Vec<FanOutState>, StoreError> {
+    Ok(webhook_subscriptions::table
+        .filter(webhook_subscriptions::active.eq(true))
+        .filter(webhook_subscriptions::position.lt(latest))
+        .select((webhook_subscriptions::id, webhook_subscriptions::position))
+        .load::<(String, i64)>(conn)?
+        .into_iter()
+        .map(|(id, position)| FanOutState { id, position })
+        .collect())
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = webhook_deliveries)]
+struct NewDelivery {
+    id: String,
+    subscription_id: String,
+    event_sequence: Option<i64>,
+    event_type: String,
+    entity_key: String,
+    body: String,
+    status: &'static str,
+    attempts: i32,
+    next_attempt_at: NaiveDateTime,
+    response_status: Option<i32>,
+    latency_ms: Option<i64>,
+    response_excerpt: Option<String>,
+    last_error: Option<String>,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+/// The body of a delivery, as the Standard Webhooks specification shapes it:
+/// `{"type": ..., "timestamp": ..., "data": ...}`, with `data` the event's stored JSON.
+pub fn body(event_type: &str, occurred_at: NaiveDateTime, data: &str) -> String {
+    let timestamp = occurred_at
+        .and_utc()
+        .to_rfc3339_opts(SecondsFormat::Micros, true);
+    format!(
+        "{{\"type\":{},\"timestamp\":{},\"data\":{}}}",
+        serde_json::Value::from(event_type),
+        serde_json::Value::from(timestamp),
+        data
+    )
+}
+
+/// Creates the deliveries of the events after `expected_position` (up to `limit` events) for
+/// one subscription and moves its position past them. Returns how many events were read;
+/// 0 when another node moved the position first or the subscription was turned off.
+pub fn fan_out(
+    conn: &mut DbConnection,
+    subscription_id: &str,
+    expected_position: i64,
+    limit: i64,
+) -> Result<usize, StoreError> {
+    let (active, position, event_types) = webhook_subscriptions::table
+        .find(subscription_id)
+        .select((
+            webhook_subscriptions::active,
+            webhook_subscriptions::position,
+            webhook_subscriptions::event_types,
+        ))
+        .get_result::<(bool, i64, String)>(conn)?;
+    if !active || position != expected_position {
+        return Ok(0);
+    }
+    let events = outbox::list(conn, position, &[], limit)?.items;
+    let Some(last) = events.last().map(|e| e.sequence) else {
+        return Ok(0);
+    };
+    let moved = diesel::update(
+        webhook_subscriptions::table
+            .filter(webhook_subscriptions::id.eq(subscription_id))
+            .filter(webhook_subscriptions::position.eq(position)),
+    )
+    .set(webhook_subscriptions::position.eq(last))
+    .execute(conn)?;
+    if moved == 0 {
+        return Ok(0);
+    }
+    let filters: Vec<domain::webhooks::EventTypeFilter> =
+        serde_json::from_str::<Vec<String>>(&event_types)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|text| domain::webhooks::EventTypeFilter::parse(text))
+            .collect();
+    let now = crate::now_utc();
+    let read = events.len();
+    let rows: Vec<NewDelivery> = events
+        .into_iter()
+        .filter(|event| filters.iter().any(|f| f.matches(&event.event_type)))
+        .map(|event| NewDelivery {
+            id: crate::new_id(),
+            subscription_id: subscription_id.to_owned(),
+            event_sequence: Some(event.sequence),
+            body: body(&event.event_type, event.occurred_at, &event.data),
+            entity_key: format!("{}:{}", event.entity_type, event.entity_id),
+            event_type: event.event_type,
+            status: PENDING,
+            attempts: 0,
+            next_attempt_at: now,
+            response_status: None,
+            latency_ms: None,
+            response_excerpt: None,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+        })
+        .collect();
+    for chunk in rows.chunks(100) {
+        with_backend!(&mut *conn, c => diesel::insert_into(webhook_deliveries::table)
+            .values(chunk)
+            .execute(c))?;
+    }
+    Ok(read)
+}
+
+/// A delivery leased to this node for one attempt.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: String,
+    pub subscription_id: String,
+    pub body: String,
+    /// Attempts made before this one.
+    pub attempts: i32,
+    pub signing: Signing,
+}
+
+#[derive(QueryableByName)]
+struct DueId {
+    #[diesel(sql_type = Text)]
+    id: String,
+}
+
+const DUE_SQLITE: &str = "SELECT d.id FROM webhook_deliveries d \
+     JOIN webhook_subscriptions s ON s.id = d.subscription_id \
+     WHERE d.status = 'pending' AND d.next_attempt_at <= ? \
+     AND (d.lease_until IS NULL OR d.lease_until < ?) AND s.active \
+     AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e \
+         WHERE e.subscription_id = d.subscription_id AND e.entity_key = d.entity_key \
+         AND e.status = 'pending' AND e.event_sequence < d.event_sequence) \
+     ORDER BY d.next_attempt_at, d.id LIMIT ?";
+
+const DUE_POSTGRES: &str = "SELECT d.id FROM webhook_deliveries d \
+     JOIN webhook_subscriptions s ON s.id = d.subscription_id \
+     WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
+     AND (d.lease_until IS NULL OR d.lease_until < $2) AND s.active \
+     AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e \
+         WHERE e.subscription_id = d.subscription_id AND e.entity_key = d.entity_key \
+         AND e.status = 'pending' AND e.event_sequence < d.event_sequence) \
+     ORDER BY d.next_attempt_at, d.id LIMIT $3";
+
+/// The ids of up to `limit` deliveries that may be attempted now.
+pub fn due(
+    conn: &mut DbConnection,
+    now: NaiveDateTime,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    let rows: Vec<DueId> = match conn {
+        DbConnection::Sqlite(c) => diesel::sql_query(DUE_SQLITE)
+            .bind::<Timestamp, _>(now)
+            .bind::<Timestamp, _>(now)
+            .bind::<BigInt, _>(limit)
+            .load(c)?,
+        DbConnection::Postgresql(c) => diesel::sql_query(DUE_POSTGRES)
+            .bind::<Timestamp, _>(now)
+            .bind::<Timestamp, _>(now)
+            .bind::<BigInt, _>(limit)
+            .load(c)?,
+    };
+    Ok(rows.into_iter().map(|row| row.id).collect())
+}
+
+/// Leases up to `limit` due deliveries to `owner` until `lease_until`. A delivery another
+/// node leased meanwhile is left to it (the update is conditional on the lease being free).
+pub fn claim(
+    conn: &mut DbConnection,
+    now: NaiveDateTime,
+    owner: &str,
+    lease_until: NaiveDateTime,
+    limit: i64,
+) -> Result<Vec<Claimed>, StoreError> {
+    let ids = due(conn, now, limit)?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    diesel::update(
+        webhook_deliveries::table
+            .filter(InList::bound("webhook_deliveries.id", ids.clone()))
+            .filter(webhook_deliveries::status.eq(PENDING))
+            .filter(
+                webhook_deliveries::lease_until
+                    .is_null()
+                    .or(webhook_deliveries::lease_until.lt(now)),
+            ),
+    )
+    .set((
+        webhook_deliveries::lease_owner.eq(owner),
+        webhook_deliveries::lease_until.eq(lease_until),
+    ))
+    .execute(conn)?;
+    let rows = webhook_deliveries::table
+        .inner_join(webhook_subscriptions::table)
+        .filter(InList::bound("webhook_deliveries.id", ids))
+        .filter(webhook_deliveries::lease_owner.eq(owner))
+        .order((
+            webhook_deliveries::next_attempt_at.asc(),
+            webhook_deliveries::id.asc(),
+        ))
+        .select((
+            webhook_deliveries::id,
+            webhook_deliveries::subscription_id,
+            webhook_deliveries::body,
+            webhook_deliveries::attempts,
+            webhook_subscriptions::url,
+            webhook_subscriptions::secret,
+            webhook_subscriptions::previous_secret,
+            webhook_subscriptions::previous_secret_until,
+        ))
+        .load::<(
+            String,
+            String,
+            String,
+            i32,
+            String,
+            String,
+            Option<String>,
+            Option<NaiveDateTime>,
+        )>(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, subscription_id, body, attempts, url, secret, previous, until)| Claimed {
+                id,
+                subscription_id,
+                body,
+                attempts,
+                signing: signing_of(url, secret, previous, until, now),
+            },
+        )
+        .collect())
+}
+
+/// Frees every lease: on SQLite, where one process owns the database, a lease left by a
+/// process that was killed is stale at start-up.
+pub fn release_all_leases(conn: &mut DbConnection) -> Result<usize, StoreError> {
+    Ok(diesel::update(
+        webhook_deliveries::table
+            .filter(webhook_deliveries::status.eq(PENDING))
+            .filter(webhook_deliveries::lease_until.is_not_null()),
+    )
+    .set((
+        webhook_deliveries::lease_owner.eq(None::<String>),
+        webhook_deliveries::lease_until.eq(None::<NaiveDateTime>),
+    ))
+    .execute(conn)?)
+}
+
+/// What one attempt to deliver got.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub delivery_id: String,
+    pub subscription_id: String,
+    /// The claim's lease owner: the result is recorded only while the lease is still this.
+    pub owner: String,
+    /// Attempts made, this one included.
+    pub attempts: i32,
+    pub succeeded: bool,
+    pub response_status: Option<i32>,
+    pub latency_ms: i64,
+    pub response_excerpt: Option<String>,
+    pub error: Option<String>,
+    /// When to try again after a failure; `None` to dead-letter.
+    pub retry_at: Option<NaiveDateTime>,
+}
+
+/// Records the results of attempts. A failure adds to its subscription's run of failures; a
+/// run of `disable_after` turns the subscription off (audited, `webhook.disabled`). Returns
+/// the subscriptions turned off.
+pub fn record_attempts(
+    conn: &mut DbConnection,
+    results: &[AttemptResult],
+    disable_after: i32,
+) -> Result<Vec<String>, StoreError> {
+    let now = crate::now_utc();
+    let mut disabled = Vec::new();
+    for result in results {
+        let (status, next_attempt_at) = match (result.succeeded, result.retry_at) {
+            (true, _) => (DELIVERED, now),
+            (false, Some(at)) => (PENDING, at),
+            (false, None) => (DEAD, now),
+        };
+        let updated = diesel::update(
+            webhook_deliveries::table
+                .filter(webhook_deliveries::id.eq(&result.delivery_id))
+                .filter(webhook_deliveries::status.eq(PENDING))
+                .filter(webhook_deliveries::lease_owner.eq(&result.owner)),
+        )
+        .set((
+            webhook_deliveries::status.eq(status),
+            webhook_deliveries::attempts.eq(result.attempts),
+            webhook_deliveries::next_attempt_at.eq(next_attempt_at),
+            webhook_deliveries::lease_owner.eq(None::<String>),
+            webhook_deliveries::lease_until.eq(None::<NaiveDateTime>),
+            webhook_deliveries::response_status.eq(result.response_status),
+            webhook_deliveries::latency_ms.eq(Some(result.latency_ms)),
+            webhook_deliveries::response_excerpt.eq(result.response_excerpt.as_deref()),
+            webhook_deliveries::last_error.eq(result.error.as_deref()),
+            webhook_deliveries::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+        if updated == 0 {
+            // Another node took the delivery over after our lease expired.
+            continue;
+        }
+        let subscription = webhook_subscriptions::table.find(&result.subscription_id);
+        if result.succeeded {
+            diesel::update(subscription.filter(webhook_subscriptions::consecutive_failures.ne(0)))
+                .set(webhook_subscriptions::consecutive_failures.eq(0))
+                .execute(conn)?;
+            continue;
+        }
+        diesel::update(subscription)
+            .set(
+                webhook_subscriptions::consecutive_failures
+                    .eq(webhook_subscriptions::consecutive_failures + 1),
+            )
+            .execute(conn)?;
+        let (failures, active, version) = subscription
+            .select((
+                webhook_subscriptions::consecutive_failures,
+                webhook_subscriptions::active,
+                webhook_subscriptions::version,
+            ))
+            .get_result::<(i32, bool, i64)>(conn)?;
+        if active && failures >= disable_after {
+            let reason = format!("{failures} consecutive failed delivery attempts");
+            diesel::update(subscription)
+                .set((
+                    webhook_subscriptions::active.eq(false),
+                    webhook_subscriptions::disabled_reason.eq(&reason),
+                    webhook_subscriptions::updated_at.eq(now),
+                    webhook_subscriptions::version.eq(version + 1),
+                ))
+                .execute(conn)?;
+            let after = get(conn, &result.subscription_id)?;
+            let mut changes = Changes::new();
+            changes.field("active", &true, &false);
+            changes.field("disabled_reason", &None::<String>, &Some(reason));
+            record_change(
+                &WriteContext::system("webhooks"),
+                &result.subscription_id,
+                "disable",
+                "webhook.disabled",
+                changes,
+                &after,
+            )?;
+            disabled.push(result.subscription_id.clone());
+        }
+    }
+    Ok(disabled)
+}
+
+/// One entry of a subscription's delivery log.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = webhook_deliveries)]
+pub struct Delivery {
+    pub id: String,
+    pub subscription_id: String,
+    pub event_sequence: Option<i64>,
+    pub event_type: String,
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at: NaiveDateTime,
+    pub response_status: Option<i32>,
+    pub latency_ms: Option<i64>,
+    pub response_excerpt: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+/// A subscription's deliveries, newest first, before the id `before`.
+pub fn deliveries(
+    conn: &mut DbConnection,
+    subscription_id: &str,
+    status: Option<&'static str>,
+    before: Option<&str>,
+    limit: i64,
+) -> Result<Slice<Delivery>, StoreError> {
+    let mut query = webhook_deliveries::table
+        .filter(webhook_deliveries::subscription_id.eq(subscription_id.to_owned()))
+        .select(Delivery::as_select())
+        .order(webhook_deliveries::id.desc())
+        .into_boxed();
+    if let Some(status) = status {
+        query = query.filter(webhook_deliveries::status.eq(status));
+    }
+    if let Some(before) = before {
+        query = query.filter(webhook_deliveries::id.lt(before.to_owned()));
+    }
+    crate::load_page(conn, query, limit)
+}
+
+pub fn delivery(
+    conn: &mut DbConnection,
+    subscription_id: &str,
+    delivery_id: &str,
+) -> Result<Delivery, StoreError> {
+    Ok(webhook_deliveries::table
+        .find(delivery_id)
+        .filter(webhook_deliveries::subscription_id.eq(subscription_id))
+        .select(Delivery::as_select())
+        .get_result(conn)?)
+}
+
+/// Queues a delivered or dead-lettered delivery again, with the same `webhook-id` and body
+/// and a fresh count of attempts. A pending one is a conflict.
+pub fn redeliver(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    subscription_id: &str,
+    delivery_id: &str,
+) -> Result<Delivery, StoreError> {
+    let before = delivery(conn, subscription_id, delivery_id)?;
+    if before.status == PENDING {
+        return Err(StoreError::Conflict(
+            "the delivery is still pending; it will be attempted again by itself".into(),
+        ));
+    }
+    diesel::update(
+        webhook_deliveries::table
+            .find(delivery_id)
+            .filter(webhook_deliveries::status.ne(PENDING)),
+    )
+    .set((
+        webhook_deliveries::status.eq(PENDING),
+        webhook_deliveries::attempts.eq(0),
+        webhook_deliveries::next_attempt_at.eq(ctx.at),
+        webhook_deliveries::lease_owner.eq(None::<String>),
+        webhook_deliveries::lease_until.eq(None::<NaiveDateTime>),
+        webhook_deliveries::updated_at.eq(ctx.at),
+    ))
+    .execute(conn)?;
+    let mut changes = Changes::new();
+    changes.field("status", &before.status, &PENDING.to_owned());
+    audit::record(
+        ctx,
+        Mutation {
+            entity_type: ENTITY,
+            entity_id: subscription_id,
+            action: "redeliver",
+            changes: changes.into_value(),
+            event_type: "webhook.redelivery_requested",
+            event_data: json!({"id": subscription_id, "delivery_id": delivery_id}),
+        },
+    )?;
+    delivery(conn, subscription_id, delivery_id)
+}
+
+/// Logs a test message sent to a subscription, with what it got.
+pub fn log_test_delivery(
+    conn: &mut DbConnection,
+    subscription_id: &str,
+    delivery_id: &str,
+    body: &str,
+    result: &AttemptResult,
+) -> Result<Delivery, StoreError> {
+    let now = crate::now_utc();
+    let row = NewDelivery {
+        id: delivery_id.to_owned(),
+        subscription_id: subscription_id.to_owned(),
+        event_sequence: None,
+        event_type: "webhook.test".into(),
+        entity_key: format!("{ENTITY}:{subscription_id}"),
+        body: body.to_owned(),
+        status: if result.succeeded { DELIVERED } else { DEAD },
+        attempts: 1,
+        next_attempt_at: now,
+        response_status: result.response_status,
+        latency_ms: Some(result.latency_ms),
+        response_excerpt: result.response_excerpt.clone(),
+        last_error: result.error.clone(),
+        created_at: now,
+        updated_at: now,
+    };
+    diesel::insert_into(webhook_deliveries::table)
+        .values(&row)
+        .execute(conn)?;
+    delivery(conn, subscription_id, delivery_id)
+}
