@@ -168,6 +168,20 @@ pub async fn incident_list_plans(db: &Database) -> Result<Vec<(String, Vec<Strin
                 },
             ),
             newest_first(
+                "sla_breached=true",
+                IncidentFilter {
+                    sla_breached: Some(true),
+                    ..all()
+                },
+            ),
+            newest_first(
+                "sla_due_before=…",
+                IncidentFilter {
+                    sla_due_before: Some(persistence::now_utc()),
+                    ..all()
+                },
+            ),
+            newest_first(
                 &format!("q={first_word}"),
                 IncidentFilter {
                     q: Some(first_word.to_owned()),
