@@ -556,7 +556,6 @@ async fn bench_backend(
 
     scenarios.push(alert_storm());
 
-
     if let Some(length) = settings.soak {
         soak(&client, &base, &token, &server, backend, scenarios, length).await;
         drop(server);
