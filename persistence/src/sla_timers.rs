@@ -237,6 +237,7 @@ pub(crate) fn follow<T: Ticket>(
     }
     let now = utc(ctx.at);
     let mut new_lines: HashMap<usize, Vec<TimelineLine>> = HashMap::new();
+    let mut started = Vec::new();
     for step in steps {
         match step {
             TimerStep::Start {
@@ -293,7 +294,8 @@ pub(crate) fn follow<T: Ticket>(
                     due_order: end_of_time(),
                     version: 0,
                 };
-                settle(conn, ctx, row, Vec::new(), lines, &calendar.calendar)?;
+                let settled = Settled::read(row, Vec::new(), lines, &calendar.calendar, now)?;
+                started.push((settled, calendar.calendar.clone()));
             }
             TimerStep::Line {
                 timer,
@@ -315,6 +317,7 @@ pub(crate) fn follow<T: Ticket>(
             }
         }
     }
+    insert_new(conn, ctx, started)?;
     if new_lines.is_empty() {
         return Ok(());
     }
@@ -332,118 +335,178 @@ pub(crate) fn follow<T: Ticket>(
     Ok(())
 }
 
-/// Appends `new` lines to a timer (a new one when its version is 0), announces each warning
-/// and breach it crossed by `ctx.at` that was not announced yet, runs the policy's escalations
-/// for them, and stores what the clock reads. `Ok(false)` when the stored timer is no longer at
-/// `row`'s version (another node or unit settled it first): nothing was written.
+/// A timer read again after new lines: the lines to store, what it crossed and must announce.
+struct Settled {
+    row: TimerRow,
+    lines: Vec<TimelineLine>,
+    /// Where the new lines start in `lines`.
+    first_new: usize,
+    announcements: Vec<(Threshold, DateTime<Utc>)>,
+}
+
+impl Settled {
+    /// Appends `new` lines to a timer, adds a line for each warning and breach it crossed by
+    /// `now` that was not announced yet, and sets what the clock reads in its row (with the
+    /// next version).
+    fn read(
+        mut row: TimerRow,
+        old: Vec<TimelineLine>,
+        new: Vec<TimelineLine>,
+        calendar: &Calendar,
+        now: DateTime<Utc>,
+    ) -> Result<Settled, StoreError> {
+        let mut lines = old;
+        let first_new = lines.len();
+        lines.extend(new);
+        let reading = timers::read_timer(calendar, row.warning_percent(), &lines, now)
+            .ok_or_else(|| corrupt(&row.id))?;
+        let announcements =
+            timers::unannounced(&reading, row.warned_at.is_some(), row.breached_at.is_some());
+        for &(threshold, at) in &announcements {
+            let (kind, reason) = match threshold {
+                Threshold::Warning => (
+                    TimelineKind::Warning,
+                    format!("{}% of the target ran", row.warning_percent),
+                ),
+                Threshold::Breach => (TimelineKind::Breach, "the target ran out".to_owned()),
+            };
+            lines.push(TimelineLine {
+                at,
+                kind,
+                reason,
+                target_seconds: None,
+                policy_id: None,
+                calendar_version: row.calendar_version,
+                audit_entry_id: None,
+            });
+            match threshold {
+                Threshold::Warning => row.warned_at = Some(at.naive_utc()),
+                Threshold::Breach => row.breached_at = Some(at.naive_utc()),
+            }
+        }
+        let announced = (row.warned_at.is_some(), row.breached_at.is_some());
+        row.state = reading.state.as_str().to_owned();
+        row.as_of = now.naive_utc();
+        row.target_seconds = reading.target_seconds;
+        row.elapsed_seconds = reading.elapsed_seconds;
+        row.paused_seconds = reading.paused_seconds;
+        row.due_at = reading.due_at.map(|at| at.naive_utc());
+        row.stopped_at = reading.stopped_at.map(|at| at.naive_utc());
+        row.next_alarm_at =
+            timers::next_alarm(&reading, calendar, row.warning_percent(), now, announced)
+                .map(|at| at.naive_utc());
+        row.due_order = match (reading.stopped_at, reading.due_at) {
+            (None, Some(due)) => due.naive_utc(),
+            _ => end_of_time(),
+        };
+        row.version += 1;
+        Ok(Settled {
+            row,
+            lines,
+            first_new,
+            announcements,
+        })
+    }
+
+    /// The rows of the new lines.
+    fn new_line_rows(&self) -> impl Iterator<Item = LineRow> + '_ {
+        self.lines[self.first_new..]
+            .iter()
+            .enumerate()
+            .map(|(offset, line)| LineRow {
+                timer_id: self.row.id.clone(),
+                position: i32::try_from(self.first_new + offset).unwrap_or(i32::MAX),
+                at: line.at.naive_utc(),
+                kind: line.kind.as_str().to_owned(),
+                reason: line.reason.clone(),
+                target_seconds: line.target_seconds,
+                policy_id: line.policy_id.clone(),
+                calendar_version: line.calendar_version,
+                audit_entry_id: line.audit_entry_id.clone(),
+            })
+    }
+
+    /// The events and escalations of what it crossed.
+    fn announce(
+        &self,
+        conn: &mut DbConnection,
+        ctx: &WriteContext,
+        calendar: &Calendar,
+    ) -> Result<(), StoreError> {
+        if self.announcements.is_empty() {
+            return Ok(());
+        }
+        let record = self.row.record(calendar, &self.lines, utc(ctx.at))?;
+        announce(conn, ctx, &self.row, &record, &self.announcements)
+    }
+}
+
+/// Stores new timers: their rows in one statement, their lines in another.
+fn insert_new(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    started: Vec<(Settled, Arc<Calendar>)>,
+) -> Result<(), StoreError> {
+    if started.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<&TimerRow> = started.iter().map(|(s, _)| &s.row).collect();
+    let lines: Vec<LineRow> = started
+        .iter()
+        .flat_map(|(s, _)| s.new_line_rows())
+        .collect();
+    with_backend!(conn, c => diesel::insert_into(sla_timers::table).values(rows).execute(c))?;
+    with_backend!(conn, c => diesel::insert_into(sla_timer_lines::table).values(&lines).execute(c))?;
+    for (settled, calendar) in &started {
+        settled.announce(conn, ctx, calendar)?;
+    }
+    Ok(())
+}
+
+/// Appends `new` lines to a stored timer and stores what it reads (see [`Settled::read`]),
+/// with its announcements. `Ok(false)` when the stored timer is no longer at `row`'s version
+/// (another node or unit settled it first): nothing was written.
 fn settle(
     conn: &mut DbConnection,
     ctx: &WriteContext,
-    mut row: TimerRow,
+    row: TimerRow,
     old: Vec<TimelineLine>,
     new: Vec<TimelineLine>,
     calendar: &Calendar,
 ) -> Result<bool, StoreError> {
-    let now = utc(ctx.at);
-    let mut lines = old;
-    let first_new = lines.len();
-    lines.extend(new);
-    let reading = timers::read_timer(calendar, row.warning_percent(), &lines, now)
-        .ok_or_else(|| corrupt(&row.id))?;
-    let announced_before = (row.warned_at.is_some(), row.breached_at.is_some());
-    let announcements = timers::unannounced(&reading, announced_before.0, announced_before.1);
-    for &(threshold, at) in &announcements {
-        let (kind, reason) = match threshold {
-            Threshold::Warning => (
-                TimelineKind::Warning,
-                format!("{}% of the target ran", row.warning_percent),
-            ),
-            Threshold::Breach => (TimelineKind::Breach, "the target ran out".to_owned()),
-        };
-        lines.push(TimelineLine {
-            at,
-            kind,
-            reason,
-            target_seconds: None,
-            policy_id: None,
-            calendar_version: row.calendar_version,
-            audit_entry_id: None,
-        });
-        match threshold {
-            Threshold::Warning => row.warned_at = Some(at.naive_utc()),
-            Threshold::Breach => row.breached_at = Some(at.naive_utc()),
-        }
-    }
-    let announced = (row.warned_at.is_some(), row.breached_at.is_some());
-    row.state = reading.state.as_str().to_owned();
-    row.as_of = ctx.at;
-    row.target_seconds = reading.target_seconds;
-    row.elapsed_seconds = reading.elapsed_seconds;
-    row.paused_seconds = reading.paused_seconds;
-    row.due_at = reading.due_at.map(|at| at.naive_utc());
-    row.stopped_at = reading.stopped_at.map(|at| at.naive_utc());
-    row.next_alarm_at =
-        timers::next_alarm(&reading, calendar, row.warning_percent(), now, announced)
-            .map(|at| at.naive_utc());
-    row.due_order = match (reading.stopped_at, reading.due_at) {
-        (None, Some(due)) => due.naive_utc(),
-        _ => end_of_time(),
-    };
     let previous = row.version;
-    row.version += 1;
-    if previous == 0 {
-        diesel::insert_into(sla_timers::table)
-            .values(&row)
-            .execute(conn)?;
-    } else {
-        let updated = diesel::update(
-            sla_timers::table
-                .filter(sla_timers::id.eq(&row.id))
-                .filter(sla_timers::version.eq(previous)),
-        )
-        .set((
-            sla_timers::policy_id.eq(&row.policy_id),
-            sla_timers::calendar_version.eq(row.calendar_version),
-            sla_timers::target_seconds.eq(row.target_seconds),
-            sla_timers::state.eq(&row.state),
-            sla_timers::as_of.eq(row.as_of),
-            sla_timers::elapsed_seconds.eq(row.elapsed_seconds),
-            sla_timers::paused_seconds.eq(row.paused_seconds),
-            sla_timers::due_at.eq(row.due_at),
-            sla_timers::warned_at.eq(row.warned_at),
-            sla_timers::breached_at.eq(row.breached_at),
-            sla_timers::stopped_at.eq(row.stopped_at),
-            sla_timers::next_alarm_at.eq(row.next_alarm_at),
-            sla_timers::due_order.eq(row.due_order),
-            sla_timers::version.eq(row.version),
-        ))
-        .execute(conn)?;
-        if updated == 0 {
-            return Ok(false);
-        }
+    let settled = Settled::read(row, old, new, calendar, utc(ctx.at))?;
+    let row = &settled.row;
+    let updated = diesel::update(
+        sla_timers::table
+            .filter(sla_timers::id.eq(&row.id))
+            .filter(sla_timers::version.eq(previous)),
+    )
+    .set((
+        sla_timers::policy_id.eq(&row.policy_id),
+        sla_timers::calendar_version.eq(row.calendar_version),
+        sla_timers::target_seconds.eq(row.target_seconds),
+        sla_timers::state.eq(&row.state),
+        sla_timers::as_of.eq(row.as_of),
+        sla_timers::elapsed_seconds.eq(row.elapsed_seconds),
+        sla_timers::paused_seconds.eq(row.paused_seconds),
+        sla_timers::due_at.eq(row.due_at),
+        sla_timers::warned_at.eq(row.warned_at),
+        sla_timers::breached_at.eq(row.breached_at),
+        sla_timers::stopped_at.eq(row.stopped_at),
+        sla_timers::next_alarm_at.eq(row.next_alarm_at),
+        sla_timers::due_order.eq(row.due_order),
+        sla_timers::version.eq(row.version),
+    ))
+    .execute(conn)?;
+    if updated == 0 {
+        return Ok(false);
     }
-    let rows: Vec<LineRow> = lines[first_new..]
-        .iter()
-        .enumerate()
-        .map(|(offset, line)| LineRow {
-            timer_id: row.id.clone(),
-            position: i32::try_from(first_new + offset).unwrap_or(i32::MAX),
-            at: line.at.naive_utc(),
-            kind: line.kind.as_str().to_owned(),
-            reason: line.reason.clone(),
-            target_seconds: line.target_seconds,
-            policy_id: line.policy_id.clone(),
-            calendar_version: line.calendar_version,
-            audit_entry_id: line.audit_entry_id.clone(),
-        })
-        .collect();
+    let lines: Vec<LineRow> = settled.new_line_rows().collect();
     with_backend!(conn, c => diesel::insert_into(sla_timer_lines::table)
-        .values(&rows)
+        .values(&lines)
         .execute(c))?;
-    if !announcements.is_empty() {
-        let record = row.record(calendar, &lines, now)?;
-        announce(conn, ctx, &row, &record, &announcements)?;
-    }
+    settled.announce(conn, ctx, calendar)?;
     Ok(true)
 }
 
