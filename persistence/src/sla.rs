@@ -392,6 +392,20 @@ pub fn delete_policy(
     )
 }
 
+/// A stored calendar version, parsed; one that no longer parses is a loud error.
+pub(crate) fn parsed_calendar(
+    id: &str,
+    version: i64,
+    definition: &CalendarDefinition,
+) -> Result<std::sync::Arc<domain::calendar::Calendar>, StoreError> {
+    let calendar = definition.calendar().map_err(|e| {
+        StoreError::Database(diesel::result::Error::DeserializationError(
+            format!("stored calendar {id} version {version} is not valid: {e}").into(),
+        ))
+    })?;
+    Ok(std::sync::Arc::new(calendar))
+}
+
 /// The SLA policies in force, with the current version of every calendar, parsed.
 pub fn rules(conn: &mut DbConnection) -> Result<SlaRules, StoreError> {
     let policies = all_policies(conn)?
@@ -404,15 +418,10 @@ pub fn rules(conn: &mut DbConnection) -> Result<SlaRules, StoreError> {
     let calendars = all_calendars(conn)?
         .into_iter()
         .map(|c| {
-            let calendar = c.definition.calendar().map_err(|e| {
-                StoreError::Database(diesel::result::Error::DeserializationError(
-                    format!("stored calendar {} is not valid: {e}", c.id).into(),
-                ))
-            })?;
             Ok(CalendarVersion {
+                calendar: parsed_calendar(&c.id, c.version, &c.definition)?,
                 id: c.id,
                 version: c.version,
-                calendar: std::sync::Arc::new(calendar),
             })
         })
         .collect::<Result<_, StoreError>>()?;

@@ -166,12 +166,14 @@ fn calendar_of(
         return Ok(current.calendar.clone());
     }
     let definition = crate::sla::calendar_version(conn, id, version)?;
-    let calendar = definition.calendar().map_err(|e| {
-        StoreError::Database(diesel::result::Error::DeserializationError(
-            format!("stored calendar {id} version {version} is not valid: {e}").into(),
-        ))
-    })?;
-    Ok(Arc::new(calendar))
+    crate::sla::parsed_calendar(id, version, &definition)
+}
+
+fn timer_row(conn: &mut DbConnection, id: &str) -> Result<TimerRow, StoreError> {
+    Ok(sla_timers::table
+        .find(id)
+        .select(TimerRow::as_select())
+        .get_result(conn)?)
 }
 
 /// The lines of these timers, in order.
@@ -606,10 +608,7 @@ pub fn fire(
     id: &str,
     version: i64,
 ) -> Result<bool, StoreError> {
-    let row: TimerRow = sla_timers::table
-        .find(id)
-        .select(TimerRow::as_select())
-        .get_result(conn)?;
+    let row = timer_row(conn, id)?;
     if row.version != version {
         return Ok(false);
     }
@@ -630,10 +629,7 @@ pub fn recalculate(
     ctx: &WriteContext,
     id: &str,
 ) -> Result<TimerRecord, StoreError> {
-    let row: TimerRow = sla_timers::table
-        .find(id)
-        .select(TimerRow::as_select())
-        .get_result(conn)?;
+    let row = timer_row(conn, id)?;
     if row.ended() {
         return Err(StoreError::Conflict(format!(
             "the timer is {}: only a running or paused timer is recalculated",
@@ -753,10 +749,7 @@ pub fn get(
     id: &str,
     now: DateTime<Utc>,
 ) -> Result<TimerRecord, StoreError> {
-    let row = sla_timers::table
-        .find(id)
-        .select(TimerRow::as_select())
-        .get_result(conn)?;
+    let row = timer_row(conn, id)?;
     records(conn, rules, vec![row], now)?
         .pop()
         .ok_or(StoreError::NotFound)
