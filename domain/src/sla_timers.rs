@@ -12,8 +12,8 @@ use utoipa::ToSchema;
 use crate::calendar::Calendar;
 use crate::enums::string_enum;
 use crate::sla::{
-    read_clock, ClockEvent, PolicyDefinition, Reading, SlaMetric, Threshold, TicketFacts,
-    TimelineEntry, TimerState,
+    Clock, ClockEvent, PolicyDefinition, Reading, SlaMetric, Threshold, TicketFacts, TimelineEntry,
+    TimerState,
 };
 use crate::ticket::TicketKind;
 
@@ -317,21 +317,21 @@ pub fn clock_events(lines: &[TimelineLine]) -> Vec<TimelineEntry> {
         .collect()
 }
 
-/// Reads a timer from its lines at `now`.
-pub fn read_timer(
+/// A timer's clock replayed from its lines up to `now` (a recalculation reads the whole
+/// timeline again under another calendar version); `None` without a start line.
+pub fn replay(
     calendar: &Calendar,
     warning_percent: u8,
     lines: &[TimelineLine],
     now: DateTime<Utc>,
-) -> Option<Reading> {
-    let first_target = lines.first().and_then(|l| l.target_seconds)?;
-    read_clock(
-        calendar,
-        first_target,
-        warning_percent,
-        &clock_events(lines),
-        now,
-    )
+) -> Option<Clock> {
+    let first = lines.first().filter(|l| l.kind == TimelineKind::Start)?;
+    let mut clock = Clock::start(first.at, first.target_seconds?);
+    for entry in clock_events(&lines[1..]).iter().filter(|e| e.at <= now) {
+        clock.apply(calendar, warning_percent, entry);
+    }
+    clock.run_until(calendar, warning_percent, now);
+    Some(clock)
 }
 
 /// The warnings and breaches a reading has crossed that were not announced yet, in order.
