@@ -617,7 +617,7 @@ pub async fn upsert_incident_by_external_ref(
                 ));
             }
             // Another push of the same record created it meanwhile: update that one.
-            Err(ApiError::Conflict(_)) => {}
+            Err(ApiError::Conflict(_) | ApiError::ConstraintViolation { .. }) => {}
             Err(other) => return Err(other),
         }
     }

@@ -354,7 +354,7 @@ pub async fn upsert_problem_by_external_ref(
         match usecase::create(&state, caller.clone(), new).await {
             Ok(problem) => return Ok(created_problem(problem, relation)),
             // Another push of the same record created it meanwhile: update that one.
-            Err(ApiError::Conflict(_)) => {}
+            Err(ApiError::Conflict(_) | ApiError::ConstraintViolation { .. }) => {}
             Err(other) => return Err(other),
         }
     }

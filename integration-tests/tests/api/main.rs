@@ -1,6 +1,7 @@
 //! The black-box suite: one test binary, every test on SQLite and (when configured) PostgreSQL.
 
 mod access_matrix;
+mod actors;
 mod alertmanager;
 mod alerts;
 mod auth;
