@@ -56,7 +56,7 @@ pub enum ApiError {
         detail: String,
         freeze_windows: serde_json::Value,
     },
-    #[error("If-Match \"{expected}\" does not match current version \"{actual}\"")]
+    #[error("{}", version_mismatch_detail(*expected, *actual))]
     VersionMismatch { expected: i64, actual: i64 },
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -71,6 +71,14 @@ pub enum ApiError {
     /// Never answered to a client: a replay's authorisation check passed (see `idempotency`).
     #[error("authorised")]
     AuthorisationProbe,
+}
+
+fn version_mismatch_detail(expected: i64, actual: i64) -> String {
+    if expected == crate::concurrency::NO_VERSION {
+        format!("If-Match names only weak ETags, which never match (the current version is \"{actual}\")")
+    } else {
+        format!("If-Match \"{expected}\" does not match current version \"{actual}\"")
+    }
 }
 
 /// The problem document clients receive.

@@ -8,6 +8,7 @@ mod auth;
 mod backup;
 mod changes;
 mod cmdb;
+mod conditional;
 mod conventions;
 mod events;
 mod external_upsert;
