@@ -25,4 +25,5 @@ mod sla;
 mod ticket_items;
 mod tickets_conformance;
 mod users_groups;
+mod walkthrough;
 mod webhooks;
