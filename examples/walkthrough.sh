@@ -226,3 +226,54 @@ ALERT='{"source": "zabbix", "dedup_key": "db01-disk-'"$RUN"'", "severity": "majo
   "summary": "Disk almost full", "resources": ["db01"]}'
 call 200 POST /api/v1/alerts -H "Authorization: Bearer $IT" -H "$J" -d "$ALERT" | jq -c '.alerts[] | {outcome}'
 call 200 POST /api/v1/alerts -H "Authorization: Bearer $IT" -H "$J" -d "$ALERT" | jq -c '.alerts[] | {outcome}'
+
+### A change: risk, CAB approval, conflicts, freezes
+# (continuing from the CMDB section: $SHOP depends on $APP, which depends on $DB)
+show "approval policies are data: two of the CAB group for high risk, one change manager otherwise"
+CAB=$(call 201 POST /api/v1/groups -H "$H" -H "$J" -d '{"name": "CAB '"$RUN"'"}' | jq -r .id)
+for m in carl cleo; do
+  call 201 POST /api/v1/users -H "$H" -H "$J" -d '{"username": "'"$m-$RUN"'", "display_name": "'"$m"'",
+    "password": "'"$m-$RUN"'-password-1", "roles": ["change_manager"]}' > /dev/null
+  ID=$(call 200 GET "/api/v1/users?q=$m-$RUN" -H "$H" | jq -r '.items[0].id')
+  call 201 POST /api/v1/groups/$CAB/members -H "$H" -H "$J" -d "{\"user_id\": \"$ID\"}" > /dev/null
+  declare "ID_$m=$ID"
+done
+# this run's policies come first (a lower precedence than any earlier run's)
+FIRST=$(( -$(date +%s) / 10 ))
+call 201 POST /api/v1/change-approval-policies -H "$H" -H "$J" -d "{\"name\": \"CAB $RUN\",
+  \"precedence\": $FIRST, \"change_types\": [\"normal\"], \"risks\": [\"high\", \"very_high\"],
+  \"approvers\": [{\"group\": \"$CAB\"}], \"quorum\": 2}" | jq -c '{name, quorum}'
+call 201 POST /api/v1/change-approval-policies -H "$H" -H "$J" -d "{\"name\": \"Manager $RUN\",
+  \"precedence\": $((FIRST + 1)), \"approvers\": [{\"role\": \"change_manager\"}]}" | jq -c '{name, quorum}'
+
+show "a normal change: the risk and each answer's contribution come back with it"
+CHG=$(call 201 POST /api/v1/changes -H "$H" -H "$J" -d "{\"title\": \"Upgrade shop-db\",
+  \"configuration_items\": [\"$DB\"], \"backout_plan\": \"Restore the snapshot\",
+  \"planned_start\": \"2030-01-10T22:00:00Z\", \"planned_end\": \"2030-01-11T02:00:00Z\",
+  \"risk_answers\": {\"outage_required\": true, \"tested\": true}}" | jq -r .number)
+call 200 GET /api/v1/changes/$CHG -H "$H" | jq -c '{number, state, risk}'
+call 200 POST /api/v1/changes/$CHG/transitions -H "$H" -H "$J" -d '{"action": "assess"}' | jq -c '{state}'
+call 200 POST /api/v1/changes/$CHG/transitions -H "$H" -H "$J" -d '{"action": "request_authorization"}' \
+  | jq -c '{state}'
+call 200 GET /api/v1/changes/$CHG/approvals -H "$H" | jq -c '.items[] | {approver, state}'
+show "each approver decides; the quorum schedules the change"
+for m in carl cleo; do
+  M="Authorization: Bearer $(token $m)"
+  ME="ID_$m"
+  APPROVAL=$(call 200 GET /api/v1/me/approvals -H "$M" | jq -r --arg me "${!ME}" \
+    '.items[] | select(.approver == $me) | .id')
+  call 200 POST /api/v1/changes/$CHG/approvals/$APPROVAL/decision -H "$M" -H "$J" \
+    -d '{"decision": "approve"}' | jq -c '{approval: .approval.state, change: .change.state}'
+done
+
+show "another change on an item that depends on shop-db, in the same window: the conflict"
+CHG2=$(call 201 POST /api/v1/changes -H "$H" -H "$J" -d "{\"title\": \"Patch shop-app\",
+  \"configuration_items\": [\"$APP\"], \"planned_start\": \"2030-01-10T23:00:00Z\",
+  \"planned_end\": \"2030-01-11T01:00:00Z\"}" | jq -r .number)
+call 200 GET /api/v1/changes/$CHG2/conflicts -H "$H" | jq -c '.conflicts[] | {number, links}'
+show "a freeze on the shop covers every item it depends on; the change calendar shows both"
+call 201 POST /api/v1/change-freeze-windows -H "$H" -H "$J" -d "{\"name\": \"Sale $RUN\", \"reason\": \"Peak\",
+  \"start\": \"2030-01-10T00:00:00Z\", \"end\": \"2030-01-12T00:00:00Z\", \"scope\": {\"services\": [\"$SHOP\"]}}" \
+  | jq -c '{name, start, "end": .["end"]}'
+call 200 GET "/api/v1/changes/calendar?from=2030-01-01T00:00:00Z&to=2030-02-01T00:00:00Z&service=$SHOP" -H "$H" \
+  | jq -c '{changes: [.changes[] | {number, state}], freeze_windows: [.freeze_windows[] | .name]}'
