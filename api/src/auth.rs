@@ -196,11 +196,22 @@ impl Caller {
     /// Who, when and in which request, for the audit trail of a unit of work.
     pub fn write_context(&self) -> WriteContext {
         WriteContext {
-            actor_id: Some(self.id.clone()),
-            actor_name: self.name.clone(),
+            actor: self.actor(),
             request_id: request_context::current_request_id(),
             at: self.at,
             sla: None,
+        }
+    }
+
+    /// The caller as the actor of the changes it makes: a user or an API token.
+    pub fn actor(&self) -> domain::Actor {
+        domain::Actor {
+            kind: match self.kind {
+                CallerKind::User => domain::ActorKind::User,
+                CallerKind::ApiToken => domain::ActorKind::ApiToken,
+            },
+            id: Some(self.id.clone()),
+            username: self.name.clone(),
         }
     }
 
@@ -296,7 +307,7 @@ pub async fn authenticate(req: &HttpRequest) -> ApiResult<Caller> {
         }
         note_token_use(req, &unrevoked.id);
         return Ok(Caller {
-            name: format!("api-token:{}", unrevoked.name),
+            name: domain::Actor::api_token(&unrevoked.id, &unrevoked.name).username,
             id: unrevoked.id,
             roles: vec![unrevoked.role],
             kind: CallerKind::ApiToken,

@@ -7,7 +7,14 @@ use serde::Serialize;
 
 use crate::error::{ApiError, ApiResult};
 
-/// The version `If-Match` demands, if the header is present. `*` demands none.
+/// A version no resource has: demanded by an `If-Match` that names only weak tags, which never
+/// match (versions start at 1).
+pub const NO_VERSION: i64 = i64::MIN;
+
+/// The version `If-Match` demands, if the header is present; `*` demands none (any current
+/// version). Tags compare strongly (RFC 9110 section 13.1.1): a weak tag (`W/"3"`) never
+/// matches, so a list of weak tags only demands [`NO_VERSION`] and the change is refused with
+/// 412 once the resource is found (a missing resource stays a 404).
 pub fn if_match(req: &HttpRequest) -> ApiResult<Option<i64>> {
     let Some(value) = req.headers().get(header::IF_MATCH) else {
         return Ok(None);
@@ -17,12 +24,31 @@ pub fn if_match(req: &HttpRequest) -> ApiResult<Option<i64>> {
     if value == "*" {
         return Ok(None);
     }
-    let tag = value.strip_prefix("W/").unwrap_or(value);
+    let mut strong = Vec::new();
+    for tag in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        match tag.strip_prefix("W/") {
+            Some(weak) => {
+                version_of(weak).ok_or_else(malformed)?;
+            }
+            None => strong.push(version_of(tag).ok_or_else(malformed)?),
+        }
+    }
+    strong.dedup();
+    match strong.as_slice() {
+        [] => Ok(Some(NO_VERSION)),
+        [version] => Ok(Some(*version)),
+        _ => Err(ApiError::Malformed(
+            "If-Match names one version (\"7\"): a resource has one current version".into(),
+        )),
+    }
+}
+
+/// The version in a quoted entity tag (`"7"`); `None` when it is not one of ours.
+fn version_of(tag: &str) -> Option<i64> {
     tag.strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
         .and_then(|t| t.parse::<i64>().ok())
-        .map(Some)
-        .ok_or_else(malformed)
+        .filter(|version| *version != NO_VERSION)
 }
 
 /// `status` with `body` and its `ETag`.

@@ -38,6 +38,13 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Conflict(String),
+    /// A database constraint refused a write that validation let through (a record referred
+    /// to vanished meanwhile, a name taken at the same instant). The client gets a stable
+    /// problem type and the request id; `cause`, which names tables, goes to the log only.
+    #[error(
+        "the request conflicts with data stored meanwhile; read the records it refers to and retry"
+    )]
+    ConstraintViolation { cause: String },
     #[error("{detail}")]
     InvalidTransition {
         detail: String,
@@ -49,7 +56,7 @@ pub enum ApiError {
         detail: String,
         freeze_windows: serde_json::Value,
     },
-    #[error("If-Match \"{expected}\" does not match current version \"{actual}\"")]
+    #[error("{}", version_mismatch_detail(*expected, *actual))]
     VersionMismatch { expected: i64, actual: i64 },
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -64,6 +71,14 @@ pub enum ApiError {
     /// Never answered to a client: a replay's authorisation check passed (see `idempotency`).
     #[error("authorised")]
     AuthorisationProbe,
+}
+
+fn version_mismatch_detail(expected: i64, actual: i64) -> String {
+    if expected == crate::concurrency::NO_VERSION {
+        format!("If-Match names only weak ETags, which never match (the current version is \"{actual}\")")
+    } else {
+        format!("If-Match \"{expected}\" does not match current version \"{actual}\"")
+    }
 }
 
 /// The problem document clients receive.
@@ -148,6 +163,9 @@ impl ApiError {
             ApiError::NotFound(_) => ("not-found", "Not found"),
             ApiError::MethodNotAllowed { .. } => ("method-not-allowed", "Method not allowed"),
             ApiError::Conflict(_) => ("conflict", "Conflict"),
+            ApiError::ConstraintViolation { .. } => {
+                ("constraint-violation", "Conflict with stored data")
+            }
             ApiError::InvalidTransition { .. } => ("invalid-transition", "Transition not allowed"),
             ApiError::Frozen { .. } => ("change-freeze", "Change freeze"),
             ApiError::VersionMismatch { .. } => ("version-mismatch", "Resource has changed"),
@@ -204,6 +222,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_)
+            | ApiError::ConstraintViolation { .. }
             | ApiError::InvalidTransition { .. }
             | ApiError::Frozen { .. } => StatusCode::CONFLICT,
             ApiError::VersionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
@@ -217,8 +236,15 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let ApiError::Internal(cause) = self {
-            log::error!("internal error: {cause}");
+        let request_id = request_context::current_request_id().unwrap_or_default();
+        match self {
+            ApiError::Internal(cause) => {
+                log::error!("internal error (request {request_id}): {cause}")
+            }
+            ApiError::ConstraintViolation { cause } => {
+                log::warn!("constraint violation (request {request_id}): {cause}")
+            }
+            _ => {}
         }
         let mut response = HttpResponse::build(self.status_code());
         response.insert_header((
@@ -266,6 +292,9 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound => ApiError::NotFound("resource not found".into()),
             StoreError::Conflict(detail) => ApiError::Conflict(detail),
+            constraint @ StoreError::Constraint { .. } => ApiError::ConstraintViolation {
+                cause: constraint.to_string(),
+            },
             StoreError::VersionMismatch { expected, actual } => {
                 ApiError::VersionMismatch { expected, actual }
             }

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod auth;
 pub mod concurrency;
+pub mod conditional;
 pub mod config;
 pub mod error;
 pub mod idempotency;
@@ -15,6 +16,7 @@ pub mod json_body;
 pub mod listing;
 pub mod openapi;
 pub mod plans;
+pub mod preflight;
 pub mod rate_limit;
 pub mod recent;
 pub mod request_context;

@@ -340,6 +340,7 @@ pub async fn history<T: TicketApi>(
             }
             if event.actor.id.as_deref() != Some(caller_id.as_str()) {
                 event.actor = Actor {
+                    kind: domain::ActorKind::System,
                     id: None,
                     username: SERVICE_DESK.to_owned(),
                 };

@@ -69,6 +69,76 @@ impl FromStr for Role {
     }
 }
 
+/// What kind of actor performs a change: a signed-in user, an API token (a machine), or the
+/// service itself (bootstrap, background jobs). Users and API tokens are both actors wherever
+/// a change is attributed: the audit trail, `created_by`, note authors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorKind {
+    User,
+    ApiToken,
+    System,
+}
+
+impl ActorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::User => "user",
+            ActorKind::ApiToken => "api_token",
+            ActorKind::System => "system",
+        }
+    }
+}
+
+impl FromStr for ActorKind {
+    type Err = DomainError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [ActorKind::User, ActorKind::ApiToken, ActorKind::System]
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or_else(|| DomainError::invalid("actor.kind", "must be user, api_token or system"))
+    }
+}
+
+/// Who performed a change, as the audit trail and `created_by` name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Actor {
+    pub kind: ActorKind,
+    /// The user id or the API token id; `null` for the service itself.
+    pub id: Option<String>,
+    /// The username, `api-token:<token name>`, or `system:<job>`, as it was when acting.
+    pub username: String,
+}
+
+impl Actor {
+    pub fn user(id: impl Into<String>, username: impl Into<String>) -> Self {
+        Self {
+            kind: ActorKind::User,
+            id: Some(id.into()),
+            username: username.into(),
+        }
+    }
+
+    /// An API token, named `api-token:<name>` so that it never reads as a username (usernames
+    /// hold no `:`).
+    pub fn api_token(id: impl Into<String>, name: &str) -> Self {
+        Self {
+            kind: ActorKind::ApiToken,
+            id: Some(id.into()),
+            username: format!("api-token:{name}"),
+        }
+    }
+
+    pub fn system(job: &str) -> Self {
+        Self {
+            kind: ActorKind::System,
+            id: None,
+            username: format!("system:{job}"),
+        }
+    }
+}
+
 /// Whether a caller holding `held` may act where `allowed` are required. Admin always may.
 pub fn role_permits(held: &[Role], allowed: &[Role]) -> bool {
     held.iter()
@@ -180,8 +250,8 @@ pub struct ApiToken {
     pub id: String,
     pub name: String,
     pub role: Role,
-    /// The user who created the token.
-    pub created_by: Option<String>,
+    /// The user or API token that created the token; `null` if unknown.
+    pub created_by: Option<Actor>,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,

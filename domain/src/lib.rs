@@ -30,5 +30,6 @@ pub mod webhooks;
 pub use changes::Changes;
 pub use error::{DomainError, FieldError};
 pub use identity::{
-    role_permits, validate_password, validate_username, ApiToken, ExternalRef, Group, Role, User,
+    role_permits, validate_password, validate_username, Actor, ActorKind, ApiToken, ExternalRef,
+    Group, Role, User,
 };

@@ -2,7 +2,7 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use domain::{ApiToken, Changes, Role};
+use domain::{Actor, ActorKind, ApiToken, Changes, Role};
 use serde_json::json;
 
 use crate::audit::{self, Mutation};
@@ -23,16 +23,35 @@ struct ApiTokenRow {
     revoked_at: Option<NaiveDateTime>,
     scopes: Option<String>,
     last_used_at: Option<NaiveDateTime>,
+    created_by_kind: Option<String>,
+    created_by_name: Option<String>,
 }
 
 impl ApiTokenRow {
-    fn into_token(self) -> ApiToken {
-        ApiToken {
+    fn into_token(self) -> Result<ApiToken, StoreError> {
+        let created_by = match (self.created_by_kind, self.created_by_name) {
+            (Some(kind), Some(username)) => Some(Actor {
+                kind: kind.parse().map_err(|_| {
+                    StoreError::Database(diesel::result::Error::DeserializationError(
+                        format!(
+                            "API token {} has the unknown creator kind {kind:?}",
+                            self.id
+                        )
+                        .into(),
+                    ))
+                })?,
+                id: self.created_by,
+                username,
+            }),
+            // Tokens created before creators were recorded as actors name none.
+            _ => None,
+        };
+        Ok(ApiToken {
             // Stored roles were validated on the way in; an unknown one grants nothing.
             role: self.role.parse().unwrap_or(Role::Requester),
             id: self.id,
             name: self.name,
-            created_by: self.created_by,
+            created_by,
             created_at: utc(self.created_at),
             expires_at: self.expires_at.map(utc),
             revoked_at: self.revoked_at.map(utc),
@@ -41,7 +60,7 @@ impl ApiTokenRow {
                 .scopes
                 .map(|s| serde_json::from_str(&s).unwrap_or_default()),
             last_used_at: self.last_used_at.map(utc),
-        }
+        })
     }
 }
 
@@ -65,7 +84,11 @@ pub fn create(
             api_tokens::name.eq(&new.name),
             api_tokens::role.eq(new.role.as_str()),
             api_tokens::token_hash.eq(&new.token_hash),
-            api_tokens::created_by.eq(&ctx.actor_id),
+            // The creator is an actor like any other: a user, or an API token (no reference
+            // to users, so that an admin token may create tokens).
+            api_tokens::created_by.eq(&ctx.actor.id),
+            api_tokens::created_by_kind.eq(ctx.actor.kind.as_str()),
+            api_tokens::created_by_name.eq(&ctx.actor.username),
             api_tokens::created_at.eq(ctx.at),
             api_tokens::expires_at.eq(new.expires_at),
             api_tokens::scopes.eq(new.scopes.as_ref().map(|s| json!(s).to_string())),
@@ -87,11 +110,38 @@ pub fn create(
 }
 
 pub fn get(conn: &mut DbConnection, id: &str) -> Result<ApiToken, StoreError> {
-    Ok(api_tokens::table
+    api_tokens::table
         .find(id)
         .select(ApiTokenRow::as_select())
         .get_result::<ApiTokenRow>(conn)?
-        .into_token())
+        .into_token()
+}
+
+/// The most API tokens followed from a token to the user who, through tokens creating tokens,
+/// created it.
+const MAX_CREATOR_CHAIN: usize = 16;
+
+/// The user on whose authority token `id` exists: its creator, or its creator's creator when
+/// an API token created it, and so on. `None` when the chain ends at no user (the service, a
+/// token from before creators were recorded, or a chain too long).
+pub fn creating_user(conn: &mut DbConnection, id: &str) -> Result<Option<String>, StoreError> {
+    let mut creator = get(conn, id)?.created_by;
+    for _ in 0..MAX_CREATOR_CHAIN {
+        match creator {
+            Some(Actor {
+                kind: ActorKind::User,
+                id: Some(user),
+                ..
+            }) => return Ok(Some(user)),
+            Some(Actor {
+                kind: ActorKind::ApiToken,
+                id: Some(token),
+                ..
+            }) => creator = get(conn, &token)?.created_by,
+            _ => return Ok(None),
+        }
+    }
+    Ok(None)
 }
 
 /// Records that the token was used at `at` (callers write this at most once a minute).
@@ -110,12 +160,13 @@ pub fn find_by_hash(
     conn: &mut DbConnection,
     token_hash: &str,
 ) -> Result<Option<ApiToken>, StoreError> {
-    Ok(api_tokens::table
+    api_tokens::table
         .filter(api_tokens::token_hash.eq(token_hash))
         .select(ApiTokenRow::as_select())
         .get_result::<ApiTokenRow>(conn)
         .optional()?
-        .map(ApiTokenRow::into_token))
+        .map(ApiTokenRow::into_token)
+        .transpose()
 }
 
 pub fn list(
@@ -137,7 +188,7 @@ pub fn list(
             .items
             .into_iter()
             .map(ApiTokenRow::into_token)
-            .collect(),
+            .collect::<Result<_, _>>()?,
     })
 }
 

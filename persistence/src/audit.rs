@@ -11,9 +11,8 @@ use crate::{journal, DbConnection, Slice, StoreError};
 /// Who performs a unit of work, in which request, and the time it is recorded at.
 #[derive(Debug, Clone)]
 pub struct WriteContext {
-    /// `None` for the service itself (bootstrap, background jobs).
-    pub actor_id: Option<String>,
-    pub actor_name: String,
+    /// A user, an API token, or the service itself (bootstrap, background jobs).
+    pub actor: domain::Actor,
     pub request_id: Option<String>,
     pub at: NaiveDateTime,
     /// The SLA policies in force, for writes of tickets; `None` or empty: tickets get no
@@ -24,8 +23,7 @@ pub struct WriteContext {
 impl WriteContext {
     pub fn system(reason: &str) -> Self {
         Self {
-            actor_id: None,
-            actor_name: format!("system:{reason}"),
+            actor: domain::Actor::system(reason),
             request_id: None,
             at: crate::now_utc(),
             sla: None,
@@ -50,16 +48,61 @@ pub struct Mutation<'a> {
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = audit_entries)]
+struct AuditRow {
+    id: String,
+    at: NaiveDateTime,
+    actor_id: Option<String>,
+    actor_name: String,
+    actor_kind: String,
+    entity_type: String,
+    entity_id: String,
+    action: String,
+    changes: String,
+    request_id: Option<String>,
+}
+
+/// One entry of the audit trail.
+#[derive(Debug, Clone)]
 pub struct AuditEntry {
     pub id: String,
     pub at: NaiveDateTime,
-    pub actor_id: Option<String>,
-    pub actor_name: String,
+    pub actor: domain::Actor,
     pub entity_type: String,
     pub entity_id: String,
     pub action: String,
     pub changes: String,
     pub request_id: Option<String>,
+}
+
+impl TryFrom<AuditRow> for AuditEntry {
+    type Error = StoreError;
+
+    /// An unknown stored actor kind is corrupt data, said so loudly, never guessed.
+    fn try_from(row: AuditRow) -> Result<Self, StoreError> {
+        let kind = row.actor_kind.parse().map_err(|_| {
+            StoreError::Database(diesel::result::Error::DeserializationError(
+                format!(
+                    "audit entry {} has the unknown actor kind {:?}",
+                    row.id, row.actor_kind
+                )
+                .into(),
+            ))
+        })?;
+        Ok(AuditEntry {
+            id: row.id,
+            at: row.at,
+            actor: domain::Actor {
+                kind,
+                id: row.actor_id,
+                username: row.actor_name,
+            },
+            entity_type: row.entity_type,
+            entity_id: row.entity_id,
+            action: row.action,
+            changes: row.changes,
+            request_id: row.request_id,
+        })
+    }
 }
 
 /// Records `mutation` in the audit trail and the outbox, in the open write transaction.
@@ -98,7 +141,7 @@ pub fn list(
     limit: i64,
 ) -> Result<Slice<AuditEntry>, StoreError> {
     let mut query = audit_entries::table
-        .select(AuditEntry::as_select())
+        .select(AuditRow::as_select())
         .order(audit_entries::id.desc())
         .into_boxed();
     if let Some(entity_type) = &filter.entity_type {
@@ -113,5 +156,13 @@ pub fn list(
     if let Some(before) = before {
         query = query.filter(audit_entries::id.lt(before));
     }
-    crate::load_page(conn, query, limit)
+    let page: Slice<AuditRow> = crate::load_page(conn, query, limit)?;
+    Ok(Slice {
+        items: page
+            .items
+            .into_iter()
+            .map(AuditEntry::try_from)
+            .collect::<Result<_, _>>()?,
+        more: page.more,
+    })
 }

@@ -52,8 +52,8 @@ pub fn add(
             notes::id.eq(&id),
             notes::entity_type.eq(entity_type),
             notes::entity_id.eq(entity_id),
-            notes::author_id.eq(&ctx.actor_id),
-            notes::author_name.eq(&ctx.actor_name),
+            notes::author_id.eq(&ctx.actor.id),
+            notes::author_name.eq(&ctx.actor.username),
             notes::visibility.eq(visibility.as_str()),
             notes::body.eq(body),
             notes::created_at.eq(ctx.at),
@@ -63,8 +63,8 @@ pub fn add(
         id,
         visibility,
         body: body.to_owned(),
-        author_id: ctx.actor_id.clone(),
-        author_name: ctx.actor_name.clone(),
+        author_id: ctx.actor.id.clone(),
+        author_name: ctx.actor.username.clone(),
         created_at: utc(ctx.at),
     };
     audit::record(

@@ -58,6 +58,8 @@ diesel::table! {
         revoked_at -> Nullable<Timestamp>,
         scopes -> Nullable<Text>,
         last_used_at -> Nullable<Timestamp>,
+        created_by_kind -> Nullable<Text>,
+        created_by_name -> Nullable<Text>,
     }
 }
 
@@ -72,6 +74,7 @@ diesel::table! {
         action -> Text,
         changes -> Text,
         request_id -> Nullable<Text>,
+        actor_kind -> Text,
     }
 }
 

@@ -29,6 +29,9 @@ use crate::usecases::check_cmdb_links;
 fn name_taken(error: StoreError, what: &str, name: &str) -> ApiError {
     match error {
         StoreError::Conflict(_) => ApiError::Conflict(format!("a {what} named {name:?} exists")),
+        taken if taken.is_unique_violation() => {
+            ApiError::Conflict(format!("a {what} named {name:?} exists"))
+        }
         StoreError::NotFound => ApiError::not_found(what),
         other => other.into(),
     }

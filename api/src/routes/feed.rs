@@ -14,12 +14,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::listing::{next_page_link, Page, QueryParams, PAGE_PARAMS};
 use crate::state::AppState;
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Actor {
-    /// The user or API token id; `null` for the service itself.
-    pub id: Option<String>,
-    pub username: String,
-}
+pub use domain::Actor;
 
 /// One change to one record.
 #[derive(Debug, Serialize, ToSchema)]
@@ -41,10 +36,7 @@ impl From<AuditEntry> for AuditEvent {
         Self {
             id: entry.id,
             at: entry.at.and_utc(),
-            actor: Actor {
-                id: entry.actor_id,
-                username: entry.actor_name,
-            },
+            actor: entry.actor,
             action: entry.action,
             entity_type: entry.entity_type,
             entity_id: entry.entity_id,

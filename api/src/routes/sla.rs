@@ -58,6 +58,9 @@ impl CalendarRequest {
 fn name_taken(error: StoreError, what: &str, name: &str) -> ApiError {
     match error {
         StoreError::Conflict(_) => ApiError::Conflict(format!("a {what} named {name:?} exists")),
+        taken if taken.is_unique_violation() => {
+            ApiError::Conflict(format!("a {what} named {name:?} exists"))
+        }
         other => other.into(),
     }
 }

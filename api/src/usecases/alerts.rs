@@ -336,8 +336,8 @@ fn open_incident(
     report_in(conn, &context.ctx, new, routed)
 }
 
-/// The user incidents from alerts are reported for: the admin sending them, or the creator of
-/// the API token sending them.
+/// The user incidents from alerts are reported for: the admin sending them, or the user who
+/// created the API token sending them (through the tokens that created it, if a token did).
 fn reporter(conn: &mut DbConnection, context: &mut Context) -> ApiResult<String> {
     if let Some(known) = &context.reporter {
         return Ok(known.clone());
@@ -346,7 +346,7 @@ fn reporter(conn: &mut DbConnection, context: &mut Context) -> ApiResult<String>
         .token_id
         .as_deref()
         .ok_or_else(|| ApiError::Internal("an alert sender is neither user nor token".into()))?;
-    let created_by = api_tokens::get(conn, token)?.created_by.ok_or_else(|| {
+    let created_by = api_tokens::creating_user(conn, token)?.ok_or_else(|| {
         ApiError::Forbidden(
             "this API token has no creating user to report incidents for; create another".into(),
         )

@@ -79,7 +79,7 @@ fn check_references(
     let changed = |field: for<'r> fn(&References<'r>) -> Option<&'r str>| {
         before.as_ref().is_none_or(|b| field(b) != field(&now))
     };
-    if changed(|r| Some(r.caller)) && ctx.actor_id.as_deref() != Some(now.caller) {
+    if changed(|r| Some(r.caller)) && ctx.actor.id.as_deref() != Some(now.caller) {
         check_active_user(conn, now.caller, "caller")?;
     }
     if let (true, Some(group)) = (changed(|r| r.assignment_group), now.assignment_group) {

@@ -75,9 +75,11 @@ where
         Some(id) => id,
         None => match create().await {
             Ok(record) => return Ok(Upserted::Created(record)),
-            Err(conflict @ ApiError::Conflict(_)) => holder_of(state, entity_type, reference)
-                .await?
-                .ok_or(conflict)?,
+            Err(conflict @ (ApiError::Conflict(_) | ApiError::ConstraintViolation { .. })) => {
+                holder_of(state, entity_type, reference)
+                    .await?
+                    .ok_or(conflict)?
+            }
             Err(other) => return Err(other),
         },
     };

@@ -1,12 +1,14 @@
 //! The black-box suite: one test binary, every test on SQLite and (when configured) PostgreSQL.
 
 mod access_matrix;
+mod actors;
 mod alertmanager;
 mod alerts;
 mod auth;
 mod backup;
 mod changes;
 mod cmdb;
+mod conditional;
 mod conventions;
 mod events;
 mod external_upsert;
@@ -23,4 +25,5 @@ mod sla;
 mod ticket_items;
 mod tickets_conformance;
 mod users_groups;
+mod walkthrough;
 mod webhooks;
