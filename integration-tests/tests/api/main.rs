@@ -10,6 +10,7 @@ mod cmdb;
 mod conventions;
 mod events;
 mod external_upsert;
+mod faults;
 mod foundation;
 mod incidents;
 mod incidents_concurrency;
