@@ -799,3 +799,59 @@ impl Drop for PrivatePostgres {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A small tmpfs of the test's own, to hold a database whose disk fills up. Unmounted and
+/// removed when dropped.
+pub struct SmallDisk {
+    pub path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `megabytes`; `Err` says why it cannot here (not root, no mount).
+    pub fn mount(megabytes: u32) -> Result<SmallDisk, String> {
+        let path =
+            std::env::temp_dir().join(format!("itsm-disk-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).map_err(|e| format!("mkdir: {e}"))?;
+        let output = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m,mode=0700")])
+            .arg("tmpfs")
+            .arg(&path)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !output.status.success() {
+            let _ = std::fs::remove_dir(&path);
+            return Err(format!(
+                "cannot mount a tmpfs: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(SmallDisk { path })
+    }
+
+    /// Writes a file until the disk is full; its path.
+    pub fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.path.join("filler");
+        let mut file = std::fs::File::create(&filler).expect("the filler file");
+        let chunk = vec![0xA5u8; 64 * 1024];
+        loop {
+            match file.write(&chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        // The last partial pages too.
+        while file.write(&chunk[..512]).is_ok_and(|n| n > 0) {}
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
