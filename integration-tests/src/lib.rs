@@ -540,6 +540,25 @@ impl RealServer {
         settings: &[(&str, &str)],
         log: Option<&std::path::Path>,
     ) -> RealServer {
+        Self::launch(database_url, settings, log, StatusCode::OK).await
+    }
+
+    /// Like [`RealServer::start_logging`], for a server that is expected to answer but not
+    /// to be ready (`/readyz` 503: its database takes no writes).
+    pub async fn start_logging_unready(
+        database_url: &str,
+        settings: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> RealServer {
+        Self::launch(database_url, settings, log, StatusCode::SERVICE_UNAVAILABLE).await
+    }
+
+    async fn launch(
+        database_url: &str,
+        settings: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+        readiness: StatusCode,
+    ) -> RealServer {
         let stderr = match log {
             Some(path) => std::process::Stdio::from(
                 std::fs::File::create(path).expect("the server's log file"),
@@ -569,7 +588,7 @@ impl RealServer {
         let client = reqwest::Client::new();
         for _ in 0..400 {
             if let Ok(response) = client.get(format!("{}/readyz", server.base)).send().await {
-                if response.status() == StatusCode::OK {
+                if response.status() == readiness {
                     return server;
                 }
             }
@@ -853,5 +872,57 @@ impl Drop for SmallDisk {
             .arg(&self.path)
             .status();
         let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A file made read-only to the `itsm` process: immutable (`chattr +i`) when running as root,
+/// whom permissions do not stop, else without write permission. Writable again when dropped.
+pub struct ReadOnlyFile {
+    path: std::path::PathBuf,
+    as_root: bool,
+}
+
+impl ReadOnlyFile {
+    /// `Err` says why it cannot be done here (no chattr, a file system without the flag).
+    pub fn make(path: &std::path::Path) -> Result<ReadOnlyFile, String> {
+        let as_root = running_as_root();
+        if as_root {
+            let output = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(path)
+                .output()
+                .map_err(|e| format!("cannot run chattr: {e}"))?;
+            if !output.status.success() {
+                return Err(format!(
+                    "chattr +i failed: {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ));
+            }
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o400))
+                .map_err(|e| format!("chmod: {e}"))?;
+        }
+        Ok(ReadOnlyFile {
+            path: path.to_owned(),
+            as_root,
+        })
+    }
+
+    /// Makes the file writable again.
+    pub fn release(self) {}
+}
+
+impl Drop for ReadOnlyFile {
+    fn drop(&mut self) {
+        if self.as_root {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.path)
+                .status();
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o600));
+        }
     }
 }

@@ -123,12 +123,25 @@ impl Location {
             let cannot = |e: std::io::Error| {
                 StoreError::Unavailable(format!("cannot restrict {}: {e}", path.display()))
             };
-            std::fs::OpenOptions::new()
+            let opened = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .mode(0o600)
-                .open(path)
-                .map_err(cannot)?;
+                .open(path);
+            match opened {
+                // A read-only file (permissions, immutable, read-only mount): the service
+                // still serves reads, and writes answer 503 `storage-read-only`.
+                Err(e) if path.exists() && is_read_only_refusal(&e) => {
+                    log::error!(
+                        "{} is read-only ({e}): reads are served, writes answer 503",
+                        path.display()
+                    );
+                    return Ok(());
+                }
+                opened => {
+                    opened.map_err(cannot)?;
+                }
+            }
             for suffix in ["", "-wal", "-shm"] {
                 let file = PathBuf::from(format!("{}{suffix}", path.display()));
                 if file.exists() {
@@ -158,6 +171,15 @@ impl Location {
             }
         }
     }
+}
+
+/// The file system refused to open a file for writing because it is read-only to us.
+fn is_read_only_refusal(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        error.kind(),
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
+    )
 }
 
 /// Runs `f` with PostgreSQL planning each statement for its bound values: for the one query
@@ -442,7 +464,18 @@ impl Database {
         location.create_parent_folder()?;
         location.restrict_sqlite_files()?;
         let mut write_conn = location.connect(ConnectionRole::Writer)?;
-        run_migrations(&mut write_conn)?;
+        match run_migrations(&mut write_conn) {
+            Ok(_) => {}
+            // A read-only database that needs no migration still serves reads.
+            Err(e)
+                if e.outage() == Some(Outage::ReadOnly)
+                    && migrations_complete(&mut write_conn, location.backend())
+                        .unwrap_or(false) =>
+            {
+                log::error!("the database is read-only: reads are served, writes answer 503");
+            }
+            Err(e) => return Err(e),
+        }
         let readers = ReadPool::open(&location, config.read_pool_size.max(1))?;
         let connect_location = location.clone();
         // SQLite allows one writer at a time; a second would only wait for the lock.

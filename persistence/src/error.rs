@@ -127,18 +127,20 @@ impl StoreError {
 thread_local! {
     /// The last outage a database error on this thread stood for: the writer looks at it after
     /// each unit of work, because a unit may turn an error into an answer of its own.
-    static OUTAGE_SEEN: std::cell::Cell<Option<Outage>> = const { std::cell::Cell::new(None) };
+    static OUTAGE_SEEN: std::cell::RefCell<Option<(Outage, String)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
-/// The outage a database error on this thread stood for since the last call, if any.
-pub(crate) fn take_outage_seen() -> Option<Outage> {
-    OUTAGE_SEEN.with(std::cell::Cell::take)
+/// The outage a database error on this thread stood for since the last call, if any, with
+/// the database's text.
+pub(crate) fn take_outage_seen() -> Option<(Outage, String)> {
+    OUTAGE_SEEN.with(|seen| seen.borrow_mut().take())
 }
 
 impl From<DieselError> for StoreError {
     fn from(error: DieselError) -> Self {
         if let Some(outage) = Outage::of(&error) {
-            OUTAGE_SEEN.with(|seen| seen.set(Some(outage)));
+            OUTAGE_SEEN.with(|seen| *seen.borrow_mut() = Some((outage, error.to_string())));
             return StoreError::Outage {
                 outage,
                 detail: error.to_string(),

@@ -366,9 +366,9 @@ fn run(
 /// of them fails, that savepoint is rolled back and they run again, each in a savepoint of its
 /// own.
 fn run_units(conn: &mut DbConnection, batch: &mut [Box<dyn Job>]) -> Result<(), BatchFailure> {
-    let outage_met = |outage: Outage| BatchFailure {
+    let outage_met = |(outage, detail): (Outage, String)| BatchFailure {
         outage: Some(outage),
-        detail: format!("a unit of work of the batch met an outage: {outage}"),
+        detail: format!("a unit of work of the batch met an outage: {detail}"),
     };
     let mut rest = batch;
     while let Some(first) = rest.first() {

@@ -477,7 +477,7 @@ struct Observed {
     acknowledged: Vec<Acknowledged>,
     /// When each 503 arrived, and how long it took.
     outage_answers: Vec<(Instant, Duration)>,
-    /// When each write was acknowledged.
+    /// When each write (not read) was acknowledged.
     acknowledged_at: Vec<Instant>,
 }
 
@@ -497,7 +497,9 @@ fn start_load(
                 let mut seen = Observed::default();
                 let note = |seen: &mut Observed, what: &str, answer: &Answer| -> bool {
                     if answer.status.is_success() {
-                        seen.acknowledged_at.push(Instant::now());
+                        if what != "list" {
+                            seen.acknowledged_at.push(Instant::now());
+                        }
                         return true;
                     }
                     assert_outage_answer(what, answer, types, bound);
@@ -767,8 +769,8 @@ async fn sqlite_full_disk_answers_503_and_recovers() {
     let _ = std::fs::remove_file(&log);
     eprintln!(
         "Full disk: /readyz failed {full_after:?} after the disk filled; \
-         {acknowledged_while_full} 2xx while full (reads, and writes into pages the database \
-         already had); {} answers 503 (median {:?}, p99 {:?}, max {:?}); ready {ready_after:?} and first write \
+         {acknowledged_while_full} writes acknowledged after the filling began (into pages the \
+         database already had); {} answers 503 (median {:?}, p99 {:?}, max {:?}); ready {ready_after:?} and first write \
          acknowledged {first_write_after:?} after space was freed; {} writes acknowledged, \
          {stored} incidents stored whole, the same after a restart",
         during.len(),
@@ -776,5 +778,83 @@ async fn sqlite_full_disk_answers_503_and_recovers() {
         percentile(during.clone(), 0.99),
         percentile(during, 1.0),
         observed.acknowledged_at.len(),
+    );
+}
+
+/// A read-only SQLite database file (immutable as root, without write permission otherwise).
+/// An open file keeps the access it was opened with, so the file is made read-only between
+/// two runs: the service then starts, serves reads and everything acknowledged before,
+/// answers writes with 503 `storage-read-only` problems with `Retry-After`, and `/readyz`
+/// says the database is read-only. Made writable again under the running process, it
+/// commits again by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_read_only_file_answers_503_and_recovers() {
+    const TEST: &str = "faults::sqlite_read_only_file_answers_503_and_recovers";
+    let database = ScratchDatabase::new(Backend::Sqlite).unwrap();
+    let file = std::path::PathBuf::from(database.url.strip_prefix("sqlite://").unwrap());
+    let mut server = RealServer::start(&database.url).await;
+    let api = Api::of(&server).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = start_load(&api, 6, &[], Duration::from_secs(5), stop.clone());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::SeqCst);
+    let before = gather(load).await;
+    server.signal("TERM");
+    server.wait(Duration::from_secs(20)).await;
+    drop(server);
+
+    let read_only = match itsm_integration_tests::ReadOnlyFile::make(&file) {
+        Ok(read_only) => read_only,
+        Err(why) => return itsm_integration_tests::skip_fault_test(TEST, &why),
+    };
+    let log = std::env::temp_dir().join(format!(
+        "itsm-ro-{}.log",
+        file.file_name().unwrap().to_string_lossy()
+    ));
+    let server = RealServer::start_logging_unready(&database.url, &[], Some(&log)).await;
+    let api = Api::of(&server).await;
+    let bound = Duration::from_secs(5);
+    let readyz = api.send(Method::GET, "/readyz", None, None).await;
+    assert_outage_answer("/readyz", &readyz, &["storage-read-only"], bound);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = start_load(&api, 6, &["storage-read-only"], bound, stop.clone());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stored = assert_whole(&api, &before.acknowledged).await;
+
+    let released = Instant::now();
+    read_only.release();
+    let ready_after = until_ready(&api, true, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::SeqCst);
+    let observed = gather(load).await;
+    let during: Vec<Duration> = observed
+        .outage_answers
+        .iter()
+        .map(|&(_, took)| took)
+        .collect();
+    assert!(!during.is_empty(), "no write met the read-only file");
+    let first_write_after = observed
+        .acknowledged_at
+        .iter()
+        .filter(|&&at| at > released)
+        .min()
+        .map(|at| at.duration_since(released))
+        .expect("nothing was acknowledged after the file was made writable");
+    let mut acknowledged = before.acknowledged.clone();
+    acknowledged.extend(observed.acknowledged.iter().cloned());
+    let stored_after = assert_whole(&api, &acknowledged).await;
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        log_text.contains("storage-read-only:") && log_text.contains("readonly database"),
+        "the log has no detail of the read-only file: {log_text}"
+    );
+    let _ = std::fs::remove_file(&log);
+    eprintln!(
+        "Read-only file: {stored} incidents served read-only; {} answers 503 (median {:?}, max \
+         {:?}); ready {ready_after:?} and first write acknowledged {first_write_after:?} after \
+         the file was made writable; {stored_after} incidents stored whole",
+        during.len(),
+        percentile(during.clone(), 0.5),
+        percentile(during, 1.0),
     );
 }
