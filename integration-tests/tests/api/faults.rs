@@ -607,17 +607,36 @@ fn percentile(mut values: Vec<Duration>, p: f64) -> Duration {
     values[((values.len() - 1) as f64 * p).round() as usize]
 }
 
-/// PostgreSQL stopped (`pg_ctl stop -m fast`) under load and started again: while it is gone
-/// every request answers a 503 `database-unreachable` problem with `Retry-After` within a
-/// bound, `/readyz` says the database is unreachable, and when it returns the same `itsm`
-/// process serves again by itself. Every acknowledged write is there with its audit entry and
-/// event, nothing is half-written, and the log has the detail the clients did not get.
+/// PostgreSQL stopped (`pg_ctl stop -m fast`: every session ended) under load and started
+/// again: while it is gone every request answers a 503 `database-unreachable` problem with
+/// `Retry-After` within a bound, `/readyz` says the database is unreachable, and when it
+/// returns the same `itsm` process serves again by itself. Every acknowledged write is there
+/// with its audit entry and event, nothing is half-written, and the log has the detail the
+/// clients did not get.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_under_load_answers_503_and_recovers() {
-    const TEST: &str = "faults::postgres_stopped_under_load_answers_503_and_recovers";
+    postgres_outage(
+        "faults::postgres_stopped_under_load_answers_503_and_recovers",
+        "fast",
+    )
+    .await;
+}
+
+/// The same with PostgreSQL crashed (`pg_ctl stop -m immediate`): it recovers from its WAL
+/// when started, and every acknowledged write survived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_crashed_under_load_answers_503_and_recovers() {
+    postgres_outage(
+        "faults::postgres_crashed_under_load_answers_503_and_recovers",
+        "immediate",
+    )
+    .await;
+}
+
+async fn postgres_outage(test: &str, mode: &str) {
     let postgres = match itsm_integration_tests::PrivatePostgres::start() {
         Ok(postgres) => postgres,
-        Err(why) => return itsm_integration_tests::skip_fault_test(TEST, &why),
+        Err(why) => return itsm_integration_tests::skip_fault_test(test, &why),
     };
     let log = std::env::temp_dir().join(format!("itsm-outage-{}.log", postgres.port));
     let server = RealServer::start_logging(&postgres.url(), &[], Some(&log)).await;
@@ -628,7 +647,7 @@ async fn postgres_stopped_under_load_answers_503_and_recovers() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let stopping = Instant::now();
-    postgres.stop("fast");
+    postgres.stop(mode);
     let stopped = Instant::now();
     let (ready_failed_after, readyz) = until_ready(&api, false, bound).await;
     assert_outage_answer("/readyz", &readyz, &["database-unreachable"], bound);
@@ -669,7 +688,7 @@ async fn postgres_stopped_under_load_answers_503_and_recovers() {
     );
     let _ = std::fs::remove_file(&log);
     eprintln!(
-        "PostgreSQL outage: stop took {:?}, start {:?}; {} answers 503 (median {:?}, p99 {:?}, \
+        "PostgreSQL outage ({mode}): stop took {:?}, start {:?}; {} answers 503 (median {:?}, p99 {:?}, \
          max {:?}); /readyz failed {:?} after the stop and was ready {ready_after:?} after the \
          start; first write acknowledged {first_write_after:?} after the start, last 503 \
          {:?} after it; {} writes acknowledged, {stored} incidents stored whole",
