@@ -66,6 +66,10 @@ pub enum ApiError {
     TooManyRequests { detail: String, retry_after: u64 },
     #[error("{0}")]
     Unavailable(String),
+    /// The storage cannot take the request for now (disk full, read-only, PostgreSQL gone):
+    /// 503 with a problem type per cause; the database's own text goes to the log only.
+    #[error("{0}; retry shortly")]
+    Outage(persistence::Outage),
     #[error("internal error")]
     Internal(String),
     /// Never answered to a client: a replay's authorisation check passed (see `idempotency`).
@@ -175,6 +179,7 @@ impl ApiError {
             }
             ApiError::TooManyRequests { .. } => ("rate-limited", "Too many requests"),
             ApiError::Unavailable(_) => ("unavailable", "Service unavailable"),
+            ApiError::Outage(outage) => (outage.as_str(), "Service unavailable"),
             ApiError::Internal(_) | ApiError::AuthorisationProbe => ("internal", "Internal error"),
         }
     }
@@ -229,7 +234,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Outage(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::AuthorisationProbe => StatusCode::NO_CONTENT,
         }
@@ -262,6 +267,9 @@ impl ResponseError for ApiError {
             ApiError::Unavailable(_) => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
             }
+            ApiError::Outage(outage) => {
+                response.insert_header((header::RETRY_AFTER, retry_after(*outage)));
+            }
             ApiError::TooManyRequests { retry_after, .. } => {
                 response.insert_header((header::RETRY_AFTER, (*retry_after).max(1).to_string()));
             }
@@ -269,6 +277,16 @@ impl ResponseError for ApiError {
         }
         response.body(serde_json::to_string(&self.problem()).unwrap_or_default())
     }
+}
+
+/// Seconds a client should wait before retrying during an outage: a connection or a lock comes
+/// back by itself within moments; a full disk or a read-only file waits for an operator.
+fn retry_after(outage: persistence::Outage) -> HeaderValue {
+    use persistence::Outage;
+    HeaderValue::from_static(match outage {
+        Outage::Unreachable | Outage::Busy => "1",
+        Outage::Full | Outage::ReadOnly | Outage::IoError => "5",
+    })
 }
 
 impl From<DomainError> for ApiError {
@@ -297,6 +315,10 @@ impl From<StoreError> for ApiError {
             },
             StoreError::VersionMismatch { expected, actual } => {
                 ApiError::VersionMismatch { expected, actual }
+            }
+            StoreError::Outage { outage, detail } => {
+                log::warn!("{}: {detail}", outage.as_str());
+                ApiError::Outage(outage)
             }
             StoreError::Unavailable(detail) => {
                 log::warn!("database unavailable: {detail}");

@@ -538,6 +538,40 @@ impl RealServer {
 
     /// Starts `itsm serve` with further `ITSM_*` settings.
     pub async fn start_with(database_url: &str, settings: &[(&str, &str)]) -> RealServer {
+        Self::start_logging(database_url, settings, None).await
+    }
+
+    /// Starts `itsm serve` with its log (standard error) written to `log` when given.
+    pub async fn start_logging(
+        database_url: &str,
+        settings: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> RealServer {
+        Self::launch(database_url, settings, log, StatusCode::OK).await
+    }
+
+    /// Like [`RealServer::start_logging`], for a server that is expected to answer but not
+    /// to be ready (`/readyz` 503: its database takes no writes).
+    pub async fn start_logging_unready(
+        database_url: &str,
+        settings: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> RealServer {
+        Self::launch(database_url, settings, log, StatusCode::SERVICE_UNAVAILABLE).await
+    }
+
+    async fn launch(
+        database_url: &str,
+        settings: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+        readiness: StatusCode,
+    ) -> RealServer {
+        let stderr = match log {
+            Some(path) => std::process::Stdio::from(
+                std::fs::File::create(path).expect("the server's log file"),
+            ),
+            None => std::process::Stdio::inherit(),
+        };
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -551,6 +585,7 @@ impl RealServer {
             .env("RUST_LOG", "warn")
             .envs(settings.iter().copied())
             .stdout(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start itsm");
         let server = RealServer {
@@ -560,7 +595,7 @@ impl RealServer {
         let client = reqwest::Client::new();
         for _ in 0..400 {
             if let Ok(response) = client.get(format!("{}/readyz", server.base)).send().await {
-                if response.status() == StatusCode::OK {
+                if response.status() == readiness {
                     return server;
                 }
             }
@@ -614,5 +649,287 @@ impl Drop for RealServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// With `ITSM_TEST_REQUIRE_FAULTS=1` (CI), a fault test whose mechanism is missing here
+/// (PostgreSQL's server binaries, mounting a tmpfs) fails instead of skipping.
+pub const REQUIRE_FAULTS_VAR: &str = "ITSM_TEST_REQUIRE_FAULTS";
+
+/// Says that a fault test skipped and why, or fails it when fault tests are required.
+pub fn skip_fault_test(test: &str, why: &str) {
+    if std::env::var(REQUIRE_FAULTS_VAR).is_ok_and(|v| v == "1") {
+        panic!("{test} cannot run ({why}) but {REQUIRE_FAULTS_VAR}=1");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+}
+
+/// True when this process runs as root (which ignores file permissions and must run
+/// PostgreSQL's tools as another user).
+pub fn running_as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+/// A PostgreSQL server of the test's own, in a temporary folder on a free port, which the test
+/// may stop and start again without disturbing the shared one. Removed when dropped.
+pub struct PrivatePostgres {
+    pub port: u16,
+    bin: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    as_root: bool,
+}
+
+impl PrivatePostgres {
+    /// Creates and starts the server; `Err` says why it cannot here (no server binaries).
+    pub fn start() -> Result<PrivatePostgres, String> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .map_err(|_| "no PostgreSQL server binaries in /usr/lib/postgresql".to_owned())?
+            .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
+            .filter(|bin| bin.join("initdb").exists() && bin.join("pg_ctl").exists())
+            .max_by_key(|bin| {
+                bin.parent()
+                    .and_then(|v| v.file_name())
+                    .and_then(|v| v.to_str())
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .unwrap_or(0)
+            })
+            .ok_or_else(|| "no initdb and pg_ctl under /usr/lib/postgresql/*/bin".to_owned())?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let dir = std::env::temp_dir().join(format!("itsm-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("a folder for PostgreSQL");
+        let as_root = running_as_root();
+        let server = PrivatePostgres {
+            port,
+            bin,
+            dir,
+            as_root,
+        };
+        if as_root {
+            // PostgreSQL refuses to run as root: its folder belongs to the postgres user.
+            let chown = std::process::Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(&server.dir)
+                .status()
+                .expect("chown");
+            assert!(chown.success(), "chown of {} failed", server.dir.display());
+        }
+        let data = server.dir.join("data");
+        server.run(
+            "initdb",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        server.start_again();
+        Ok(server)
+    }
+
+    /// The URL of its `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    pub fn start_again(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.dir.join("data").to_string_lossy(),
+                "-l",
+                &self.dir.join("log").to_string_lossy(),
+                "-o",
+                &options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+    }
+
+    /// Stops the server: `fast` ends every session at once, `immediate` is a crash.
+    pub fn stop(&self, mode: &str) {
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.dir.join("data").to_string_lossy(),
+                "-m",
+                mode,
+                "-w",
+                "stop",
+            ],
+        );
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let program = self.bin.join(tool);
+        let mut command = if self.as_root {
+            let mut command = std::process::Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(&program);
+            command
+        } else {
+            std::process::Command::new(&program)
+        };
+        let output = command
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .unwrap_or_else(|e| panic!("{tool}: {e}"));
+        assert!(
+            output.status.success(),
+            "{tool} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        if data.join("postmaster.pid").exists() {
+            let program = self.bin.join("pg_ctl");
+            let mut command = if self.as_root {
+                let mut command = std::process::Command::new("runuser");
+                command.args(["-u", "postgres", "--"]).arg(&program);
+                command
+            } else {
+                std::process::Command::new(&program)
+            };
+            let _ = command
+                .arg("-D")
+                .arg(&data)
+                .args(["-m", "immediate", "-w", "stop"])
+                .output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A small tmpfs of the test's own, to hold a database whose disk fills up. Unmounted and
+/// removed when dropped.
+pub struct SmallDisk {
+    pub path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `megabytes`; `Err` says why it cannot here (not root, no mount).
+    pub fn mount(megabytes: u32) -> Result<SmallDisk, String> {
+        let path =
+            std::env::temp_dir().join(format!("itsm-disk-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).map_err(|e| format!("mkdir: {e}"))?;
+        let output = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m,mode=0700")])
+            .arg("tmpfs")
+            .arg(&path)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !output.status.success() {
+            let _ = std::fs::remove_dir(&path);
+            return Err(format!(
+                "cannot mount a tmpfs: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(SmallDisk { path })
+    }
+
+    /// Writes a file until the disk is full; its path.
+    pub fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.path.join("filler");
+        let mut file = std::fs::File::create(&filler).expect("the filler file");
+        let chunk = vec![0xA5u8; 64 * 1024];
+        loop {
+            match file.write(&chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        // The last partial pages too.
+        while file.write(&chunk[..512]).is_ok_and(|n| n > 0) {}
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A file made read-only to the `itsm` process: immutable (`chattr +i`) when running as root,
+/// whom permissions do not stop, else without write permission. Writable again when dropped.
+pub struct ReadOnlyFile {
+    path: std::path::PathBuf,
+    as_root: bool,
+}
+
+impl ReadOnlyFile {
+    /// `Err` says why it cannot be done here (no chattr, a file system without the flag).
+    pub fn make(path: &std::path::Path) -> Result<ReadOnlyFile, String> {
+        let as_root = running_as_root();
+        if as_root {
+            let output = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(path)
+                .output()
+                .map_err(|e| format!("cannot run chattr: {e}"))?;
+            if !output.status.success() {
+                return Err(format!(
+                    "chattr +i failed: {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ));
+            }
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o400))
+                .map_err(|e| format!("chmod: {e}"))?;
+        }
+        Ok(ReadOnlyFile {
+            path: path.to_owned(),
+            as_root,
+        })
+    }
+
+    /// Makes the file writable again.
+    pub fn release(self) {}
+}
+
+impl Drop for ReadOnlyFile {
+    fn drop(&mut self) {
+        if self.as_root {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.path)
+                .status();
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o600));
+        }
     }
 }

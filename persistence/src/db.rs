@@ -7,7 +7,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::checkpoint::{Checkpointer, WalGate};
 use crate::writer::{Lane, Writer};
-use crate::StoreError;
+use crate::{Outage, StoreError};
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
@@ -123,12 +123,25 @@ impl Location {
             let cannot = |e: std::io::Error| {
                 StoreError::Unavailable(format!("cannot restrict {}: {e}", path.display()))
             };
-            std::fs::OpenOptions::new()
+            let opened = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .mode(0o600)
-                .open(path)
-                .map_err(cannot)?;
+                .open(path);
+            match opened {
+                // A read-only file (permissions, immutable, read-only mount): the service
+                // still serves reads, and writes answer 503 `storage-read-only`.
+                Err(e) if path.exists() && is_read_only_refusal(&e) => {
+                    log::error!(
+                        "{} is read-only ({e}): reads are served, writes answer 503",
+                        path.display()
+                    );
+                    return Ok(());
+                }
+                opened => {
+                    opened.map_err(cannot)?;
+                }
+            }
             for suffix in ["", "-wal", "-shm"] {
                 let file = PathBuf::from(format!("{}{suffix}", path.display()));
                 if file.exists() {
@@ -149,16 +162,24 @@ impl Location {
 
     /// Opens one connection with the settings its role needs.
     fn connect(&self, role: ConnectionRole) -> Result<DbConnection, StoreError> {
-        let unavailable = |e: ConnectionError| StoreError::Unavailable(e.to_string());
         match self {
             Location::SqliteFile(path) => Ok(DbConnection::Sqlite(open_sqlite(path, role)?)),
             Location::Postgres(url) => {
-                let mut conn = PgConnection::establish(url).map_err(unavailable)?;
+                let mut conn = PgConnection::establish(url)?;
                 conn.batch_execute(GENERIC_PLANS)?;
                 Ok(DbConnection::Postgresql(conn))
             }
         }
     }
+}
+
+/// The file system refused to open a file for writing because it is read-only to us.
+fn is_read_only_refusal(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        error.kind(),
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
+    )
 }
 
 /// Runs `f` with PostgreSQL planning each statement for its bound values: for the one query
@@ -247,8 +268,7 @@ fn configure_sqlite() {
 
 fn open_sqlite(path: &Path, role: ConnectionRole) -> Result<SqliteConnection, StoreError> {
     configure_sqlite();
-    let mut conn = SqliteConnection::establish(&path.to_string_lossy())
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let mut conn = SqliteConnection::establish(&path.to_string_lossy())?;
     // WAL lets readers run beside the one writer; NORMAL is durable in WAL mode
     // except for the last commits on power loss, the usual trade for this mode.
     let pragmas = match role {
@@ -335,21 +355,34 @@ struct ReadConnection {
     suspect: bool,
 }
 
+/// How long a read waits for a connection to open before it gives up.
+const READ_CONNECT_WAIT: Duration = Duration::from_secs(2);
+
 /// Pooled connections unused this long are checked before use.
 const CHECK_IDLE_AFTER: Duration = Duration::from_secs(10);
 
 /// r2d2 manager that opens reader connections of the configured backend. It checks a
 /// connection (`SELECT 1`) when it is handed out after an error or a quiet spell, not before
 /// every read: on PostgreSQL that check is a round trip, a third of a simple read's time.
-struct ReaderManager(Location);
+struct ReaderManager {
+    location: Location,
+    /// The last attempt to open a connection failed: the database is down.
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl r2d2::ManageConnection for ReaderManager {
     type Connection = ReadConnection;
     type Error = StoreError;
 
     fn connect(&self) -> Result<ReadConnection, StoreError> {
+        use std::sync::atomic::Ordering;
+        let conn = self
+            .location
+            .connect(ConnectionRole::Reader)
+            .inspect_err(|_| self.down.store(true, Ordering::Release))?;
+        self.down.store(false, Ordering::Release);
         Ok(ReadConnection {
-            conn: self.0.connect(ConnectionRole::Reader)?,
+            conn,
             checked_at: Instant::now(),
             suspect: false,
         })
@@ -369,12 +402,53 @@ impl r2d2::ManageConnection for ReaderManager {
     }
 }
 
+/// The read connections.
+#[derive(Clone)]
+struct ReadPool {
+    pool: r2d2::Pool<ReaderManager>,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// While the database is down, how long a read waits for a connection attempt it starts
+/// (one that succeeds takes milliseconds): reads then answer at once instead of each waiting
+/// [`READ_CONNECT_WAIT`], and the first read after the database returns reconnects.
+const READ_CONNECT_WAIT_WHEN_DOWN: Duration = Duration::from_millis(100);
+
+impl ReadPool {
+    fn open(location: &Location, size: u32) -> Result<Self, StoreError> {
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pool = r2d2::Pool::builder()
+            .max_size(size)
+            .min_idle(Some(1))
+            // How long a read waits when no connection can be opened before it answers 503;
+            // waiting for a free connection is the read slots' job.
+            .connection_timeout(READ_CONNECT_WAIT)
+            .build(ReaderManager {
+                location: location.clone(),
+                down: down.clone(),
+            })?;
+        Ok(Self { pool, down })
+    }
+
+    fn get(&self) -> Result<r2d2::PooledConnection<ReaderManager>, StoreError> {
+        if let Some(read) = self.pool.try_get() {
+            return Ok(read);
+        }
+        let wait = if self.down.load(std::sync::atomic::Ordering::Acquire) {
+            READ_CONNECT_WAIT_WHEN_DOWN
+        } else {
+            READ_CONNECT_WAIT
+        };
+        Ok(self.pool.get_timeout(wait)?)
+    }
+}
+
 /// The database as the rest of the service sees it: reads from a pool, writes through the
 /// single write path.
 #[derive(Clone)]
 pub struct Database {
     backend: Backend,
-    readers: r2d2::Pool<ReaderManager>,
+    readers: ReadPool,
     /// One permit per read connection.
     read_slots: std::sync::Arc<tokio::sync::Semaphore>,
     read_threads: ReadThreads,
@@ -390,12 +464,19 @@ impl Database {
         location.create_parent_folder()?;
         location.restrict_sqlite_files()?;
         let mut write_conn = location.connect(ConnectionRole::Writer)?;
-        run_migrations(&mut write_conn)?;
-        let readers = r2d2::Pool::builder()
-            .max_size(config.read_pool_size.max(1))
-            .min_idle(Some(1))
-            .connection_timeout(Duration::from_secs(10))
-            .build(ReaderManager(location.clone()))?;
+        match run_migrations(&mut write_conn) {
+            Ok(_) => {}
+            // A read-only database that needs no migration still serves reads.
+            Err(e)
+                if e.outage() == Some(Outage::ReadOnly)
+                    && migrations_complete(&mut write_conn, location.backend())
+                        .unwrap_or(false) =>
+            {
+                log::error!("the database is read-only: reads are served, writes answer 503");
+            }
+            Err(e) => return Err(e),
+        }
+        let readers = ReadPool::open(&location, config.read_pool_size.max(1))?;
         let connect_location = location.clone();
         // SQLite allows one writer at a time; a second would only wait for the lock.
         let extra_writers = match location.backend() {
@@ -551,20 +632,64 @@ impl Database {
 
     /// True when the database answers and every embedded migration is applied.
     pub async fn is_ready(&self) -> bool {
+        self.unready_because().await.is_none()
+    }
+
+    /// Why the database cannot serve, if it cannot: reads fail, a migration is missing, or
+    /// writes fail. Writes are tried only when the last batch failed for an outage, so the
+    /// probe writes nothing while all is well, and notices by itself when the outage ends.
+    pub async fn unready_because(&self) -> Option<Unready> {
         let backend = self.backend;
-        self.read(move |conn| migrations_complete(conn, backend))
+        match self
+            .read(move |conn| migrations_complete(conn, backend))
             .await
-            .unwrap_or(false)
+        {
+            Ok(true) => {}
+            Ok(false) => return Some(Unready::NotMigrated),
+            Err(e) => return Some(Unready::Outage(e.outage().unwrap_or(Outage::Unreachable))),
+        }
+        let outage = self.writer.outage()?;
+        match self.write(probe_write).await {
+            // A conflict: another node's probe inserted the row first, so writes commit.
+            Ok(()) | Err(StoreError::Conflict(_)) => None,
+            Err(e) => Some(Unready::Outage(e.outage().unwrap_or(outage))),
+        }
     }
 }
 
+/// Why the database cannot serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unready {
+    Outage(Outage),
+    /// The database answers, but this build's migrations are not all applied.
+    NotMigrated,
+}
+
+/// The setting the readiness probe rewrites to learn whether writes commit again.
+const WRITE_PROBE: &str = "write-probe";
+
+/// Rewrites one row: enough to need the space and the write access a real write needs.
+fn probe_write(conn: &mut DbConnection) -> Result<(), StoreError> {
+    use crate::schema::settings;
+    let stamp = chrono::Utc::now().to_rfc3339();
+    let updated = diesel::update(settings::table.find(WRITE_PROBE))
+        .set(settings::value.eq(&stamp))
+        .execute(conn)?;
+    if updated == 0 {
+        diesel::insert_into(settings::table)
+            .values((settings::name.eq(WRITE_PROBE), settings::value.eq(&stamp)))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
 /// Runs `f` on a connection from the pool, which has one for each permit held.
-fn run_read<T, E, F>(pool: &r2d2::Pool<ReaderManager>, f: F) -> Result<T, E>
+fn run_read<T, E, F>(pool: &ReadPool, f: F) -> Result<T, E>
 where
     F: FnOnce(&mut DbConnection) -> Result<T, E>,
     E: From<StoreError>,
 {
-    let mut read = pool.get().map_err(StoreError::from)?;
+    let mut read = pool.get()?;
     let result = f(&mut read.conn);
     read.suspect = result.is_err();
     result

@@ -56,9 +56,9 @@ mod writer;
 
 pub use audit::WriteContext;
 pub use backup::ServeLock;
-pub use db::{Backend, Database, DatabaseConfig, DbConnection, MultiBackend};
+pub use db::{Backend, Database, DatabaseConfig, DbConnection, MultiBackend, Unready};
 pub use diesel::result::Error as DieselError;
-pub use error::{ConstraintKind, StoreError};
+pub use error::{ConstraintKind, Outage, StoreError};
 pub use lookups::Lookups;
 
 /// Now, in UTC, at the microsecond precision both backends store, so that what a create

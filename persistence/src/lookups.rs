@@ -56,8 +56,16 @@ impl<V: Clone + Send + 'static> Lookups<V> {
             }
             Err(error) => {
                 let message = error.to_string();
+                let outage = error.outage();
                 for (_, answer) in waiting {
-                    let _ = answer.send(Err(StoreError::Unavailable(message.clone())));
+                    let shared = match outage {
+                        Some(outage) => StoreError::Outage {
+                            outage,
+                            detail: message.clone(),
+                        },
+                        None => StoreError::Unavailable(message.clone()),
+                    };
+                    let _ = answer.send(Err(shared));
                 }
                 Err(error)
             }

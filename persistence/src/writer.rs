@@ -21,7 +21,8 @@ use diesel::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::checkpoint::WalGate;
-use crate::{journal, DbConnection, StoreError};
+use crate::error::take_outage_seen;
+use crate::{journal, DbConnection, Outage, StoreError};
 
 type Connect = Arc<dyn Fn() -> Result<DbConnection, StoreError> + Send + Sync>;
 type SharedQueue = Arc<Mutex<mpsc::Receiver<Box<dyn Job>>>>;
@@ -58,7 +59,74 @@ trait Job: Send {
     /// inside a savepoint of its own or, with `own_savepoint` false, a shared one.
     fn run(&mut self, conn: &mut DbConnection, own_savepoint: bool) -> Run;
     /// Answers the caller once the batch's transaction ended.
-    fn deliver(self: Box<Self>, committed: Result<(), String>);
+    fn deliver(self: Box<Self>, committed: Result<(), BatchFailure>);
+}
+
+/// Why a batch's transaction did not commit: every unit of it is answered with this.
+#[derive(Debug, Clone)]
+struct BatchFailure {
+    /// The storage outage behind it, if it was one.
+    outage: Option<Outage>,
+    detail: String,
+}
+
+impl BatchFailure {
+    fn new(context: &str, error: &StoreError) -> Self {
+        Self {
+            outage: error.outage(),
+            detail: format!("{context}: {error}"),
+        }
+    }
+
+    fn of_diesel(context: &str, error: diesel::result::Error) -> Self {
+        Self::new(context, &StoreError::from(error))
+    }
+
+    fn into_store_error(self) -> StoreError {
+        match self.outage {
+            Some(outage) => StoreError::Outage {
+                outage,
+                detail: self.detail,
+            },
+            None => StoreError::Unavailable(self.detail),
+        }
+    }
+}
+
+/// The outage the last batch of any writer met, cleared by the next batch that commits: the
+/// readiness probe reports it.
+#[derive(Debug, Default)]
+pub(crate) struct WriteHealth(Mutex<Option<Outage>>);
+
+impl WriteHealth {
+    pub(crate) fn outage(&self) -> Option<Outage> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn record(&self, committed: &Result<(), BatchFailure>) {
+        let now = match committed {
+            Ok(()) => None,
+            Err(failure) => match failure.outage {
+                Some(outage) => Some(outage),
+                // A failure that is no outage says nothing about the storage.
+                None => return,
+            },
+        };
+        let mut current = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *current != now {
+            match now {
+                Some(outage) => log::error!("the write path stopped committing: {outage}"),
+                None => log::warn!("the write path commits again"),
+            }
+            *current = now;
+        }
+    }
 }
 
 struct Pending<T, E, F> {
@@ -99,13 +167,13 @@ where
         run
     }
 
-    fn deliver(self: Box<Self>, committed: Result<(), String>) {
+    fn deliver(self: Box<Self>, committed: Result<(), BatchFailure>) {
         let reply = match (committed, self.result) {
             (Ok(()), Some(result)) => result,
             (Ok(()), None) => {
                 Err(StoreError::Unavailable("the unit of work never ran".into()).into())
             }
-            (Err(reason), _) => Err(StoreError::Unavailable(reason).into()),
+            (Err(failure), _) => Err(failure.into_store_error().into()),
         };
         // The caller may have gone away (client disconnected): nothing to answer.
         let _ = self.answer.send(reply);
@@ -117,6 +185,7 @@ pub(crate) struct Writer {
     primary: mpsc::Sender<Box<dyn Job>>,
     /// Feeds the extra writers; `None` when there is only the primary (SQLite).
     new_rows: Option<mpsc::Sender<Box<dyn Job>>>,
+    health: Arc<WriteHealth>,
 }
 
 impl Writer {
@@ -131,6 +200,7 @@ impl Writer {
     ) -> Result<Self, StoreError> {
         let (primary, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let primary_queue = Arc::new(Mutex::new(receiver));
+        let health = Arc::new(WriteHealth::default());
         spawn_writer(
             "itsm-writer",
             conn,
@@ -138,6 +208,7 @@ impl Writer {
             primary_queue,
             wal_gate,
             max_batch,
+            health.clone(),
         );
         let new_rows = if extra_writers == 0 {
             None
@@ -153,11 +224,21 @@ impl Writer {
                     shared.clone(),
                     None,
                     max_batch,
+                    health.clone(),
                 );
             }
             Some(sender)
         };
-        Ok(Self { primary, new_rows })
+        Ok(Self {
+            primary,
+            new_rows,
+            health,
+        })
+    }
+
+    /// The outage the last failed batch met, until a batch commits again.
+    pub(crate) fn outage(&self) -> Option<Outage> {
+        self.health.outage()
     }
 
     /// Queues `unit` and waits until its batch committed. A `Lane::Primary` unit runs once; a
@@ -198,10 +279,11 @@ fn spawn_writer(
     queue: SharedQueue,
     wal_gate: Option<Arc<WalGate>>,
     max_batch: usize,
+    health: Arc<WriteHealth>,
 ) {
     thread::Builder::new()
         .name(name.into())
-        .spawn(move || run(conn, reconnect, queue, wal_gate, max_batch))
+        .spawn(move || run(conn, reconnect, queue, wal_gate, max_batch, &health))
         .expect("the operating system refused to start a writer thread");
 }
 
@@ -229,27 +311,40 @@ fn run(
     queue: SharedQueue,
     wal_gate: Option<Arc<WalGate>>,
     max_batch: usize,
+    health: &WriteHealth,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     while next_batch(&queue, &mut batch, max_batch) {
         // The SQLite checkpoint thread closes it, rarely, to let the WAL start over.
         let _batch_open = wal_gate.as_ref().map(|gate| gate.enter());
+        take_outage_seen();
         let committed = match begin(&mut conn) {
-            Err(e) => Err(format!("cannot begin a write transaction: {e}")),
+            Err(e) => Err(BatchFailure::of_diesel(
+                "cannot begin a write transaction",
+                e,
+            )),
             Ok(()) => {
                 journal::open();
-                if run_units(&mut conn, &mut batch) {
+                run_units(&mut conn, &mut batch).and_then(|()| {
                     journal::flush(&mut conn)
-                        .map_err(|e| format!("cannot write the audit trail: {e}"))
-                        .and_then(|()| commit(&mut conn).map_err(|e| format!("commit failed: {e}")))
-                } else {
-                    Err("a unit of work in the same transaction failed; retry".to_owned())
-                }
+                        .map_err(|e| BatchFailure::new("cannot write the audit trail", &e))
+                        .and_then(|()| {
+                            commit(&mut conn)
+                                .map_err(|e| BatchFailure::of_diesel("commit failed", e))
+                        })
+                })
             }
         };
         journal::close();
-        if committed.is_err() {
-            // Whatever state the connection is in, a fresh one is the safe way on.
+        health.record(&committed);
+        if let Err(failure) = &committed {
+            log::warn!(
+                "a write batch of {} failed: {}",
+                batch.len(),
+                failure.detail
+            );
+            // Whatever state the connection is in, a fresh one is the safe way on; dropping
+            // the old one rolls back whatever it had begun.
             match reconnect() {
                 Ok(fresh) => conn = fresh,
                 Err(e) => log::error!("writer cannot reconnect: {e}"),
@@ -263,10 +358,18 @@ fn run(
     log::info!("write path stopped");
 }
 
-/// Runs the batch's units in the open transaction; false if one panicked, which fails the
-/// batch. Consecutive `NewRows` units share a savepoint; if one of them fails, that savepoint
-/// is rolled back and they run again, each in a savepoint of its own.
-fn run_units(conn: &mut DbConnection, batch: &mut [Box<dyn Job>]) -> bool {
+/// Runs the batch's units in the open transaction. A unit that panicked, or any database
+/// error that stood for an outage (even one a unit turned into an answer), fails the batch and
+/// no further unit runs: SQLite rolls the whole transaction back by itself on some of them
+/// (SQLITE_FULL, SQLITE_IOERR), after which a unit's savepoint would commit on its own, without
+/// the batch's audit entries and events. Consecutive `NewRows` units share a savepoint; if one
+/// of them fails, that savepoint is rolled back and they run again, each in a savepoint of its
+/// own.
+fn run_units(conn: &mut DbConnection, batch: &mut [Box<dyn Job>]) -> Result<(), BatchFailure> {
+    let outage_met = |(outage, detail): (Outage, String)| BatchFailure {
+        outage: Some(outage),
+        detail: format!("a unit of work of the batch met an outage: {detail}"),
+    };
     let mut rest = batch;
     while let Some(first) = rest.first() {
         let shared = match first.lane() {
@@ -278,19 +381,46 @@ fn run_units(conn: &mut DbConnection, batch: &mut [Box<dyn Job>]) -> bool {
         };
         let (units, after) = rest.split_at_mut(shared.max(1));
         rest = after;
-        if shared > 0 && run_in_shared_savepoint(conn, units) {
-            continue;
+        if shared > 0 {
+            let all_succeeded = run_in_shared_savepoint(conn, units);
+            if let Some(outage) = take_outage_seen() {
+                return Err(outage_met(outage));
+            }
+            if all_succeeded {
+                continue;
+            }
+            if !transaction_alive(conn) {
+                return Err(BatchFailure {
+                    outage: None,
+                    detail: "the database rolled the batch back; retry".into(),
+                });
+            }
         }
         for job in units {
             let mark = journal::mark();
-            match job.run(conn, true) {
+            let run = job.run(conn, true);
+            if let Some(outage) = take_outage_seen() {
+                return Err(outage_met(outage));
+            }
+            match run {
                 Run::Succeeded => {}
+                Run::Failed if !transaction_alive(conn) => {
+                    return Err(BatchFailure {
+                        outage: None,
+                        detail: "the database rolled the batch back; retry".into(),
+                    })
+                }
                 Run::Failed => journal::cut(mark),
-                Run::Panicked => return false,
+                Run::Panicked => {
+                    return Err(BatchFailure {
+                        outage: None,
+                        detail: "a unit of work in the same transaction failed; retry".into(),
+                    })
+                }
             }
         }
     }
-    true
+    Ok(())
 }
 
 /// Runs `unit` in a savepoint of its own, so that its failure undoes its work alone. On
@@ -339,6 +469,23 @@ fn run_in_shared_savepoint(conn: &mut DbConnection, units: &mut [Box<dyn Job>]) 
         return true;
     }
     journal::cut(mark);
+    false
+}
+
+/// After a unit failed: whether the batch's transaction is still open. SQLite rolls it back by
+/// itself on some errors; a `BEGIN` then succeeds where it would fail inside a transaction
+/// (and is rolled back at once). PostgreSQL never ends a transaction on its own: a broken
+/// connection fails the commit.
+fn transaction_alive(conn: &mut DbConnection) -> bool {
+    use diesel::connection::SimpleConnection;
+    let DbConnection::Sqlite(c) = conn else {
+        return true;
+    };
+    if c.batch_execute("BEGIN").is_err() {
+        return true;
+    }
+    let _ = c.batch_execute("ROLLBACK");
+    log::error!("SQLite rolled back a write batch by itself after a failed unit of work");
     false
 }
 

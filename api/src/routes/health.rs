@@ -4,6 +4,8 @@ use actix_web::{get, web, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use persistence::Unready;
+
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -26,20 +28,22 @@ pub async fn healthz() -> HttpResponse {
     })
 }
 
-/// Readiness: the database answers and every migration is applied.
+/// Readiness: the database answers, every migration is applied, and writes commit. A 503
+/// problem's `type` says why not: `database-unreachable`, `storage-full`,
+/// `storage-read-only`, `storage-io-error`, `database-busy`, or `unavailable` (not migrated).
 #[utoipa::path(tag = "health", operation_id = "readyz", security(()),
     responses((status = 200, body = Health), (status = 503, body = crate::error::Problem)))]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
-    if state.db.is_ready().await {
-        Ok(HttpResponse::Ok().json(Health {
+    match state.db.unready_because().await {
+        None => Ok(HttpResponse::Ok().json(Health {
             status: "ready",
             database: Some(state.db.backend().as_str()),
-        }))
-    } else {
-        Err(ApiError::Unavailable(
-            "the database is unreachable or not migrated".into(),
-        ))
+        })),
+        Some(Unready::Outage(outage)) => Err(ApiError::Outage(outage)),
+        Some(Unready::NotMigrated) => Err(ApiError::Unavailable(
+            "the database is not migrated to this version".into(),
+        )),
     }
 }
 

@@ -12,6 +12,7 @@ mod conditional;
 mod conventions;
 mod events;
 mod external_upsert;
+mod faults;
 mod foundation;
 mod incidents;
 mod incidents_concurrency;
