@@ -8,6 +8,7 @@ pub mod app;
 pub mod auth;
 pub mod concurrency;
 pub mod config;
+pub mod contract;
 pub mod error;
 pub mod idempotency;
 pub mod jobs;

@@ -183,6 +183,7 @@ pub struct CreateNote {
     /// Defaults to `internal` for staff (a work note) and `public` for requesters.
     pub visibility: Option<Visibility>,
     #[validate(length(min = 1, max = 20000))]
+    #[schema(min_length = 1, max_length = 20000)]
     pub body: String,
 }
 
