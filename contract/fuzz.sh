@@ -5,18 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SCHEMATHESIS_VERSION=4.32.5
-TOOLS=.tools
-VENV="$TOOLS/venv"
+VENV=.tools/venv
 FUZZ_SECONDS=${FUZZ_SECONDS:-200}
 FUZZ_SEED=${FUZZ_SEED:-20261127}
 CARGO=${CARGO:-cargo}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
-if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
-fi
+contract/tools.sh
 
 $CARGO build -q -p itsm-api --bin itsm
 ITSM="$TARGET_DIR/debug/itsm"
@@ -58,7 +53,7 @@ fuzz() {
     curl -sf "$ITSM_FUZZ_BASE_URL/readyz" >/dev/null || { cat "$work/$name.log"; exit 1; }
     echo "== fuzz: $name ($FUZZ_SECONDS s, seed $FUZZ_SEED)"
     local started=$SECONDS status=0
-    SCHEMATHESIS_HOOKS=hooks PYTHONPATH=fuzz "$VENV/bin/schemathesis" run openapi/openapi.json \
+    SCHEMATHESIS_HOOKS=hooks PYTHONPATH=contract "$VENV/bin/schemathesis" run openapi/openapi.json \
         --url "$ITSM_FUZZ_BASE_URL" \
         --checks all \
         --phases examples,coverage,fuzzing,stateful \
