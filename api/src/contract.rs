@@ -331,7 +331,9 @@ fn bound_query_parameters(operation: &mut Operation) {
         if !is_text {
             continue;
         }
-        if TIMESTAMP_PARAMS.contains(&name) {
+        if name == "external_ref" {
+            schema.pattern = Some(EXTERNAL_REF_PATTERN.to_owned());
+        } else if TIMESTAMP_PARAMS.contains(&name) {
             schema.format = Some(SchemaFormat::KnownFormat(KnownFormat::DateTime));
         } else if name == "cursor" {
             schema.min_length = Some(1);
@@ -425,6 +427,67 @@ fn open_parts(schema: &mut RefOr<Schema>, strict: &BTreeMap<String, Schema>) {
         _ => {}
     }
 }
+
+/// No stored text may hold NUL (`json_body` refuses it): every free text in a request body
+/// says so.
+pub struct NoNulInText;
+
+/// Text without NUL: the whole value is characters other than U+0000.
+pub const NO_NUL_PATTERN: &str = "^[^\\u0000]*$";
+
+impl Modify for NoNulInText {
+    fn modify(&self, openapi: &mut OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.schemas.values_mut().for_each(forbid_nul);
+        }
+        for (_, _, operation) in operations_mut(openapi) {
+            if let Some(body) = operation.request_body.as_mut() {
+                for content in body.content.values_mut() {
+                    if let Some(schema) = content.schema.as_mut() {
+                        forbid_nul(schema);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn forbid_nul(schema: &mut RefOr<Schema>) {
+    let RefOr::T(schema) = schema else {
+        return;
+    };
+    match schema {
+        Schema::Object(object) => {
+            let free_text = object.schema_type == SchemaType::new(Type::String)
+                || object.schema_type == SchemaType::from_iter([Type::String, Type::Null]);
+            if free_text
+                && object.pattern.is_none()
+                && object.enum_values.is_none()
+                && object.format.is_none()
+            {
+                object.pattern = Some(NO_NUL_PATTERN.to_owned());
+            }
+            object.properties.values_mut().for_each(forbid_nul);
+            if let Some(additional) = object.additional_properties.as_deref_mut() {
+                if let AdditionalProperties::RefOr(value) = additional {
+                    forbid_nul(value);
+                }
+            }
+        }
+        Schema::Array(array) => {
+            if let ArrayItems::RefOrSchema(items) = &mut array.items {
+                forbid_nul(items);
+            }
+        }
+        Schema::AllOf(all) => all.items.iter_mut().for_each(forbid_nul),
+        Schema::OneOf(one) => one.items.iter_mut().for_each(forbid_nul),
+        Schema::AnyOf(any) => any.items.iter_mut().for_each(forbid_nul),
+        _ => {}
+    }
+}
+
+/// `system:id` as `QueryParams::external_ref` reads it (see `ExternalRef::validate_list`).
+const EXTERNAL_REF_PATTERN: &str = "^[A-Za-z0-9_.-]{1,64}:[^ \\t\\n\\r]";
 
 /// Drops schemas nothing refers to (say, an item type that list pages inline).
 pub struct UnusedSchemas;

@@ -2,7 +2,7 @@
 
 use utoipa::OpenApi;
 
-use crate::contract::{OpenFlattenedParts, RouteKinds, UnusedSchemas};
+use crate::contract::{NoNulInText, OpenFlattenedParts, RouteKinds, UnusedSchemas};
 
 use crate::routes::cmdb::{
     classes as ci_classes, items as ci_items, relationships as ci_relationships,
@@ -67,7 +67,7 @@ use crate::routes::{
     // Schemas only a query parameter names, which utoipa does not collect by itself.
     components(schemas(domain::cmdb::impact::Direction)),
     // Order matters: the problem schemas are added before unused schemas are dropped.
-    modifiers(&RouteKinds, &OpenFlattenedParts, &UnusedSchemas),
+    modifiers(&RouteKinds, &OpenFlattenedParts, &NoNulInText, &UnusedSchemas),
     tags(
         (name = "auth", description = "Access tokens and the caller's identity"),
         (name = "api-tokens", description = "Credentials for integrations"),

@@ -137,6 +137,7 @@ pub struct ChangePassword {
     #[schema(min_length = 1, max_length = 256)]
     pub current_password: String,
     /// 12 to 256 characters.
+    #[schema(min_length = 12, max_length = 256)]
     pub new_password: String,
 }
 

@@ -595,7 +595,7 @@ pub async fn update_incident(
 /// update, the fields of the body replace the incident's and absent fields stay as they are.
 #[utoipa::path(
     tag = "incidents", operation_id = "upsert_incident_by_external_ref",
-    params(("system" = String, Path, description = "The other system (crm)"),
+    params(("system" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$", description = "The other system (crm)"),
            ("external_id" = String, Path, description = "The record's id there")),
     request_body = CreateIncident,
     responses((status = 200, body = IncidentView, headers(("ETag" = String))),

@@ -350,7 +350,7 @@ pub async fn create_problem(
 /// replace the problem's and absent fields stay as they are.
 #[utoipa::path(
     tag = "problems", operation_id = "upsert_problem_by_external_ref",
-    params(("system" = String, Path, description = "The other system (erp)"),
+    params(("system" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$", description = "The other system (erp)"),
            ("external_id" = String, Path, description = "The record's id there")),
     request_body = CreateProblem,
     responses((status = 200, body = ProblemView, headers(("ETag" = String))),

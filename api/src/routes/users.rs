@@ -18,7 +18,7 @@ use crate::state::AppState;
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
-    #[schema(example = "alice")]
+    #[schema(example = "alice", pattern = "^[A-Za-z0-9_.@-]{2,64}$")]
     pub username: String,
     #[validate(email, length(max = 254))]
     #[schema(max_length = 254, format = Email)]
@@ -29,6 +29,7 @@ pub struct CreateUser {
     #[schema(example = "Alice")]
     pub display_name: String,
     /// 12 to 256 characters; omit for accounts that never sign in with a password.
+    #[schema(min_length = 12, max_length = 256)]
     pub password: Option<String>,
     #[validate(length(min = 1, max = 6, message = "must list 1 to 6 roles"))]
     #[schema(min_items = 1, max_items = 6)]
@@ -52,7 +53,7 @@ pub struct UpdateUser {
     #[schema(min_length = 1, max_length = 200)]
     pub display_name: Option<String>,
     #[serde(default, deserialize_with = "required")]
-    #[schema(nullable = false)]
+    #[schema(nullable = false, min_length = 12, max_length = 256)]
     pub password: Option<String>,
     #[serde(default, deserialize_with = "required")]
     #[schema(nullable = false)]
