@@ -22,6 +22,7 @@ use crate::idempotency::MAX_KEY_LEN;
 use crate::listing::{
     text_filter_max, DEFAULT_LIMIT, MAX_LIMIT, NOT_BLANK_PATTERN, TIMESTAMP_PARAMS,
 };
+use crate::tickets::SORT_FIELDS;
 
 /// The media type of every problem document.
 pub const PROBLEM_MEDIA_TYPE: &str = "application/problem+json";
@@ -331,7 +332,15 @@ fn bound_query_parameters(operation: &mut Operation) {
         if !is_text {
             continue;
         }
-        if name == "external_ref" {
+        if name == "sort" {
+            schema.enum_values = Some(
+                SORT_FIELDS
+                    .iter()
+                    .flat_map(|field| [field.to_string(), format!("-{field}")])
+                    .map(serde_json::Value::from)
+                    .collect(),
+            );
+        } else if name == "external_ref" {
             schema.pattern = Some(EXTERNAL_REF_PATTERN.to_owned());
         } else if TIMESTAMP_PARAMS.contains(&name) {
             schema.format = Some(SchemaFormat::KnownFormat(KnownFormat::DateTime));

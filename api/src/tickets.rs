@@ -363,6 +363,9 @@ pub async fn history<T: TicketApi>(
 pub const SERVICE_DESK: &str = "service-desk";
 
 /// The sort of `sort=created_at|-created_at|updated_at|-updated_at|priority|-priority`.
+/// The fields a ticket list sorts by (`sort=field` or `sort=-field`).
+pub const SORT_FIELDS: [&str; 3] = ["created_at", "updated_at", "priority"];
+
 pub fn parse_sort(value: &str) -> ApiResult<Sort> {
     let (descending, name) = match value.strip_prefix('-') {
         Some(name) => (true, name),
@@ -375,7 +378,10 @@ pub fn parse_sort(value: &str) -> ApiResult<Sort> {
         _ => {
             return Err(ApiError::invalid(
                 "sort",
-                "must be created_at, updated_at or priority, optionally prefixed with -",
+                format!(
+                    "must be {}, optionally prefixed with -",
+                    SORT_FIELDS.join(", ")
+                ),
             ))
         }
     };

@@ -234,9 +234,15 @@ pub async fn delete_class(
 pub struct SourcePrecedence {
     #[schema(example = json!(["manual", "sccm", "discovery"]))]
     #[validate(length(max = 50))]
-    #[schema(max_items = 50)]
+    #[schema(max_items = 50, value_type = Vec<SourceName>)]
     pub sources: Vec<String>,
 }
+
+/// A reporting source's name, as `check_source` accepts it.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
+pub struct SourceName(String);
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SourcePrecedenceView {

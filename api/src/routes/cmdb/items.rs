@@ -490,7 +490,7 @@ pub struct ReconcileRelationship {
 #[serde(deny_unknown_fields)]
 pub struct ReconcileBatch {
     /// Who reports the data (`sccm`, `discovery`, `crm`...), ranked by each class's precedence.
-    #[schema(example = "discovery")]
+    #[schema(example = "discovery", pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     pub source: String,
     /// Up to 1,000 items.
     pub items: Vec<ReconcileItem>,
