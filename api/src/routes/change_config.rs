@@ -60,8 +60,11 @@ pub struct PolicyRequest {
     #[serde(default)]
     pub risks: Vec<RiskLevel>,
     /// `{"user": id}`, `{"group": id}` (every active member) or `{"role": "change_manager"}`.
+    /// 1 to 50 (`PolicyRules::validate`).
+    #[schema(min_items = 1, max_items = 50)]
     pub approvers: Vec<Approver>,
     /// Approvals that authorise. Default 1.
+    #[schema(minimum = 1)]
     pub quorum: Option<u32>,
 }
 
