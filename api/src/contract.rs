@@ -477,10 +477,10 @@ fn forbid_nul(schema: &mut RefOr<Schema>) {
                 object.pattern = Some(NO_NUL_PATTERN.to_owned());
             }
             object.properties.values_mut().for_each(forbid_nul);
-            if let Some(additional) = object.additional_properties.as_deref_mut() {
-                if let AdditionalProperties::RefOr(value) = additional {
-                    forbid_nul(value);
-                }
+            if let Some(AdditionalProperties::RefOr(value)) =
+                object.additional_properties.as_deref_mut()
+            {
+                forbid_nul(value);
             }
         }
         Schema::Array(array) => {
