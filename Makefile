@@ -4,7 +4,7 @@
 CARGO ?= cargo
 POSTGRES_URL ?= $(ITSM_TEST_POSTGRES_URL)
 
-.PHONY: run test lint fmt openapi check-domain-deps migrate bench soak bench-cmdb bench-webhooks
+.PHONY: run test lint lint-contract fuzz fmt openapi check-domain-deps migrate bench soak bench-cmdb bench-webhooks
 
 ## Serve the API on 127.0.0.1:8080 with the embedded SQLite database in ./data.
 run:
@@ -15,10 +15,20 @@ run:
 test:
 	ITSM_TEST_POSTGRES_URL=$(POSTGRES_URL) $(CARGO) test --workspace
 
-## Formatting, clippy with warnings as errors, and the domain's independence from I/O crates.
-lint: check-domain-deps
+## Formatting, clippy with warnings as errors, the domain's independence from I/O crates, and
+## the contract under Redocly `recommended` and openapi-spec-validator (tools pinned in .tools/).
+lint: check-domain-deps lint-contract
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+lint-contract:
+	contract/lint.sh
+
+## Property-based fuzzing of every operation (schemathesis, all checks, stateful phase) against
+## a freshly started `itsm` on SQLite, and on PostgreSQL when ITSM_TEST_POSTGRES_URL is set.
+## FUZZ_SECONDS bounds each backend (default 200).
+fuzz:
+	ITSM_TEST_POSTGRES_URL=$(POSTGRES_URL) CARGO=$(CARGO) contract/fuzz.sh
 
 check-domain-deps:
 	@for crate in diesel actix-web actix-http; do \

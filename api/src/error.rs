@@ -86,7 +86,9 @@ fn version_mismatch_detail(expected: i64, actual: i64) -> String {
 }
 
 /// The problem document clients receive.
+/// Named after RFC 9457 (Problem Details), apart from the ITIL `Problem` record.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ProblemDetails)]
 pub struct Problem {
     /// A URI naming the kind of problem.
     #[serde(rename = "type")]
@@ -127,7 +129,11 @@ impl ApiError {
 
     /// A 422 listing `errors` once each and at most `MAX_LISTED_ERRORS` of them, so a request
     /// with thousands of bad parameters gets a short answer.
-    pub fn from_field_errors(errors: Vec<FieldError>) -> Self {
+    pub fn from_field_errors(mut errors: Vec<FieldError>) -> Self {
+        // The contract promises at least one listed field on every 422.
+        if errors.is_empty() {
+            errors.push(FieldError::new("body", "is invalid"));
+        }
         let mut listed: Vec<FieldError> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut total = 0;

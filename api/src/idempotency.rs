@@ -1,5 +1,5 @@
 //! `Idempotency-Key` on POST: the first response is stored and replayed for a retry with the same
-//! key and body; the same key with another body is a 422; a key in use by a running request is a
+//! key and body; the same key with another body, or a key in use by a running request, is a
 //! 409. Keys are per caller and kept 24 hours.
 //!
 //! A response that carries a secret (marked `Cache-Control: no-store`) is never kept: its replay
@@ -26,7 +26,7 @@ use crate::state::AppState;
 
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
-const MAX_KEY_LEN: usize = 255;
+pub const MAX_KEY_LEN: usize = 255;
 /// How long a key is remembered.
 pub const RETENTION: TimeDelta = TimeDelta::hours(24);
 /// The response headers a replay repeats.
@@ -120,9 +120,11 @@ async fn claim(req: &mut ServiceRequest) -> ApiResult<Claimed> {
     };
     if let Claim::Existing(stored) = claim {
         if stored.request_hash != request_hash {
-            return Err(ApiError::invalid(
-                "Idempotency-Key",
-                "was already used with a different request; use a new key",
+            // The request itself is valid; it conflicts with the key's state, as a key in
+            // use does: 409, so a schema-valid request is never a 422.
+            return Err(ApiError::Conflict(
+                "this Idempotency-Key was already used with a different request; use a new key"
+                    .into(),
             ));
         }
         let Some(status) = stored.status else {

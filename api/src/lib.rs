@@ -9,6 +9,7 @@ pub mod auth;
 pub mod concurrency;
 pub mod conditional;
 pub mod config;
+pub mod contract;
 pub mod error;
 pub mod idempotency;
 pub mod jobs;

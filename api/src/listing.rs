@@ -65,13 +65,21 @@ impl QueryParams {
         }
     }
 
-    /// A single non-empty text parameter, at most `max_len` characters.
-    pub fn text(&self, name: &str, max_len: usize) -> ApiResult<Option<String>> {
+    /// A single text filter of 1 to `text_filter_max(name)` characters, not all whitespace.
+    pub fn text(&self, name: &str) -> ApiResult<Option<String>> {
+        self.text_up_to(name, text_filter_max(name))
+    }
+
+    /// A single text parameter of 1 to `max_len` characters, not all whitespace.
+    pub fn text_up_to(&self, name: &str, max_len: usize) -> ApiResult<Option<String>> {
         match self.single(name)? {
             None => Ok(None),
-            Some(value) if value.trim().is_empty() || value.chars().count() > max_len => Err(
-                ApiError::invalid(name, format!("must be 1 to {max_len} characters")),
-            ),
+            Some(value) if value.trim().is_empty() || value.chars().count() > max_len => {
+                Err(ApiError::invalid(
+                    name,
+                    format!("must be 1 to {max_len} characters, not all blank"),
+                ))
+            }
             Some(value) => Ok(Some(value.trim().to_owned())),
         }
     }
@@ -138,6 +146,35 @@ impl QueryParams {
         Ok(limit)
     }
 }
+
+/// The longest id a filter takes.
+pub const ID_FILTER_MAX: usize = 64;
+
+/// The longest value of each text filter, by name: `QueryParams::text` checks it and the
+/// contract publishes it. Filters naming a record (`assignee`, `service`, ...) take an id.
+pub fn text_filter_max(name: &str) -> usize {
+    match name {
+        "q" | "key" => 200,
+        "category" | "source" => 100,
+        _ => ID_FILTER_MAX,
+    }
+}
+
+/// The query parameters that are RFC 3339 timestamps (`QueryParams::timestamp`).
+pub const TIMESTAMP_PARAMS: [&str; 7] = [
+    "created_after",
+    "created_before",
+    "updated_after",
+    "due_before",
+    "sla_due_before",
+    "from",
+    "to",
+];
+
+/// A pattern for text that is not all whitespace: it holds one character that `str::trim`
+/// does not remove (Rust's `White_Space`, spelled out so every regex dialect reads it alike).
+pub const NOT_BLANK_PATTERN: &str =
+    "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
 
 /// The parameters every list accepts besides its filters.
 pub const PAGE_PARAMS: [&str; 2] = ["limit", "cursor"];

@@ -1,7 +1,8 @@
 //! The OpenAPI contract, generated from the handlers and types themselves.
 
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::OpenApi;
+
+use crate::contract::{NoNulInText, OpenFlattenedParts, RouteKinds, UnusedSchemas};
 
 use crate::routes::cmdb::{
     classes as ci_classes, items as ci_items, relationships as ci_relationships,
@@ -63,8 +64,10 @@ use crate::routes::{
         webhooks::delete_webhook, webhooks::rotate_webhook_secret, webhooks::list_webhook_deliveries,
         webhooks::redeliver_webhook_delivery, webhooks::test_webhook,
     ),
-    modifiers(&BearerAuth),
-    security(("bearer" = [])),
+    // Schemas only a query parameter names, which utoipa does not collect by itself.
+    components(schemas(domain::cmdb::impact::Direction)),
+    // Order matters: the problem schemas are added before unused schemas are dropped.
+    modifiers(&RouteKinds, &OpenFlattenedParts, &NoNulInText, &UnusedSchemas),
     tags(
         (name = "auth", description = "Access tokens and the caller's identity"),
         (name = "api-tokens", description = "Credentials for integrations"),
@@ -83,23 +86,6 @@ use crate::routes::{
     ),
 )]
 pub struct ApiDoc;
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT or itsm_ API token")
-                    .build(),
-            ),
-        );
-    }
-}
 
 /// The spec as published: pretty JSON with a trailing newline, identical for `itsm openapi`,
 /// `/openapi.json` and the checked-in `openapi/openapi.json`.

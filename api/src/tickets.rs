@@ -183,6 +183,7 @@ pub struct CreateNote {
     /// Defaults to `internal` for staff (a work note) and `public` for requesters.
     pub visibility: Option<Visibility>,
     #[validate(length(min = 1, max = 20000))]
+    #[schema(min_length = 1, max_length = 20000)]
     pub body: String,
 }
 
@@ -363,6 +364,9 @@ pub async fn history<T: TicketApi>(
 pub const SERVICE_DESK: &str = "service-desk";
 
 /// The sort of `sort=created_at|-created_at|updated_at|-updated_at|priority|-priority`.
+/// The fields a ticket list sorts by (`sort=field` or `sort=-field`).
+pub const SORT_FIELDS: [&str; 3] = ["created_at", "updated_at", "priority"];
+
 pub fn parse_sort(value: &str) -> ApiResult<Sort> {
     let (descending, name) = match value.strip_prefix('-') {
         Some(name) => (true, name),
@@ -375,7 +379,10 @@ pub fn parse_sort(value: &str) -> ApiResult<Sort> {
         _ => {
             return Err(ApiError::invalid(
                 "sort",
-                "must be created_at, updated_at or priority, optionally prefixed with -",
+                format!(
+                    "must be {}, optionally prefixed with -",
+                    SORT_FIELDS.join(", ")
+                ),
             ))
         }
     };

@@ -150,10 +150,10 @@ pub fn role_permits(held: &[Role], allowed: &[Role]) -> bool {
 #[serde(deny_unknown_fields)]
 pub struct ExternalRef {
     /// The other system's name, e.g. `crm`, `erp`, `hr`.
-    #[schema(example = "crm")]
+    #[schema(example = "crm", pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     pub system: String,
-    /// The record's identifier in that system.
-    #[schema(example = "C-1042")]
+    /// The record's identifier in that system, without surrounding spaces.
+    #[schema(example = "C-1042", min_length = 1, max_length = 255)]
     pub id: String,
 }
 
@@ -189,7 +189,7 @@ impl ExternalRef {
             }
             let id = reference.id.trim();
             if id.is_empty()
-                || reference.id.len() > Self::MAX_ID_LEN
+                || reference.id.chars().count() > Self::MAX_ID_LEN
                 || id.len() != reference.id.len()
             {
                 errors.push(FieldError::new(

@@ -208,9 +208,9 @@ pub async fn list_alerts(
     let params = QueryParams::parse(&req, &[&PAGE_PARAMS[..], &filters].concat())?;
     let filter = AlertFilter {
         status: params.parsed("status", &AlertStatus::names())?,
-        source: params.text("source", 100)?,
-        dedup_key: params.text("key", 200)?,
-        incident_id: params.text("incident_id", 64)?,
+        source: params.text("source")?,
+        dedup_key: params.text("key")?,
+        incident_id: params.text("incident_id")?,
     };
     let page = params.page::<String>()?;
     let slice = state
@@ -246,13 +246,16 @@ pub async fn get_alert(
 #[serde(deny_unknown_fields)]
 pub struct AlertRuleRequest {
     #[validate(length(min = 1, max = 200))]
+    #[schema(min_length = 1, max_length = 200)]
     #[schema(example = "Database alerts to the DBA team")]
     pub name: String,
     /// Rules are tried from the lowest position up; the first match decides.
     #[validate(range(min = 0, max = 1000000))]
+    #[schema(minimum = 0, maximum = 1000000)]
     pub position: i32,
     /// Match alerts of this source only (`alertmanager`, `zabbix`...); `null`: any.
     #[validate(length(min = 1, max = 100))]
+    #[schema(min_length = 1, max_length = 100)]
     pub source: Option<String>,
     /// Match alerts of this severity only; `null`: any.
     pub severity: Option<Severity>,
@@ -262,6 +265,7 @@ pub struct AlertRuleRequest {
     pub impact: Impact,
     pub urgency: Urgency,
     #[validate(length(min = 1, max = 100))]
+    #[schema(min_length = 1, max_length = 100)]
     pub category: Option<String>,
     /// The group id incidents go to; `null`: routed by category by the assignment rules.
     pub assignment_group: Option<String>,

@@ -25,12 +25,15 @@ use crate::state::AppState;
 pub struct RuleRequest {
     /// Rules are tried from the lowest position up.
     #[validate(range(min = 0, max = 1000000))]
+    #[schema(minimum = 0, maximum = 1000000)]
     pub position: i32,
     #[validate(length(min = 1, max = 100))]
+    #[schema(min_length = 1, max_length = 100)]
     #[schema(example = "network")]
     pub category: String,
     /// `null` matches every subcategory.
     #[validate(length(min = 1, max = 100))]
+    #[schema(min_length = 1, max_length = 100)]
     pub subcategory: Option<String>,
     pub assignment_group: String,
 }

@@ -20,8 +20,10 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     #[validate(length(min = 1, max = 64))]
+    #[schema(min_length = 1, max_length = 64)]
     pub username: String,
     #[validate(length(min = 1, max = 256))]
+    #[schema(min_length = 1, max_length = 256)]
     pub password: String,
 }
 
@@ -132,8 +134,10 @@ pub async fn logout(caller: Caller, state: web::Data<AppState>) -> ApiResult<Htt
 #[serde(deny_unknown_fields)]
 pub struct ChangePassword {
     #[validate(length(min = 1, max = 256))]
+    #[schema(min_length = 1, max_length = 256)]
     pub current_password: String,
     /// 12 to 256 characters.
+    #[schema(min_length = 12, max_length = 256)]
     pub new_password: String,
 }
 
@@ -206,6 +210,7 @@ pub async fn change_my_password(
 #[serde(deny_unknown_fields)]
 pub struct CreateApiToken {
     #[validate(length(min = 1, max = 100))]
+    #[schema(min_length = 1, max_length = 100)]
     #[schema(example = "crm-sync")]
     pub name: String,
     pub role: Role,

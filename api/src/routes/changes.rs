@@ -92,23 +92,30 @@ pub struct CreateChange {
     pub template: Option<String>,
     /// Required unless the template fixes it.
     #[validate(length(min = 1, max = 200))]
+    #[schema(min_length = 1, max_length = 200)]
     #[schema(example = "Upgrade the orders database to PostgreSQL 17")]
     pub title: Option<String>,
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     pub description: Option<String>,
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     pub justification: Option<String>,
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     pub implementation_plan: Option<String>,
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     pub backout_plan: Option<String>,
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     pub test_plan: Option<String>,
     /// The risk questionnaire; unanswered questions count as their riskier answer.
     pub risk_answers: Option<RiskAnswers>,
     /// Change managers only, with `risk_override_reason`: a level against the assessment.
     pub risk: Option<RiskLevel>,
     #[validate(length(min = 1, max = 2000))]
+    #[schema(min_length = 1, max_length = 2000)]
     pub risk_override_reason: Option<String>,
     pub planned_start: Option<DateTime<Utc>>,
     /// After `planned_start`, at most 31 days later.
@@ -116,6 +123,7 @@ pub struct CreateChange {
     /// Ids of the configuration items the change touches.
     #[serde(default)]
     #[validate(length(max = 50))]
+    #[schema(max_items = 50)]
     pub configuration_items: Vec<String>,
     /// Id of the business service affected.
     pub service: Option<String>,
@@ -126,6 +134,7 @@ pub struct CreateChange {
     /// Problem ids or numbers the change fixes.
     #[serde(default)]
     #[validate(length(max = 50))]
+    #[schema(max_items = 50)]
     pub fixes_problems: Vec<String>,
     #[serde(default)]
     pub external_refs: Vec<ExternalRef>,
@@ -165,34 +174,46 @@ impl CreateChange {
 #[serde(deny_unknown_fields)]
 pub struct UpdateChange {
     #[validate(length(min = 1, max = 200))]
+    #[schema(min_length = 1, max_length = 200)]
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     pub title: Option<String>,
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     pub description: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     #[schema(value_type = Option<String>)]
     pub justification: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     #[schema(value_type = Option<String>)]
     pub implementation_plan: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     #[schema(value_type = Option<String>)]
     pub backout_plan: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     #[schema(value_type = Option<String>)]
     pub test_plan: Option<Option<String>>,
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     pub risk_answers: Option<RiskAnswers>,
     /// Change managers only, with `risk_override_reason`.
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     pub risk: Option<RiskLevel>,
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     #[validate(length(min = 1, max = 2000))]
+    #[schema(min_length = 1, max_length = 2000)]
     pub risk_override_reason: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<DateTime<Utc>>)]
@@ -201,7 +222,9 @@ pub struct UpdateChange {
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub planned_end: Option<Option<DateTime<Utc>>>,
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     #[validate(length(max = 50))]
+    #[schema(max_items = 50)]
     pub configuration_items: Option<Vec<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
@@ -214,17 +237,23 @@ pub struct UpdateChange {
     pub assignee: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     #[schema(value_type = Option<String>)]
     pub review_notes: Option<Option<String>>,
     /// Incident ids or numbers a failed or backed-out change caused.
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     #[validate(length(max = 100))]
+    #[schema(max_items = 100)]
     pub caused_incidents: Option<Vec<String>>,
     /// Problem ids or numbers the change fixes.
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     #[validate(length(max = 50))]
+    #[schema(max_items = 50)]
     pub fixes_problems: Option<Vec<String>>,
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     pub external_refs: Option<Vec<ExternalRef>>,
 }
 
@@ -266,6 +295,7 @@ pub struct ChangeTransitionRequest {
     pub action: ChangeAction,
     /// Required by `cancel`.
     #[validate(length(max = 2000))]
+    #[schema(max_length = 2000)]
     pub reason: Option<String>,
     /// With `implement`: when work started (default now).
     pub actual_start: Option<DateTime<Utc>>,
@@ -275,9 +305,11 @@ pub struct ChangeTransitionRequest {
     pub outcome: Option<ChangeOutcome>,
     /// Required by `close` unless set.
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     pub review_notes: Option<String>,
     /// With `review` of a change that did not fully succeed: incident ids or numbers it caused.
     #[validate(length(max = 100))]
+    #[schema(max_items = 100)]
     pub caused_incidents: Option<Vec<String>>,
     /// Required by `assign`.
     pub assignee: Option<String>,
@@ -286,6 +318,7 @@ pub struct ChangeTransitionRequest {
     /// With `request_authorization` or `schedule` of an emergency change whose window hits a
     /// freeze: why it may enter (audited, `change.freeze_overridden`).
     #[validate(length(min = 1, max = 2000))]
+    #[schema(min_length = 1, max_length = 2000)]
     pub override_reason: Option<String>,
     /// With `schedule`: a change manager acknowledges the conflicts listed
     /// (`change.conflict_acknowledged`).
@@ -366,14 +399,14 @@ pub async fn list_changes(
         states: enum_filter(&params, "state", &ChangeState::names())?,
         types: enum_filter(&params, "type", &ChangeType::names())?,
         risks: enum_filter(&params, "risk", &RiskLevel::names())?,
-        assignment_group: params.text("assignment_group", 64)?,
-        assignee: params.text("assignee", 64)?,
-        requested_by: params.text("requested_by", 64)?,
-        configuration_item: params.text("configuration_item", 64)?,
-        service: params.text("service", 64)?,
+        assignment_group: params.text("assignment_group")?,
+        assignee: params.text("assignee")?,
+        requested_by: params.text("requested_by")?,
+        configuration_item: params.text("configuration_item")?,
+        service: params.text("service")?,
         created_after: params.timestamp("created_after")?.map(|t| t.naive_utc()),
         created_before: params.timestamp("created_before")?.map(|t| t.naive_utc()),
-        q: params.text("q", 200)?,
+        q: params.text("q")?,
     };
     if access == Access::Requester {
         if filter
@@ -610,6 +643,7 @@ pub struct DecisionRequest {
     pub decision: Decision,
     /// Required to reject.
     #[validate(length(max = 2000))]
+    #[schema(max_length = 2000)]
     pub comment: Option<String>,
 }
 
@@ -716,8 +750,8 @@ pub async fn calendar(
             format!("is at most {CALENDAR_MAX_DAYS} days after from"),
         ));
     }
-    let item = params.text("configuration_item", 64)?;
-    let service = params.text("service", 64)?;
+    let item = params.text("configuration_item")?;
+    let service = params.text("service")?;
     let calendar = state
         .db
         .read(move |conn| usecase::calendar(conn, window, item.as_deref(), service.as_deref()))

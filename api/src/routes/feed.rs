@@ -64,8 +64,8 @@ pub async fn list_audit_events(
         &[&PAGE_PARAMS[..], &["entity_type", "entity_id"]].concat(),
     )?;
     let filter = AuditFilter {
-        entity_type: params.text("entity_type", 64)?,
-        entity_id: params.text("entity_id", 64)?,
+        entity_type: params.text("entity_type")?,
+        entity_id: params.text("entity_id")?,
         exclude_actions: Vec::new(),
     };
     let page = params.page::<String>()?;
@@ -147,7 +147,7 @@ fn type_patterns(values: &[&str]) -> ApiResult<Vec<EventTypePattern>> {
 /// `null` only when no event was returned, in which case poll again with the same `after`.
 #[utoipa::path(
     tag = "events", operation_id = "list_events",
-    params(("after" = Option<i64>, Query, description = "Return events with a greater sequence; default 0"),
+    params(("after" = Option<i64>, Query, minimum = 0, description = "Return events with a greater sequence; default 0"),
            ("types" = Option<String>, Query, description = "Comma-separated types or families (user.*)"),
            ("limit" = Option<i64>, Query, description = "1 to 500, default 50")),
     responses((status = 200, body = Page<Event>), (status = 422, body = crate::error::Problem)),

@@ -22,13 +22,16 @@ use crate::usecases::{upsert_by_reference, with_path_reference, Upserted};
 #[serde(deny_unknown_fields)]
 pub struct CreateGroup {
     #[validate(length(min = 1, max = 100))]
+    #[schema(min_length = 1, max_length = 100)]
     #[schema(example = "Service Desk")]
     pub name: String,
     #[serde(default)]
     #[validate(length(max = 2000))]
+    #[schema(max_length = 2000)]
     #[schema(example = "First line")]
     pub description: String,
     #[validate(email, length(max = 254))]
+    #[schema(max_length = 254, format = Email)]
     pub email: Option<String>,
     #[serde(default)]
     pub external_refs: Vec<ExternalRef>,
@@ -38,16 +41,22 @@ pub struct CreateGroup {
 #[serde(deny_unknown_fields)]
 pub struct UpdateGroup {
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     #[validate(length(min = 1, max = 100))]
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     #[validate(length(max = 2000))]
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     #[validate(email, length(max = 254))]
+    #[schema(max_length = 254, format = Email)]
     #[schema(value_type = Option<String>)]
     pub email: Option<Option<String>>,
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     pub external_refs: Option<Vec<ExternalRef>>,
 }
 
@@ -55,6 +64,7 @@ pub struct UpdateGroup {
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
     #[validate(length(min = 1, max = 64))]
+    #[schema(min_length = 1, max_length = 64)]
     pub user_id: String,
 }
 
@@ -177,8 +187,8 @@ pub async fn list_groups(
         &[&PAGE_PARAMS[..], &["q", "member", "external_ref"]].concat(),
     )?;
     let filter = GroupFilter {
-        q: params.text("q", 200)?,
-        member: params.text("member", 64)?,
+        q: params.text("q")?,
+        member: params.text("member")?,
         external_ref: params.external_ref()?,
     };
     let page = params.page::<String>()?;

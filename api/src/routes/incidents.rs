@@ -88,18 +88,22 @@ impl TicketApi for Incident {
 #[serde(deny_unknown_fields)]
 pub struct CreateIncident {
     #[validate(length(min = 1, max = 200))]
+    #[schema(min_length = 1, max_length = 200)]
     #[schema(example = "VPN gateway unreachable")]
     pub title: String,
     #[serde(default)]
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     pub description: String,
     /// The user the incident is for; defaults to the signed-in user. Requesters cannot set it.
     pub caller: Option<String>,
     /// Defaults to `portal` for requesters and `api` otherwise.
     pub channel: Option<Channel>,
     #[validate(length(min = 1, max = 100))]
+    #[schema(min_length = 1, max_length = 100)]
     pub category: Option<String>,
     #[validate(length(min = 1, max = 100))]
+    #[schema(min_length = 1, max_length = 100)]
     pub subcategory: Option<String>,
     /// Defaults to `medium`.
     pub impact: Option<Impact>,
@@ -115,6 +119,7 @@ pub struct CreateIncident {
     /// Ids of the configuration items concerned.
     #[serde(default)]
     #[validate(length(max = 50))]
+    #[schema(max_items = 50)]
     pub configuration_items: Vec<String>,
     /// Id of the business service (a `business_service` configuration item) affected.
     pub service: Option<String>,
@@ -126,26 +131,36 @@ pub struct CreateIncident {
 #[serde(deny_unknown_fields)]
 pub struct UpdateIncident {
     #[validate(length(min = 1, max = 200))]
+    #[schema(min_length = 1, max_length = 200)]
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     pub title: Option<String>,
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     pub description: Option<String>,
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     pub caller: Option<String>,
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     pub channel: Option<Channel>,
     #[serde(default, deserialize_with = "nullable")]
     #[validate(length(min = 1, max = 100))]
+    #[schema(min_length = 1, max_length = 100)]
     #[schema(value_type = Option<String>)]
     pub category: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[validate(length(min = 1, max = 100))]
+    #[schema(min_length = 1, max_length = 100)]
     #[schema(value_type = Option<String>)]
     pub subcategory: Option<Option<String>>,
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     pub impact: Option<Impact>,
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     pub urgency: Option<Urgency>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
@@ -157,9 +172,12 @@ pub struct UpdateIncident {
     #[schema(value_type = Option<String>)]
     pub parent_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     pub external_refs: Option<Vec<ExternalRef>>,
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     #[validate(length(max = 50))]
+    #[schema(max_items = 50)]
     pub configuration_items: Option<Vec<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
@@ -176,9 +194,11 @@ pub struct TransitionRequest {
     pub resolution_code: Option<ResolutionCode>,
     /// Required by `resolve`.
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     pub resolution_notes: Option<String>,
     /// Required by `declare_major`; recorded with `cancel`.
     #[validate(length(max = 2000))]
+    #[schema(max_length = 2000)]
     pub reason: Option<String>,
     /// Required by `assign`.
     pub assignee: Option<String>,
@@ -418,20 +438,20 @@ pub async fn list_incidents(
     let mut filter = IncidentFilter {
         states: enum_filter(&params, "state", &IncidentState::names())?,
         priorities: enum_filter(&params, "priority", &Priority::names())?,
-        assignment_group: params.text("assignment_group", 64)?,
-        assignee: params.text("assignee", 64)?,
-        caller: params.text("caller", 64)?,
+        assignment_group: params.text("assignment_group")?,
+        assignee: params.text("assignee")?,
+        caller: params.text("caller")?,
         major: params.boolean("major")?,
-        category: params.text("category", 100)?,
+        category: params.text("category")?,
         channel: params.parsed("channel", &Channel::names())?,
-        parent_id: params.text("parent_id", 64)?,
-        problem_id: params.text("problem_id", 64)?,
-        configuration_item: params.text("configuration_item", 64)?,
-        service: params.text("service", 64)?,
+        parent_id: params.text("parent_id")?,
+        problem_id: params.text("problem_id")?,
+        configuration_item: params.text("configuration_item")?,
+        service: params.text("service")?,
         created_after: params.timestamp("created_after")?.map(|t| t.naive_utc()),
         created_before: params.timestamp("created_before")?.map(|t| t.naive_utc()),
         updated_after: params.timestamp("updated_after")?.map(|t| t.naive_utc()),
-        q: params.text("q", 200)?,
+        q: params.text("q")?,
         sla_breached: params.boolean("sla_breached")?,
         sla_due_before: params.timestamp("sla_due_before")?.map(|t| t.naive_utc()),
         external_ref: params.external_ref()?,
@@ -576,7 +596,7 @@ pub async fn update_incident(
 /// update, the fields of the body replace the incident's and absent fields stay as they are.
 #[utoipa::path(
     tag = "incidents", operation_id = "upsert_incident_by_external_ref",
-    params(("system" = String, Path, description = "The other system (crm)"),
+    params(("system" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$", description = "The other system (crm)"),
            ("external_id" = String, Path, description = "The record's id there")),
     request_body = CreateIncident,
     responses((status = 200, body = IncidentView, headers(("ETag" = String))),

@@ -72,29 +72,35 @@ fn respond_problem(status: StatusCode, problem: Problem, caller: &Caller) -> Htt
 #[serde(deny_unknown_fields)]
 pub struct CreateProblem {
     #[validate(length(min = 1, max = 200))]
+    #[schema(min_length = 1, max_length = 200)]
     #[schema(example = "VPN tunnels drop for office Wi-Fi users")]
     pub title: String,
     #[serde(default)]
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     pub description: String,
     /// Defaults to `medium`.
     pub impact: Option<Impact>,
     /// Defaults to `medium`.
     pub urgency: Option<Urgency>,
     #[validate(length(min = 1, max = 100))]
+    #[schema(min_length = 1, max_length = 100)]
     pub category: Option<String>,
     pub assignment_group: Option<String>,
     /// Must be an active member of the assignment group.
     pub assignee: Option<String>,
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     pub root_cause: Option<String>,
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     pub workaround: Option<String>,
     #[serde(default)]
     pub external_refs: Vec<ExternalRef>,
     /// Ids of the configuration items concerned.
     #[serde(default)]
     #[validate(length(max = 50))]
+    #[schema(max_items = 50)]
     pub configuration_items: Vec<String>,
     /// Id of the business service (a `business_service` configuration item) affected.
     pub service: Option<String>,
@@ -175,17 +181,24 @@ impl CreateProblem {
 #[serde(deny_unknown_fields)]
 pub struct UpdateProblem {
     #[validate(length(min = 1, max = 200))]
+    #[schema(min_length = 1, max_length = 200)]
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     pub title: Option<String>,
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     pub description: Option<String>,
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     pub impact: Option<Impact>,
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     pub urgency: Option<Urgency>,
     #[serde(default, deserialize_with = "nullable")]
     #[validate(length(min = 1, max = 100))]
+    #[schema(min_length = 1, max_length = 100)]
     #[schema(value_type = Option<String>)]
     pub category: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
@@ -196,16 +209,21 @@ pub struct UpdateProblem {
     pub assignee: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     #[schema(value_type = Option<String>)]
     pub root_cause: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     #[schema(value_type = Option<String>)]
     pub workaround: Option<Option<String>>,
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     pub external_refs: Option<Vec<ExternalRef>>,
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     #[validate(length(max = 50))]
+    #[schema(max_items = 50)]
     pub configuration_items: Option<Vec<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
@@ -243,11 +261,13 @@ pub struct ProblemTransitionRequest {
     pub action: ProblemAction,
     /// Required by `cancel`.
     #[validate(length(max = 2000))]
+    #[schema(max_length = 2000)]
     pub reason: Option<String>,
     /// Required by `resolve`.
     pub resolution_code: Option<ResolutionCode>,
     /// Required by `resolve`.
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     pub resolution_notes: Option<String>,
     /// With `resolve`: resolve every open linked incident with the problem's resolution,
     /// instead of only resuming those held for it.
@@ -255,9 +275,11 @@ pub struct ProblemTransitionRequest {
     pub resolve_linked_incidents: bool,
     /// Required by `record_workaround`.
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     pub workaround: Option<String>,
     /// Required by `record_root_cause`.
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     pub root_cause: Option<String>,
     /// Required by `assign`.
     pub assignee: Option<String>,
@@ -270,6 +292,7 @@ pub struct ProblemTransitionRequest {
 pub struct LinkIncidents {
     /// Incident ids or numbers.
     #[validate(length(min = 1, max = 100))]
+    #[schema(min_items = 1, max_items = 100)]
     pub incident_ids: Vec<String>,
     /// Put open incidents `on_hold`/`awaiting_problem` until the problem is resolved.
     #[serde(default)]
@@ -281,15 +304,18 @@ pub struct LinkIncidents {
 pub struct ProblemFromIncident {
     /// Defaults to the incident's title.
     #[validate(length(min = 1, max = 200))]
+    #[schema(min_length = 1, max_length = 200)]
     pub title: Option<String>,
     /// Defaults to the incident's description.
     #[validate(length(max = 20000))]
+    #[schema(max_length = 20000)]
     pub description: Option<String>,
     /// Defaults to the incident's impact.
     pub impact: Option<Impact>,
     /// Defaults to the incident's urgency.
     pub urgency: Option<Urgency>,
     #[validate(length(min = 1, max = 100))]
+    #[schema(min_length = 1, max_length = 100)]
     pub category: Option<String>,
     pub assignment_group: Option<String>,
     /// Put the incident `on_hold`/`awaiting_problem`.
@@ -325,7 +351,7 @@ pub async fn create_problem(
 /// replace the problem's and absent fields stay as they are.
 #[utoipa::path(
     tag = "problems", operation_id = "upsert_problem_by_external_ref",
-    params(("system" = String, Path, description = "The other system (erp)"),
+    params(("system" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,64}$", description = "The other system (erp)"),
            ("external_id" = String, Path, description = "The record's id there")),
     request_body = CreateProblem,
     responses((status = 200, body = ProblemView, headers(("ETag" = String))),
@@ -460,15 +486,15 @@ pub async fn list_problems(
     let filter = ProblemFilter {
         states: enum_filter(&params, "state", &ProblemState::names())?,
         priorities: enum_filter(&params, "priority", &Priority::names())?,
-        assignment_group: params.text("assignment_group", 64)?,
-        assignee: params.text("assignee", 64)?,
-        category: params.text("category", 100)?,
+        assignment_group: params.text("assignment_group")?,
+        assignee: params.text("assignee")?,
+        category: params.text("category")?,
         known_error: params.boolean("known_error")?,
-        configuration_item: params.text("configuration_item", 64)?,
-        service: params.text("service", 64)?,
+        configuration_item: params.text("configuration_item")?,
+        service: params.text("service")?,
         created_after: params.timestamp("created_after")?.map(|t| t.naive_utc()),
         created_before: params.timestamp("created_before")?.map(|t| t.naive_utc()),
-        q: params.text("q", 200)?,
+        q: params.text("q")?,
         sla_breached: params.boolean("sla_breached")?,
         sla_due_before: params.timestamp("sla_due_before")?.map(|t| t.naive_utc()),
         external_ref: params.external_ref()?,
@@ -776,8 +802,8 @@ fn search_limit(params: &QueryParams) -> ApiResult<usize> {
 /// relevant first.
 #[utoipa::path(
     tag = "problems", operation_id = "search_known_errors",
-    params(("q" = String, Query, description = "Words; any of them may match"),
-           ("limit" = Option<i64>, Query, description = "1 to 100, default 20")),
+    params(("q" = String, Query, min_length = 1, max_length = 1000, description = "Words; any of them may match"),
+           ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20")),
     responses((status = 200, body = KnownErrorResults), (status = 404, body = crate::error::Problem),
               (status = 422, body = crate::error::Problem)),
 )]
@@ -790,7 +816,7 @@ pub async fn search_known_errors(
     access::<Problem>(&caller)?;
     let params = QueryParams::parse(&req, &["q", "limit"])?;
     let q = params
-        .text("q", 1000)?
+        .text_up_to("q", 1000)?
         .ok_or_else(|| ApiError::invalid("q", "is required"))?;
     let limit = search_limit(&params)?;
     let _search = state.search_slot().await?;
@@ -806,7 +832,7 @@ pub async fn search_known_errors(
 #[utoipa::path(
     tag = "problems", operation_id = "matching_known_errors",
     params(("id" = String, Path, description = "Incident id or number"),
-           ("limit" = Option<i64>, Query, description = "1 to 100, default 20")),
+           ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20")),
     responses((status = 200, body = KnownErrorResults), (status = 404, body = crate::error::Problem)),
 )]
 #[get("/api/v1/incidents/{id}/matching-known-errors")]

@@ -24,16 +24,20 @@ use crate::usecases::business_service_error;
 #[serde(deny_unknown_fields)]
 pub struct CalendarRequest {
     #[validate(length(min = 1, max = 100))]
+    #[schema(min_length = 1, max_length = 100)]
     #[schema(example = "Berlin office")]
     pub name: String,
     /// An IANA time zone.
     #[validate(length(min = 1, max = 64))]
+    #[schema(min_length = 1, max_length = 64)]
     #[schema(example = "Europe/Berlin")]
     pub time_zone: String,
     #[validate(length(min = 1, max = 100))]
+    #[schema(min_items = 1, max_items = 100)]
     pub working_hours: Vec<HoursSpec>,
     #[serde(default)]
     #[validate(length(max = 1000))]
+    #[schema(max_items = 1000)]
     pub holidays: Vec<HolidaySpec>,
 }
 

@@ -67,6 +67,7 @@ pub struct ImpactedItem {
 
 /// The answer of a walk.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(as = ImpactAnalysis)]
 pub struct Impact {
     pub items: Vec<ImpactedItem>,
     /// The reached items of a business service class, most critical first.

@@ -510,8 +510,13 @@ async fn idempotency_key_replays_the_first_response(app: TestApp) {
 
     // The same key with another body is refused, and changes nothing.
     let response = send("key-0001", valid_user("idem-other")).await.unwrap();
-    let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(error_fields(&problem), ["Idempotency-Key"], "{problem}");
+    let problem = expect_problem(response, StatusCode::CONFLICT).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("Idempotency-Key")),
+        "{problem}"
+    );
     app.assert_unchanged_since(&before, "a reused key").await;
 
     // A new key is a new request: this one conflicts with the user the first created.

@@ -1577,10 +1577,10 @@ async fn idempotent_create_makes_one_incident(app: TestApp) {
             .send()
             .await
             .unwrap(),
-        StatusCode::UNPROCESSABLE_ENTITY,
+        StatusCode::CONFLICT,
     )
     .await;
-    assert_eq!(problem["status"], 422);
+    assert_eq!(problem["status"], 409);
     // Unknown incidents are 404 everywhere.
     for path in [
         format!("{INCIDENTS}/INC0000099"),

@@ -26,6 +26,7 @@ pub struct CreateClass {
     pub parent: Option<String>,
     #[serde(default)]
     #[validate(length(max = 2000))]
+    #[schema(max_length = 2000)]
     pub description: String,
     #[serde(default)]
     pub attributes: Vec<AttributeDef>,
@@ -38,12 +39,16 @@ pub struct CreateClass {
 #[serde(deny_unknown_fields)]
 pub struct UpdateClass {
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     #[validate(length(max = 2000))]
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
     /// The class's own attributes, replaced as a whole.
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     pub attributes: Option<Vec<AttributeDef>>,
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     pub identification_rules: Option<Vec<IdentificationRule>>,
 }
 
@@ -229,8 +234,15 @@ pub async fn delete_class(
 pub struct SourcePrecedence {
     #[schema(example = json!(["manual", "sccm", "discovery"]))]
     #[validate(length(max = 50))]
+    #[schema(max_items = 50, value_type = Vec<SourceName>)]
     pub sources: Vec<String>,
 }
+
+/// A reporting source's name, as `check_source` accepts it.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
+pub struct SourceName(String);
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SourcePrecedenceView {

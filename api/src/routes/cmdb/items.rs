@@ -53,9 +53,11 @@ pub struct CreateItem {
 #[serde(deny_unknown_fields)]
 pub struct UpdateItem {
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     pub name: Option<String>,
     /// `retired` retires the item; it stays readable with its history and relationships.
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     pub status: Option<CiStatus>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<Environment>)]
@@ -68,9 +70,11 @@ pub struct UpdateItem {
     pub owner_group: Option<Option<String>>,
     /// Merged into the item's attributes; `null` removes one.
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     #[schema(value_type = Option<Object>)]
     pub attributes: Option<Map<String, Value>>,
     #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
     pub external_refs: Option<Vec<ExternalRef>>,
 }
 
@@ -220,7 +224,7 @@ fn enum_values<T: FromStr>(params: &QueryParams, name: &str, names: &str) -> Api
         ("status" = Option<Vec<CiStatus>>, Query), ("environment" = Option<Vec<Environment>>, Query),
         ("criticality" = Option<Vec<Criticality>>, Query),
         ("owner_group" = Option<String>, Query, description = "A group id"),
-        ("attr.<name>" = Option<String>, Query, description = "Equality on an identifying attribute, e.g. attr.hostname=web01 (served by the identifier index)"),
+        ("attr.<name>" = Option<String>, Query, min_length = 1, max_length = 1000, description = "Equality on an identifying attribute, e.g. attr.hostname=web01 (served by the identifier index)"),
         ("q" = Option<String>, Query, description = "Text in the name"),
         ("external_ref" = Option<String>, Query, description = "system:id"),
         ("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query),
@@ -261,16 +265,16 @@ pub async fn list_items(
             continue;
         }
         let value = params
-            .text(name, 1000)?
+            .text_up_to(name, 1000)?
             .ok_or_else(|| ApiError::invalid(name.as_str(), "must not be empty"))?;
         attr_filters.push((name[5..].to_owned(), value));
     }
-    let class = params.text("class", 64)?;
+    let class = params.text("class")?;
     let statuses = enum_values(&params, "status", &CiStatus::names())?;
     let environments = enum_values(&params, "environment", &Environment::names())?;
     let criticalities = enum_values(&params, "criticality", &Criticality::names())?;
-    let owner_group = params.text("owner_group", 64)?;
-    let q = params.text("q", 200)?;
+    let owner_group = params.text("owner_group")?;
+    let q = params.text("q")?;
     let external_ref = params.external_ref()?;
     let page = params.page::<String>()?;
     let slice = state
@@ -442,7 +446,7 @@ pub async fn item_relationships(
     tag = "cmdb", operation_id = "configuration_item_impact",
     params(("id" = String, Path),
            ("direction" = Option<Direction>, Query, description = "upstream (default) or downstream"),
-           ("depth" = Option<u32>, Query, description = "1 to 10, default 5"),
+           ("depth" = Option<u32>, Query, minimum = 1, maximum = 10, description = "1 to 10, default 5"),
            ("types" = Option<String>, Query, description = "Relationship types to follow, comma-separated (default all)"),
            ("limit" = Option<usize>, Query, description = "Most items returned, 1 to 10,000, default 1,000; `truncated` tells when more were reached")),
     responses((status = 200, body = Impact), (status = 404, body = crate::error::Problem),
@@ -564,7 +568,7 @@ pub struct ReconcileRelationship {
 #[serde(deny_unknown_fields)]
 pub struct ReconcileBatch {
     /// Who reports the data (`sccm`, `discovery`, `crm`...), ranked by each class's precedence.
-    #[schema(example = "discovery")]
+    #[schema(example = "discovery", pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     pub source: String,
     /// Up to 1,000 items.
     pub items: Vec<ReconcileItem>,

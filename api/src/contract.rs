@@ -1,0 +1,625 @@
+//! The parts of the contract that follow from how a route is built rather than from what it
+//! does: the problems every kind of route can answer, its credentials, the `Idempotency-Key`
+//! every authenticated POST honours, the servers, and no schema that nothing uses.
+//!
+//! The handlers' annotations declare their success responses and their own failure modes
+//! (say, a 409 with a specific description); the passes here add everything the extractors and
+//! middleware give every route of a kind, so a new route is documented as it is wired.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{
+    AdditionalProperties, AllOfBuilder, ArrayBuilder, ArrayItems, KnownFormat, ObjectBuilder,
+    Schema, SchemaFormat, SchemaType, Type,
+};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::server::ServerBuilder;
+use utoipa::openapi::{Content, HeaderBuilder, OpenApi, Ref, RefOr, Required, ResponseBuilder};
+use utoipa::Modify;
+
+use crate::idempotency::MAX_KEY_LEN;
+use crate::listing::{
+    text_filter_max, DEFAULT_LIMIT, MAX_LIMIT, NOT_BLANK_PATTERN, TIMESTAMP_PARAMS,
+};
+use crate::tickets::SORT_FIELDS;
+
+/// The media type of every problem document.
+pub const PROBLEM_MEDIA_TYPE: &str = "application/problem+json";
+/// The security scheme of people's JWT access tokens.
+pub const JWT_SCHEME: &str = "bearer";
+/// The security scheme of integrations' `itsm_` API tokens (also sent as a bearer credential).
+pub const API_TOKEN_SCHEME: &str = "apiToken";
+
+/// What a route is built from, read from its generated operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteTraits {
+    pub authenticated: bool,
+    pub takes_body: bool,
+    pub path_id: bool,
+    pub if_match: bool,
+    pub query: bool,
+    pub writes: bool,
+    pub post: bool,
+}
+
+impl RouteTraits {
+    fn of(method: &str, path: &str, operation: &Operation) -> Self {
+        let parameters = operation.parameters.as_deref().unwrap_or_default();
+        let has = |location: ParameterIn, name: Option<&str>| {
+            parameters.iter().any(|p| {
+                p.parameter_in == location && name.is_none_or(|n| p.name.eq_ignore_ascii_case(n))
+            })
+        };
+        Self {
+            authenticated: !is_public(operation),
+            takes_body: operation.request_body.is_some(),
+            path_id: path.contains('{'),
+            if_match: has(ParameterIn::Header, Some("If-Match")),
+            query: has(ParameterIn::Query, None),
+            writes: method != "get",
+            post: method == "post",
+        }
+    }
+
+    /// Every problem status a route of this kind can answer, with why.
+    pub fn problem_statuses(&self) -> BTreeMap<u16, &'static str> {
+        let mut statuses = BTreeMap::new();
+        // Middleware in front of every route: the rate limits and a stopping node.
+        statuses.insert(429, "Too many requests: wait for `Retry-After` seconds");
+        statuses.insert(
+            503,
+            "Unavailable (stopping, or the database is): retry after `Retry-After` seconds",
+        );
+        if self.authenticated {
+            statuses.insert(401, "No valid credential");
+            statuses.insert(403, "The credential may not use this operation");
+        }
+        if self.takes_body || self.if_match {
+            statuses.insert(
+                400,
+                "Malformed request (JSON syntax, or an If-Match that is no ETag)",
+            );
+        }
+        if self.takes_body {
+            statuses.insert(413, "The request body is larger than the service accepts");
+            statuses.insert(415, "The request body is not JSON");
+        }
+        if self.takes_body || self.query || (self.post && self.authenticated) {
+            statuses.insert(
+                422,
+                "Invalid content: each invalid field is listed in `errors`",
+            );
+        }
+        if self.path_id {
+            statuses.insert(404, "No such resource, or not one the caller may see");
+        }
+        if self.if_match {
+            statuses.insert(412, "If-Match names a version that is no longer current");
+        }
+        if self.writes && self.authenticated {
+            statuses.insert(
+                409,
+                "Conflicts with the current state (or an Idempotency-Key in use)",
+            );
+        }
+        statuses
+    }
+}
+
+/// An operation marked `security(())` needs no credential.
+fn is_public(operation: &Operation) -> bool {
+    operation
+        .security
+        .as_ref()
+        .is_some_and(|s| s.iter().all(|r| *r == SecurityRequirement::default()))
+}
+
+fn operations_mut(openapi: &mut OpenApi) -> Vec<(&'static str, String, &mut Operation)> {
+    let mut all = Vec::new();
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        for (method, operation) in [
+            ("get", item.get.as_mut()),
+            ("post", item.post.as_mut()),
+            ("put", item.put.as_mut()),
+            ("patch", item.patch.as_mut()),
+            ("delete", item.delete.as_mut()),
+        ] {
+            if let Some(operation) = operation {
+                all.push((method, path.clone(), operation));
+            }
+        }
+    }
+    all
+}
+
+/// Adds the problem responses of each route's kind, renders every problem response (declared
+/// or added) as `application/problem+json`, and sets each operation's credentials.
+pub struct RouteKinds;
+
+impl Modify for RouteKinds {
+    fn modify(&self, openapi: &mut OpenApi) {
+        add_problem_schemas(openapi);
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            JWT_SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("An access token from POST /api/v1/auth/token"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            API_TOKEN_SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("itsm_ API token")
+                    .description(Some(
+                        "An API token from POST /api/v1/api-tokens, sent as a bearer credential",
+                    ))
+                    .build(),
+            ),
+        );
+        openapi.servers = Some(vec![ServerBuilder::new()
+            .url("http://127.0.0.1:8080")
+            .description(Some("The service as `make run` starts it"))
+            .build()]);
+        openapi.security = Some(either_credential());
+
+        for (method, path, operation) in operations_mut(openapi) {
+            let traits = RouteTraits::of(method, &path, operation);
+            operation.security = Some(if traits.authenticated {
+                either_credential()
+            } else {
+                Vec::new()
+            });
+            if traits.post && traits.authenticated {
+                set_idempotency_key(operation);
+            }
+            bound_query_parameters(operation);
+            let kinds = traits.problem_statuses();
+            for (status, description) in &kinds {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| {
+                        RefOr::T(ResponseBuilder::new().description(*description).build())
+                    });
+            }
+            for (status, response) in operation.responses.responses.iter_mut() {
+                let Some(status) = status.parse::<u16>().ok().filter(|s| *s >= 400) else {
+                    continue;
+                };
+                if let RefOr::T(response) = response {
+                    if response.description.is_empty() {
+                        response.description = kinds
+                            .get(&status)
+                            .copied()
+                            .unwrap_or_else(|| generic_description(status))
+                            .to_owned();
+                    }
+                    response.content.clear();
+                    response.content.insert(
+                        PROBLEM_MEDIA_TYPE.to_owned(),
+                        Content::new(Some(Ref::from_schema_name(problem_schema(status)))),
+                    );
+                    for &(name, description) in problem_headers(status) {
+                        response.headers.entry(name.to_owned()).or_insert_with(|| {
+                            HeaderBuilder::new()
+                                .schema(ObjectBuilder::new().schema_type(Type::String))
+                                .description(Some(description))
+                                .build()
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A JWT or an API token: either one satisfies a protected operation.
+fn either_credential() -> Vec<SecurityRequirement> {
+    vec![
+        SecurityRequirement::new(JWT_SCHEME, Vec::<String>::new()),
+        SecurityRequirement::new(API_TOKEN_SCHEME, Vec::<String>::new()),
+    ]
+}
+
+fn generic_description(status: u16) -> &'static str {
+    match status {
+        401 => "No valid credential",
+        403 => "The credential may not use this operation",
+        404 => "No such resource, or not one the caller may see",
+        409 => "Conflicts with the current state",
+        422 => "Invalid content: each invalid field is listed in `errors`",
+        _ => "The problem, as an RFC 9457 document",
+    }
+}
+
+fn problem_schema(status: u16) -> &'static str {
+    if status == 422 {
+        "ValidationProblem"
+    } else {
+        "ProblemDetails"
+    }
+}
+
+fn problem_headers(status: u16) -> &'static [(&'static str, &'static str)] {
+    match status {
+        401 => &[(
+            "WWW-Authenticate",
+            "`Bearer`: the scheme to authenticate with",
+        )],
+        429 | 503 => &[("Retry-After", "Seconds to wait before retrying")],
+        _ => &[],
+    }
+}
+
+/// `ValidationProblem`: a `Problem` whose `errors` lists at least one field.
+fn add_problem_schemas(openapi: &mut OpenApi) {
+    let components = openapi.components.get_or_insert_with(Default::default);
+    let listed = ObjectBuilder::new().required("errors").property(
+        "errors",
+        ArrayBuilder::new()
+            .items(Ref::from_schema_name("ProblemFieldError"))
+            .min_items(Some(1))
+            .max_items(Some(crate::error::MAX_LISTED_ERRORS)),
+    );
+    components.schemas.insert(
+        "ValidationProblem".to_owned(),
+        RefOr::T(Schema::AllOf(
+            AllOfBuilder::new()
+                .item(Ref::from_schema_name("ProblemDetails"))
+                .item(listed)
+                .description(Some("A problem (422) naming each invalid field"))
+                .build(),
+        )),
+    );
+}
+
+/// The `Idempotency-Key` header every authenticated POST honours, with the bounds it is checked
+/// against.
+fn set_idempotency_key(operation: &mut Operation) {
+    let parameters = operation.parameters.get_or_insert_with(Vec::new);
+    parameters.retain(|p| !p.name.eq_ignore_ascii_case("Idempotency-Key"));
+    parameters.push(idempotency_key_parameter());
+}
+
+fn idempotency_key_parameter() -> Parameter {
+    ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "Replays the first response for a retry with the same key and body (kept 24 hours)",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(MAX_KEY_LEN))
+                .pattern(Some("^[!-~]+$")),
+        ))
+        .build()
+}
+
+/// Publishes the bounds `QueryParams` checks on each query parameter, where the annotation did
+/// not state its own: `limit`, the text filters, the timestamps, the cursor.
+fn bound_query_parameters(operation: &mut Operation) {
+    for parameter in operation.parameters.iter_mut().flatten() {
+        if parameter.parameter_in != ParameterIn::Query {
+            continue;
+        }
+        let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut() else {
+            continue;
+        };
+        let name = parameter.name.as_str();
+        if name == "limit" {
+            if schema.maximum.is_none() {
+                schema.minimum = Some(1.into());
+                schema.maximum = Some(MAX_LIMIT.into());
+                schema.default = Some(DEFAULT_LIMIT.into());
+            }
+            continue;
+        }
+        let is_text = schema.schema_type == SchemaType::new(Type::String)
+            && schema.enum_values.is_none()
+            && schema.format.is_none();
+        if !is_text {
+            continue;
+        }
+        if name == "sort" {
+            schema.enum_values = Some(
+                SORT_FIELDS
+                    .iter()
+                    .flat_map(|field| [field.to_string(), format!("-{field}")])
+                    .map(serde_json::Value::from)
+                    .collect(),
+            );
+        } else if name == "external_ref" {
+            schema.pattern = Some(EXTERNAL_REF_PATTERN.to_owned());
+        } else if TIMESTAMP_PARAMS.contains(&name) {
+            schema.format = Some(SchemaFormat::KnownFormat(KnownFormat::DateTime));
+        } else if name == "cursor" {
+            schema.min_length = Some(1);
+        } else if schema.max_length.is_none() {
+            schema.min_length = Some(1);
+            schema.max_length = Some(text_filter_max(name));
+            schema.pattern = Some(NOT_BLANK_PATTERN.to_owned());
+        } else {
+            schema.pattern = Some(NOT_BLANK_PATTERN.to_owned());
+        }
+    }
+}
+
+/// A flattened part of a record (`#[serde(flatten)]` renders as `allOf`) keeps the record's
+/// other fields, so a part that refuses unknown fields as a request body is inlined there
+/// without that refusal.
+pub struct OpenFlattenedParts;
+
+impl Modify for OpenFlattenedParts {
+    fn modify(&self, openapi: &mut OpenApi) {
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let strict: BTreeMap<String, Schema> = components
+            .schemas
+            .iter()
+            .filter_map(|(name, schema)| match schema {
+                RefOr::T(Schema::Object(object)) if refuses_unknown(object) => {
+                    let mut open = object.clone();
+                    open.additional_properties = None;
+                    Some((name.clone(), Schema::Object(open)))
+                }
+                _ => None,
+            })
+            .collect();
+        for schema in components.schemas.values_mut() {
+            open_parts(schema, &strict);
+        }
+        for (_, _, operation) in operations_mut(openapi) {
+            for response in operation.responses.responses.values_mut() {
+                if let RefOr::T(response) = response {
+                    for content in response.content.values_mut() {
+                        if let Some(schema) = content.schema.as_mut() {
+                            open_parts(schema, &strict);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn refuses_unknown(object: &utoipa::openapi::schema::Object) -> bool {
+    matches!(
+        object.additional_properties.as_deref(),
+        Some(AdditionalProperties::FreeForm(false))
+    )
+}
+
+fn open_parts(schema: &mut RefOr<Schema>, strict: &BTreeMap<String, Schema>) {
+    let RefOr::T(schema) = schema else {
+        return;
+    };
+    match schema {
+        Schema::AllOf(all) => {
+            for item in &mut all.items {
+                let name = match item {
+                    RefOr::Ref(reference) => reference
+                        .ref_location
+                        .strip_prefix("#/components/schemas/")
+                        .map(str::to_owned),
+                    RefOr::T(_) => None,
+                };
+                match name.and_then(|name| strict.get(&name)) {
+                    Some(open) => *item = RefOr::T(open.clone()),
+                    None => open_parts(item, strict),
+                }
+            }
+        }
+        Schema::OneOf(one) => one.items.iter_mut().for_each(|i| open_parts(i, strict)),
+        Schema::AnyOf(any) => any.items.iter_mut().for_each(|i| open_parts(i, strict)),
+        Schema::Object(object) => object
+            .properties
+            .values_mut()
+            .for_each(|p| open_parts(p, strict)),
+        Schema::Array(array) => {
+            if let ArrayItems::RefOrSchema(items) = &mut array.items {
+                open_parts(items, strict);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// No stored text may hold NUL (`json_body` refuses it): every free text in a request body
+/// says so.
+pub struct NoNulInText;
+
+/// Text without NUL: the whole value is characters other than U+0000.
+pub const NO_NUL_PATTERN: &str = "^[^\\u0000]*$";
+
+impl Modify for NoNulInText {
+    fn modify(&self, openapi: &mut OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.schemas.values_mut().for_each(forbid_nul);
+        }
+        for (_, _, operation) in operations_mut(openapi) {
+            if let Some(body) = operation.request_body.as_mut() {
+                for content in body.content.values_mut() {
+                    if let Some(schema) = content.schema.as_mut() {
+                        forbid_nul(schema);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn forbid_nul(schema: &mut RefOr<Schema>) {
+    let RefOr::T(schema) = schema else {
+        return;
+    };
+    match schema {
+        Schema::Object(object) => {
+            let free_text = object.schema_type == SchemaType::new(Type::String)
+                || object.schema_type == SchemaType::from_iter([Type::String, Type::Null]);
+            if free_text
+                && object.pattern.is_none()
+                && object.enum_values.is_none()
+                && object.format.is_none()
+            {
+                object.pattern = Some(NO_NUL_PATTERN.to_owned());
+            }
+            object.properties.values_mut().for_each(forbid_nul);
+            if let Some(AdditionalProperties::RefOr(value)) =
+                object.additional_properties.as_deref_mut()
+            {
+                forbid_nul(value);
+            }
+        }
+        Schema::Array(array) => {
+            if let ArrayItems::RefOrSchema(items) = &mut array.items {
+                forbid_nul(items);
+            }
+        }
+        Schema::AllOf(all) => all.items.iter_mut().for_each(forbid_nul),
+        Schema::OneOf(one) => one.items.iter_mut().for_each(forbid_nul),
+        Schema::AnyOf(any) => any.items.iter_mut().for_each(forbid_nul),
+        _ => {}
+    }
+}
+
+/// `system:id` as `QueryParams::external_ref` reads it (see `ExternalRef::validate_list`).
+const EXTERNAL_REF_PATTERN: &str = "^[A-Za-z0-9_.-]{1,64}:[^ \\t\\n\\r]";
+
+/// Drops schemas nothing refers to (say, an item type that list pages inline).
+pub struct UnusedSchemas;
+
+impl Modify for UnusedSchemas {
+    fn modify(&self, openapi: &mut OpenApi) {
+        loop {
+            let Ok(json) = serde_json::to_value(&*openapi) else {
+                return;
+            };
+            let mut used = BTreeSet::new();
+            collect_refs(&json, &mut used);
+            let Some(components) = openapi.components.as_mut() else {
+                return;
+            };
+            let before = components.schemas.len();
+            components.schemas.retain(|name, _| used.contains(name));
+            if components.schemas.len() == before {
+                return;
+            }
+        }
+    }
+}
+
+fn collect_refs(value: &serde_json::Value, used: &mut BTreeSet<String>) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            for (key, child) in fields {
+                if key == "$ref" {
+                    if let Some(name) = child
+                        .as_str()
+                        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                    {
+                        used.insert(name.to_owned());
+                    }
+                } else {
+                    collect_refs(child, used);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|item| collect_refs(item, used)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::OpenApi;
+
+    use crate::openapi::ApiDoc;
+
+    fn spec() -> serde_json::Value {
+        serde_json::to_value(ApiDoc::openapi()).unwrap()
+    }
+
+    fn statuses(spec: &serde_json::Value, path: &str, method: &str) -> Vec<String> {
+        spec["paths"][path][method]["responses"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{method} {path} missing"))
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn each_route_kind_documents_its_problems() {
+        let spec = spec();
+        // Authenticated, a body, a path id, If-Match, a write.
+        assert_eq!(
+            statuses(&spec, "/api/v1/users/{id}", "patch"),
+            ["200", "400", "401", "403", "404", "409", "412", "413", "415", "422", "429", "503"]
+        );
+        // Authenticated list with query parameters.
+        assert_eq!(
+            statuses(&spec, "/api/v1/users", "get"),
+            ["200", "401", "403", "422", "429", "503"]
+        );
+        // Public probe: only the middleware's.
+        assert_eq!(statuses(&spec, "/healthz", "get"), ["200", "429", "503"]);
+    }
+
+    #[test]
+    fn every_problem_is_a_problem_document_and_every_protected_operation_names_its_credentials() {
+        let spec = spec();
+        for (path, item) in spec["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                for (status, response) in operation["responses"].as_object().unwrap() {
+                    if status.as_str() >= "400" {
+                        let content = response["content"].as_object().unwrap();
+                        let schema = &content[super::PROBLEM_MEDIA_TYPE]["schema"]["$ref"];
+                        let expected = if status == "422" {
+                            "#/components/schemas/ValidationProblem"
+                        } else {
+                            "#/components/schemas/ProblemDetails"
+                        };
+                        assert_eq!(schema, expected, "{method} {path} {status}");
+                        assert_eq!(content.len(), 1, "{method} {path} {status}");
+                    }
+                }
+                let security = operation["security"].as_array().unwrap();
+                let public = security.is_empty();
+                assert_eq!(
+                    public,
+                    !operation["responses"]
+                        .as_object()
+                        .unwrap()
+                        .contains_key("403"),
+                    "{method} {path}"
+                );
+                if !public {
+                    assert_eq!(security.len(), 2, "{method} {path}: a JWT or an API token");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_schema_is_unused() {
+        let spec = spec();
+        let mut used = std::collections::BTreeSet::new();
+        super::collect_refs(&spec, &mut used);
+        for name in spec["components"]["schemas"].as_object().unwrap().keys() {
+            assert!(used.contains(name), "{name} is not used");
+        }
+    }
+}
