@@ -538,6 +538,15 @@ impl RealServer {
 
     /// Starts `itsm serve` with further `ITSM_*` settings.
     pub async fn start_with(database_url: &str, settings: &[(&str, &str)]) -> RealServer {
+        Self::start_logging(database_url, settings, std::process::Stdio::inherit()).await
+    }
+
+    /// Starts `itsm serve` with further settings, its log (standard error) going to `log`.
+    pub async fn start_logging(
+        database_url: &str,
+        settings: &[(&str, &str)],
+        log: impl Into<std::process::Stdio>,
+    ) -> RealServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -551,6 +560,7 @@ impl RealServer {
             .env("RUST_LOG", "warn")
             .envs(settings.iter().copied())
             .stdout(std::process::Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start itsm");
         let server = RealServer {
