@@ -97,37 +97,124 @@ pub fn read_clock(
     if first.event != ClockEvent::Start {
         return None;
     }
-    let mut reading = Reading {
-        state: TimerState::Running,
-        started_at: first.at,
-        target_seconds: initial_target_seconds,
-        elapsed_seconds: 0,
-        paused_seconds: 0,
-        outside_seconds: 0,
-        remaining_seconds: initial_target_seconds,
-        due_at: None,
-        warned_at: None,
-        breached_at: None,
-        stopped_at: None,
-    };
-    let mut position = first.at;
-    let mut running = true;
-    let mut ended = false;
+    let mut clock = Clock::start(first.at, initial_target_seconds);
     for entry in timeline[1..].iter().filter(|entry| entry.at <= now) {
-        let at = entry.at.max(position);
+        clock.apply(calendar, warning_percent, entry);
+    }
+    clock.run_until(calendar, warning_percent, now);
+    Some(clock.reading)
+}
+
+/// A timer's clock part way through its timeline: the reading up to `position`. A timeline is
+/// read by folding its entries into a clock; a stored timer keeps its clock's [`ClockSnapshot`]
+/// and goes on from it, so a new entry costs the same however long the timeline is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clock {
+    pub reading: Reading,
+    /// How far the reading has run.
+    pub position: DateTime<Utc>,
+    pub running: bool,
+}
+
+/// What a stored timer keeps of its clock: enough to go on without its timeline. The rest of
+/// a reading follows from it (outside time is the wall time less elapsed and paused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClockSnapshot {
+    pub state: TimerState,
+    pub started_at: DateTime<Utc>,
+    pub position: DateTime<Utc>,
+    pub running: bool,
+    pub target_seconds: i64,
+    pub elapsed_seconds: i64,
+    pub paused_seconds: i64,
+    pub warned_at: Option<DateTime<Utc>>,
+    pub breached_at: Option<DateTime<Utc>>,
+    pub stopped_at: Option<DateTime<Utc>>,
+}
+
+impl Clock {
+    pub fn start(at: DateTime<Utc>, target_seconds: i64) -> Clock {
+        Clock {
+            reading: Reading {
+                state: TimerState::Running,
+                started_at: at,
+                target_seconds,
+                elapsed_seconds: 0,
+                paused_seconds: 0,
+                outside_seconds: 0,
+                remaining_seconds: target_seconds,
+                due_at: None,
+                warned_at: None,
+                breached_at: None,
+                stopped_at: None,
+            },
+            position: at,
+            running: true,
+        }
+    }
+
+    /// The clock of a snapshot, as it was when the snapshot was taken.
+    pub fn resume(snapshot: &ClockSnapshot) -> Clock {
+        let wall = (snapshot.position - snapshot.started_at).num_seconds();
+        Clock {
+            reading: Reading {
+                state: snapshot.state,
+                started_at: snapshot.started_at,
+                target_seconds: snapshot.target_seconds,
+                elapsed_seconds: snapshot.elapsed_seconds,
+                paused_seconds: snapshot.paused_seconds,
+                outside_seconds: wall - snapshot.elapsed_seconds - snapshot.paused_seconds,
+                remaining_seconds: snapshot.target_seconds - snapshot.elapsed_seconds,
+                due_at: None,
+                warned_at: snapshot.warned_at,
+                breached_at: snapshot.breached_at,
+                stopped_at: snapshot.stopped_at,
+            },
+            position: snapshot.position,
+            running: snapshot.running,
+        }
+    }
+
+    pub fn snapshot(&self) -> ClockSnapshot {
+        let r = &self.reading;
+        ClockSnapshot {
+            state: r.state,
+            started_at: r.started_at,
+            position: self.position,
+            running: self.running,
+            target_seconds: r.target_seconds,
+            elapsed_seconds: r.elapsed_seconds,
+            paused_seconds: r.paused_seconds,
+            warned_at: r.warned_at,
+            breached_at: r.breached_at,
+            stopped_at: r.stopped_at,
+        }
+    }
+
+    pub fn ended(&self) -> bool {
+        self.reading.stopped_at.is_some()
+    }
+
+    /// Runs the clock to `entry` and applies it; nothing changes once the timer has ended.
+    pub fn apply(&mut self, calendar: &Calendar, warning_percent: u8, entry: &TimelineEntry) {
+        if self.ended() {
+            return;
+        }
+        let at = entry.at.max(self.position);
         advance(
             calendar,
             warning_percent,
-            &mut reading,
-            running,
-            position,
+            &mut self.reading,
+            self.running,
+            self.position,
             at,
         );
-        position = at;
+        self.position = at;
+        let reading = &mut self.reading;
         match entry.event {
             ClockEvent::Start => {}
-            ClockEvent::Pause => running = false,
-            ClockEvent::Resume => running = true,
+            ClockEvent::Pause => self.running = false,
+            ClockEvent::Resume => self.running = true,
             ClockEvent::Retarget { target_seconds } => {
                 reading.target_seconds = target_seconds;
                 // A lower target already run past is crossed at the retarget itself.
@@ -146,42 +233,44 @@ pub fn read_clock(
                     _ if reading.breached_at.is_some() => TimerState::Breached,
                     _ => TimerState::Achieved,
                 };
-                ended = true;
-                break;
             }
         }
     }
-    if !ended {
-        let until = now.max(position);
-        advance(
-            calendar,
-            warning_percent,
-            &mut reading,
-            running,
-            position,
-            until,
-        );
-        position = until;
-        reading.state = match (reading.breached_at, running) {
-            (Some(_), _) => TimerState::Breached,
-            (None, true) => TimerState::Running,
-            (None, false) => TimerState::Paused,
+
+    /// Runs the clock to `now` (a clock already past `now` stays where it is) and completes
+    /// its reading: state, remaining and due time.
+    pub fn run_until(&mut self, calendar: &Calendar, warning_percent: u8, now: DateTime<Utc>) {
+        let ended = self.ended();
+        if !ended {
+            let until = now.max(self.position);
+            advance(
+                calendar,
+                warning_percent,
+                &mut self.reading,
+                self.running,
+                self.position,
+                until,
+            );
+            self.position = until;
+            self.reading.state = match (self.reading.breached_at, self.running) {
+                (Some(_), _) => TimerState::Breached,
+                (None, true) => TimerState::Running,
+                (None, false) => TimerState::Paused,
+            };
+        }
+        let reading = &mut self.reading;
+        reading.remaining_seconds = reading.target_seconds - reading.elapsed_seconds;
+        // An achieved timer keeps the due time it had when it stopped; a paused or canceled
+        // one has none.
+        let counts_down = (self.running && !ended) || reading.state == TimerState::Achieved;
+        reading.due_at = match (reading.breached_at, counts_down) {
+            (Some(at), _) => Some(at),
+            (None, true) => calendar.add_business_seconds(self.position, reading.remaining_seconds),
+            (None, false) => None,
         };
     }
-    reading.remaining_seconds = reading.target_seconds - reading.elapsed_seconds;
-    // An achieved timer keeps the due time it had when it stopped; a paused or canceled one
-    // has none.
-    let counts_down = (running && !ended) || reading.state == TimerState::Achieved;
-    reading.due_at = match (reading.breached_at, counts_down) {
-        (Some(at), _) => Some(at),
-        (None, true) => calendar.add_business_seconds(position, reading.remaining_seconds),
-        (None, false) => None,
-    };
-    Some(reading)
 }
 
-/// Runs the clock over `[from, to)`: business time counts while running, wall time while
-/// paused; the instants the warning and the target are crossed are found exactly.
 fn advance(
     calendar: &Calendar,
     warning_percent: u8,
@@ -802,6 +891,58 @@ mod tests {
             let reading = read_clock(&cal, 8 * HOUR, 75, &timeline, now).unwrap();
             assert_adds_up(&reading, now);
             assert!(reading.elapsed_seconds <= cal.business_seconds(start, now));
+        }
+    }
+
+    /// Over random timelines (across the spring DST change), a clock stored at any instant
+    /// and resumed reads exactly what the whole timeline reads.
+    #[test]
+    fn a_resumed_snapshot_reads_as_the_whole_timeline() {
+        let cal = berlin_office();
+        let tz = cal.time_zone;
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |bound: i64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % bound as u64) as i64
+        };
+        for _ in 0..300 {
+            let start = at(tz, "2026-03-20 00:00") + chrono::Duration::seconds(next(20 * 86_400));
+            let mut timeline = vec![entry(start, ClockEvent::Start)];
+            let mut t = start;
+            for _ in 0..next(10) {
+                t += chrono::Duration::seconds(next(2 * 86_400));
+                let event = match next(7) {
+                    0 | 1 => ClockEvent::Pause,
+                    2 | 3 => ClockEvent::Resume,
+                    4 | 5 => ClockEvent::Retarget {
+                        target_seconds: next(30) * HOUR,
+                    },
+                    _ => ClockEvent::Stop,
+                };
+                timeline.push(entry(t, event));
+            }
+            let now = t + chrono::Duration::seconds(next(3 * 86_400));
+            let whole = read_clock(&cal, 8 * HOUR, 75, &timeline, now).unwrap();
+
+            // Stored after `split` entries, somewhere before the next one.
+            let split = 1 + next(timeline.len() as i64) as usize;
+            let until = timeline.get(split).map_or(now, |e| e.at);
+            let since = timeline[split - 1].at;
+            let stored_at =
+                since + chrono::Duration::seconds(next((until - since).num_seconds() + 1));
+            let mut clock = Clock::start(start, 8 * HOUR);
+            for e in &timeline[1..split] {
+                clock.apply(&cal, 75, e);
+            }
+            clock.run_until(&cal, 75, stored_at);
+            let mut resumed = Clock::resume(&clock.snapshot());
+            for e in &timeline[split..] {
+                resumed.apply(&cal, 75, e);
+            }
+            resumed.run_until(&cal, 75, now);
+            assert_eq!(resumed.reading, whole, "{timeline:?} stored at {stored_at}");
         }
     }
 

@@ -12,8 +12,8 @@ use utoipa::ToSchema;
 use crate::calendar::Calendar;
 use crate::enums::string_enum;
 use crate::sla::{
-    read_clock, ClockEvent, PolicyDefinition, Reading, SlaMetric, Threshold, TicketFacts,
-    TimelineEntry, TimerState,
+    Clock, ClockEvent, PolicyDefinition, Reading, SlaMetric, Threshold, TicketFacts, TimelineEntry,
+    TimerState,
 };
 use crate::ticket::TicketKind;
 
@@ -200,7 +200,9 @@ pub enum TimerStep {
 }
 
 /// The timers a ticket needs after a change from `before` (`None` when it is new) to `after`,
-/// given the timers it has. A metric whose goal was met, or that ended, is not started again.
+/// given the timers it has. A metric whose goal was met, or that ended, is not started again,
+/// unless the change takes the goal back (a resolved ticket reopened): then a new timer counts
+/// the new cycle from the reopening, and the first keeps what it achieved or breached.
 pub fn plan(
     rules: &SlaRules,
     before: Option<&SlaView<'_>>,
@@ -218,9 +220,14 @@ pub fn plan(
         let active = timers.iter().position(|t| t.metric == metric && !t.ended);
         let Some(index) = active else {
             let had_one = timers.iter().any(|t| t.metric == metric && !t.canceled);
-            if let (false, false, false, Some((p, target_seconds))) =
-                (had_one, after.canceled, after.goal_met(metric), target)
-            {
+            let reopened = before.is_some_and(|b| b.goal_met(metric)) && had_one;
+            if let (false, false, false, Some((p, target_seconds))) = (
+                had_one && !reopened,
+                after.canceled,
+                after.goal_met(metric),
+                target,
+            ) {
+                let applies = format!("policy {} applies", p.definition.name);
                 steps.push(TimerStep::Start {
                     metric,
                     policy_id: p.id.clone(),
@@ -228,7 +235,10 @@ pub fn plan(
                     target_seconds,
                     warning_percent: p.definition.warning_percent,
                     paused: p.definition.pauses(after.state, after.on_hold_reason),
-                    reason: format!("policy {} applies", p.definition.name),
+                    reason: match reopened {
+                        true => format!("ticket reopened; {applies}"),
+                        false => applies,
+                    },
                 });
             }
             continue;
@@ -317,21 +327,21 @@ pub fn clock_events(lines: &[TimelineLine]) -> Vec<TimelineEntry> {
         .collect()
 }
 
-/// Reads a timer from its lines at `now`.
-pub fn read_timer(
+/// A timer's clock replayed from its lines up to `now` (a recalculation reads the whole
+/// timeline again under another calendar version); `None` without a start line.
+pub fn replay(
     calendar: &Calendar,
     warning_percent: u8,
     lines: &[TimelineLine],
     now: DateTime<Utc>,
-) -> Option<Reading> {
-    let first_target = lines.first().and_then(|l| l.target_seconds)?;
-    read_clock(
-        calendar,
-        first_target,
-        warning_percent,
-        &clock_events(lines),
-        now,
-    )
+) -> Option<Clock> {
+    let first = lines.first().filter(|l| l.kind == TimelineKind::Start)?;
+    let mut clock = Clock::start(first.at, first.target_seconds?);
+    for entry in clock_events(&lines[1..]).iter().filter(|e| e.at <= now) {
+        clock.apply(calendar, warning_percent, entry);
+    }
+    clock.run_until(calendar, warning_percent, now);
+    Some(clock)
 }
 
 /// The warnings and breaches a reading has crossed that were not announced yet, in order.
@@ -509,6 +519,31 @@ mod tests {
         let steps = plan(&rules, None, &view(Priority::P3, "new"), &[]);
         assert_eq!(kinds(&steps), ["start response", "start resolution"]);
         assert!(plan(&SlaRules::default(), None, &view(Priority::P3, "new"), &[]).is_empty());
+    }
+
+    #[test]
+    fn a_reopened_ticket_starts_a_new_resolution_cycle() {
+        let rules = SlaRules::new(vec![policy("a", 1, 8, vec![])], vec![]);
+        let ended = |metric| TimerHead {
+            ended: true,
+            ..head(metric, "a", 3600)
+        };
+        let heads = [ended(SlaMetric::Response), ended(SlaMetric::Resolution)];
+        let mut resolved = view(Priority::P3, "resolved");
+        resolved.responded = true;
+        resolved.resolved = true;
+        let mut reopened = view(Priority::P3, "in_progress");
+        reopened.responded = true;
+        let steps = plan(&rules, Some(&resolved), &reopened, &heads);
+        assert_eq!(kinds(&steps), ["start resolution"]);
+        let TimerStep::Start { reason, .. } = &steps[0] else {
+            panic!("a start")
+        };
+        assert_eq!(reason, "ticket reopened; policy policy a applies");
+        // Any other change to a ticket whose timers ended starts nothing.
+        let mut moved = reopened;
+        moved.state = "on_hold";
+        assert!(plan(&rules, Some(&reopened), &moved, &heads).is_empty());
     }
 
     #[test]

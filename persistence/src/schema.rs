@@ -469,6 +469,8 @@ diesel::table! {
         next_alarm_at -> Nullable<Timestamp>,
         due_order -> Timestamp,
         version -> BigInt,
+        clock_running -> Bool,
+        line_count -> Integer,
     }
 }
 

@@ -1,11 +1,13 @@
 //! SLA timers of tickets and their timelines.
 //!
-//! The lines of a timer's timeline are the truth; the timer row keeps what the clock read at
-//! its last line (`as_of`) for lists, list filters and the worker, which looks at a timer only
-//! when its `next_alarm_at` falls due. Every change to a timer goes through [`settle`], which
-//! appends the lines, announces each warning and breach crossed (a line and an event, once),
-//! runs the policy's escalations, and stores the new reading under a version check, so that two
-//! nodes (or the worker and a ticket save) never announce the same breach twice.
+//! A timer row keeps its clock (how far it has run, whether it runs, what it has read: see
+//! [`ClockSnapshot`]) for lists, list filters and the worker, which looks at a timer only when
+//! its `next_alarm_at` falls due; the lines of its timeline are the record of why, read back
+//! only to show the timeline or to replay it under another calendar version. Every change to a
+//! timer goes through [`settle`], which goes on from the stored clock, appends the lines,
+//! announces each warning and breach crossed (a line and an event, once), runs the policy's
+//! escalations, and stores the new clock under a version check, so that two nodes (or the
+//! worker and a ticket save) never announce the same breach twice.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +17,9 @@ use diesel::prelude::*;
 use domain::calendar::Calendar;
 use domain::incident::Incident;
 use domain::problem::Problem;
-use domain::sla::{EscalationAction, SlaMetric, Threshold, TimerState};
+use domain::sla::{
+    Clock, ClockSnapshot, EscalationAction, Reading, SlaMetric, Threshold, TimerState,
+};
 use domain::sla_timers::{
     self as timers, SlaRules, TimelineKind, TimelineLine, TimerHead, TimerRecord, TimerStep,
 };
@@ -59,6 +63,8 @@ struct TimerRow {
     next_alarm_at: Option<NaiveDateTime>,
     due_order: NaiveDateTime,
     version: i64,
+    clock_running: bool,
+    line_count: i32,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -114,15 +120,30 @@ impl TimerRow {
         u8::try_from(self.warning_percent).unwrap_or(75)
     }
 
-    /// The timer as the API shows it, read from its lines at `now`.
-    fn record(
-        &self,
-        calendar: &Calendar,
-        lines: &[TimelineLine],
-        now: DateTime<Utc>,
-    ) -> Result<TimerRecord, StoreError> {
-        let reading = timers::read_timer(calendar, self.warning_percent(), lines, now)
-            .ok_or_else(|| corrupt(&self.id))?;
+    /// The stored clock, as it stood at `as_of`.
+    fn clock(&self) -> Result<Clock, StoreError> {
+        Ok(Clock::resume(&ClockSnapshot {
+            state: self.state()?,
+            started_at: utc(self.started_at),
+            position: utc(self.as_of),
+            running: self.clock_running,
+            target_seconds: self.target_seconds,
+            elapsed_seconds: self.elapsed_seconds,
+            paused_seconds: self.paused_seconds,
+            warned_at: self.warned_at.map(utc),
+            breached_at: self.breached_at.map(utc),
+            stopped_at: self.stopped_at.map(utc),
+        }))
+    }
+
+    /// The timer as the API shows it, read at `now`.
+    fn read_at(&self, calendar: &Calendar, now: DateTime<Utc>) -> Result<TimerRecord, StoreError> {
+        let mut clock = self.clock()?;
+        clock.run_until(calendar, self.warning_percent(), now);
+        self.record(&clock.reading)
+    }
+
+    fn record(&self, reading: &Reading) -> Result<TimerRecord, StoreError> {
         Ok(TimerRecord {
             id: self.id.clone(),
             ticket_type: stored("ticket type", &self.ticket_type)?,
@@ -295,9 +316,12 @@ pub(crate) fn follow<T: Ticket>(
                     next_alarm_at: None,
                     due_order: end_of_time(),
                     version: 0,
+                    clock_running: true,
+                    line_count: 0,
                 };
-                let settled = Settled::read(row, Vec::new(), lines, &calendar.calendar, now)?;
-                started.push((settled, calendar.calendar.clone()));
+                let clock = row.clock()?;
+                let settled = Settled::read(row, clock, lines, &calendar.calendar, now)?;
+                started.push(settled);
             }
             TimerStep::Line {
                 timer,
@@ -320,50 +344,50 @@ pub(crate) fn follow<T: Ticket>(
         }
     }
     insert_new(conn, ctx, started)?;
-    if new_lines.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<&str> = new_lines.keys().map(|&i| rows[i].id.as_str()).collect();
-    let mut old_lines = lines_of(conn, &ids)?;
     for (index, lines) in new_lines {
         let mut row = rows[index].clone();
         if let Some(policy) = lines.iter().rev().find_map(|l| l.policy_id.clone()) {
             row.policy_id = policy;
         }
         let calendar = calendar_of(conn, Some(rules), &row.calendar_id, row.calendar_version)?;
-        let old = old_lines.remove(&row.id).unwrap_or_default();
-        settle(conn, ctx, row, old, lines, &calendar)?;
+        let clock = row.clock()?;
+        settle(conn, ctx, row, clock, lines, &calendar)?;
     }
     Ok(())
 }
 
-/// A timer read again after new lines: the lines to store, what it crossed and must announce.
+/// A timer gone on from its clock with new lines: the lines to store, what it crossed and must
+/// announce.
 struct Settled {
     row: TimerRow,
+    reading: Reading,
+    /// The new lines, from position `first_position` of the timeline on.
     lines: Vec<TimelineLine>,
-    /// Where the new lines start in `lines`.
-    first_new: usize,
+    first_position: i32,
     announcements: Vec<(Threshold, DateTime<Utc>)>,
 }
 
 impl Settled {
-    /// Appends `new` lines to a timer, adds a line for each warning and breach it crossed by
-    /// `now` that was not announced yet, and sets what the clock reads in its row (with the
-    /// next version).
+    /// Runs `clock` (the timer's, as stored or replayed) through the `new` lines to `now`, adds
+    /// a line for each warning and breach it crossed that was not announced yet, and sets the
+    /// new clock in the row (with the next version).
     fn read(
         mut row: TimerRow,
-        old: Vec<TimelineLine>,
-        new: Vec<TimelineLine>,
+        mut clock: Clock,
+        mut lines: Vec<TimelineLine>,
         calendar: &Calendar,
         now: DateTime<Utc>,
     ) -> Result<Settled, StoreError> {
-        let mut lines = old;
-        let first_new = lines.len();
-        lines.extend(new);
-        let reading = timers::read_timer(calendar, row.warning_percent(), &lines, now)
-            .ok_or_else(|| corrupt(&row.id))?;
-        let announcements =
-            timers::unannounced(&reading, row.warned_at.is_some(), row.breached_at.is_some());
+        let warning_percent = row.warning_percent();
+        for entry in timers::clock_events(&lines) {
+            clock.apply(calendar, warning_percent, &entry);
+        }
+        clock.run_until(calendar, warning_percent, now);
+        let announcements = timers::unannounced(
+            &clock.reading,
+            row.warned_at.is_some(),
+            row.breached_at.is_some(),
+        );
         for &(threshold, at) in &announcements {
             let (kind, reason) = match threshold {
                 Threshold::Warning => (
@@ -387,37 +411,41 @@ impl Settled {
             }
         }
         let announced = (row.warned_at.is_some(), row.breached_at.is_some());
+        let reading = clock.reading;
         row.state = reading.state.as_str().to_owned();
-        row.as_of = now.naive_utc();
+        row.as_of = clock.position.naive_utc();
+        row.clock_running = clock.running;
         row.target_seconds = reading.target_seconds;
         row.elapsed_seconds = reading.elapsed_seconds;
         row.paused_seconds = reading.paused_seconds;
         row.due_at = reading.due_at.map(|at| at.naive_utc());
         row.stopped_at = reading.stopped_at.map(|at| at.naive_utc());
-        row.next_alarm_at =
-            timers::next_alarm(&reading, calendar, row.warning_percent(), now, announced)
-                .map(|at| at.naive_utc());
+        row.next_alarm_at = timers::next_alarm(&reading, calendar, warning_percent, now, announced)
+            .map(|at| at.naive_utc());
         row.due_order = match (reading.stopped_at, reading.due_at) {
             (None, Some(due)) => due.naive_utc(),
             _ => end_of_time(),
         };
         row.version += 1;
+        let first_position = row.line_count;
+        row.line_count += i32::try_from(lines.len()).unwrap_or(i32::MAX);
         Ok(Settled {
             row,
+            reading,
             lines,
-            first_new,
+            first_position,
             announcements,
         })
     }
 
     /// The rows of the new lines.
     fn new_line_rows(&self) -> impl Iterator<Item = LineRow> + '_ {
-        self.lines[self.first_new..]
+        self.lines
             .iter()
-            .enumerate()
-            .map(|(offset, line)| LineRow {
+            .zip(self.first_position..)
+            .map(|(line, position)| LineRow {
                 timer_id: self.row.id.clone(),
-                position: i32::try_from(self.first_new + offset).unwrap_or(i32::MAX),
+                position,
                 at: line.at.naive_utc(),
                 kind: line.kind.as_str().to_owned(),
                 reason: line.reason.clone(),
@@ -429,16 +457,11 @@ impl Settled {
     }
 
     /// The events and escalations of what it crossed.
-    fn announce(
-        &self,
-        conn: &mut DbConnection,
-        ctx: &WriteContext,
-        calendar: &Calendar,
-    ) -> Result<(), StoreError> {
+    fn announce(&self, conn: &mut DbConnection, ctx: &WriteContext) -> Result<(), StoreError> {
         if self.announcements.is_empty() {
             return Ok(());
         }
-        let record = self.row.record(calendar, &self.lines, utc(ctx.at))?;
+        let record = self.row.record(&self.reading)?;
         announce(conn, ctx, &self.row, &record, &self.announcements)
     }
 }
@@ -447,37 +470,34 @@ impl Settled {
 fn insert_new(
     conn: &mut DbConnection,
     ctx: &WriteContext,
-    started: Vec<(Settled, Arc<Calendar>)>,
+    started: Vec<Settled>,
 ) -> Result<(), StoreError> {
     if started.is_empty() {
         return Ok(());
     }
-    let rows: Vec<&TimerRow> = started.iter().map(|(s, _)| &s.row).collect();
-    let lines: Vec<LineRow> = started
-        .iter()
-        .flat_map(|(s, _)| s.new_line_rows())
-        .collect();
+    let rows: Vec<&TimerRow> = started.iter().map(|s| &s.row).collect();
+    let lines: Vec<LineRow> = started.iter().flat_map(Settled::new_line_rows).collect();
     with_backend!(conn, c => diesel::insert_into(sla_timers::table).values(rows).execute(c))?;
     with_backend!(conn, c => diesel::insert_into(sla_timer_lines::table).values(&lines).execute(c))?;
-    for (settled, calendar) in &started {
-        settled.announce(conn, ctx, calendar)?;
+    for settled in &started {
+        settled.announce(conn, ctx)?;
     }
     Ok(())
 }
 
-/// Appends `new` lines to a stored timer and stores what it reads (see [`Settled::read`]),
-/// with its announcements. `Ok(false)` when the stored timer is no longer at `row`'s version
-/// (another node or unit settled it first): nothing was written.
+/// Runs a stored timer's `clock` through `new` lines and stores it with the lines (see
+/// [`Settled::read`]), with its announcements. `Ok(false)` when the stored timer is no longer
+/// at `row`'s version (another node or unit settled it first): nothing was written.
 fn settle(
     conn: &mut DbConnection,
     ctx: &WriteContext,
     row: TimerRow,
-    old: Vec<TimelineLine>,
+    clock: Clock,
     new: Vec<TimelineLine>,
     calendar: &Calendar,
 ) -> Result<bool, StoreError> {
     let previous = row.version;
-    let settled = Settled::read(row, old, new, calendar, utc(ctx.at))?;
+    let settled = Settled::read(row, clock, new, calendar, utc(ctx.at))?;
     let row = &settled.row;
     let updated = diesel::update(
         sla_timers::table
@@ -499,6 +519,8 @@ fn settle(
         sla_timers::next_alarm_at.eq(row.next_alarm_at),
         sla_timers::due_order.eq(row.due_order),
         sla_timers::version.eq(row.version),
+        sla_timers::clock_running.eq(row.clock_running),
+        sla_timers::line_count.eq(row.line_count),
     ))
     .execute(conn)?;
     if updated == 0 {
@@ -508,7 +530,7 @@ fn settle(
     with_backend!(conn, c => diesel::insert_into(sla_timer_lines::table)
         .values(&lines)
         .execute(c))?;
-    settled.announce(conn, ctx, calendar)?;
+    settled.announce(conn, ctx)?;
     Ok(true)
 }
 
@@ -618,8 +640,8 @@ pub fn fire(
         &row.calendar_id,
         row.calendar_version,
     )?;
-    let old = lines_of(conn, &[id])?.remove(id).unwrap_or_default();
-    settle(conn, ctx, row, old, Vec::new(), &calendar)
+    let clock = row.clock()?;
+    settle(conn, ctx, row, clock, Vec::new(), &calendar)
 }
 
 /// Reads a running timer again under its calendar's current version, on purpose: audited, and
@@ -669,8 +691,10 @@ pub fn recalculate(
     let mut row = row;
     row.calendar_version = current;
     let calendar = calendar_of(conn, ctx.sla.as_deref(), &row.calendar_id, current)?;
-    let old = lines_of(conn, &[id])?.remove(id).unwrap_or_default();
-    if !settle(conn, ctx, row, old, vec![line], &calendar)? {
+    let lines = lines_of(conn, &[id])?.remove(id).unwrap_or_default();
+    let clock = timers::replay(&calendar, row.warning_percent(), &lines, utc(ctx.at))
+        .ok_or_else(|| corrupt(id))?;
+    if !settle(conn, ctx, row, clock, vec![line], &calendar)? {
         return Err(StoreError::Conflict(
             "the timer changed meanwhile; retry".into(),
         ));
@@ -690,12 +714,10 @@ pub fn cancel_of_policy(
         .filter(sla_timers::stopped_at.is_null())
         .select(TimerRow::as_select())
         .load(conn)?;
-    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-    let mut lines = lines_of(conn, &ids)?;
     let count = rows.len();
     for row in rows {
         let calendar = calendar_of(conn, None, &row.calendar_id, row.calendar_version)?;
-        let old = lines.remove(&row.id).unwrap_or_default();
+        let clock = row.clock()?;
         let cancel = TimelineLine {
             at: utc(ctx.at),
             kind: TimelineKind::Cancel,
@@ -705,25 +727,22 @@ pub fn cancel_of_policy(
             calendar_version: row.calendar_version,
             audit_entry_id: None,
         };
-        settle(conn, ctx, row, old, vec![cancel], &calendar)?;
+        settle(conn, ctx, row, clock, vec![cancel], &calendar)?;
     }
     Ok(count)
 }
 
-/// Reads timers from their lines at `now`.
+/// Reads stored timers at `now`.
 fn records(
     conn: &mut DbConnection,
     rules: Option<&SlaRules>,
     rows: Vec<TimerRow>,
     now: DateTime<Utc>,
 ) -> Result<Vec<TimerRecord>, StoreError> {
-    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-    let mut lines = lines_of(conn, &ids)?;
     rows.iter()
         .map(|row| {
             let calendar = calendar_of(conn, rules, &row.calendar_id, row.calendar_version)?;
-            let lines = lines.remove(&row.id).unwrap_or_default();
-            row.record(&calendar, &lines, now)
+            row.read_at(&calendar, now)
         })
         .collect()
 }

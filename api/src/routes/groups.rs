@@ -1,7 +1,7 @@
 //! `/api/v1/groups`: assignment groups (teams) and their members.
 
 use actix_web::http::StatusCode;
-use actix_web::{delete, get, patch, post, web, HttpRequest, HttpResponse};
+use actix_web::{delete, get, patch, post, put, web, HttpRequest, HttpResponse};
 use domain::{ExternalRef, Group, User};
 use persistence::groups::{self, GroupFilter, GroupUpdate, NewGroup};
 use persistence::users;
@@ -10,12 +10,13 @@ use utoipa::ToSchema;
 use validator::Validate;
 
 use super::users::non_blank;
-use crate::auth::{Admins, Authorized, Staff};
+use crate::auth::{Admins, Authorized, Caller, Staff};
 use crate::concurrency::{created, if_match, with_etag};
 use crate::error::{not_found_as, unknown_reference, ApiError, ApiResult};
 use crate::json_body::{nullable, required, ValidJson};
 use crate::listing::{Page, QueryParams, PAGE_PARAMS};
 use crate::state::AppState;
+use crate::usecases::{upsert_by_reference, with_path_reference, Upserted};
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -78,7 +79,15 @@ pub async fn create_group(
     state: web::Data<AppState>,
     body: ValidJson<CreateGroup>,
 ) -> ApiResult<HttpResponse> {
-    let body = body.0;
+    let group = create(&state, &caller, body.0).await?;
+    Ok(created(location(&group), group.version, &group))
+}
+
+fn location(group: &Group) -> String {
+    format!("/api/v1/groups/{}", group.id)
+}
+
+async fn create(state: &AppState, caller: &Caller, body: CreateGroup) -> ApiResult<Group> {
     check_refs(Some(&body.external_refs))?;
     let new = NewGroup {
         name: non_blank(&body.name, "name")?,
@@ -87,16 +96,63 @@ pub async fn create_group(
         external_refs: body.external_refs,
     };
     let ctx = caller.write_context();
-    let group = state
+    state
         .db
         .write(move |conn| groups::create(conn, &ctx, new))
         .await
-        .map_err(ApiError::from)?;
-    Ok(created(
-        format!("/api/v1/groups/{}", group.id),
-        group.version,
-        &group,
-    ))
+        .map_err(ApiError::from)
+}
+
+/// Create or update the group holding another system's reference: 201 when created, 200 when
+/// it existed (unchanged when the record is). The path's reference is added to the body's
+/// `external_refs`; on update the body's fields replace the group's.
+#[utoipa::path(
+    tag = "groups", operation_id = "upsert_group_by_external_ref",
+    params(("system" = String, Path, description = "The other system (hr)"),
+           ("external_id" = String, Path, description = "The record's id there")),
+    request_body = CreateGroup,
+    responses((status = 200, body = Group, headers(("ETag" = String))),
+              (status = 201, body = Group, headers(("Location" = String), ("ETag" = String))),
+              (status = 409, description = "Name taken by another group", body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem)),
+)]
+#[put("/api/v1/groups/by-external/{system}/{external_id}")]
+pub async fn upsert_group_by_external_ref(
+    caller: Authorized<Admins>,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: ValidJson<CreateGroup>,
+) -> ApiResult<HttpResponse> {
+    let (system, id) = path.into_inner();
+    let reference = ExternalRef { system, id };
+    let mut body = body.0;
+    body.external_refs = with_path_reference(std::mem::take(&mut body.external_refs), &reference)?;
+    check_refs(Some(&body.external_refs))?;
+    let update = GroupUpdate {
+        name: Some(non_blank(&body.name, "name")?),
+        description: Some(body.description.clone()),
+        email: body.email.clone().map(Some),
+        external_refs: Some(body.external_refs.clone()),
+    };
+    let ctx = caller.write_context();
+    let upserted = upsert_by_reference(
+        &state,
+        groups::ENTITY,
+        &reference,
+        || create(&state, &caller, body),
+        |id| async {
+            state
+                .db
+                .write(move |conn| groups::update(conn, &ctx, &id, None, update))
+                .await
+                .map_err(ApiError::from)
+        },
+    )
+    .await?;
+    Ok(match upserted {
+        Upserted::Created(group) => created(location(&group), group.version, &group),
+        Upserted::Updated(group) => with_etag(StatusCode::OK, group.version, &group),
+    })
 }
 
 /// List assignment groups.
@@ -279,6 +335,7 @@ pub async fn remove_member(
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(create_group)
+        .service(upsert_group_by_external_ref)
         .service(list_groups)
         .service(get_group)
         .service(update_group)

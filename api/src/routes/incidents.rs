@@ -33,6 +33,7 @@ use crate::tickets::{
     TicketCaller,
 };
 use crate::usecases::incidents::{self as usecase, relation_without_parent, IncidentPatch};
+use crate::usecases::Upserted;
 
 /// An incident with the actions the caller may take now.
 #[derive(Debug, Serialize, ToSchema)]
@@ -603,33 +604,31 @@ pub async fn upsert_incident_by_external_ref(
         std::mem::take(&mut request.external_refs),
         &reference,
     )?;
-    let existing = crate::usecases::holder_of(&state, "incident", &reference).await?;
-    if existing.is_none() {
-        let new = request.clone_new(&caller, access)?;
-        match usecase::report(&state, caller.clone(), access, new).await {
-            Ok((incident, relation)) => {
-                let location = format!("/api/v1/incidents/{}", incident.number);
-                let version = incident.version;
-                return Ok(created(
-                    location,
-                    version,
-                    &tickets::body(incident, access, relation),
-                ));
-            }
-            // Another push of the same record created it meanwhile: update that one.
-            Err(ApiError::Conflict(_) | ApiError::ConstraintViolation { .. }) => {}
-            Err(other) => return Err(other),
+    let created_by = caller.clone();
+    let replacement = request.clone_new(&caller, access)?;
+    let upserted = crate::usecases::upsert_by_reference(
+        &state,
+        "incident",
+        &reference,
+        || usecase::report(&state, created_by, access, replacement),
+        |target| async {
+            let patch = request.into_replacement()?;
+            usecase::update(&state, caller, access, target, None, patch).await
+        },
+    )
+    .await?;
+    Ok(match upserted {
+        Upserted::Created((incident, relation)) => {
+            let location = format!("/api/v1/incidents/{}", incident.number);
+            let version = incident.version;
+            created(
+                location,
+                version,
+                &tickets::body(incident, access, relation),
+            )
         }
-    }
-    let target = match existing {
-        Some(id) => id,
-        None => crate::usecases::holder_of(&state, "incident", &reference)
-            .await?
-            .ok_or_else(|| ApiError::Conflict("the reference is being changed; retry".into()))?,
-    };
-    let patch = request.into_replacement()?;
-    let updated = usecase::update(&state, caller, access, target, None, patch).await?;
-    Ok(respond(StatusCode::OK, updated, access))
+        Upserted::Updated(updated) => respond(StatusCode::OK, updated, access),
+    })
 }
 
 /// Take an action: start, assign, hold, resume, resolve, reopen, close, cancel, declare_major.

@@ -32,6 +32,7 @@ use crate::tickets::{
 };
 use crate::usecases::incidents::relation_without_parent;
 use crate::usecases::problems::{self as usecase, FromIncident, ProblemPatch};
+use crate::usecases::Upserted;
 
 /// A problem with the actions the caller may take now.
 #[derive(Debug, Serialize, ToSchema)]
@@ -347,26 +348,23 @@ pub async fn upsert_problem_by_external_ref(
         std::mem::take(&mut request.external_refs),
         &reference,
     )?;
-    let existing = crate::usecases::holder_of(&state, "problem", &reference).await?;
-    if existing.is_none() {
-        let new = request.clone_new()?;
-        let relation = usecase::relation(&caller);
-        match usecase::create(&state, caller.clone(), new).await {
-            Ok(problem) => return Ok(created_problem(problem, relation)),
-            // Another push of the same record created it meanwhile: update that one.
-            Err(ApiError::Conflict(_) | ApiError::ConstraintViolation { .. }) => {}
-            Err(other) => return Err(other),
-        }
-    }
-    let target = match existing {
-        Some(id) => id,
-        None => crate::usecases::holder_of(&state, "problem", &reference)
-            .await?
-            .ok_or_else(|| ApiError::Conflict("the reference is being changed; retry".into()))?,
-    };
-    let patch = request.into_replacement()?;
-    let problem = usecase::update(&state, caller.clone(), target, None, patch).await?;
-    Ok(respond_problem(StatusCode::OK, problem, &caller))
+    let relation = usecase::relation(&caller);
+    let new = request.clone_new()?;
+    let upserted = crate::usecases::upsert_by_reference(
+        &state,
+        "problem",
+        &reference,
+        || usecase::create(&state, caller.clone(), new),
+        |target| async {
+            let patch = request.into_replacement()?;
+            usecase::update(&state, caller.clone(), target, None, patch).await
+        },
+    )
+    .await?;
+    Ok(match upserted {
+        Upserted::Created(problem) => created_problem(problem, relation),
+        Upserted::Updated(problem) => respond_problem(StatusCode::OK, problem, &caller),
+    })
 }
 
 /// Create a problem from an incident and link the incident to it.

@@ -1,19 +1,20 @@
 //! `/api/v1/users`: people and service accounts. Admins manage them; staff may look them up.
 
 use actix_web::http::StatusCode;
-use actix_web::{get, patch, post, web, HttpRequest, HttpResponse};
+use actix_web::{get, patch, post, put, web, HttpRequest, HttpResponse};
 use domain::{validate_password, validate_username, ExternalRef, FieldError, Role, User};
 use persistence::users::{self, NewUser, UserFilter, UserUpdate};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use validator::Validate;
 
-use crate::auth::{hash_password, Admins, Authorized, Staff};
+use crate::auth::{hash_password, Admins, Authorized, Caller, Staff};
 use crate::concurrency::{created, if_match, with_etag};
 use crate::error::{not_found_as, ApiError, ApiResult};
 use crate::json_body::{nullable, required, ValidJson};
 use crate::listing::{Page, QueryParams, PAGE_PARAMS};
 use crate::state::AppState;
+use crate::usecases::{upsert_by_reference, with_path_reference, Upserted};
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -138,7 +139,11 @@ pub async fn create_user(
     state: web::Data<AppState>,
     body: ValidJson<CreateUser>,
 ) -> ApiResult<HttpResponse> {
-    let mut body = body.0;
+    let user = create(&state, &caller, body.0).await?;
+    Ok(created(location(&user), user.version, &user))
+}
+
+async fn create(state: &AppState, caller: &Caller, mut body: CreateUser) -> ApiResult<User> {
     // Usernames are case-insensitive: `Alice` and `alice` are one person.
     body.username = body.username.to_lowercase();
     let display_name = non_blank(&body.display_name, "display_name")?;
@@ -147,7 +152,7 @@ pub async fn create_user(
         body.password.as_deref(),
         Some(&body.external_refs),
     )?;
-    let password_hash = hash_new_password(&state, body.password).await?;
+    let password_hash = hash_new_password(state, body.password).await?;
     let ctx = caller.write_context();
     let new = NewUser {
         username: body.username,
@@ -157,12 +162,98 @@ pub async fn create_user(
         roles: dedup_roles(body.roles),
         external_refs: body.external_refs,
     };
-    let user = state
+    state
         .db
         .write(move |conn| users::create(conn, &ctx, new))
         .await
-        .map_err(ApiError::from)?;
-    Ok(created(location(&user), user.version, &user))
+        .map_err(ApiError::from)
+}
+
+/// Create or update the user holding another system's reference (a CRM or HR system pushing
+/// its record): 201 when created, 200 when it existed (unchanged when the record is). The
+/// path's reference is added to the body's `external_refs`. On update the body's fields replace
+/// the user's and absent ones stay; the username never changes (another one is a 422), and a
+/// `password` is used only to create the user: an existing user's password is theirs.
+#[utoipa::path(
+    tag = "users", operation_id = "upsert_user_by_external_ref",
+    params(("system" = String, Path, description = "The other system (hr)"),
+           ("external_id" = String, Path, description = "The record's id there")),
+    request_body = CreateUser,
+    responses((status = 200, body = User, headers(("ETag" = String))),
+              (status = 201, body = User, headers(("Location" = String), ("ETag" = String))),
+              (status = 409, description = "Username taken by another user", body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem)),
+)]
+#[put("/api/v1/users/by-external/{system}/{external_id}")]
+pub async fn upsert_user_by_external_ref(
+    caller: Authorized<Admins>,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: ValidJson<CreateUser>,
+) -> ApiResult<HttpResponse> {
+    let (system, id) = path.into_inner();
+    let reference = ExternalRef { system, id };
+    let mut body = body.0;
+    body.external_refs = with_path_reference(std::mem::take(&mut body.external_refs), &reference)?;
+    let replacement = UserReplacement::of(&body)?;
+    let upserted = upsert_by_reference(
+        &state,
+        users::ENTITY,
+        &reference,
+        || create(&state, &caller, body),
+        |id| replacement.apply(&state, &caller, id),
+    )
+    .await?;
+    Ok(match upserted {
+        Upserted::Created(user) => created(location(&user), user.version, &user),
+        Upserted::Updated(user) => with_etag(StatusCode::OK, user.version, &user),
+    })
+}
+
+/// What a pushed record replaces in an existing user.
+struct UserReplacement {
+    username: String,
+    update: UserUpdate,
+}
+
+impl UserReplacement {
+    fn of(body: &CreateUser) -> ApiResult<UserReplacement> {
+        domain_checks(None, None, Some(&body.external_refs))?;
+        Ok(UserReplacement {
+            username: body.username.to_lowercase(),
+            update: UserUpdate {
+                email: body.email.clone().map(Some),
+                display_name: Some(non_blank(&body.display_name, "display_name")?),
+                roles: Some(dedup_roles(body.roles.clone())),
+                active: None,
+                password_hash: None,
+                external_refs: Some(body.external_refs.clone()),
+            },
+        })
+    }
+
+    async fn apply(self, state: &AppState, caller: &Caller, id: String) -> ApiResult<User> {
+        let ctx = caller.write_context();
+        let updated_id = id.clone();
+        let user = state
+            .db
+            .write(move |conn| {
+                let existing = users::get(conn, &updated_id)?;
+                if existing.username != self.username {
+                    return Err(ApiError::invalid(
+                        "username",
+                        format!(
+                            "the reference belongs to user {}; usernames do not change",
+                            existing.username
+                        ),
+                    ));
+                }
+                Ok(users::update(conn, &ctx, &updated_id, None, self.update)?)
+            })
+            .await?;
+        state.access.forget(&id);
+        Ok(user)
+    }
 }
 
 /// List users.
@@ -284,5 +375,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(create_user)
         .service(list_users)
         .service(get_user)
-        .service(update_user);
+        .service(update_user)
+        .service(upsert_user_by_external_ref);
 }

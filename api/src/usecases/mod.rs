@@ -50,6 +50,43 @@ pub fn with_path_reference(
     Ok(refs)
 }
 
+/// What an upsert by reference did.
+pub enum Upserted<T> {
+    Created(T),
+    Updated(T),
+}
+
+/// Creates or updates the record of `entity_type` holding `reference` (another system pushing
+/// its record): `create` when none holds it, else `update` with the holder's id. When another
+/// push of the same record creates it meanwhile, `create` meets a conflict and that record is
+/// updated instead; a conflict for any other reason (a name taken) is the answer.
+pub async fn upsert_by_reference<T, Created, Updated>(
+    state: &AppState,
+    entity_type: &'static str,
+    reference: &domain::ExternalRef,
+    create: impl FnOnce() -> Created,
+    update: impl FnOnce(String) -> Updated,
+) -> ApiResult<Upserted<T>>
+where
+    Created: std::future::Future<Output = ApiResult<T>>,
+    Updated: std::future::Future<Output = ApiResult<T>>,
+{
+    let holder = match holder_of(state, entity_type, reference).await? {
+        Some(id) => id,
+        None => match create().await {
+            Ok(record) => return Ok(Upserted::Created(record)),
+            // A constraint: the other push's reference was stored at the same instant.
+            Err(conflict @ (ApiError::Conflict(_) | ApiError::ConstraintViolation { .. })) => {
+                holder_of(state, entity_type, reference)
+                    .await?
+                    .ok_or(conflict)?
+            }
+            Err(other) => return Err(other),
+        },
+    };
+    Ok(Upserted::Updated(update(holder).await?))
+}
+
 /// The record of `entity_type` holding `reference`, if any.
 pub async fn holder_of(
     state: &AppState,

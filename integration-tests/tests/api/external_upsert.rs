@@ -231,4 +231,166 @@ on_both_backends!(
     pushing_a_record_twice_creates_one_incident,
     concurrent_pushes_of_one_record_create_one_incident,
     a_body_that_contradicts_the_path_is_refused,
+    directory_and_cmdb_records_pushed_twice_are_one_record_each,
+    concurrent_pushes_of_one_group_create_one_group,
 );
+
+/// Users, groups and configuration items pushed twice are one record each: the second push of
+/// the same record changes nothing, a changed one updates it, and the reference finds it.
+async fn directory_and_cmdb_records_pushed_twice_are_one_record_each(app: TestApp) {
+    let records = [
+        (
+            "/api/v1/users",
+            "/api/v1/users/by-external/hr/E-100",
+            json!({"username": "Pat", "display_name": "Pat Doe", "roles": ["requester"],
+                   "password": "a long enough password 1"}),
+            ("display_name", json!("Pat Q. Doe")),
+        ),
+        (
+            "/api/v1/groups",
+            "/api/v1/groups/by-external/hr/TEAM-9",
+            json!({"name": "Field Service", "description": "on site"}),
+            ("description", json!("on site, weekdays")),
+        ),
+        (
+            "/api/v1/configuration-items",
+            "/api/v1/configuration-items/by-external/erp/ASSET-5",
+            json!({"name": "erp-db-01", "class": "server", "environment": "production",
+                   "attributes": {"hostname": "erp-db-01"}}),
+            ("criticality", json!("high")),
+        ),
+    ];
+    for (collection, path, body, (field, value)) in records {
+        let (status, first, location) = push(&app, &app.admin_token, path, body.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{path}: {first}");
+        let id = first["id"].as_str().unwrap();
+        assert_eq!(
+            location.as_deref(),
+            Some(format!("{collection}/{id}").as_str())
+        );
+        let reference = &first["external_refs"][0];
+        let reference = format!(
+            "{}:{}",
+            reference["system"].as_str().unwrap(),
+            reference["id"].as_str().unwrap()
+        );
+
+        let (status, second, _) = push(&app, &app.admin_token, path, body.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {second}");
+        assert_eq!(second["id"], first["id"]);
+        assert_eq!(
+            second["version"], first["version"],
+            "{path}: an identical push changed it"
+        );
+
+        let mut changed = body.clone();
+        changed[field] = value.clone();
+        let (status, third, _) = push(&app, &app.admin_token, path, changed).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {third}");
+        assert_eq!(third["id"], first["id"]);
+        assert_eq!(third[field], value, "{path}");
+        assert_ne!(third["version"], first["version"]);
+
+        let found = app
+            .list_all(&format!("{collection}?external_ref={reference}"))
+            .await;
+        assert_eq!(found.len(), 1, "{path}");
+        assert_eq!(found[0]["id"], first["id"]);
+    }
+
+    // A user's password is set by the push that creates them, never by a later one.
+    app.token_for("pat", "a long enough password 1").await;
+    let (status, _, _) = push(
+        &app,
+        &app.admin_token,
+        "/api/v1/users/by-external/hr/E-100",
+        json!({"username": "pat", "display_name": "Pat Q. Doe", "roles": ["requester"],
+               "password": "another long password 2"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    app.token_for("pat", "a long enough password 1").await;
+
+    // What a record cannot change is refused, and nothing is written.
+    let before = app.write_marks().await;
+    let response = app
+        .admin(Method::PUT, "/api/v1/users/by-external/hr/E-100")
+        .json(&json!({"username": "patricia", "display_name": "Pat", "roles": ["requester"]}))
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(error_fields(&problem), vec!["username"]);
+    let response = app
+        .admin(
+            Method::PUT,
+            "/api/v1/configuration-items/by-external/erp/ASSET-5",
+        )
+        .json(&json!({"name": "erp-db-01", "class": "database"}))
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(error_fields(&problem), vec!["class"]);
+    let response = app
+        .admin(Method::PUT, "/api/v1/groups/by-external/hr/TEAM-9")
+        .json(
+            &json!({"name": "Field Service", "external_refs": [{"system": "hr", "id": "TEAM-1"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(error_fields(&problem), vec!["external_refs"]);
+    app.assert_unchanged_since(&before, "refused pushes").await;
+
+    // A group name another group holds is a conflict, not a second group.
+    app.group("Network").await;
+    let response = app
+        .admin(Method::PUT, "/api/v1/groups/by-external/hr/TEAM-10")
+        .json(&json!({"name": "Network"}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, StatusCode::CONFLICT).await;
+}
+
+async fn concurrent_pushes_of_one_group_create_one_group(app: TestApp) {
+    let path = "/api/v1/groups/by-external/hr/TEAM-RACE";
+    let pushes: Vec<_> = (0..8)
+        .map(|_| {
+            let client = app.client.clone();
+            let url = app.url(path);
+            let token = app.admin_token.clone();
+            tokio::spawn(async move {
+                client
+                    .put(url)
+                    .bearer_auth(token)
+                    .json(&json!({"name": "Racing Team"}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for push in pushes {
+        statuses.push(push.await.unwrap());
+    }
+    let created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    assert_eq!(created, 1, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    let found = app
+        .list_all("/api/v1/groups?external_ref=hr:TEAM-RACE")
+        .await;
+    assert_eq!(found.len(), 1);
+}

@@ -546,6 +546,31 @@ async fn a_weekend_on_hold_is_exact(app: TestApp) {
     let path = format!("/api/v1/sla-timers/{}/recalculate", text(&done, "id"));
     let response = app.admin(Method::POST, &path).send().await.unwrap();
     expect_problem(response, StatusCode::CONFLICT).await;
+
+    // Reopened on Tuesday 09:00, the first incident starts a new resolution cycle; the first
+    // timer keeps what it achieved.
+    app.clock.set(instant("2026-12-01T08:00:00Z"));
+    act(&app, &agent, &ids[0], json!({"action": "reopen"})).await;
+    let path = format!("/api/v1/incidents/{}/slas", ids[0]);
+    let (status, page) = send(&app, &agent, Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let timers = page["items"].as_array().unwrap();
+    let states: Vec<(&Value, &Value)> = timers
+        .iter()
+        .map(|t| (&t["state"], &t["started_at"]))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (&json!("achieved"), &json!("2026-11-27T15:00:00Z")),
+            (&json!("running"), &json!("2026-12-01T08:00:00Z")),
+        ]
+    );
+    let lines = timeline_of(&app, &agent, &timers[1]).await;
+    assert_eq!(
+        lines[0]["reason"],
+        "ticket reopened; policy Office hours applies"
+    );
 }
 
 /// A warning escalates as the policy says (notify a group, hand the ticket to another);

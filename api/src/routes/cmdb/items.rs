@@ -4,7 +4,7 @@
 use std::str::FromStr;
 
 use actix_web::http::StatusCode;
-use actix_web::{get, patch, post, web, HttpRequest, HttpResponse};
+use actix_web::{get, patch, post, put, web, HttpRequest, HttpResponse};
 use domain::cmdb::impact::{self, Direction, Impact};
 use domain::cmdb::item::ItemRelationship;
 use domain::cmdb::reconcile::{BatchItem, Report, MAX_BATCH};
@@ -20,13 +20,14 @@ use utoipa::ToSchema;
 use validator::Validate;
 
 use super::not_found_as;
-use crate::auth::{Authorized, CmdbReaders, CmdbWriters};
+use crate::auth::{Authorized, Caller, CmdbReaders, CmdbWriters};
 use crate::concurrency::{created, if_match, with_etag};
 use crate::error::{ApiError, ApiResult};
 use crate::json_body::{nullable, required, ValidJson};
 use crate::listing::{Page, QueryParams, PAGE_PARAMS};
 use crate::routes::feed::AuditEvent;
 use crate::state::AppState;
+use crate::usecases::{upsert_by_reference, with_path_reference, Upserted};
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -95,7 +96,19 @@ pub async fn create_item(
     state: web::Data<AppState>,
     body: ValidJson<CreateItem>,
 ) -> ApiResult<HttpResponse> {
-    let body = body.0;
+    let item = create(&state, &caller, body.0).await?;
+    Ok(created(location(&item), item.version, &item))
+}
+
+fn location(item: &ConfigurationItem) -> String {
+    format!("/api/v1/configuration-items/{}", item.id)
+}
+
+async fn create(
+    state: &AppState,
+    caller: &Caller,
+    body: CreateItem,
+) -> ApiResult<ConfigurationItem> {
     check_refs(Some(&body.external_refs))?;
     let new = items::NewItem {
         name: body.name,
@@ -108,16 +121,81 @@ pub async fn create_item(
         external_refs: body.external_refs,
     };
     let ctx = caller.write_context();
-    let item = state
+    state
         .db
         .write(move |conn| items::create(conn, &ctx, new))
         .await
-        .map_err(ApiError::from)?;
-    Ok(created(
-        format!("/api/v1/configuration-items/{}", item.id),
-        item.version,
-        &item,
-    ))
+        .map_err(ApiError::from)
+}
+
+/// Create or update the configuration item holding another system's reference (an asset
+/// register or ERP pushing its record): 201 when created, 200 when it existed (unchanged when
+/// the record is). The path's reference is added to the body's `external_refs`. On update the
+/// body's fields replace the item's and absent ones stay; `attributes` are merged as in a
+/// PATCH; the class never changes (another one is a 422). Discovery tools that identify items
+/// by their attributes use `reconcile` instead.
+#[utoipa::path(
+    tag = "cmdb", operation_id = "upsert_configuration_item_by_external_ref",
+    params(("system" = String, Path, description = "The other system (erp)"),
+           ("external_id" = String, Path, description = "The record's id there")),
+    request_body = CreateItem,
+    responses((status = 200, body = ConfigurationItem, headers(("ETag" = String))),
+              (status = 201, body = ConfigurationItem, headers(("Location" = String), ("ETag" = String))),
+              (status = 403, body = crate::error::Problem), (status = 409, body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem)),
+)]
+#[put("/api/v1/configuration-items/by-external/{system}/{external_id}")]
+pub async fn upsert_item_by_external_ref(
+    caller: Authorized<CmdbWriters>,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: ValidJson<CreateItem>,
+) -> ApiResult<HttpResponse> {
+    let (system, id) = path.into_inner();
+    let reference = ExternalRef { system, id };
+    let mut body = body.0;
+    body.external_refs = with_path_reference(std::mem::take(&mut body.external_refs), &reference)?;
+    check_refs(Some(&body.external_refs))?;
+    let class = body.class.clone();
+    let update = items::ItemUpdate {
+        name: Some(body.name.clone()),
+        status: body.status,
+        environment: body.environment.map(Some),
+        criticality: body.criticality.map(Some),
+        owner_group: body.owner_group.clone().map(Some),
+        attributes: Some(body.attributes.clone()).filter(|a| !a.is_empty()),
+        external_refs: Some(body.external_refs.clone()),
+    };
+    let ctx = caller.write_context();
+    let upserted = upsert_by_reference(
+        &state,
+        items::ENTITY,
+        &reference,
+        || create(&state, &caller, body),
+        |id| async {
+            state
+                .db
+                .write(move |conn| {
+                    let existing = items::get(conn, &id)?;
+                    if existing.class != class {
+                        return Err(ApiError::invalid(
+                            "class",
+                            format!(
+                                "the reference belongs to a {}; an item's class does not change",
+                                existing.class
+                            ),
+                        ));
+                    }
+                    Ok(items::update(conn, &ctx, &id, None, update)?)
+                })
+                .await
+        },
+    )
+    .await?;
+    Ok(match upserted {
+        Upserted::Created(item) => created(location(&item), item.version, &item),
+        Upserted::Updated(item) => with_etag(StatusCode::OK, item.version, &item),
+    })
 }
 
 /// Values of a repeatable enumeration filter (`status=a&status=b` or `status=a,b`).
@@ -596,6 +674,7 @@ pub async fn reconcile_items(
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(reconcile_items)
+        .service(upsert_item_by_external_ref)
         .service(create_item)
         .service(list_items)
         .service(get_item)
