@@ -75,6 +75,7 @@ where
         Some(id) => id,
         None => match create().await {
             Ok(record) => return Ok(Upserted::Created(record)),
+            // A constraint: the other push's reference was stored at the same instant.
             Err(conflict @ (ApiError::Conflict(_) | ApiError::ConstraintViolation { .. })) => {
                 holder_of(state, entity_type, reference)
                     .await?

@@ -211,6 +211,56 @@ async fn a_constraint_failure_shows_no_storage_text(app: TestApp) {
     app.assert_unchanged_since(&before, "a refused write").await;
 }
 
+/// The log keeps what the client does not see: the database's words, with the request id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_keeps_the_constraint_detail() {
+    use diesel::RunQueryDsl;
+    use itsm_integration_tests::{Backend, RealServer, ScratchDatabase};
+    let database = ScratchDatabase::new(Backend::Sqlite).expect("sqlite");
+    let log_path = std::env::temp_dir().join(format!("itsm-log-{}.txt", uuid::Uuid::new_v4()));
+    let server =
+        RealServer::start_logging(&database.url, &[("RUST_LOG", "warn")], Some(&log_path)).await;
+    let config = persistence::DatabaseConfig {
+        url: Some(database.url.clone()),
+        ..persistence::DatabaseConfig::default()
+    };
+    let db = persistence::Database::open(&config).expect("open the served database");
+    db.write(|conn| {
+        diesel::sql_query(
+            "CREATE UNIQUE INDEX forced_description_key ON assignment_groups (description)",
+        )
+        .execute(conn)
+        .map_err(persistence::StoreError::from)
+    })
+    .await
+    .expect("the forced index");
+    let token = server.admin_token().await;
+    let client = itsm_integration_tests::reqwest::Client::new();
+    for (name, status) in [
+        ("First", StatusCode::CREATED),
+        ("Second", StatusCode::CONFLICT),
+    ] {
+        let response = client
+            .post(format!("{}/api/v1/groups", server.base))
+            .bearer_auth(&token)
+            .header("x-request-id", format!("logged-{name}"))
+            .json(&json!({"name": name, "description": "Same words"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status);
+    }
+    drop(server);
+    let logged = std::fs::read_to_string(&log_path).expect("the log");
+    let _ = std::fs::remove_file(&log_path);
+    let line = logged
+        .lines()
+        .find(|line| line.contains("constraint violation (request logged-Second)"))
+        .unwrap_or_else(|| panic!("no constraint line in the log:\n{logged}"));
+    assert!(line.contains("UNIQUE constraint failed"), "{line}");
+    assert!(line.contains("assignment_groups.description"), "{line}");
+}
+
 on_both_backends!(
     an_admin_api_token_acts_under_its_own_name,
     a_constraint_failure_shows_no_storage_text,
