@@ -284,14 +284,15 @@ pub async fn authenticate(req: &HttpRequest) -> ApiResult<Caller> {
         if unrevoked.expires_at.is_some_and(|at| at <= Utc::now()) {
             return Err(ApiError::Unauthenticated(INVALID_TOKEN));
         }
-        if let (Some(scopes), Some(needed)) = (
-            &unrevoked.scopes,
-            domain::scopes::required(req.method().as_str(), req.path()),
-        ) {
-            if !domain::scopes::admits(scopes, &needed) {
-                return Err(ApiError::Forbidden(format!(
-                    "this API token lacks the scope {needed}"
-                )));
+        if let Some(needed) = domain::scopes::required(req.method().as_str(), req.path()) {
+            if !domain::scopes::token_admits(unrevoked.scopes.as_deref(), &needed) {
+                return Err(ApiError::Forbidden(match unrevoked.scopes {
+                    Some(_) => format!("this API token lacks the scope {needed}"),
+                    None => format!(
+                        "this API token has no scopes, so it may only read; \
+                         create a token with the scope {needed}"
+                    ),
+                }));
             }
         }
         note_token_use(req, &unrevoked.id);

@@ -212,9 +212,11 @@ pub struct CreateApiToken {
     /// When the token stops working; `null` for never.
     pub expires_at: Option<DateTime<Utc>>,
     /// What the token may do within its role, per route family: `incidents:read`,
-    /// `incidents:write`, `problems:read`, `problems:write`, `cmdb:read`, `cmdb:write`,
-    /// `events:read`, `audit:read`, `directory:read`, `directory:write`, `alerts:write`
-    /// (`write` includes `read`). Omitted or `null`: all the role allows.
+    /// `incidents:write`, `problems:read`, `problems:write`, `changes:read`, `changes:write`,
+    /// `cmdb:read`, `cmdb:write`, `slas:read`, `slas:write`, `events:read`, `audit:read`,
+    /// `directory:read`, `directory:write`, `alerts:read`, `alerts:write`, `webhooks:read`,
+    /// `webhooks:write` (`write` includes `read`). Omitted or `null`: read-only, every read
+    /// the role allows and no change.
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
 }

@@ -696,16 +696,31 @@ async fn a_read_scoped_token_cannot_write(app: TestApp) {
     let response = call(Method::POST, "/api/v1/users", writer.clone()).await;
     expect_problem(response, StatusCode::FORBIDDEN).await;
 
-    // Without scopes, the role decides, as before.
+    // Without scopes a token is read-only: it reads what its role may read, and writes nothing
+    // its role would allow (an integration is no longer full staff by default).
     let (_, unscoped) = api_token(&app, Value::Null).await;
     assert!(unscoped["scopes"].is_null(), "{unscoped}");
-    let response = call(
-        Method::GET,
+    let unscoped = unscoped["token"].as_str().unwrap().to_owned();
+    for path in [
         "/api/v1/events",
-        unscoped["token"].as_str().unwrap().to_owned(),
-    )
-    .await;
-    assert_eq!(response.status(), StatusCode::OK);
+        "/api/v1/incidents",
+        "/api/v1/configuration-items",
+    ] {
+        let response = call(Method::GET, path, unscoped.clone()).await;
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+    }
+    for path in [
+        "/api/v1/incidents",
+        "/api/v1/configuration-items",
+        "/api/v1/alerts",
+    ] {
+        let response = call(Method::POST, path, unscoped.clone()).await;
+        let problem = expect_problem(response, StatusCode::FORBIDDEN).await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains("only read"),
+            "POST {path}: {problem}"
+        );
+    }
 
     // Each use is noted, once a minute at most, without a write per request.
     let tokens = app.list_all("/api/v1/api-tokens").await;
