@@ -523,6 +523,31 @@ fn itsm_binary() -> std::path::PathBuf {
     binary
 }
 
+/// Runs the `itsm` command `args` (`keys rotate`...) on `database_url` with further `ITSM_*`
+/// settings; its standard output, or its standard error as `Err` when it failed.
+pub fn itsm_command(
+    database_url: &str,
+    args: &[&str],
+    settings: &[(&str, &str)],
+) -> Result<String, String> {
+    let output = std::process::Command::new(itsm_binary())
+        .args(args)
+        .env("ITSM_DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn")
+        .envs(settings.iter().copied())
+        .output()
+        .expect("run itsm");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if output.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
 impl RealServer {
     /// Starts `itsm serve` on `database_url` and waits until it is ready.
     pub async fn start(database_url: &str) -> RealServer {

@@ -79,15 +79,16 @@ pub async fn issue_token(
         &credentials.roles(),
         credentials.must_change_password,
     )
+    .await
 }
 
-fn token_response(
+async fn token_response(
     state: &AppState,
     user_id: &str,
     roles: &[Role],
     password_change_required: bool,
 ) -> ApiResult<HttpResponse> {
-    let access_token = state.tokens.issue(user_id, roles)?;
+    let access_token = state.tokens.issue(&state.db, user_id, roles).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(TokenResponse {
@@ -199,7 +200,7 @@ pub async fn change_my_password(
         .await
         .map_err(ApiError::from)?;
     state.access.forget(&caller.id);
-    token_response(&state, &caller.id, &caller.roles, false)
+    token_response(&state, &caller.id, &caller.roles, false).await
 }
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]

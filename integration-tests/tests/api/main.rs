@@ -15,6 +15,7 @@ mod incidents;
 mod incidents_concurrency;
 mod incidents_lists;
 mod incidents_transitions;
+mod keys;
 mod nodes;
 mod problems;
 mod security;
