@@ -14,6 +14,9 @@ pub enum StoreError {
     /// The database cannot be reached or the write path is shutting down; retry later.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// A word search ran past its time limit and was stopped (`with_search_limit`).
+    #[error("the word search ran past its time limit")]
+    SearchTimedOut,
     #[error("database error: {0}")]
     Database(DieselError),
 }
