@@ -57,6 +57,7 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
         searches: tokio::sync::Semaphore::new(AppState::search_slots(
             config.database.read_pool_size,
         )),
+        search_slot_count: AppState::search_slots(config.database.read_pool_size),
         token_uses: auth::TokenUses::default(),
         clock: config.clock.clone(),
         sla_rules: crate::recent::RecentReads::new(std::time::Duration::from_secs(1), 1),

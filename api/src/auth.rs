@@ -435,6 +435,9 @@ pub async fn authenticate(req: &HttpRequest) -> ApiResult<Caller> {
             at: state.clock.now(),
         });
     }
+    // The signing keys may be read from the database too: held until the user's access is
+    // read, so that no body error overtakes a refusal.
+    let reading_keys = reading_credential(req);
     let claims = state
         .tokens
         .verify(&state.db, token)
@@ -467,6 +470,7 @@ pub async fn authenticate(req: &HttpRequest) -> ApiResult<Caller> {
             }
         })
         .await?;
+    drop(reading_keys);
     let issued_before_reset = access
         .valid_after_ms
         .is_some_and(|valid_after| claims.issued_at_ms() < valid_after);

@@ -6,7 +6,7 @@
 use crate::{DomainError, FieldError};
 
 /// Every scope a token may hold.
-pub const SCOPES: [&str; 18] = [
+pub const SCOPES: [&str; 19] = [
     "incidents:read",
     "incidents:write",
     "problems:read",
@@ -25,6 +25,7 @@ pub const SCOPES: [&str; 18] = [
     "alerts:write",
     "webhooks:read",
     "webhooks:write",
+    "metrics:read",
 ];
 
 /// The route family of an API path; `None` for paths any credential may call (`/api/v1/me`).
@@ -44,6 +45,7 @@ pub fn family(path: &str) -> Option<&'static str> {
         "audit-events" => "audit",
         "alerts" | "alert-rules" | "integrations" => "alerts",
         "webhooks" => "webhooks",
+        "metrics" => "metrics",
         "me" | "auth" => return None,
         // Users, groups, routing rules, API tokens, and whatever is added later: a token
         // needs the directory scope until the table above names the new family.

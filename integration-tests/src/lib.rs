@@ -587,6 +587,17 @@ impl RealServer {
         panic!("itsm did not become ready");
     }
 
+    /// The process's resident memory in KiB (`VmRSS` of /proc/PID/status; Linux).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
     /// Sends a signal (`TERM`, `KILL`...) to the process.
     pub fn signal(&self, name: &str) {
         let status = std::process::Command::new("kill")

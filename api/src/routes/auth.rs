@@ -216,7 +216,7 @@ pub struct CreateApiToken {
     /// `incidents:write`, `problems:read`, `problems:write`, `changes:read`, `changes:write`,
     /// `cmdb:read`, `cmdb:write`, `slas:read`, `slas:write`, `events:read`, `audit:read`,
     /// `directory:read`, `directory:write`, `alerts:read`, `alerts:write`, `webhooks:read`,
-    /// `webhooks:write` (`write` includes `read`). Omitted or `null`: read-only, every read
+    /// `webhooks:write`, `metrics:read` (`write` includes `read`). Omitted or `null`: read-only, every read
     /// the role allows and no change.
     #[serde(default)]
     pub scopes: Option<Vec<String>>,

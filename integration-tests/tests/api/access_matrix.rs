@@ -55,6 +55,7 @@ const CHANGE_MANAGERS: &str = "AFFAFF";
 const POLICY: &[(&str, bool, &str)] = &[
     ("healthz", false, ANY_USER),
     ("readyz", false, ANY_USER),
+    ("get_metrics", true, ADMINS),
     ("issue_token", false, ANY_USER),
     ("logout", true, ANY_USER),
     ("change_my_password", true, ANY_USER),

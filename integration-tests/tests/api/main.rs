@@ -5,6 +5,7 @@ mod alertmanager;
 mod alerts;
 mod auth;
 mod backup;
+mod bounds;
 mod changes;
 mod cmdb;
 mod conventions;
