@@ -8,11 +8,11 @@ use actix_web::middleware::{from_fn, Compress, Logger};
 use actix_web::{http::header, web, App, HttpRequest, HttpResponse, HttpServer};
 use domain::Role;
 use persistence::users::{self, NewUser};
-use persistence::{settings, Database, WriteContext};
+use persistence::{Database, WriteContext};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::auth::{self, generate_password, generate_signing_secret, hash_password, TokenKeys};
+use crate::auth::{self, generate_password, hash_password, TokenKeys};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::json_body::BodyLimit;
@@ -20,8 +20,6 @@ use crate::openapi::{ApiDoc, RouteTable};
 pub use crate::state::AppState;
 use crate::throttle::{LoginThrottle, PasswordHashing};
 use crate::{idempotency as idempotency_middleware, request_context, routes};
-
-const JWT_SECRET_SETTING: &str = "jwt_signing_secret";
 
 /// Opens the database (applying migrations), loads or creates the signing secret, and creates
 /// the bootstrap admin when there are no users yet.
@@ -33,24 +31,15 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot open the database: {e}"))?;
-    let secret = match &config.jwt_secret {
-        Some(secret) => {
-            crate::config::check_signing_secret(secret)?;
-            secret.clone()
-        }
-        None => {
-            let candidate = generate_signing_secret();
-            db.write(move |conn| settings::get_or_insert(conn, JWT_SECRET_SETTING, &candidate))
-                .await
-                .map_err(|e: persistence::StoreError| {
-                    format!("cannot store the signing secret: {e}")
-                })?
-        }
-    };
+    if let Some(secret) = &config.jwt_secret {
+        crate::config::check_signing_secret(secret)?;
+    }
+    let tokens = TokenKeys::new(config.jwt_secret.as_deref(), config.token_ttl_seconds);
+    crate::keys::ensure_signing_key(&db, &tokens).await?;
     bootstrap_admin(&db, config.admin_password.clone()).await?;
     Ok(web::Data::new(AppState {
         db,
-        tokens: TokenKeys::new(secret.as_bytes(), config.token_ttl_seconds),
+        tokens,
         routes: RouteTable::from_spec(),
         access: auth::recent_access(),
         api_tokens: auth::recent_api_tokens(),
@@ -68,6 +57,7 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
         searches: tokio::sync::Semaphore::new(AppState::search_slots(
             config.database.read_pool_size,
         )),
+        search_slot_count: AppState::search_slots(config.database.read_pool_size),
         token_uses: auth::TokenUses::default(),
         clock: config.clock.clone(),
         sla_rules: crate::recent::RecentReads::new(std::time::Duration::from_secs(1), 1),

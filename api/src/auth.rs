@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use base64::Engine;
 use chrono::Utc;
 use domain::{role_permits, ApiToken, Role};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use persistence::{api_tokens, users, WriteContext};
+use persistence::{api_tokens, signing_keys, users, Database, WriteContext};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -28,31 +29,119 @@ use crate::state::AppState;
 /// API token secrets start with this, so they are recognisable in configuration and scanners.
 pub const API_TOKEN_PREFIX: &str = "itsm_";
 
-/// JWT signing keys and lifetime.
+/// JWT signing: the keys every node shares through the database, and the token lifetime.
+///
+/// Keys rotate without downtime: `itsm keys rotate` adds a key, which nodes start signing
+/// with once it is older than [`KEY_PUBLICATION_DELAY`] (by then every node has read it, so no
+/// node meets a token signed with a key it does not know yet); the keys that signed before
+/// keep verifying until their last token can have expired, then retire. Tokens name their key
+/// in the `kid` header; an unknown or retired kid is refused.
 pub struct TokenKeys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
     validation: Validation,
     pub ttl_seconds: i64,
+    /// `ITSM_JWT_SECRET` and its kid: this key's secret stays in the environment.
+    configured: Option<(String, Vec<u8>)>,
+    keys: RecentReads<(), Arc<KeySet>>,
 }
 
 /// Clock skew tolerated between nodes, in seconds.
 const LEEWAY_SECONDS: i64 = 5;
 
+/// How long a new key is only verified before it signs: longer than the second a node trusts
+/// the keys it read.
+pub const KEY_PUBLICATION_DELAY: Duration = Duration::from_secs(2);
+
+/// The live keys as this node read them.
+struct KeySet {
+    /// Oldest first: `(kid, key, retires at in unix seconds)`.
+    verifying: Vec<(String, DecodingKey, Option<i64>)>,
+    signing: Option<(String, EncodingKey)>,
+}
+
 impl TokenKeys {
-    pub fn new(secret: &[u8], ttl_seconds: i64) -> Self {
+    pub fn new(configured_secret: Option<&str>, ttl_seconds: i64) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECONDS as u64;
         validation.set_required_spec_claims(&["exp", "iat", "sub"]);
         Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
             validation,
             ttl_seconds,
+            configured: configured_secret
+                .map(|secret| (configured_kid(secret), secret.as_bytes().to_vec())),
+            // Read at most once a second per node, like users' access.
+            keys: RecentReads::new(Duration::from_secs(1), 1),
         }
     }
 
-    pub fn issue(&self, user_id: &str, roles: &[Role]) -> ApiResult<String> {
+    /// The kid of the key configured in `ITSM_JWT_SECRET`, if any.
+    pub fn configured_kid(&self) -> Option<&str> {
+        self.configured.as_ref().map(|(kid, _)| kid.as_str())
+    }
+
+    /// When the keys signing at `now` must retire if a rotation happens at `now`: after the
+    /// new key starts signing, their last token lives the maximum lifetime plus the leeway.
+    pub fn retirement_after_rotation(&self, now: chrono::NaiveDateTime) -> chrono::NaiveDateTime {
+        now + chrono::Duration::seconds(
+            KEY_PUBLICATION_DELAY.as_secs() as i64 + self.ttl_seconds.max(0) + LEEWAY_SECONDS,
+        )
+    }
+
+    async fn key_set(&self, db: &Database) -> ApiResult<Arc<KeySet>> {
+        self.keys
+            .get_or_read(&(), || async {
+                let now = persistence::now_utc();
+                let live = db
+                    .read_bounded(move |conn| signing_keys::live(conn, now))
+                    .await
+                    .map_err(ApiError::from)?;
+                Ok::<_, ApiError>(Arc::new(self.usable(live, now)))
+            })
+            .await
+    }
+
+    /// The keys this node can use: stored secrets, and the configured one.
+    fn usable(&self, live: Vec<signing_keys::SigningKey>, now: chrono::NaiveDateTime) -> KeySet {
+        let publication = chrono::Duration::from_std(KEY_PUBLICATION_DELAY).unwrap_or_default();
+        let mut verifying = Vec::new();
+        let mut signing = None;
+        let mut newest = None;
+        for key in live {
+            let secret = match (&key.secret, &self.configured) {
+                (Some(stored), _) => stored.as_bytes().to_vec(),
+                (None, Some((kid, configured))) if *kid == key.kid => configured.clone(),
+                // Another node's configured key: its tokens are refused here.
+                (None, _) => continue,
+            };
+            let retires_at = key.retires_at.map(|at| at.and_utc().timestamp());
+            verifying.push((
+                key.kid.clone(),
+                DecodingKey::from_secret(&secret),
+                retires_at,
+            ));
+            let signer = (key.kid.clone(), EncodingKey::from_secret(&secret));
+            if key.created_at + publication <= now {
+                signing = Some(signer);
+            } else {
+                newest = Some(signer);
+            }
+        }
+        KeySet {
+            verifying,
+            // A fresh database's first key signs at once: no node has tokens of another.
+            signing: signing.or(newest),
+        }
+    }
+
+    pub async fn issue(&self, db: &Database, user_id: &str, roles: &[Role]) -> ApiResult<String> {
+        let keys = self.key_set(db).await?;
+        self.sign(&keys, user_id, roles)
+    }
+
+    fn sign(&self, keys: &KeySet, user_id: &str, roles: &[Role]) -> ApiResult<String> {
+        let (kid, key) = keys
+            .signing
+            .as_ref()
+            .ok_or_else(|| ApiError::Internal("no signing key is live".into()))?;
         let now = Utc::now();
         let claims = Claims {
             sub: user_id.to_owned(),
@@ -62,22 +151,63 @@ impl TokenKeys {
             exp: now.timestamp() + self.ttl_seconds,
             jti: uuid::Uuid::new_v4().to_string(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(kid.clone());
+        jsonwebtoken::encode(&header, &claims, key)
             .map_err(|e| ApiError::Internal(format!("cannot sign a token: {e}")))
     }
 
-    /// Checks signature, algorithm and expiry; `alg: none` and other algorithms are refused, and
-    /// so are tokens issued in the future or living longer than this service issues them for.
-    fn verify(&self, token: &str) -> Option<Claims> {
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+    /// Checks key, signature, algorithm and expiry (see [`TokenKeys::verify_with`]).
+    async fn verify(&self, db: &Database, token: &str) -> ApiResult<Option<Claims>> {
+        if jsonwebtoken::decode_header(token).is_err() {
+            return Ok(None);
+        }
+        let keys = self.key_set(db).await?;
+        Ok(self.verify_with(&keys, token))
+    }
+
+    /// Checks key, signature, algorithm and expiry; `alg: none` and other algorithms are
+    /// refused, and so are tokens of an unknown or retired key, issued in the future or living
+    /// longer than this service issues them for. A token without `kid` (issued before keys
+    /// rotated) is checked with the oldest live key.
+    fn verify_with(&self, keys: &KeySet, token: &str) -> Option<Claims> {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        let found = match &header.kid {
+            Some(kid) => keys.verifying.iter().find(|(k, ..)| k == kid),
+            None => keys.verifying.first(),
+        };
+        let now = Utc::now().timestamp();
+        let (_, key, _) = found.filter(|(.., retires)| retires.is_none_or(|at| at > now))?;
+        self.checked(token, key, now)
+    }
+
+    fn checked(&self, token: &str, key: &DecodingKey, now: i64) -> Option<Claims> {
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .ok()?
             .claims;
-        let now = Utc::now().timestamp();
         let plausible = claims.iat <= now + LEEWAY_SECONDS
             && claims.exp - claims.iat <= self.ttl_seconds + LEEWAY_SECONDS
             && !claims.jti.is_empty();
         plausible.then_some(claims)
     }
+
+    /// Forgets the keys read, after this node changed them.
+    pub fn forget(&self) {
+        self.keys.forget_all();
+    }
+}
+
+/// The kid of a configured secret: derived from it, so that every node configured alike names
+/// it alike, and one-way, so that it reveals nothing of the secret.
+fn configured_kid(secret: &str) -> String {
+    let digest = Sha256::digest(secret.as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("env-{hex}")
+}
+
+/// A new random kid for a generated key.
+pub fn generate_kid() -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<9>())
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -295,14 +425,15 @@ pub async fn authenticate(req: &HttpRequest) -> ApiResult<Caller> {
         if unrevoked.expires_at.is_some_and(|at| at <= Utc::now()) {
             return Err(ApiError::Unauthenticated(INVALID_TOKEN));
         }
-        if let (Some(scopes), Some(needed)) = (
-            &unrevoked.scopes,
-            domain::scopes::required(req.method().as_str(), req.path()),
-        ) {
-            if !domain::scopes::admits(scopes, &needed) {
-                return Err(ApiError::Forbidden(format!(
-                    "this API token lacks the scope {needed}"
-                )));
+        if let Some(needed) = domain::scopes::required(req.method().as_str(), req.path()) {
+            if !domain::scopes::token_admits(unrevoked.scopes.as_deref(), &needed) {
+                return Err(ApiError::Forbidden(match unrevoked.scopes {
+                    Some(_) => format!("this API token lacks the scope {needed}"),
+                    None => format!(
+                        "this API token has no scopes, so it may only read; \
+                         create a token with the scope {needed}"
+                    ),
+                }));
             }
         }
         note_token_use(req, &unrevoked.id);
@@ -315,9 +446,13 @@ pub async fn authenticate(req: &HttpRequest) -> ApiResult<Caller> {
             at: state.clock.now(),
         });
     }
+    // The signing keys may be read from the database too: held until the user's access is
+    // read, so that no body error overtakes a refusal.
+    let reading_keys = reading_credential(req);
     let claims = state
         .tokens
-        .verify(token)
+        .verify(&state.db, token)
+        .await?
         .ok_or(ApiError::Unauthenticated(INVALID_TOKEN))?;
     let user_id = claims.sub.clone();
     let access = state
@@ -346,6 +481,7 @@ pub async fn authenticate(req: &HttpRequest) -> ApiResult<Caller> {
             }
         })
         .await?;
+    drop(reading_keys);
     let issued_before_reset = access
         .valid_after_ms
         .is_some_and(|valid_after| claims.issued_at_ms() < valid_after);
@@ -569,27 +705,138 @@ mod tests {
         assert!(!verify_password(Some("not a hash"), "x"));
     }
 
+    fn stored_key(
+        kid: &str,
+        secret: &str,
+        age_seconds: i64,
+        retires_in: Option<i64>,
+    ) -> signing_keys::SigningKey {
+        let now = persistence::now_utc();
+        signing_keys::SigningKey {
+            kid: kid.into(),
+            secret: Some(secret.into()),
+            created_at: now - chrono::Duration::seconds(age_seconds),
+            retires_at: retires_in.map(|s| now + chrono::Duration::seconds(s)),
+        }
+    }
+
+    fn key_set(keys: &TokenKeys, stored: Vec<signing_keys::SigningKey>) -> KeySet {
+        keys.usable(stored, persistence::now_utc())
+    }
+
+    fn kid_of(token: &str) -> Option<String> {
+        jsonwebtoken::decode_header(token).unwrap().kid
+    }
+
     #[test]
     fn tokens_round_trip_and_other_algorithms_are_refused() {
-        let keys = TokenKeys::new(b"a test secret of enough length!!", 60);
-        let token = keys.issue("u1", &[Role::Agent]).unwrap();
-        assert_eq!(keys.verify(&token).unwrap().sub, "u1");
+        let keys = TokenKeys::new(None, 60);
+        let set = key_set(
+            &keys,
+            vec![stored_key(
+                "k1",
+                "a test secret of enough length!!",
+                600,
+                None,
+            )],
+        );
+        let token = keys.sign(&set, "u1", &[Role::Agent]).unwrap();
+        assert_eq!(keys.verify_with(&set, &token).unwrap().sub, "u1");
+        assert_eq!(kid_of(&token).as_deref(), Some("k1"));
 
-        let other = TokenKeys::new(b"another secret of enough length!", 60);
-        assert!(other.verify(&token).is_none());
+        let other = key_set(
+            &keys,
+            vec![stored_key(
+                "k1",
+                "another secret of enough length!",
+                600,
+                None,
+            )],
+        );
+        assert!(keys.verify_with(&other, &token).is_none());
 
         // alg: none, same claims, no signature.
         let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let payload = token.split('.').nth(1).unwrap();
         let unsigned = format!(
             "{}.{payload}.",
-            engine.encode(r#"{"alg":"none","typ":"JWT"}"#)
+            engine.encode(r#"{"alg":"none","typ":"JWT","kid":"k1"}"#)
         );
-        assert!(keys.verify(&unsigned).is_none());
+        assert!(keys.verify_with(&set, &unsigned).is_none());
 
-        let expired = TokenKeys::new(b"a test secret of enough length!!", -120);
-        let old = expired.issue("u1", &[Role::Agent]).unwrap();
-        assert!(keys.verify(&old).is_none());
+        let expired = TokenKeys::new(None, -120);
+        let old = expired.sign(&set, "u1", &[Role::Agent]).unwrap();
+        assert!(keys.verify_with(&set, &old).is_none());
+    }
+
+    #[test]
+    fn a_new_key_signs_once_published_and_old_keys_verify_until_they_retire() {
+        let keys = TokenKeys::new(None, 60);
+        let before = key_set(
+            &keys,
+            vec![stored_key(
+                "old",
+                "the old secret of enough length!!",
+                600,
+                None,
+            )],
+        );
+        let old_token = keys.sign(&before, "u1", &[Role::Agent]).unwrap();
+
+        // Just rotated: the new key verifies but does not sign yet.
+        let rotating = vec![
+            stored_key("old", "the old secret of enough length!!", 600, Some(60)),
+            stored_key("new", "the new secret of enough length!!", 0, None),
+        ];
+        let set = key_set(&keys, rotating.clone());
+        assert_eq!(
+            kid_of(&keys.sign(&set, "u1", &[]).unwrap()).as_deref(),
+            Some("old")
+        );
+
+        // Published: the new key signs, the old one still verifies.
+        let mut published = rotating;
+        published[1].created_at -= chrono::Duration::seconds(3);
+        let set = key_set(&keys, published.clone());
+        let new_token = keys.sign(&set, "u1", &[]).unwrap();
+        assert_eq!(kid_of(&new_token).as_deref(), Some("new"));
+        assert!(keys.verify_with(&set, &old_token).is_some());
+        assert!(keys.verify_with(&set, &new_token).is_some());
+
+        // Retired (in the past, though still in a set read a moment ago): refused.
+        published[0].retires_at = Some(persistence::now_utc() - chrono::Duration::seconds(1));
+        let set = key_set(&keys, published);
+        assert!(keys.verify_with(&set, &old_token).is_none());
+        assert!(keys.verify_with(&set, &new_token).is_some());
+
+        // A kid no live key has.
+        let set = key_set(
+            &keys,
+            vec![stored_key(
+                "new",
+                "the new secret of enough length!!",
+                600,
+                None,
+            )],
+        );
+        assert!(keys.verify_with(&set, &old_token).is_none());
+    }
+
+    #[test]
+    fn the_configured_secret_is_a_key_whose_secret_stays_in_the_environment() {
+        let secret = "integration-tests-known-signing-secret-0123456789";
+        let keys = TokenKeys::new(Some(secret), 60);
+        let kid = keys.configured_kid().unwrap().to_owned();
+        assert!(kid.starts_with("env-") && !kid.contains(&secret[..8]));
+        let mut env_key = stored_key(&kid, "", 600, None);
+        env_key.secret = None;
+        let set = key_set(&keys, vec![env_key.clone()]);
+        let token = keys.sign(&set, "u1", &[]).unwrap();
+        assert_eq!(kid_of(&token), Some(kid));
+        // A node configured with another secret cannot use that key.
+        let elsewhere = TokenKeys::new(Some("another-configured-signing-secret-9876543210"), 60);
+        let set = key_set(&elsewhere, vec![env_key]);
+        assert!(set.verifying.is_empty() && set.signing.is_none());
     }
 
     #[test]

@@ -245,6 +245,11 @@ impl Config {
                 )?,
                 max_batch: number("ITSM_WRITE_BATCH", defaults.database.max_batch, 1..=1024)?,
                 writers: number("ITSM_DB_WRITERS", defaults.database.writers, 1..=64)?,
+                search_time_limit: std::time::Duration::from_millis(number(
+                    "ITSM_SEARCH_TIMEOUT_MS",
+                    defaults.database.search_time_limit.as_millis() as u64,
+                    10..=60_000,
+                )?),
             },
             bind: text("ITSM_BIND").unwrap_or(defaults.bind),
             admin_password: text("ITSM_ADMIN_PASSWORD"),

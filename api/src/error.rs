@@ -330,6 +330,11 @@ impl From<StoreError> for ApiError {
                 log::warn!("database unavailable: {detail}");
                 ApiError::Unavailable("the database is unavailable, retry shortly".into())
             }
+            StoreError::SearchTimedOut => ApiError::Unavailable(
+                "the word search took longer than its time limit: add words or filters \
+                 (state=, created_after=...) to narrow it, or retry shortly"
+                    .into(),
+            ),
             StoreError::Database(e) => ApiError::Internal(e.to_string()),
         }
     }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod idempotency;
 pub mod jobs;
 pub mod json_body;
+pub mod keys;
 pub mod listing;
 pub mod openapi;
 pub mod plans;

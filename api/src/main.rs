@@ -22,6 +22,12 @@ const USAGE: &str = "usage:
                                                  (with T: first an SLA policy of T seconds on 24x7,
                                                  so that every open incident runs timers)
   itsm plans                                     print the query plan of each incident, problem and change list filter
+  itsm keys rotate                               add a new JWT signing key: nodes sign with it within
+                                                 seconds; the keys signing until now keep verifying
+                                                 until their last token can have expired, then retire
+  itsm keys retire KID                           retire a key at once (a leaked one): its tokens are
+                                                 refused within a second (rotate first if it signs)
+  itsm keys list                                 the keys, their kids and states (never a secret)
   itsm backup PATH                               copy the SQLite database to PATH while it serves
   itsm restore PATH                              replace the SQLite database with the backup at PATH
                                                  (refused while a service uses it)
@@ -42,6 +48,9 @@ fn main() -> ExitCode {
         ["seed", "--incidents", count] => seed(count, None),
         ["seed", "--incidents", count, "--sla-target-seconds", target] => seed(count, Some(target)),
         ["plans"] => plans(),
+        ["keys", "rotate"] => rotate_keys(),
+        ["keys", "retire", kid] => retire_key(kid),
+        ["keys", "list"] => list_keys(),
         ["backup", path] => backup(path),
         ["restore", path] => restore(path),
         ["help" | "--help" | "-h"] => {
@@ -163,6 +172,56 @@ fn plans() -> Result<(), String> {
                     println!("    {line}");
                 }
             }
+        }
+        Ok(())
+    })
+}
+
+/// The database and the token settings, for `itsm keys`: no bootstrap, no server.
+fn key_store() -> Result<(Database, auth::TokenKeys), String> {
+    let config = Config::from_env()?;
+    let db = Database::open(&config.database).map_err(|e| e.to_string())?;
+    let tokens = auth::TokenKeys::new(config.jwt_secret.as_deref(), config.token_ttl_seconds);
+    Ok((db, tokens))
+}
+
+fn rotate_keys() -> Result<(), String> {
+    actix_web::rt::System::new().block_on(async move {
+        let (db, tokens) = key_store()?;
+        let rotated = itsm_api::keys::rotate(&db, &tokens)
+            .await
+            .map_err(|e| e.to_string())?;
+        println!(
+            "new signing key {}; the keys signing until now retire at {}Z",
+            rotated.kid,
+            rotated.previous_retire_at.format("%FT%T")
+        );
+        Ok(())
+    })
+}
+
+fn retire_key(kid: &str) -> Result<(), String> {
+    actix_web::rt::System::new().block_on(async move {
+        let (db, _) = key_store()?;
+        match itsm_api::keys::retire(&db, kid).await {
+            Ok(true) => {
+                println!("retired {kid}: its tokens are refused within a second");
+                Ok(())
+            }
+            Ok(false) => Err(format!("no live key has the kid {kid}")),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+}
+
+fn list_keys() -> Result<(), String> {
+    actix_web::rt::System::new().block_on(async move {
+        let (db, _) = key_store()?;
+        for line in itsm_api::keys::describe(&db)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            println!("{line}");
         }
         Ok(())
     })

@@ -24,7 +24,7 @@ use crate::routes::{
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
-        health::healthz, health::readyz,
+        health::healthz, health::readyz, health::metrics,
         auth::issue_token, auth::me, auth::create_api_token, auth::list_api_tokens, auth::revoke_api_token,
         auth::logout, auth::change_my_password,
         users::create_user, users::list_users, users::get_user, users::update_user, users::upsert_user_by_external_ref,

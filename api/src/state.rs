@@ -38,6 +38,7 @@ pub struct AppState {
     /// Word searches at once: each may read and sort every match, so they get half the read
     /// connections at most and other reads keep the rest.
     pub searches: tokio::sync::Semaphore,
+    pub search_slot_count: usize,
     pub token_uses: crate::auth::TokenUses,
     /// Where the time comes from (the system clock but in tests).
     pub clock: persistence::Clock,
@@ -86,6 +87,12 @@ impl AppState {
         let mut ctx = caller.write_context();
         ctx.sla = Some(self.sla_rules().await?);
         Ok(ctx)
+    }
+
+    /// Word searches running now.
+    pub fn search_slots_in_use(&self) -> usize {
+        self.search_slot_count
+            .saturating_sub(self.searches.available_permits())
     }
 
     /// The number of search slots for `read_connections`.

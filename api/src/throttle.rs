@@ -141,6 +141,7 @@ pub struct PasswordHashing {
     /// Hashes running or waiting.
     admitted: AtomicUsize,
     max_admitted: usize,
+    concurrency: usize,
     running: AtomicUsize,
     /// The most hashes seen running at once (for tests and metrics).
     pub peak_running: AtomicUsize,
@@ -153,9 +154,25 @@ impl PasswordHashing {
             permits: Semaphore::new(concurrency),
             admitted: AtomicUsize::new(0),
             max_admitted: concurrency + queue,
+            concurrency,
             running: AtomicUsize::new(0),
             peak_running: AtomicUsize::new(0),
         }
+    }
+
+    /// Hashes running now.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// Hashes running or waiting for a slot now.
+    pub fn admitted(&self) -> usize {
+        self.admitted.load(Ordering::Acquire)
+    }
+
+    /// How many hashes may run at once.
+    pub fn slots(&self) -> usize {
+        self.concurrency
     }
 
     /// One hash per core by default: more would only queue inside the CPU.

@@ -256,7 +256,7 @@ pub struct ApiToken {
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     /// What the token may do within its role (`incidents:read`, `cmdb:write`, ...); `null` for
-    /// all its role allows.
+    /// a read-only token: every read its role allows and no change.
     pub scopes: Option<Vec<String>>,
     /// When the token was last used, to the minute; `null` if never.
     pub last_used_at: Option<DateTime<Utc>>,

@@ -1,11 +1,12 @@
 //! What an API token may do: scopes per route family, `family:read` for reads and
-//! `family:write` for changes. A token without scopes may do what its role may; a token with
-//! scopes only that, within its role.
+//! `family:write` for changes, always within what the token's role allows. A token without
+//! scopes (created without them, or before scopes existed) is read-only: it may read what its
+//! role may read and change nothing, so an integration never acts as full staff by default.
 
 use crate::{DomainError, FieldError};
 
 /// Every scope a token may hold.
-pub const SCOPES: [&str; 18] = [
+pub const SCOPES: [&str; 19] = [
     "incidents:read",
     "incidents:write",
     "problems:read",
@@ -24,6 +25,7 @@ pub const SCOPES: [&str; 18] = [
     "alerts:write",
     "webhooks:read",
     "webhooks:write",
+    "metrics:read",
 ];
 
 /// The route family of an API path; `None` for paths any credential may call (`/api/v1/me`).
@@ -43,6 +45,7 @@ pub fn family(path: &str) -> Option<&'static str> {
         "audit-events" => "audit",
         "alerts" | "alert-rules" | "integrations" => "alerts",
         "webhooks" => "webhooks",
+        "metrics" => "metrics",
         "me" | "auth" => return None,
         // Users, groups, routing rules, API tokens, and whatever is added later: a token
         // needs the directory scope until the table above names the new family.
@@ -72,12 +75,21 @@ pub fn admits(scopes: &[String], needed: &str) -> bool {
     })
 }
 
+/// Whether a token holding `scopes` (`None`: created without scopes) may make a request
+/// needing `needed`: a scopeless token holds the read scope of every family and nothing more.
+pub fn token_admits(scopes: Option<&[String]>, needed: &str) -> bool {
+    match scopes {
+        Some(scopes) => admits(scopes, needed),
+        None => needed.ends_with(":read"),
+    }
+}
+
 /// A token's scopes: known names, at least one.
 pub fn validate(scopes: &[String]) -> Result<(), DomainError> {
     if scopes.is_empty() {
         return Err(DomainError::invalid(
             "scopes",
-            "must list at least one scope, or be omitted for all the role allows",
+            "must list at least one scope, or be omitted for a read-only token",
         ));
     }
     let unknown: Vec<FieldError> = scopes
@@ -146,6 +158,17 @@ mod tests {
         assert!(admits(&scopes, "events:read"));
         assert!(!admits(&scopes, "events:write"));
         assert!(!admits(&scopes, "incidents:read"));
+    }
+
+    #[test]
+    fn a_token_without_scopes_only_reads() {
+        assert!(token_admits(None, "incidents:read"));
+        assert!(token_admits(None, "directory:read"));
+        assert!(!token_admits(None, "incidents:write"));
+        assert!(!token_admits(None, "alerts:write"));
+        let scoped = vec!["alerts:write".to_owned()];
+        assert!(token_admits(Some(&scoped), "alerts:write"));
+        assert!(!token_admits(Some(&scoped), "incidents:read"));
     }
 
     #[test]

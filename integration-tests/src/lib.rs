@@ -530,6 +530,31 @@ fn itsm_binary() -> std::path::PathBuf {
     binary
 }
 
+/// Runs the `itsm` command `args` (`keys rotate`...) on `database_url` with further `ITSM_*`
+/// settings; its standard output, or its standard error as `Err` when it failed.
+pub fn itsm_command(
+    database_url: &str,
+    args: &[&str],
+    settings: &[(&str, &str)],
+) -> Result<String, String> {
+    let output = std::process::Command::new(itsm_binary())
+        .args(args)
+        .env("ITSM_DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn")
+        .envs(settings.iter().copied())
+        .output()
+        .expect("run itsm");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if output.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
 impl RealServer {
     /// Starts `itsm serve` on `database_url` and waits until it is ready.
     pub async fn start(database_url: &str) -> RealServer {
@@ -602,6 +627,17 @@ impl RealServer {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("itsm did not become ready");
+    }
+
+    /// The process's resident memory in KiB (`VmRSS` of /proc/PID/status; Linux).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
     }
 
     /// Sends a signal (`TERM`, `KILL`...) to the process.

@@ -1,3 +1,4 @@
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,8 @@ pub struct DatabaseConfig {
     /// Write connections on PostgreSQL: the primary writer and the writers of new rows
     /// (SQLite always has one).
     pub writers: usize,
+    /// How long a word search may run before it is stopped.
+    pub search_time_limit: Duration,
 }
 
 impl Default for DatabaseConfig {
@@ -53,6 +56,7 @@ impl Default for DatabaseConfig {
             read_pool_size: 4,
             max_batch: 64,
             writers: 4,
+            search_time_limit: DEFAULT_SEARCH_TIME_LIMIT,
         }
     }
 }
@@ -182,27 +186,106 @@ fn is_read_only_refusal(error: &std::io::Error) -> bool {
     )
 }
 
-/// Runs `f` with PostgreSQL planning each statement for its bound values: for the one query
-/// whose best plan depends on them (a word search). The connection goes back to generic plans
-/// afterwards, whatever `f` returned; if that fails, the error marks the connection for a check.
-pub(crate) fn with_custom_plans<T>(
+/// How long a word search may run unless configured (`DatabaseConfig::search_time_limit`).
+pub const DEFAULT_SEARCH_TIME_LIMIT: Duration = Duration::from_millis(1000);
+
+thread_local! {
+    /// The time limit of word searches run on this thread: a read thread's is its database's.
+    static SEARCH_TIME_LIMIT: Cell<Duration> = const { Cell::new(DEFAULT_SEARCH_TIME_LIMIT) };
+    /// While a word search runs on this thread (SQLite), when it must stop.
+    static SEARCH_DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// Rows looked at since the clock was last read, so that it is read once per many rows.
+    static SEARCH_ROWS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// What SQLite's word condition calls on each row it looks at: it fails the statement once the
+/// search running on this thread is past its deadline (see [`with_search_limit`]).
+pub(crate) const SEARCH_IN_TIME_FUNCTION: &str = "itsm_search_in_time";
+
+/// The message of that failure, recognised to answer [`StoreError::SearchTimedOut`].
+const SEARCH_TIMED_OUT: &str = "itsm: the word search ran past its time limit";
+
+/// The answer of [`SEARCH_IN_TIME_FUNCTION`]: `true`, or an error that stops the statement.
+#[derive(Debug)]
+struct InTime(bool);
+
+impl diesel::serialize::ToSql<diesel::sql_types::Bool, diesel::sqlite::Sqlite> for InTime {
+    fn to_sql<'b>(
+        &'b self,
+        out: &mut diesel::serialize::Output<'b, '_, diesel::sqlite::Sqlite>,
+    ) -> diesel::serialize::Result {
+        if self.0 {
+            out.set_value(1);
+            Ok(diesel::serialize::IsNull::No)
+        } else {
+            Err(SEARCH_TIMED_OUT.into())
+        }
+    }
+}
+
+fn search_in_time() -> InTime {
+    let Some(deadline) = SEARCH_DEADLINE.get() else {
+        return InTime(true);
+    };
+    let rows = SEARCH_ROWS.get().wrapping_add(1);
+    SEARCH_ROWS.set(rows);
+    // The first row and every 256th read the clock.
+    InTime(rows % 256 != 1 || Instant::now() < deadline)
+}
+
+/// Runs the word search `f` within this thread's search time limit, so that no search holds a
+/// read connection for long whatever it matches: PostgreSQL cancels it (`statement_timeout`,
+/// local to the search's own transaction, which also plans each statement for its bound
+/// values: a common word walks the newest rows, a rare one the word index); on SQLite its
+/// word condition fails once the deadline passed. Either answers
+/// [`StoreError::SearchTimedOut`].
+pub(crate) fn with_search_limit<T>(
     conn: &mut DbConnection,
     f: impl FnOnce(&mut DbConnection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    if !matches!(conn, DbConnection::Postgresql(_)) {
-        return f(conn);
-    }
-    conn.batch_execute("SET plan_cache_mode = force_custom_plan")?;
-    let result = f(conn);
-    conn.batch_execute(GENERIC_PLANS)?;
-    result
+    let limit = SEARCH_TIME_LIMIT.get();
+    let result = match conn {
+        DbConnection::Postgresql(_) => conn.transaction(|conn| {
+            conn.batch_execute(&format!(
+                "SET LOCAL statement_timeout = {}; SET LOCAL plan_cache_mode = force_custom_plan",
+                limit.as_millis().max(1)
+            ))?;
+            f(conn)
+        }),
+        DbConnection::Sqlite(_) => {
+            SEARCH_DEADLINE.set(Some(Instant::now() + limit));
+            SEARCH_ROWS.set(0);
+            let result = f(conn);
+            SEARCH_DEADLINE.set(None);
+            result
+        }
+    };
+    result.map_err(|error| match &error {
+        StoreError::Database(diesel::result::Error::DatabaseError(_, info))
+            if info.message().contains(SEARCH_TIMED_OUT)
+                || info.message().contains("statement timeout") =>
+        {
+            StoreError::SearchTimedOut
+        }
+        _ => error,
+    })
+}
+
+/// Registers [`SEARCH_IN_TIME_FUNCTION`] on a SQLite connection.
+fn register_search_limit(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    conn.register_noarg_sql_function::<diesel::sql_types::Bool, _, _>(
+        SEARCH_IN_TIME_FUNCTION,
+        false,
+        search_in_time,
+    )?;
+    Ok(())
 }
 
 /// Every query here walks one index chosen by its shape (the state filter is a literal, the
 /// keyset cursor and keys are bound), so its plan does not depend on the bound values. Left to
 /// choose, PostgreSQL re-planned each deep page on every execution, because its generic
 /// estimate for a row comparison is worse than the custom one: four tenths of the server's
-/// time on that query. The word search is the exception ([`with_custom_plans`]).
+/// time on that query. The word search is the exception ([`with_search_limit`]).
 const GENERIC_PLANS: &str = "SET plan_cache_mode = force_generic_plan";
 
 /// A PostgreSQL URL that names a loopback host and no `sslmode` connects without TLS.
@@ -286,6 +369,7 @@ fn open_sqlite(path: &Path, role: ConnectionRole) -> Result<SqliteConnection, St
         ConnectionRole::Checkpointer => "PRAGMA busy_timeout = 5000;",
     };
     conn.batch_execute(pragmas)?;
+    register_search_limit(&mut conn)?;
     Ok(conn)
 }
 
@@ -310,7 +394,7 @@ impl ReadThreads {
     /// The threads stop when the last `Database` clone is dropped. Start-up only
     /// (`Database::open`), where failing to start a thread may stop the service.
     #[allow(clippy::expect_used)]
-    fn start(count: usize) -> Self {
+    fn start(count: usize, search_time_limit: Duration) -> Self {
         let (jobs, queue) = std::sync::mpsc::channel::<ReadJob>();
         let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
         for n in 0..count {
@@ -318,6 +402,7 @@ impl ReadThreads {
             std::thread::Builder::new()
                 .name(format!("itsm-reader-{n}"))
                 .spawn(move || loop {
+                    SEARCH_TIME_LIMIT.set(search_time_limit);
                     let next = queue
                         .lock()
                         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -505,7 +590,10 @@ impl Database {
             read_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 config.read_pool_size.max(1) as usize,
             )),
-            read_threads: ReadThreads::start(config.read_pool_size.max(1) as usize),
+            read_threads: ReadThreads::start(
+                config.read_pool_size.max(1) as usize,
+                config.search_time_limit,
+            ),
             readers,
             writer,
         })

@@ -26,6 +26,9 @@ pub enum StoreError {
     /// is the database's own text, for the log only.
     #[error("{outage}: {detail}")]
     Outage { outage: Outage, detail: String },
+    /// A word search ran past its time limit and was stopped (`with_search_limit`).
+    #[error("the word search ran past its time limit")]
+    SearchTimedOut,
     #[error("database error: {0}")]
     Database(DieselError),
 }

@@ -432,7 +432,7 @@ pub fn list(
     // How many rows a word matches decides the plan: walk the newest incidents for a common
     // word, the word index for a rare one.
     let rows: Slice<IncidentRow> = if words.is_some() {
-        crate::db::with_custom_plans(conn, load)?
+        crate::db::with_search_limit(conn, load)?
     } else {
         load(conn)?
     };

@@ -46,6 +46,7 @@ pub mod outbox;
 pub mod problems;
 pub mod schema;
 pub mod settings;
+pub mod signing_keys;
 pub mod sla;
 pub mod sla_timers;
 pub mod ticket_items;

@@ -356,10 +356,17 @@ pub fn list(
     limit: i64,
 ) -> Result<Slice<Problem>, StoreError> {
     let (words, after) = list_conditions(conn, filter, sort, after)?;
-    let rows: Slice<ProblemRow> = with_backend!(conn, c => {
-        let query = problem_list_query!(filter, sort, &words, after);
-        crate::load_page(c, query, limit)
-    })?;
+    let load = |conn: &mut DbConnection| {
+        with_backend!(conn, c => {
+            let query = problem_list_query!(filter, sort, &words, after);
+            crate::load_page(c, query, limit)
+        })
+    };
+    let rows: Slice<ProblemRow> = if words.is_some() {
+        crate::db::with_search_limit(conn, load)?
+    } else {
+        load(conn)?
+    };
     tickets::attach_links(
         conn,
         TicketKind::Problem,

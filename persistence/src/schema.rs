@@ -97,6 +97,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    signing_keys (kid) {
+        kid -> Text,
+        secret -> Nullable<Text>,
+        created_at -> Timestamp,
+        retires_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
     settings (name) {
         name -> Text,
         value -> Text,
@@ -128,6 +137,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     outbox_events,
     counters,
     settings,
+    signing_keys,
     idempotency_keys,
     incidents,
     problems,

@@ -328,11 +328,14 @@ pub(crate) fn words_condition<T: TicketTable>(
         DbConnection::Sqlite(_) => {
             let (first, last) = word_rowids(kind);
             WordsCondition {
+                // The time limit is checked on the rows of both the word index and the table
+                // (see `db::with_search_limit`).
                 before: format!(
-                    "{table}.number IN (SELECT printf('{prefix}%07d', rowid - {first}) \
-                     FROM ticket_words WHERE ticket_words MATCH ",
+                    "{in_time}() AND {table}.number IN (SELECT printf('{prefix}%07d', rowid - \
+                     {first}) FROM ticket_words WHERE {in_time}() AND ticket_words MATCH ",
                     table = T::TABLE,
                     prefix = kind.prefix(),
+                    in_time = crate::db::SEARCH_IN_TIME_FUNCTION,
                 ),
                 text: words
                     .iter()

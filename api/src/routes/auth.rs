@@ -81,15 +81,16 @@ pub async fn issue_token(
         &credentials.roles(),
         credentials.must_change_password,
     )
+    .await
 }
 
-fn token_response(
+async fn token_response(
     state: &AppState,
     user_id: &str,
     roles: &[Role],
     password_change_required: bool,
 ) -> ApiResult<HttpResponse> {
-    let access_token = state.tokens.issue(user_id, roles)?;
+    let access_token = state.tokens.issue(&state.db, user_id, roles).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(TokenResponse {
@@ -203,7 +204,7 @@ pub async fn change_my_password(
         .await
         .map_err(ApiError::from)?;
     state.access.forget(&caller.id);
-    token_response(&state, &caller.id, &caller.roles, false)
+    token_response(&state, &caller.id, &caller.roles, false).await
 }
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -217,9 +218,11 @@ pub struct CreateApiToken {
     /// When the token stops working; `null` for never.
     pub expires_at: Option<DateTime<Utc>>,
     /// What the token may do within its role, per route family: `incidents:read`,
-    /// `incidents:write`, `problems:read`, `problems:write`, `cmdb:read`, `cmdb:write`,
-    /// `events:read`, `audit:read`, `directory:read`, `directory:write`, `alerts:write`
-    /// (`write` includes `read`). Omitted or `null`: all the role allows.
+    /// `incidents:write`, `problems:read`, `problems:write`, `changes:read`, `changes:write`,
+    /// `cmdb:read`, `cmdb:write`, `slas:read`, `slas:write`, `events:read`, `audit:read`,
+    /// `directory:read`, `directory:write`, `alerts:read`, `alerts:write`, `webhooks:read`,
+    /// `webhooks:write`, `metrics:read` (`write` includes `read`). Omitted or `null`: read-only, every read
+    /// the role allows and no change.
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
 }

@@ -1,11 +1,15 @@
-//! Probes for orchestrators: liveness and readiness. Unauthenticated.
+//! Probes for orchestrators: liveness and readiness (unauthenticated), and the gauges of the
+//! bounded resources (admins, or a token scoped `metrics:read`).
 
 use actix_web::{get, web, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use std::sync::atomic::Ordering;
+
 use persistence::Unready;
 
+use crate::auth::{Admins, Authorized};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -47,6 +51,53 @@ pub async fn readyz(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     }
 }
 
+/// Gauges of the resources this process bounds, in the Prometheus text format: password
+/// hashes running (and the most seen at once, against their slots) and word searches running.
+/// Per process: each node answers for itself.
+#[utoipa::path(tag = "health", operation_id = "get_metrics",
+    responses((status = 200, content_type = "text/plain", body = String),
+              (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)))]
+#[get("/api/v1/metrics")]
+pub async fn metrics(_caller: Authorized<Admins>, state: web::Data<AppState>) -> HttpResponse {
+    let hashing = &state.password_hashing;
+    let gauges = [
+        (
+            "itsm_password_hashes_running",
+            "Password hashes running now.",
+            hashing.running(),
+        ),
+        (
+            "itsm_password_hashes_running_peak",
+            "The most password hashes that ran at once since the process started.",
+            hashing.peak_running.load(Ordering::Acquire),
+        ),
+        (
+            "itsm_password_hash_slots",
+            "How many password hashes may run at once.",
+            hashing.slots(),
+        ),
+        (
+            "itsm_password_hashes_admitted",
+            "Sign-ins hashing or waiting for a slot now.",
+            hashing.admitted(),
+        ),
+        (
+            "itsm_word_searches_running",
+            "Word searches holding a search slot now.",
+            state.search_slots_in_use(),
+        ),
+    ];
+    let mut text = String::new();
+    for (name, help, value) in gauges {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        ));
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(text)
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(healthz).service(readyz);
+    cfg.service(healthz).service(readyz).service(metrics);
 }

@@ -8,7 +8,9 @@
 //! BENCH_QUICK=1 uses small volumes and short runs (a smoke check in under two minutes);
 //! BENCH_INCIDENTS=N changes the seeded volume; BENCH_ONLY=word runs the scenarios whose name
 //! contains the word (BENCH_ONLY=storm: the alert storm alone); BENCH_SKIP_SQLITE=1 measures
-//! PostgreSQL alone.
+//! PostgreSQL alone. Two hostile loads run with a GET by number beside them, whose p99 they
+//! report (goal: under 50 ms): `login flood` (64 clients signing in) and `search storm` (60
+//! clients searching a word in every seeded incident).
 //!
 //! BENCH_SOAK_SECONDS=N (`make soak`) runs a soak instead: every scenario mixed, at
 //! concurrency 16, for N seconds, reporting each minute's requests, errors and p99 and the
@@ -566,6 +568,34 @@ async fn bench_backend(
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     scenarios.retain(|scenario| scenario.name.contains(only.as_str()));
     let mut results = Vec::new();
+    // Hostile loads with a GET by number beside them: its p99 is the figure (goal: 50 ms).
+    let probe = Scenario {
+        name: "get incident by number",
+        make: Arc::new(move |_, n| {
+            Call::get(format!(
+                "/api/v1/incidents/INC{:07}",
+                1 + (n * 7919) % seeded
+            ))
+        }),
+        expected_refusals: &[],
+    };
+    for (load, concurrency) in [(login_flood(), 64), (search_storm(), 60)] {
+        if !load.name.contains(only.as_str()) {
+            continue;
+        }
+        let measurement = beside(
+            &client,
+            &server,
+            &token,
+            backend,
+            (&load, concurrency),
+            &probe,
+            settings,
+        )
+        .await;
+        eprintln!("{}", row(&measurement));
+        results.push(measurement);
+    }
     for scenario in &scenarios {
         for &concurrency in &settings.concurrency {
             drive(
@@ -619,6 +649,82 @@ async fn bench_backend(
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     results
+}
+
+/// Sign-ins with the right password, as fast as `concurrency` clients can send them: each
+/// runs a password hash, bounded to one per core; the rest wait in a short queue or get 503.
+fn login_flood() -> Scenario {
+    Scenario {
+        name: "login flood",
+        make: Arc::new(|_, _| Call {
+            method: Method::POST,
+            path: "/api/v1/auth/token".into(),
+            body: Some(json!({"username": "admin", "password": ADMIN_PASSWORD})),
+            if_match: None,
+        }),
+        expected_refusals: &[
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::TOO_MANY_REQUESTS,
+        ],
+    }
+}
+
+/// Word searches for a word in every seeded incident's title, each of which could sort every
+/// match: they hold at most half the read connections, for at most the search time limit.
+fn search_storm() -> Scenario {
+    Scenario {
+        name: "search storm",
+        make: Arc::new(|_, n| {
+            let sort = ["-created_at", "priority", "-updated_at"][n % 3];
+            Call::get(format!("/api/v1/incidents?q=issue&sort={sort}&limit=50"))
+        }),
+        expected_refusals: &[StatusCode::SERVICE_UNAVAILABLE],
+    }
+}
+
+/// Runs `load` at its concurrency and, beside it, `probe` at concurrency 1; the row reports
+/// the probe (its p99 is the figure) and the load's own rate goes to stderr.
+async fn beside(
+    client: &Client,
+    server: &Server,
+    token: &str,
+    backend: &str,
+    (load, concurrency): (&Scenario, usize),
+    probe: &Scenario,
+    settings: &Settings,
+) -> Measurement {
+    let base = server.base.as_str();
+    let run_for = settings.warm_up + settings.duration;
+    let loading = drive(client, base, token, load, concurrency, run_for);
+    let probing = async {
+        tokio::time::sleep(settings.warm_up).await;
+        server.reset_peak_rss();
+        drive(client, base, token, probe, 1, settings.duration).await
+    };
+    let ((mut load_tally, load_seconds), (mut tally, seconds)) = tokio::join!(loading, probing);
+    load_tally.latencies_us.sort_unstable();
+    tally.latencies_us.sort_unstable();
+    eprintln!(
+        "[{backend}] {}: {concurrency} clients, {:.0} req/s answered, {} refused (503/429), \
+         {} errors, p99 {:.1} ms",
+        load.name,
+        load_tally.latencies_us.len() as f64 / load_seconds,
+        load_tally.conflicts,
+        load_tally.errors,
+        percentile(&load_tally.latencies_us, 0.99)
+    );
+    Measurement {
+        scenario: format!("GET by number beside {}", load.name),
+        backend: backend.into(),
+        concurrency: 1,
+        requests_per_second: tally.latencies_us.len() as f64 / seconds,
+        p50_ms: percentile(&tally.latencies_us, 0.50),
+        p99_ms: percentile(&tally.latencies_us, 0.99),
+        max_ms: percentile(&tally.latencies_us, 1.0),
+        errors: tally.errors,
+        conflicts: load_tally.conflicts,
+        server_peak_rss_mb: server.peak_rss_mb(),
+    }
 }
 
 /// When the warnings and breaches of the seeded SLA timers fall due.

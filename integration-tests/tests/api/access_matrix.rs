@@ -1,6 +1,11 @@
 //! The access policy of the service as a table: for every route of the published contract, what
-//! no credential, each role, and an API token without the route's scope get. A route missing from the table fails the test, so a new
-//! route cannot be forgotten. The README links here.
+//! no credential, each role, and an API token without the route's scope get. A route missing
+//! from the table fails the test, so a new route cannot be forgotten. The README links here.
+//!
+//! API tokens: a token with scopes may call a route only with its family's scope
+//! (`family:read` for GET, `family:write` otherwise), within its role; a token created without
+//! scopes is read-only: an admin's scopeless token reads every route an admin reads and is
+//! refused every other one, so no integration acts as full staff by default.
 //!
 //! Each route is called with ids that do not exist and an empty JSON body, so an admitted caller
 //! gets a 404 or 422 (or a 2xx for lists) and nothing changes; what the table checks is the
@@ -50,6 +55,7 @@ const CHANGE_MANAGERS: &str = "AFFAFF";
 const POLICY: &[(&str, bool, &str)] = &[
     ("healthz", false, ANY_USER),
     ("readyz", false, ANY_USER),
+    ("get_metrics", true, ADMINS),
     ("issue_token", false, ANY_USER),
     ("logout", true, ANY_USER),
     ("change_my_password", true, ANY_USER),
@@ -314,6 +320,15 @@ async fn every_route_answers_each_role_as_the_policy_says(app: TestApp) {
     let (status, events_only) = read(response).await;
     assert_eq!(status, StatusCode::CREATED, "{events_only}");
     let out_of_alerts_scope = events_only["token"].as_str().unwrap().to_owned();
+    let response = app
+        .admin(Method::POST, "/api/v1/api-tokens")
+        .json(&json!({"name": "read-only", "role": "admin", "expires_at": null}))
+        .send()
+        .await
+        .unwrap();
+    let (status, scopeless) = read(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{scopeless}");
+    let read_only = scopeless["token"].as_str().unwrap().to_owned();
     let mut wrong: Vec<String> = Vec::new();
     let operations = operations(&app).await;
     for (id, method, path) in &operations {
@@ -355,6 +370,14 @@ async fn every_route_answers_each_role_as_the_policy_says(app: TestApp) {
             let status = call(&app, method, path, Some(token)).await;
             if status != StatusCode::FORBIDDEN {
                 wrong.push(format!("{id} by a token without its scope: got {status}"));
+            }
+            let reads = matches!(*method, Method::GET | Method::HEAD);
+            let status = call(&app, method, path, Some(&read_only)).await;
+            let expected = if reads { 'A' } else { 'F' };
+            if !admits(expected, status) {
+                wrong.push(format!(
+                    "{id} by an admin token without scopes: expected {expected}, got {status}"
+                ));
             }
         }
     }

@@ -110,7 +110,7 @@ async fn work_notes(app: &TestApp, incident: &str) -> Vec<String> {
 }
 
 async fn alertmanager_payloads_open_one_incident_per_key_and_resolve_it(app: TestApp) {
-    let token = api_token(&app, "integration", None).await;
+    let token = api_token(&app, "integration", Some(&["alerts:write"])).await;
     rule(
         &app,
         json!({"name": "Prometheus", "position": 1, "source": "alertmanager",
@@ -228,7 +228,7 @@ fn no_flapping_window(config: &mut Config) {
 }
 
 async fn firing_long_after_resolving_opens_a_new_incident(app: TestApp) {
-    let token = api_token(&app, "integration", None).await;
+    let token = api_token(&app, "integration", Some(&["alerts:write"])).await;
     rule(
         &app,
         json!({"name": "all", "position": 1, "impact": "low", "urgency": "low",
@@ -253,7 +253,7 @@ async fn firing_long_after_resolving_opens_a_new_incident(app: TestApp) {
 }
 
 async fn generic_alerts_follow_rules_and_match_configuration_items(app: TestApp) {
-    let token = api_token(&app, "integration", None).await;
+    let token = api_token(&app, "integration", Some(&["alerts:write"])).await;
     let dba = app.group("DBA").await;
     let dba = dba["id"].as_str().unwrap();
     let response = app
@@ -388,7 +388,7 @@ async fn generic_alerts_follow_rules_and_match_configuration_items(app: TestApp)
 }
 
 async fn bad_alerts_are_refused_naming_the_field_and_store_nothing(app: TestApp) {
-    let token = api_token(&app, "integration", None).await;
+    let token = api_token(&app, "integration", Some(&["alerts:write"])).await;
     let before = app.write_marks().await;
     let mut no_fingerprint = alertmanager(&[("ddd4", "firing"), ("eee5", "firing")]);
     no_fingerprint["alerts"][1]["fingerprint"] = Value::Null;
@@ -499,10 +499,17 @@ async fn only_integration_tokens_and_admins_send_alerts(app: TestApp) {
     let (_, agent) = app.user_with_roles("alert-agent", &["agent"]).await;
     let (_, integration_user) = app.user_with_roles("alert-bot", &["integration"]).await;
     let agent_token = api_token(&app, "agent", None).await;
+    // A token without scopes is read-only: it sends no alert.
     let unscoped = api_token(&app, "integration", None).await;
     let scoped = api_token(&app, "integration", Some(&["alerts:write"])).await;
     let wrong_scope = api_token(&app, "integration", Some(&["incidents:write"])).await;
-    for token in [&agent, &integration_user, &agent_token, &wrong_scope] {
+    for token in [
+        &agent,
+        &integration_user,
+        &agent_token,
+        &wrong_scope,
+        &unscoped,
+    ] {
         let response = app
             .request(Method::POST, "/api/v1/alerts", token)
             .json(&body)
@@ -523,7 +530,7 @@ async fn only_integration_tokens_and_admins_send_alerts(app: TestApp) {
         .unwrap()
         .is_empty());
 
-    for token in [&unscoped, &scoped, &app.admin_token] {
+    for token in [&scoped, &app.admin_token] {
         send(&app, token, "/api/v1/alerts", &body).await;
     }
     // Incidents opened by a token are reported for the admin who created it.
@@ -591,7 +598,7 @@ fn one_request_at_a_time(config: &mut Config) {
 }
 
 async fn overload_is_answered_429_with_retry_after_and_loses_nothing(app: TestApp) {
-    let token = api_token(&app, "integration", None).await;
+    let token = api_token(&app, "integration", Some(&["alerts:write"])).await;
     let requests = (0..32).map(|r| {
         let alerts: Vec<Value> = (0..50)
             .map(|i| {

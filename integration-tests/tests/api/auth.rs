@@ -456,9 +456,19 @@ async fn role_denied_is_403(app: TestApp) {
 }
 
 async fn create_api_token(app: &TestApp, name: &str, role: &str, expires_at: Value) -> Value {
+    create_scoped_api_token(app, name, role, expires_at, Value::Null).await
+}
+
+async fn create_scoped_api_token(
+    app: &TestApp,
+    name: &str,
+    role: &str,
+    expires_at: Value,
+    scopes: Value,
+) -> Value {
     let response = app
         .admin(Method::POST, "/api/v1/api-tokens")
-        .json(&json!({"name": name, "role": role, "expires_at": expires_at}))
+        .json(&json!({"name": name, "role": role, "expires_at": expires_at, "scopes": scopes}))
         .send()
         .await
         .unwrap();
@@ -647,7 +657,15 @@ async fn integration_token_reads_the_feed_only(app: TestApp) {
 }
 
 async fn admin_api_token_acts_as_admin_in_the_audit_trail(app: TestApp) {
-    let created = create_api_token(&app, "provisioning", "admin", Value::Null).await;
+    // Scoped to the directory: a token without scopes would only read.
+    let created = create_scoped_api_token(
+        &app,
+        "provisioning",
+        "admin",
+        Value::Null,
+        json!(["directory:write"]),
+    )
+    .await;
     let secret = created["token"].as_str().unwrap();
     let response = app
         .request(Method::POST, "/api/v1/groups", secret)

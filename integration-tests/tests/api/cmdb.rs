@@ -832,7 +832,7 @@ async fn reconciliation_identifies_and_is_idempotent(app: TestApp) {
     let token = post_ok(
         &app,
         "/api/v1/api-tokens",
-        json!({"name": "disco", "role": "integration"}),
+        json!({"name": "disco", "role": "integration", "scopes": ["cmdb:write"]}),
     )
     .await;
     let token = token["token"].as_str().unwrap();

@@ -696,16 +696,31 @@ async fn a_read_scoped_token_cannot_write(app: TestApp) {
     let response = call(Method::POST, "/api/v1/users", writer.clone()).await;
     expect_problem(response, StatusCode::FORBIDDEN).await;
 
-    // Without scopes, the role decides, as before.
+    // Without scopes a token is read-only: it reads what its role may read, and writes nothing
+    // its role would allow (an integration is no longer full staff by default).
     let (_, unscoped) = api_token(&app, Value::Null).await;
     assert!(unscoped["scopes"].is_null(), "{unscoped}");
-    let response = call(
-        Method::GET,
+    let unscoped = unscoped["token"].as_str().unwrap().to_owned();
+    for path in [
         "/api/v1/events",
-        unscoped["token"].as_str().unwrap().to_owned(),
-    )
-    .await;
-    assert_eq!(response.status(), StatusCode::OK);
+        "/api/v1/incidents",
+        "/api/v1/configuration-items",
+    ] {
+        let response = call(Method::GET, path, unscoped.clone()).await;
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+    }
+    for path in [
+        "/api/v1/incidents",
+        "/api/v1/configuration-items",
+        "/api/v1/alerts",
+    ] {
+        let response = call(Method::POST, path, unscoped.clone()).await;
+        let problem = expect_problem(response, StatusCode::FORBIDDEN).await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains("only read"),
+            "POST {path}: {problem}"
+        );
+    }
 
     // Each use is noted, once a minute at most, without a write per request.
     let tokens = app.list_all("/api/v1/api-tokens").await;
@@ -772,7 +787,47 @@ async fn requests_beyond_the_configured_rate_get_429(app: TestApp) {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
+fn searches_out_of_time_at_once(config: &mut Config) {
+    config.database.search_time_limit = Duration::ZERO;
+}
+
+/// A word search past its time limit is stopped and answered 503 with a hint, and holds no
+/// read connection afterwards. The limit here is zero (SQLite stops at the first row looked
+/// at; PostgreSQL's `statement_timeout` is then its least, a millisecond, which a search that
+/// sorts thousands of matches always exceeds), so nothing depends on the machine's speed.
+async fn a_word_search_past_its_time_limit_is_stopped(app: TestApp) {
+    let url = app.database.url.clone().unwrap();
+    itsm_integration_tests::itsm_command(&url, &["seed", "--incidents", "3000"], &[])
+        .expect("itsm seed");
+    for path in [
+        "/api/v1/incidents?q=issue&sort=priority&limit=500",
+        "/api/v1/problems?q=incidents&sort=priority&limit=500",
+    ] {
+        let response = app.admin(Method::GET, path).send().await.unwrap();
+        assert_eq!(
+            header(&response, "retry-after").as_deref(),
+            Some("1"),
+            "{path}"
+        );
+        let problem = expect_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains("narrow"),
+            "{path}: {problem}"
+        );
+    }
+    // Every read connection is free again: more lists than connections all answer.
+    for _ in 0..12 {
+        let response = app
+            .admin(Method::GET, "/api/v1/incidents?state=new&limit=5")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+}
+
 on_both_backends!(
+    a_word_search_past_its_time_limit_is_stopped with searches_out_of_time_at_once,
     password_guessing_is_throttled_per_username with three_free_failures,
     guessing_many_usernames_is_throttled_per_address with three_free_failures_per_address,
     a_login_flood_is_shed_and_the_service_stays_responsive with one_hash_at_a_time,
