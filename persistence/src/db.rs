@@ -379,6 +379,8 @@ pub struct Database {
     read_slots: std::sync::Arc<tokio::sync::Semaphore>,
     read_threads: ReadThreads,
     writer: Writer,
+    /// The node's copy of the CMDB graph.
+    graphs: std::sync::Arc<crate::cmdb::graph::GraphCache>,
     /// SQLite only: copies the WAL back into the database file, off the writer thread.
     _checkpointer: Option<Checkpointer>,
 }
@@ -411,6 +413,10 @@ impl Database {
             config.max_batch.max(1),
             extra_writers,
         )?;
+        let graph_location = location.clone();
+        let graphs = std::sync::Arc::new(crate::cmdb::graph::GraphCache::new(std::sync::Arc::new(
+            move || graph_location.connect(ConnectionRole::Reader),
+        )));
         let checkpointer = match &location {
             Location::SqliteFile(path) => Some(Checkpointer::start(
                 open_sqlite(path, ConnectionRole::Checkpointer)?,
@@ -427,6 +433,7 @@ impl Database {
             read_threads: ReadThreads::start(config.read_pool_size.max(1) as usize),
             readers,
             writer,
+            graphs,
         })
     }
 
@@ -440,6 +447,11 @@ impl Database {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The node's copy of the CMDB graph, for impact walks.
+    pub fn graphs(&self) -> std::sync::Arc<crate::cmdb::graph::GraphCache> {
+        self.graphs.clone()
     }
 
     /// Runs `f` on a pooled read connection, off the async executor.
