@@ -23,8 +23,8 @@ use domain::incident::Incident;
 use domain::problem::Problem;
 use domain::ticket::Lifecycle;
 use domain::{ExternalRef, FieldError, Role};
-use persistence::tickets::{self, TicketTable};
 use persistence::cmdb::graph::GraphCache;
+use persistence::tickets::{self, TicketTable};
 use persistence::{changes, cmdb, groups, users, DbConnection, StoreError, WriteContext};
 use serde::Serialize;
 use serde_json::json;
@@ -753,7 +753,12 @@ fn freeze_hits_of(
     if freezes.is_empty() {
         return Ok(Vec::new());
     }
-    let up = walks(conn, graphs, &change.configuration_items, Direction::Upstream)?;
+    let up = walks(
+        conn,
+        graphs,
+        &change.configuration_items,
+        Direction::Upstream,
+    )?;
     Ok(schedule::freeze_hits(
         window,
         &change.configuration_items,
@@ -791,7 +796,11 @@ pub struct ConflictReport {
 }
 
 /// The conflicts and freeze hits of `change` (none without a planned window).
-pub fn analyse(conn: &mut DbConnection, graphs: &Graphs, change: &Change) -> ApiResult<ConflictReport> {
+pub fn analyse(
+    conn: &mut DbConnection,
+    graphs: &Graphs,
+    change: &Change,
+) -> ApiResult<ConflictReport> {
     let mut report = ConflictReport {
         change_id: change.id.clone(),
         number: change.number.clone(),
@@ -803,13 +812,23 @@ pub fn analyse(conn: &mut DbConnection, graphs: &Graphs, change: &Change) -> Api
     let Some(window) = change.window() else {
         return Ok(report);
     };
-    let up = walks(conn, graphs, &change.configuration_items, Direction::Upstream)?;
+    let up = walks(
+        conn,
+        graphs,
+        &change.configuration_items,
+        Direction::Upstream,
+    )?;
     let others = changes::planned_in(conn, &window, true)?;
     if others
         .iter()
         .any(|o| o.id != change.id && !o.items.is_empty())
     {
-        let down = walks(conn, graphs, &change.configuration_items, Direction::Downstream)?;
+        let down = walks(
+            conn,
+            graphs,
+            &change.configuration_items,
+            Direction::Downstream,
+        )?;
         let reach = Reach::new(&change.configuration_items, &up, &down);
         report.conflicts = schedule::conflicts(&change.id, &window, &reach, &others);
     }
@@ -1250,7 +1269,8 @@ pub fn calendar(
     let service_items: Option<Vec<String>> = match service {
         Some(service) => {
             let mut items = vec![service.to_owned()];
-            if let Some(down) = walks(conn, graphs, &items, Direction::Downstream)?.remove(service) {
+            if let Some(down) = walks(conn, graphs, &items, Direction::Downstream)?.remove(service)
+            {
                 items.extend(down.into_keys());
             }
             Some(items)

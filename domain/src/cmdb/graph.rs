@@ -136,7 +136,9 @@ impl Graph {
             };
             graph.ids.push(item.id.into_boxed_str());
             graph.names.push(item.name.into_boxed_str());
-            graph.class_of.push(u16::try_from(class).unwrap_or(u16::MAX));
+            graph
+                .class_of
+                .push(u16::try_from(class).unwrap_or(u16::MAX));
             graph.status.push(item.status);
             graph.criticality.push(item.criticality);
         }
@@ -297,13 +299,18 @@ pub(crate) mod tests {
         let vm = &only_runs.items[0];
         assert_eq!(
             (vm.id.as_str(), vm.name.as_str(), vm.via, vm.status),
-            ("vm", "vm-name", RelationshipType::RunsOn, CiStatus::Installed)
+            (
+                "vm",
+                "vm-name",
+                RelationshipType::RunsOn,
+                CiStatus::Installed
+            )
         );
         assert_eq!(vm.path, ["app", "vm"]);
-        let up = graph
-            .impact("db", Direction::Upstream, 3, &[], 10)
-            .unwrap();
+        let up = graph.impact("db", Direction::Upstream, 3, &[], 10).unwrap();
         assert_eq!(up.items[0].id, "app");
-        assert!(graph.impact("nowhere", Direction::Upstream, 3, &[], 10).is_none());
+        assert!(graph
+            .impact("nowhere", Direction::Upstream, 3, &[], 10)
+            .is_none());
     }
 }

@@ -266,7 +266,10 @@ pub(crate) mod tests {
                 .collect())
         })
         .unwrap();
-        (found.describe(|id| id.clone(), |id| Some(info(id))), queries)
+        (
+            found.describe(|id| id.clone(), |id| Some(info(id))),
+            queries,
+        )
     }
 
     /// The same graph walked in memory (`super::super::graph`): it must answer the same.

@@ -999,7 +999,10 @@ async fn approve_as(app: &TestApp, token: &str, number: &str) -> Value {
         app,
         token,
         Method::POST,
-        &format!("{CHANGES}/{number}/approvals/{}/decision", text(&mine, "id")),
+        &format!(
+            "{CHANGES}/{number}/approvals/{}/decision",
+            text(&mine, "id")
+        ),
         Some(json!({"decision": "approve"})),
     )
     .await
@@ -1031,10 +1034,24 @@ async fn freezes_hold_quorum_scheduling_and_patches_take_an_override_reason(app:
     .await;
     let number = text(&normal, "number");
     acted(&app, &agent, &number, json!({"action": "assess"})).await;
-    acted(&app, &agent, &number, json!({"action": "request_authorization"})).await;
-    let (status, body) = send(&app, &carol, Method::POST, "/api/v1/change-freeze-windows",
-        Some(json!({"name": "Black Friday", "reason": "Peak trading", "start": at(10),
-                    "end": at(100), "scope": {"services": [s.shop]}}))).await;
+    acted(
+        &app,
+        &agent,
+        &number,
+        json!({"action": "request_authorization"}),
+    )
+    .await;
+    let (status, body) = send(
+        &app,
+        &carol,
+        Method::POST,
+        "/api/v1/change-freeze-windows",
+        Some(
+            json!({"name": "Black Friday", "reason": "Peak trading", "start": at(10),
+                    "end": at(100), "scope": {"services": [s.shop]}}),
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
     let decided = approve_as(&app, &carol, &number).await;
@@ -1074,7 +1091,13 @@ async fn freezes_hold_quorum_scheduling_and_patches_take_an_override_reason(app:
     )
     .await;
     let enumber = text(&emergency, "number");
-    acted(&app, &agent, &enumber, json!({"action": "request_authorization"})).await;
+    acted(
+        &app,
+        &agent,
+        &enumber,
+        json!({"action": "request_authorization"}),
+    )
+    .await;
     let path = format!("{CHANGES}/{enumber}");
     let into_freeze = json!({"planned_start": at(24), "planned_end": at(26)});
     let (status, problem) = send(&app, &carol, Method::PATCH, &path, Some(into_freeze)).await;

@@ -109,7 +109,10 @@ impl GraphCache {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         // A slower build may end after a newer one.
-        if current.as_ref().is_none_or(|c| c.version < snapshot.version) {
+        if current
+            .as_ref()
+            .is_none_or(|c| c.version < snapshot.version)
+        {
             *current = Some(snapshot);
         }
     }
