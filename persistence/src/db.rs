@@ -538,6 +538,8 @@ pub struct Database {
     read_slots: std::sync::Arc<tokio::sync::Semaphore>,
     read_threads: ReadThreads,
     writer: Writer,
+    /// The node's copy of the CMDB graph.
+    graphs: std::sync::Arc<crate::cmdb::graph::GraphCache>,
     /// SQLite only: copies the WAL back into the database file, off the writer thread.
     _checkpointer: Option<Checkpointer>,
 }
@@ -577,6 +579,10 @@ impl Database {
             config.max_batch.max(1),
             extra_writers,
         )?;
+        let graph_location = location.clone();
+        let graphs = std::sync::Arc::new(crate::cmdb::graph::GraphCache::new(std::sync::Arc::new(
+            move || graph_location.connect(ConnectionRole::Reader),
+        )));
         let checkpointer = match &location {
             Location::SqliteFile(path) => Some(Checkpointer::start(
                 open_sqlite(path, ConnectionRole::Checkpointer)?,
@@ -596,6 +602,7 @@ impl Database {
             ),
             readers,
             writer,
+            graphs,
         })
     }
 
@@ -609,6 +616,11 @@ impl Database {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The node's copy of the CMDB graph, for impact walks.
+    pub fn graphs(&self) -> std::sync::Arc<crate::cmdb::graph::GraphCache> {
+        self.graphs.clone()
     }
 
     /// Runs `f` on a pooled read connection, off the async executor.

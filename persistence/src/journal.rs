@@ -25,6 +25,8 @@ use crate::schema::{audit_entries, outbox_events, ticket_words};
 use crate::{counters, DbConnection, StoreError, WriteContext};
 
 pub(crate) const EVENT_SEQUENCE: &str = "event_sequence";
+/// Advanced once by each transaction that changed the CMDB's graph (see `cmdb::graph`).
+pub(crate) const CMDB_GRAPH: &str = "cmdb_graph";
 
 #[derive(Insertable)]
 #[diesel(table_name = audit_entries)]
@@ -70,6 +72,8 @@ struct Journal {
     audit: Vec<NewAuditEntry>,
     events: Vec<NewEvent>,
     words: Vec<IndexedWords>,
+    /// Units of work that changed the CMDB's graph.
+    graph_changes: usize,
 }
 
 /// Where the journal stood before a unit of work, to cut that unit's records off.
@@ -78,6 +82,7 @@ pub(crate) struct Mark {
     audit: usize,
     events: usize,
     words: usize,
+    graph_changes: usize,
 }
 
 thread_local! {
@@ -99,11 +104,13 @@ pub(crate) fn mark() -> Mark {
         audit: journal.audit.len(),
         events: journal.events.len(),
         words: journal.words.len(),
+        graph_changes: journal.graph_changes,
     })
     .unwrap_or(Mark {
         audit: 0,
         events: 0,
         words: 0,
+        graph_changes: 0,
     })
 }
 
@@ -113,6 +120,7 @@ pub(crate) fn cut(mark: Mark) {
         journal.audit.truncate(mark.audit);
         journal.events.truncate(mark.events);
         journal.words.truncate(mark.words);
+        journal.graph_changes = journal.graph_changes.min(mark.graph_changes);
     });
 }
 
@@ -169,6 +177,19 @@ pub(crate) fn add_event(
     with_journal(|journal| journal.events.push(event))
 }
 
+/// Notes that the unit of work changed the CMDB's graph (an item or relationship an impact
+/// walk shows or follows): the transaction advances the `cmdb_graph` counter, which tells every
+/// node that its in-memory copy of the graph is out of date.
+pub(crate) fn graph_changed() -> Result<(), StoreError> {
+    with_journal(|journal| journal.graph_changes += 1)
+}
+
+/// Whether a unit of work of the open write transaction on this thread changed the CMDB's
+/// graph (the counter moves only at the commit).
+pub(crate) fn graph_changed_here() -> bool {
+    with_journal(|journal| journal.graph_changes > 0).unwrap_or(false)
+}
+
 /// Queues a ticket's words (`search_terms` joined by spaces) for SQLite's full-text index,
 /// under its row id there; `replaces` when the ticket had words indexed before.
 pub(crate) fn index_words(rowid: i64, terms: String, replaces: bool) -> Result<(), StoreError> {
@@ -219,6 +240,10 @@ pub(crate) fn flush(conn: &mut DbConnection) -> Result<(), StoreError> {
         for (sequence, event) in (last - count + 1..).zip(journal.events.iter_mut()) {
             event.sequence = sequence;
         }
+    }
+    // After the event counter, as every writer does: no two writers wait on each other's rows.
+    if journal.graph_changes > 0 {
+        counters::advance(conn, CMDB_GRAPH, 1)?;
     }
     insert_rows!(conn, audit_entries::table, journal.audit);
     insert_rows!(conn, outbox_events::table, journal.events);

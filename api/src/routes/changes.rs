@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{get, patch, post, web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use domain::change::approval::{ChangeApproval, Decision};
-use domain::change::schedule::{Conflict, Window};
+use domain::change::schedule::{Conflict, FreezeHit, Window};
 use domain::change::{
     Change, ChangeAction, ChangeInput, ChangeOutcome, ChangeRelation, ChangeState, ChangeType,
     RiskAnswers, RiskLevel,
@@ -255,6 +255,14 @@ pub struct UpdateChange {
     #[serde(default, deserialize_with = "required")]
     #[schema(nullable = false)]
     pub external_refs: Option<Vec<ExternalRef>>,
+    /// With planned times, items or a service that move an emergency change asking for
+    /// authorisation or scheduled into a freeze: why it may enter (audited,
+    /// `change.freeze_overridden`), as with `schedule`.
+    #[serde(default, deserialize_with = "required")]
+    #[schema(nullable = false)]
+    #[validate(length(min = 1, max = 2000))]
+    #[schema(min_length = 1, max_length = 2000)]
+    pub override_reason: Option<String>,
 }
 
 impl UpdateChange {
@@ -285,6 +293,7 @@ impl UpdateChange {
             caused_incidents: self.caused_incidents,
             fixes_problems: self.fixes_problems,
             external_refs: self.external_refs,
+            override_reason: trimmed(self.override_reason),
         })
     }
 }
@@ -652,6 +661,11 @@ pub struct DecisionRequest {
 pub struct DecisionResult {
     pub approval: ChangeApproval,
     pub change: ChangeView,
+    /// When the quorum was reached but the planned window hits a freeze: the windows, each
+    /// with the items concerned. The change stays in `authorize`, authorised, until `schedule`
+    /// finds its window clear.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_by_freeze: Option<Vec<FreezeHit>>,
 }
 
 /// Approve or reject: the named approver only, once. Any rejection returns the change to
@@ -685,6 +699,7 @@ pub async fn decide_approval(
             change: decided.change,
             conflicts: decided.conflicts,
         },
+        held_by_freeze: decided.held_by_freeze,
     }))
 }
 
@@ -703,11 +718,12 @@ pub async fn conflicts(
 ) -> ApiResult<HttpResponse> {
     let access = access::<Change>(&caller)?;
     let id = id.into_inner();
+    let graphs = state.db.graphs();
     let report = state
         .db
         .read(move |conn| -> ApiResult<ConflictReport> {
             let change = visible::<Change>(conn, &id, access, &caller)?;
-            usecase::analyse(conn, &change)
+            usecase::analyse(conn, &graphs, &change)
         })
         .await?;
     Ok(HttpResponse::Ok().json(report))
@@ -752,9 +768,12 @@ pub async fn calendar(
     }
     let item = params.text("configuration_item")?;
     let service = params.text("service")?;
+    let graphs = state.db.graphs();
     let calendar = state
         .db
-        .read(move |conn| usecase::calendar(conn, window, item.as_deref(), service.as_deref()))
+        .read(move |conn| {
+            usecase::calendar(conn, &graphs, window, item.as_deref(), service.as_deref())
+        })
         .await?;
     Ok(HttpResponse::Ok().json(calendar))
 }

@@ -23,6 +23,7 @@ use domain::incident::Incident;
 use domain::problem::Problem;
 use domain::ticket::Lifecycle;
 use domain::{ExternalRef, FieldError, Role};
+use persistence::cmdb::graph::GraphCache;
 use persistence::tickets::{self, TicketTable};
 use persistence::{changes, cmdb, groups, users, DbConnection, StoreError, WriteContext};
 use serde::Serialize;
@@ -71,15 +72,18 @@ fn check_assignment(
     Ok(())
 }
 
+/// The node's copy of the CMDB graph, which walks use when it is current.
+pub type Graphs = std::sync::Arc<GraphCache>;
+
 /// The business services above an item, reached walking up the CMDB.
 fn services_above(
     conn: &mut DbConnection,
-    classes: &domain::cmdb::class::ClassSet,
+    graphs: &Graphs,
     item: &str,
 ) -> ApiResult<Vec<(String, Option<Criticality>)>> {
     let walk = cmdb::relationships::impact(
         conn,
-        classes,
+        graphs,
         item,
         Direction::Upstream,
         MAX_DEPTH,
@@ -96,18 +100,18 @@ fn services_above(
 /// What the CMDB and past changes say about a change's items, for its risk.
 fn risk_facts(
     conn: &mut DbConnection,
+    graphs: &Graphs,
     items: &[String],
     service: Option<&str>,
     backout_plan: bool,
     now: DateTime<Utc>,
 ) -> ApiResult<RiskFacts> {
-    let classes = cmdb::classes::all(conn)?;
     let mut item_criticality: Option<Criticality> = None;
     let mut services: BTreeMap<String, Option<Criticality>> = BTreeMap::new();
     for id in items {
         let item = cmdb::items::get(conn, id)?;
         item_criticality = highest(item_criticality, item.criticality);
-        for (service, criticality) in services_above(conn, &classes, id)? {
+        for (service, criticality) in services_above(conn, graphs, id)? {
             services.insert(service, criticality);
         }
     }
@@ -137,13 +141,14 @@ fn highest(a: Option<Criticality>, b: Option<Criticality>) -> Option<Criticality
 
 fn assess(
     conn: &mut DbConnection,
+    graphs: &Graphs,
     answers: &RiskAnswers,
     items: &[String],
     service: Option<&str>,
     backout_plan: bool,
     now: DateTime<Utc>,
 ) -> ApiResult<RiskAssessment> {
-    let facts = risk_facts(conn, items, service, backout_plan, now)?;
+    let facts = risk_facts(conn, graphs, items, service, backout_plan, now)?;
     Ok(risk::assess(answers, &facts))
 }
 
@@ -354,6 +359,7 @@ pub async fn create(state: &AppState, caller: Caller, given: ChangeDraft) -> Api
     let now = ctx.at.and_utc();
     // Linking problems updates them: only then is the unit more than new rows.
     let updates_rows = !given.fixes_problems.is_empty();
+    let graphs = state.db.graphs();
     let unit = move |conn: &mut DbConnection| -> ApiResult<Change> {
         let mut draft = given.clone();
         let template = match (&draft.template, draft.change_type) {
@@ -408,6 +414,7 @@ pub async fn create(state: &AppState, caller: Caller, given: ChangeDraft) -> Api
         let answers = draft.risk_answers.clone().unwrap_or_default();
         let assessment = assess(
             conn,
+            &graphs,
             &answers,
             &draft.configuration_items,
             draft.service.as_deref(),
@@ -494,10 +501,13 @@ pub struct ChangePatch {
     pub caused_incidents: Option<Vec<String>>,
     pub fixes_problems: Option<Vec<String>>,
     pub external_refs: Option<Vec<ExternalRef>>,
+    /// Lets an emergency change's planned window, items or service move into a freeze.
+    pub override_reason: Option<String>,
 }
 
 /// Changes a change's details: staff only, never a closed or canceled change. A planned window
-/// moved into a freeze is refused like scheduling into one.
+/// moved into a freeze is refused like scheduling into one, and an emergency change enters
+/// with `override_reason` as it would on `schedule` (audited, `change.freeze_overridden`).
 pub async fn update(
     state: &AppState,
     caller: Caller,
@@ -513,6 +523,7 @@ pub async fn update(
     let override_level = risk_override(&caller, patch.risk, patch.risk_override_reason.clone())?;
     let ctx = caller.write_context();
     let now = ctx.at.and_utc();
+    let graphs = state.db.graphs();
     state
         .db
         .write(move |conn| -> ApiResult<Change> {
@@ -638,6 +649,7 @@ pub async fn update(
             {
                 let assessment = assess(
                     conn,
+                    &graphs,
                     &after.risk_answers,
                     &after.configuration_items,
                     after.service.as_deref(),
@@ -655,6 +667,7 @@ pub async fn update(
                     after.risk,
                 )?;
             }
+            let mut overridden = None;
             let moved = after.window() != before.window()
                 || after.configuration_items != before.configuration_items
                 || after.service != before.service;
@@ -662,8 +675,13 @@ pub async fn update(
                 let window = after.window().ok_or_else(|| {
                     ApiError::invalid("planned_start", "is required once authorisation is asked")
                 })?;
-                let hits = freeze_hits_of(conn, &after, &window)?;
-                enter_freeze(&after, &hits, None)?;
+                let hits = freeze_hits_of(conn, &graphs, &after, &window)?;
+                if let FreezeOutcome::Overridden(reason) =
+                    enter_freeze(&after, &hits, patch.override_reason.as_deref())?
+                {
+                    after.freeze_override_reason = Some(reason.clone());
+                    overridden = Some((reason, hits));
+                }
             }
             let saved = tickets::save(
                 conn,
@@ -680,19 +698,32 @@ pub async fn update(
                 },
             )?;
             link_problems(conn, &ctx, &saved, &before.fixes_problems)?;
+            if let Some((reason, hits)) = overridden {
+                changes::record_event(
+                    &ctx,
+                    &saved,
+                    "override_freeze",
+                    "change.freeze_overridden",
+                    json!({"override_reason": reason, "freeze_windows": hits}),
+                )?;
+            }
             Ok(saved)
         })
         .await
 }
 
 /// Walks of the CMDB from each of `items`, one way: `walks[item][reached] = path`.
-fn walks(conn: &mut DbConnection, items: &[String], direction: Direction) -> ApiResult<Dependants> {
-    let classes = cmdb::classes::all(conn)?;
+fn walks(
+    conn: &mut DbConnection,
+    graphs: &Graphs,
+    items: &[String],
+    direction: Direction,
+) -> ApiResult<Dependants> {
     let mut walks = Dependants::new();
     for item in items {
         let walk = match cmdb::relationships::impact(
             conn,
-            &classes,
+            graphs,
             item,
             direction,
             MAX_DEPTH,
@@ -714,6 +745,7 @@ fn walks(conn: &mut DbConnection, items: &[String], direction: Direction) -> Api
 
 fn freeze_hits_of(
     conn: &mut DbConnection,
+    graphs: &Graphs,
     change: &Change,
     window: &Window,
 ) -> ApiResult<Vec<FreezeHit>> {
@@ -721,7 +753,12 @@ fn freeze_hits_of(
     if freezes.is_empty() {
         return Ok(Vec::new());
     }
-    let up = walks(conn, &change.configuration_items, Direction::Upstream)?;
+    let up = walks(
+        conn,
+        graphs,
+        &change.configuration_items,
+        Direction::Upstream,
+    )?;
     Ok(schedule::freeze_hits(
         window,
         &change.configuration_items,
@@ -759,7 +796,11 @@ pub struct ConflictReport {
 }
 
 /// The conflicts and freeze hits of `change` (none without a planned window).
-pub fn analyse(conn: &mut DbConnection, change: &Change) -> ApiResult<ConflictReport> {
+pub fn analyse(
+    conn: &mut DbConnection,
+    graphs: &Graphs,
+    change: &Change,
+) -> ApiResult<ConflictReport> {
     let mut report = ConflictReport {
         change_id: change.id.clone(),
         number: change.number.clone(),
@@ -771,13 +812,23 @@ pub fn analyse(conn: &mut DbConnection, change: &Change) -> ApiResult<ConflictRe
     let Some(window) = change.window() else {
         return Ok(report);
     };
-    let up = walks(conn, &change.configuration_items, Direction::Upstream)?;
+    let up = walks(
+        conn,
+        graphs,
+        &change.configuration_items,
+        Direction::Upstream,
+    )?;
     let others = changes::planned_in(conn, &window, true)?;
     if others
         .iter()
         .any(|o| o.id != change.id && !o.items.is_empty())
     {
-        let down = walks(conn, &change.configuration_items, Direction::Downstream)?;
+        let down = walks(
+            conn,
+            graphs,
+            &change.configuration_items,
+            Direction::Downstream,
+        )?;
         let reach = Reach::new(&change.configuration_items, &up, &down);
         report.conflicts = schedule::conflicts(&change.id, &window, &reach, &others);
     }
@@ -874,6 +925,7 @@ pub async fn transition(
         ));
     }
     let ctx = caller.write_context();
+    let graphs = state.db.graphs();
     state
         .db
         .write(move |conn| -> ApiResult<Transitioned> {
@@ -899,7 +951,7 @@ pub async fn transition(
                 action,
                 ChangeAction::RequestAuthorization | ChangeAction::Schedule
             ) {
-                let report = analyse(conn, &after)?;
+                let report = analyse(conn, &graphs, &after)?;
                 if let FreezeOutcome::Overridden(reason) =
                     enter_freeze(&after, &report.freeze_windows, override_reason.as_deref())?
                 {
@@ -1010,6 +1062,8 @@ pub struct Decided {
     pub approval: ChangeApproval,
     pub change: Change,
     pub conflicts: Option<Vec<Conflict>>,
+    /// The freeze windows that held an authorised change back from `scheduled`.
+    pub held_by_freeze: Option<Vec<FreezeHit>>,
 }
 
 /// Records the caller's decision on one approval of a change: the named approver only, once;
@@ -1023,6 +1077,7 @@ pub async fn decide(
     comment: Option<String>,
 ) -> ApiResult<Decided> {
     let ctx = caller.write_context();
+    let graphs = state.db.graphs();
     state
         .db
         .write(move |conn| -> ApiResult<Decided> {
@@ -1072,9 +1127,25 @@ pub async fn decide(
             let decided = round[index].clone();
             changes::record_decision(&ctx, &change, &decided)?;
             let mut after = change.clone();
+            let mut held_by_freeze = None;
             let applied = match outcome {
                 RoundOutcome::Pending => None,
-                RoundOutcome::Authorized => Some(after.authorize(ctx.at.and_utc())),
+                RoundOutcome::Authorized => {
+                    // Scheduling by quorum checks freezes as `schedule` does (without an
+                    // override: only `schedule` takes one): a freeze set since the request
+                    // holds the change, authorised, in `authorize`.
+                    let hits = match change.window() {
+                        Some(window) if change.state == ChangeState::Authorize => {
+                            freeze_hits_of(conn, &graphs, &change, &window)?
+                        }
+                        _ => Vec::new(),
+                    };
+                    let frozen = check_freeze(change.change_type, &hits, None).is_err();
+                    if frozen {
+                        held_by_freeze = Some(hits);
+                    }
+                    Some(after.authorize(ctx.at.and_utc(), frozen))
+                }
                 RoundOutcome::Rejected => Some(after.reject(
                     &caller.id,
                     decided.comment.as_deref().unwrap_or_default(),
@@ -1098,7 +1169,7 @@ pub async fn decide(
             let conflicts = if saved.state == ChangeState::Scheduled
                 && change.state != ChangeState::Scheduled
             {
-                Some(analyse(conn, &saved)?.conflicts)
+                Some(analyse(conn, &graphs, &saved)?.conflicts)
             } else {
                 None
             };
@@ -1106,6 +1177,7 @@ pub async fn decide(
                 approval: decided,
                 change: saved,
                 conflicts,
+                held_by_freeze,
             })
         })
         .await
@@ -1188,6 +1260,7 @@ pub struct CalendarEntry {
 
 pub fn calendar(
     conn: &mut DbConnection,
+    graphs: &Graphs,
     window: Window,
     item: Option<&str>,
     service: Option<&str>,
@@ -1196,7 +1269,8 @@ pub fn calendar(
     let service_items: Option<Vec<String>> = match service {
         Some(service) => {
             let mut items = vec![service.to_owned()];
-            if let Some(down) = walks(conn, &items, Direction::Downstream)?.remove(service) {
+            if let Some(down) = walks(conn, graphs, &items, Direction::Downstream)?.remove(service)
+            {
                 items.extend(down.into_keys());
             }
             Some(items)

@@ -407,15 +407,15 @@ pub async fn impacted_services(
     state: &AppState,
     items: Vec<String>,
 ) -> ApiResult<Vec<ImpactedItem>> {
+    let graphs = state.db.graphs();
     state
         .db
         .read(move |conn| -> ApiResult<Vec<ImpactedItem>> {
-            let classes = cmdb::classes::all(conn)?;
             let mut services: Vec<ImpactedItem> = Vec::new();
             for item in &items {
                 let impact = cmdb::relationships::impact(
                     conn,
-                    &classes,
+                    &graphs,
                     item,
                     Direction::Upstream,
                     impact::MAX_DEPTH,

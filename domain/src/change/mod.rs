@@ -271,9 +271,15 @@ impl Change {
     }
 
     /// The approval quorum of the round was reached: a change waiting for it is scheduled; an
-    /// emergency change already implementing stays there, now authorised.
-    pub fn authorize(&mut self, now: DateTime<Utc>) -> Applied {
+    /// emergency change already implementing stays there, now authorised. A change whose
+    /// planned window hits a freeze now (`frozen`: scheduling it would be refused) is held in
+    /// `authorize`, authorised, until `schedule` finds its window clear (or, for an emergency
+    /// change, is given an override reason).
+    pub fn authorize(&mut self, now: DateTime<Utc>, frozen: bool) -> Applied {
         self.authorized_at = Some(now);
+        if self.state == ChangeState::Authorize && frozen {
+            return Applied::recorded_as("authorize_held_by_freeze").with_event("change.approved");
+        }
         let mut applied = Applied::recorded_as("authorize").with_event("change.approved");
         if self.state == ChangeState::Authorize {
             self.state = ChangeState::Scheduled;
@@ -343,7 +349,12 @@ impl Lifecycle for Change {
             (S::New, T::Normal) => vec![A::Assess],
             (S::New, T::Emergency) => vec![A::Assess, A::RequestAuthorization],
             (S::Assess, T::Normal | T::Emergency) => vec![A::RequestAuthorization],
+            // Authorised but held by a freeze: scheduled once the window is clear.
+            (S::Authorize, T::Emergency) if self.authorized_at.is_some() => {
+                vec![A::Implement, A::Schedule]
+            }
             (S::Authorize, T::Emergency) => vec![A::Implement],
+            (S::Authorize, T::Normal) if self.authorized_at.is_some() => vec![A::Schedule],
             (S::Scheduled, _) => vec![A::Implement],
             (S::Implement, _) => vec![A::Review],
             (S::Review, _) => vec![A::Close],
@@ -384,7 +395,7 @@ impl Lifecycle for Change {
                 applied = applied.with_event("change.scheduled");
             }
             A::Implement => {
-                if self.state == S::Authorize {
+                if self.state == S::Authorize && self.authorized_at.is_none() {
                     self.retrospective = true;
                     applied.audit_action = "implement_retrospectively";
                 }
@@ -721,7 +732,7 @@ mod tests {
             c.allowed_actions(STAFF),
             [ChangeAction::Cancel, ChangeAction::Assign]
         );
-        let applied = c.authorize(Utc::now());
+        let applied = c.authorize(Utc::now(), false);
         assert_eq!(applied.events, ["change.approved", "change.scheduled"]);
         assert_eq!(c.state, ChangeState::Scheduled);
         act(&mut c, ChangeAction::Implement, ChangeInput::default()).unwrap();
@@ -746,6 +757,44 @@ mod tests {
         act(&mut c, ChangeAction::Close, close).unwrap();
         assert_eq!(c.state, ChangeState::Closed);
         assert!(c.allowed_actions(STAFF).is_empty());
+    }
+
+    #[test]
+    fn a_quorum_reached_over_a_freeze_holds_the_change_authorised_until_scheduled() {
+        let mut c = change(ChangeType::Normal);
+        act(&mut c, ChangeAction::Assess, ChangeInput::default()).unwrap();
+        act(
+            &mut c,
+            ChangeAction::RequestAuthorization,
+            ChangeInput::default(),
+        )
+        .unwrap();
+        let applied = c.authorize(Utc::now(), true);
+        assert_eq!(applied.events, ["change.approved"]);
+        assert_eq!(applied.audit_action, "authorize_held_by_freeze");
+        assert_eq!(c.state, ChangeState::Authorize);
+        assert!(c.authorized_at.is_some());
+        // Scheduling it is what checks the freeze again.
+        assert_eq!(c.allowed_actions(STAFF)[0], ChangeAction::Schedule);
+        act(&mut c, ChangeAction::Schedule, ChangeInput::default()).unwrap();
+        assert_eq!(c.state, ChangeState::Scheduled);
+
+        // An emergency change held so may also start, and it is no retrospective start.
+        let mut e = change(ChangeType::Emergency);
+        act(
+            &mut e,
+            ChangeAction::RequestAuthorization,
+            ChangeInput::default(),
+        )
+        .unwrap();
+        e.authorize(Utc::now(), true);
+        assert_eq!(
+            &e.allowed_actions(STAFF)[..2],
+            [ChangeAction::Implement, ChangeAction::Schedule]
+        );
+        let applied = act(&mut e, ChangeAction::Implement, ChangeInput::default()).unwrap();
+        assert_eq!(applied.audit_action, "implement");
+        assert!(!e.retrospective);
     }
 
     #[test]
@@ -810,7 +859,7 @@ mod tests {
             panic!("reviewed unauthorised")
         };
         assert!(detail.contains("authorised"), "{detail}");
-        let applied = c.authorize(Utc::now());
+        let applied = c.authorize(Utc::now(), true);
         assert_eq!(applied.events, ["change.approved"]);
         assert_eq!(c.state, ChangeState::Implement);
         act(

@@ -1,12 +1,15 @@
 //! Impact analysis: a breadth-first walk over relationships from one item, level by level.
 //!
-//! The walk is pure: it asks `next_level` for the relationships of a frontier, a batch of
-//! items at a time (the repository answers each batch with one query), and never sees a
-//! database. Once the answer is full it asks for nothing more, so a hub does not make it read
-//! the relationships of a whole level it will not report. Every item
-//! is reached once, at its shortest distance, so cycles end the walk instead of looping.
+//! The walk is pure and generic over how items are named: it asks `next_level` for the
+//! relationships leaving a frontier, a batch of items at a time, and never sees a database.
+//! The repository answers each batch with one query (ids as strings), or an in-memory
+//! [`super::graph::Graph`] answers it (ids as compact integers). Once the answer is full it
+//! asks for nothing more, so a hub does not make it read the relationships of a whole level
+//! it will not report. Every item is reached once, at its shortest distance, so cycles end
+//! the walk instead of looping.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::hash::Hash;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -31,22 +34,23 @@ pub const MAX_LIMIT: usize = 10_000;
 /// The most frontier items whose relationships are asked for at once.
 pub const BATCH: usize = 500;
 
-/// What the walk needs to know of an item it reaches.
+/// What the answer shows of an item the walk reaches.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeInfo {
     pub name: String,
     pub class: String,
     pub status: CiStatus,
     pub criticality: Option<Criticality>,
+    /// Its class is `business_service` or below it.
+    pub is_service: bool,
 }
 
-/// One step of the walk: from an item of the frontier, over a relationship, to `to`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Step {
-    pub from: String,
+/// One step of the walk: from an item of the frontier, over a relationship, to another item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step<N> {
+    pub from: N,
     pub rel_type: RelationshipType,
-    pub to: String,
-    pub node: NodeInfo,
+    pub to: N,
 }
 
 /// An item the walk reached.
@@ -78,23 +82,43 @@ pub struct Impact {
     pub depth_reached: u32,
 }
 
+/// An item a walk reached, in the order reached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reached<N> {
+    pub node: N,
+    /// The index in [`Walk::reached`] of the item before it on its path; `None`: the start.
+    pub parent: Option<usize>,
+    pub distance: u32,
+    pub via: RelationshipType,
+}
+
+/// What a walk found, before it is described as an [`Impact`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Walk<N> {
+    pub start: N,
+    pub reached: Vec<Reached<N>>,
+    pub truncated: bool,
+    pub depth_reached: u32,
+}
+
 /// Walks from `start` up to `depth` steps, stopping after `limit` items.
 ///
-/// `next_level` gets the ids of up to [`BATCH`] items of one level's frontier and returns the
-/// steps leaving them;
-/// `is_service` tells which classes are business services.
-pub fn traverse<E>(
-    start: &str,
+/// `next_level` gets up to [`BATCH`] items of one level's frontier and returns the steps
+/// leaving them, in any order: the walk orders them by `(to, from, type)`, so that the answer
+/// does not depend on the order rows came back in (the order of `N` must be that of the ids).
+pub fn walk<N, E>(
+    start: N,
     depth: u32,
     limit: usize,
-    is_service: impl Fn(&str) -> bool,
-    mut next_level: impl FnMut(&[String]) -> Result<Vec<Step>, E>,
-) -> Result<Impact, E> {
-    let mut seen: HashSet<String> = HashSet::from([start.to_owned()]);
-    // id -> (parent id, item) for every reached item.
-    let mut parents: HashMap<String, String> = HashMap::new();
-    let mut items: Vec<ImpactedItem> = Vec::new();
-    let mut frontier = vec![start.to_owned()];
+    mut next_level: impl FnMut(&[N]) -> Result<Vec<Step<N>>, E>,
+) -> Result<Walk<N>, E>
+where
+    N: Clone + Eq + Hash + Ord,
+{
+    // Every item seen, with its index in `reached` (`None` for the start).
+    let mut seen: HashMap<N, Option<usize>> = HashMap::from([(start.clone(), None)]);
+    let mut reached: Vec<Reached<N>> = Vec::new();
+    let mut frontier = vec![start.clone()];
     let mut truncated = false;
     let mut depth_reached = 0;
     'levels: for distance in 1..=depth {
@@ -104,65 +128,121 @@ pub fn traverse<E>(
         let mut next = Vec::new();
         for batch in frontier.chunks(BATCH) {
             let mut steps = next_level(batch)?;
-            // The same answer whatever order the database returned the rows in.
             steps.sort_by(|a, b| (&a.to, &a.from, a.rel_type).cmp(&(&b.to, &b.from, b.rel_type)));
             for step in steps {
-                if seen.contains(&step.to) {
+                if seen.contains_key(&step.to) {
                     continue;
                 }
-                if items.len() >= limit {
+                if reached.len() >= limit {
                     truncated = true;
                     break 'levels;
                 }
-                seen.insert(step.to.clone());
-                parents.insert(step.to.clone(), step.from.clone());
-                let mut path = vec![step.to.clone()];
-                let mut at = &step.from;
-                while let Some(parent) = parents.get(at) {
-                    path.push(at.clone());
-                    at = parent;
-                }
-                path.push(start.to_owned());
-                path.reverse();
+                // The frontier holds only seen items.
+                let parent = seen.get(&step.from).copied().flatten();
+                seen.insert(step.to.clone(), Some(reached.len()));
                 depth_reached = distance;
-                items.push(ImpactedItem {
-                    id: step.to.clone(),
-                    name: step.node.name,
-                    class: step.node.class,
-                    status: step.node.status,
-                    criticality: step.node.criticality,
+                next.push(step.to.clone());
+                reached.push(Reached {
+                    node: step.to,
+                    parent,
                     distance,
                     via: step.rel_type,
-                    path,
                 });
-                next.push(step.to);
             }
         }
         frontier = next;
     }
-    let mut business_services: Vec<ImpactedItem> = items
-        .iter()
-        .filter(|item| is_service(&item.class))
-        .cloned()
-        .collect();
-    // Criticality orders critical first; items without one come last.
-    business_services
-        .sort_by_key(|item| (item.criticality.is_none(), item.criticality, item.distance));
-    Ok(Impact {
-        items,
-        business_services,
+    Ok(Walk {
+        start,
+        reached,
         truncated,
         depth_reached,
     })
 }
 
+impl<N> Walk<N> {
+    /// The answer: `id` names an item, `describe` tells what is shown of a reached one (an
+    /// item it cannot describe, gone since, is left out with what was reached through it).
+    pub fn describe(
+        self,
+        id: impl Fn(&N) -> String,
+        describe: impl Fn(&N) -> Option<NodeInfo>,
+    ) -> Impact {
+        let start = id(&self.start);
+        // The id of each reached item that is shown, `None` for one left out.
+        let mut shown: Vec<Option<String>> = Vec::with_capacity(self.reached.len());
+        let mut items = Vec::with_capacity(self.reached.len());
+        let mut services = Vec::new();
+        for reached in &self.reached {
+            let parent_shown = reached.parent.is_none_or(|parent| shown[parent].is_some());
+            let info = describe(&reached.node).filter(|_| parent_shown);
+            let Some(info) = info else {
+                shown.push(None);
+                continue;
+            };
+            let item_id = id(&reached.node);
+            let mut path = Vec::with_capacity(reached.distance as usize + 1);
+            path.push(item_id.clone());
+            let mut at = reached.parent;
+            while let Some(parent) = at {
+                path.extend(shown[parent].clone());
+                at = self.reached[parent].parent;
+            }
+            path.push(start.clone());
+            path.reverse();
+            shown.push(Some(item_id.clone()));
+            if info.is_service {
+                services.push(items.len());
+            }
+            items.push(ImpactedItem {
+                id: item_id,
+                name: info.name,
+                class: info.class,
+                status: info.status,
+                criticality: info.criticality,
+                distance: reached.distance,
+                via: reached.via,
+                path,
+            });
+        }
+        let mut business_services: Vec<ImpactedItem> =
+            services.into_iter().map(|i| items[i].clone()).collect();
+        // Criticality orders critical first; items without one come last.
+        business_services
+            .sort_by_key(|item| (item.criticality.is_none(), item.criticality, item.distance));
+        Impact {
+            depth_reached: items.iter().map(|i| i.distance).max().unwrap_or(0),
+            items,
+            business_services,
+            truncated: self.truncated,
+        }
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::convert::Infallible;
 
-    /// A graph as (source, target) pairs; nodes named `svc*` are business services.
-    fn walk(
+    fn info(id: &str) -> NodeInfo {
+        NodeInfo {
+            name: id.to_string(),
+            class: if id.starts_with("svc") {
+                "business_service"
+            } else {
+                "server"
+            }
+            .into(),
+            status: CiStatus::Operational,
+            criticality: id.starts_with("svc_crit").then_some(Criticality::Critical),
+            is_service: id.starts_with("svc"),
+        }
+    }
+
+    /// A graph as (source, target) pairs of `depends_on`; nodes named `svc*` are business
+    /// services. Walked through `next_level` callbacks over strings: the answer and the
+    /// number of batches asked for.
+    pub(crate) fn walk_edges(
         edges: &[(&str, &str)],
         start: &str,
         depth: u32,
@@ -170,43 +250,44 @@ mod tests {
         dir: Direction,
     ) -> (Impact, usize) {
         let mut queries = 0;
-        let impact = traverse::<Infallible>(
-            start,
-            depth,
-            limit,
-            |class| class == "business_service",
-            |frontier| {
-                queries += 1;
-                Ok(edges
-                    .iter()
-                    .filter_map(|(s, t)| match dir {
-                        Direction::Downstream if frontier.iter().any(|f| f == s) => Some((s, t)),
-                        Direction::Upstream if frontier.iter().any(|f| f == t) => Some((t, s)),
-                        _ => None,
-                    })
-                    .map(|(from, to)| Step {
-                        from: from.to_string(),
-                        rel_type: RelationshipType::DependsOn,
-                        to: to.to_string(),
-                        node: NodeInfo {
-                            name: to.to_string(),
-                            class: if to.starts_with("svc") {
-                                "business_service"
-                            } else {
-                                "server"
-                            }
-                            .into(),
-                            status: CiStatus::Operational,
-                            criticality: to
-                                .starts_with("svc_crit")
-                                .then_some(Criticality::Critical),
-                        },
-                    })
-                    .collect())
-            },
-        )
+        let found = super::walk::<String, Infallible>(start.to_owned(), depth, limit, |frontier| {
+            queries += 1;
+            Ok(edges
+                .iter()
+                .filter_map(|(s, t)| match dir {
+                    Direction::Downstream if frontier.iter().any(|f| f == s) => Some((s, t)),
+                    Direction::Upstream if frontier.iter().any(|f| f == t) => Some((t, s)),
+                    _ => None,
+                })
+                .map(|(from, to)| Step {
+                    from: from.to_string(),
+                    rel_type: RelationshipType::DependsOn,
+                    to: to.to_string(),
+                })
+                .collect())
+        })
         .unwrap();
-        (impact, queries)
+        (
+            found.describe(|id| id.clone(), |id| Some(info(id))),
+            queries,
+        )
+    }
+
+    /// The same graph walked in memory (`super::super::graph`): it must answer the same.
+    fn walk(
+        edges: &[(&str, &str)],
+        start: &str,
+        depth: u32,
+        limit: usize,
+        dir: Direction,
+    ) -> (Impact, usize) {
+        let (by_levels, queries) = walk_edges(edges, start, depth, limit, dir);
+        let graph = super::super::graph::tests::graph_of(edges, start);
+        let in_memory = graph
+            .impact(start, dir, depth, &[], limit)
+            .expect("the start is in the graph");
+        assert_eq!(in_memory, by_levels, "the in-memory walk answers the same");
+        (by_levels, queries)
     }
 
     fn distances(impact: &Impact) -> Vec<(String, u32)> {

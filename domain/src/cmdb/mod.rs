@@ -2,6 +2,7 @@
 //! typed relationships, impact traversal and reconciliation of discovered data.
 
 pub mod class;
+pub mod graph;
 pub mod impact;
 pub mod item;
 pub mod reconcile;

@@ -977,6 +977,183 @@ async fn bad_input_is_refused(app: TestApp) {
     assert_eq!(status, StatusCode::CONFLICT);
 }
 
+/// The carol-approves-her-approval step of a one-approver round.
+async fn approve_as(app: &TestApp, token: &str, number: &str) -> Value {
+    let approvals = ok(
+        app,
+        token,
+        Method::GET,
+        &format!("{CHANGES}/{number}/approvals"),
+        None,
+    )
+    .await;
+    let me = app.id_of(token).await;
+    let mine = approvals["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["approver"] == me.as_str() && a["state"] == "pending")
+        .unwrap()
+        .clone();
+    ok(
+        app,
+        token,
+        Method::POST,
+        &format!(
+            "{CHANGES}/{number}/approvals/{}/decision",
+            text(&mine, "id")
+        ),
+        Some(json!({"decision": "approve"})),
+    )
+    .await
+}
+
+/// A quorum reached while the planned window hits a freeze (set since authorisation was asked)
+/// does not schedule the change: it stays in `authorize`, authorised, and `schedule` checks the
+/// freeze as ever, so only a clear window moves it on. Moving an emergency change into a
+/// freeze by PATCH needs `override_reason`, audited with `change.freeze_overridden`; a normal
+/// change is refused even with one.
+async fn freezes_hold_quorum_scheduling_and_patches_take_an_override_reason(app: TestApp) {
+    let s = stack(&app).await;
+    let (_, carol) = app.user_with_roles("carol", &["change_manager"]).await;
+    let (_, agent) = app.user_with_roles("andy", &["agent"]).await;
+    for (name, types) in [("Emergency", "emergency"), ("Normal", "normal")] {
+        policy(
+            &app,
+            &carol,
+            json!({"name": name, "change_types": [types], "approvers": [{"role": "change_manager"}]}),
+        )
+        .await;
+    }
+    let normal = new_change(
+        &app,
+        &agent,
+        json!({"title": "Tune the database",
+        "configuration_items": [s.db], "planned_start": at(24), "planned_end": at(26)}),
+    )
+    .await;
+    let number = text(&normal, "number");
+    acted(&app, &agent, &number, json!({"action": "assess"})).await;
+    acted(
+        &app,
+        &agent,
+        &number,
+        json!({"action": "request_authorization"}),
+    )
+    .await;
+    let (status, body) = send(
+        &app,
+        &carol,
+        Method::POST,
+        "/api/v1/change-freeze-windows",
+        Some(
+            json!({"name": "Black Friday", "reason": "Peak trading", "start": at(10),
+                    "end": at(100), "scope": {"services": [s.shop]}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let decided = approve_as(&app, &carol, &number).await;
+    let change = &decided["change"];
+    assert_eq!(change["state"], "authorize", "{decided}");
+    assert!(change["authorized_at"].is_string(), "{decided}");
+    assert_eq!(decided["held_by_freeze"][0]["name"], "Black Friday");
+    assert_eq!(
+        decided["held_by_freeze"][0]["items"][0]["path"],
+        json!([s.shop, s.app, s.db])
+    );
+    assert_eq!(actions(change)[0], "schedule");
+    let types = event_types(&app.events_after(0).await, &text(&normal, "id"));
+    assert!(types.iter().any(|t| t == "change.approved"), "{types:?}");
+    assert!(!types.iter().any(|t| t == "change.scheduled"), "{types:?}");
+    let (status, problem) = act(&app, &carol, &number, json!({"action": "schedule"})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem["freeze_windows"][0]["name"], "Black Friday");
+    // Moving its window into the freeze again is refused; out of it, it schedules.
+    ok(
+        &app,
+        &carol,
+        Method::PATCH,
+        &format!("{CHANGES}/{number}"),
+        Some(json!({"planned_start": at(120), "planned_end": at(122)})),
+    )
+    .await;
+    let scheduled = acted(&app, &carol, &number, json!({"action": "schedule"})).await;
+    assert_eq!(scheduled["state"], "scheduled");
+
+    // An emergency change asked for authorisation outside the freeze, then moved into it.
+    let emergency = new_change(
+        &app,
+        &agent,
+        json!({"type": "emergency", "title": "Patch the database",
+        "configuration_items": [s.db], "planned_start": at(150), "planned_end": at(152)}),
+    )
+    .await;
+    let enumber = text(&emergency, "number");
+    acted(
+        &app,
+        &agent,
+        &enumber,
+        json!({"action": "request_authorization"}),
+    )
+    .await;
+    let path = format!("{CHANGES}/{enumber}");
+    let into_freeze = json!({"planned_start": at(24), "planned_end": at(26)});
+    let (status, problem) = send(&app, &carol, Method::PATCH, &path, Some(into_freeze)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem["freeze_windows"][0]["name"], "Black Friday");
+    let patched = ok(
+        &app,
+        &carol,
+        Method::PATCH,
+        &path,
+        Some(json!({"planned_start": at(24), "planned_end": at(26),
+                    "override_reason": "Actively exploited vulnerability"})),
+    )
+    .await;
+    assert_eq!(
+        patched["freeze_override_reason"],
+        "Actively exploited vulnerability"
+    );
+    let types = event_types(&app.events_after(0).await, &text(&emergency, "id"));
+    assert!(
+        types.iter().any(|t| t == "change.freeze_overridden"),
+        "{types:?}"
+    );
+    let history = ok(&app, &carol, Method::GET, &format!("{path}/history"), None).await;
+    assert!(
+        history["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "override_freeze"),
+        "{history}"
+    );
+
+    // A normal change is refused even with a reason.
+    let (status, _) = send(
+        &app,
+        &carol,
+        Method::PATCH,
+        &format!("{CHANGES}/{number}"),
+        Some(json!({"planned_start": at(24), "planned_end": at(26),
+                    "override_reason": "Please"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // A blank reason is no reason.
+    let (status, _) = send(
+        &app,
+        &carol,
+        Method::PATCH,
+        &path,
+        Some(json!({"override_reason": ""})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
 on_both_backends!(
     cab_quorum_schedules_and_conflicts_show_their_path,
     a_rejection_returns_the_change_to_new,
@@ -984,4 +1161,5 @@ on_both_backends!(
     standard_changes_come_from_templates_and_skip_authorisation,
     review_records_a_failed_outcome_and_the_incident_it_caused,
     bad_input_is_refused,
+    freezes_hold_quorum_scheduling_and_patches_take_an_override_reason,
 );

@@ -8,7 +8,7 @@ use diesel::expression::{is_aggregate, AppearsOnTable, SelectableExpression, Val
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
-use diesel::sql_types::{Bool, HasSqlType, Text};
+use diesel::sql_types::{Bool, HasSqlType, Nullable, Text};
 use domain::cmdb::item::{validate_item_name, MANUAL_SOURCE};
 use domain::cmdb::reconcile::attribute_changes;
 use domain::cmdb::{
@@ -102,6 +102,13 @@ pub(crate) fn store(
     after: &ConfigurationItem,
 ) -> Result<(), StoreError> {
     let at = after.updated_at.naive_utc();
+    let shown_by_walks = |b: &ConfigurationItem| {
+        (&b.name, &b.class, b.status, b.criticality)
+            == (&after.name, &after.class, after.status, after.criticality)
+    };
+    if !before.is_some_and(shown_by_walks) {
+        crate::journal::graph_changed()?;
+    }
     match before {
         None => {
             diesel::insert_into(configuration_items::table)
@@ -642,3 +649,169 @@ pub fn explain_identifier_filter(
     };
     Ok(lines.into_iter().map(|line| line.0).collect())
 }
+
+/// The columns of an item that an update of a reconciliation batch writes.
+pub(crate) struct UpdatedRow {
+    id: String,
+    version_before: i64,
+    name: String,
+    status: &'static str,
+    environment: Option<&'static str>,
+    criticality: Option<&'static str>,
+    owner_group_id: Option<String>,
+    attributes: String,
+    attribute_sources: String,
+    has_external_refs: bool,
+    updated_at: NaiveDateTime,
+    version: i64,
+}
+
+/// Whether `store` of this update writes the item's row alone (its identifiers and external
+/// references stay as they were), so that [`store_updates`] may write it with others.
+pub(crate) fn row_only(
+    classes: &ClassSet,
+    before: &ConfigurationItem,
+    after: &ConfigurationItem,
+) -> bool {
+    before.class == after.class
+        && before.external_refs == after.external_refs
+        && classes.identifiers(&before.class, &before.attributes)
+            == classes.identifiers(&after.class, &after.attributes)
+}
+
+/// Updates the rows of several existing items in statements of up to 64 rows, where `store`
+/// took one statement each (a round trip each on PostgreSQL). Each pair must be [`row_only`].
+pub(crate) fn store_updates(
+    conn: &mut DbConnection,
+    updates: &[(&ConfigurationItem, &ConfigurationItem)],
+) -> Result<(), StoreError> {
+    let mut rows = Vec::with_capacity(updates.len());
+    for (before, after) in updates {
+        if (&before.name, before.status, before.criticality)
+            != (&after.name, after.status, after.criticality)
+        {
+            crate::journal::graph_changed()?;
+        }
+        rows.push(UpdatedRow {
+            id: after.id.clone(),
+            version_before: before.version,
+            name: after.name.clone(),
+            status: after.status.as_str(),
+            environment: after.environment.map(Environment::as_str),
+            criticality: after.criticality.map(Criticality::as_str),
+            owner_group_id: after.owner_group.clone(),
+            attributes: to_json(&after.attributes),
+            attribute_sources: to_json(&after.attribute_sources),
+            has_external_refs: !after.external_refs.is_empty(),
+            updated_at: after.updated_at.naive_utc(),
+            version: after.version,
+        });
+    }
+    let mut rest = &rows[..];
+    while !rest.is_empty() {
+        let size = [64, 16, 4, 1]
+            .into_iter()
+            .find(|size| rest.len() >= *size)
+            .unwrap_or(1);
+        let (chunk, after) = rest.split_at(size);
+        let updated = with_backend!(&mut *conn, c => UpdateRows { rows: chunk }.execute(c))?;
+        if updated != chunk.len() {
+            // Another unit of work changed one of them since the batch read it.
+            return Err(StoreError::VersionMismatch {
+                expected: chunk[0].version_before,
+                actual: chunk[0].version_before + 1,
+            });
+        }
+        rest = after;
+    }
+    Ok(())
+}
+
+/// `WITH v(...) AS (VALUES (...), ...) UPDATE configuration_items SET ... FROM v WHERE id and
+/// version match`, by hand: diesel has no multi-row UPDATE. Both backends take this form
+/// (SQLite since 3.33).
+struct UpdateRows<'a> {
+    rows: &'a [UpdatedRow],
+}
+
+impl QueryId for UpdateRows<'_> {
+    type QueryId = ();
+    // Cached by its SQL text, one per chunk size.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+const UPDATED_COLUMNS: [&str; 10] = [
+    "name",
+    "status",
+    "environment",
+    "criticality",
+    "owner_group_id",
+    "attributes",
+    "attribute_sources",
+    "has_external_refs",
+    "updated_at",
+    "version",
+];
+
+impl<DB> QueryFragment<DB> for UpdateRows<'_>
+where
+    DB: Backend
+        + HasSqlType<Text>
+        + HasSqlType<diesel::sql_types::BigInt>
+        + HasSqlType<Bool>
+        + HasSqlType<diesel::sql_types::Timestamp>,
+    str: ToSql<Text, DB>,
+    String: ToSql<Text, DB>,
+    i64: ToSql<diesel::sql_types::BigInt, DB>,
+    bool: ToSql<Bool, DB>,
+    NaiveDateTime: ToSql<diesel::sql_types::Timestamp, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql("WITH v(id, version_before, ");
+        out.push_sql(&UPDATED_COLUMNS.join(", "));
+        out.push_sql(") AS (VALUES ");
+        for (n, row) in self.rows.iter().enumerate() {
+            out.push_sql(if n == 0 { "(" } else { ", (" });
+            out.push_bind_param::<Text, String>(&row.id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<diesel::sql_types::BigInt, i64>(&row.version_before)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, String>(&row.name)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, str>(row.status)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Nullable<Text>, Option<&str>>(&row.environment)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Nullable<Text>, Option<&str>>(&row.criticality)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Nullable<Text>, Option<String>>(&row.owner_group_id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, String>(&row.attributes)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, String>(&row.attribute_sources)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Bool, bool>(&row.has_external_refs)?;
+            out.push_sql(", ");
+            out.push_bind_param::<diesel::sql_types::Timestamp, NaiveDateTime>(&row.updated_at)?;
+            out.push_sql(", ");
+            out.push_bind_param::<diesel::sql_types::BigInt, i64>(&row.version)?;
+            out.push_sql(")");
+        }
+        out.push_sql(") UPDATE configuration_items SET ");
+        for (n, column) in UPDATED_COLUMNS.iter().enumerate() {
+            if n > 0 {
+                out.push_sql(", ");
+            }
+            out.push_sql(column);
+            out.push_sql(" = v.");
+            out.push_sql(column);
+        }
+        out.push_sql(
+            " FROM v WHERE configuration_items.id = v.id \
+             AND configuration_items.version = v.version_before",
+        );
+        Ok(())
+    }
+}
+
+impl<C> RunQueryDsl<C> for UpdateRows<'_> {}

@@ -2,6 +2,7 @@
 //! impact walks and reconciliation batches.
 
 pub mod classes;
+pub mod graph;
 pub mod items;
 pub mod reconcile;
 pub mod relationships;

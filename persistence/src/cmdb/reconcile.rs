@@ -340,13 +340,28 @@ pub fn run(
     let classes = super::classes::all(conn)?;
     let planned = plan_batch(conn, &classes, batch, crate::utc(ctx.at))?;
     refuse_if_atomic(batch, &planned)?;
+    // Updates that write an item's row alone go together in multi-row statements; new items
+    // and updates of identifiers or references are written one by one.
+    let mut written = Vec::with_capacity(planned.plan.writes.len());
     for write in &planned.plan.writes {
         let mut after = write.after.clone();
         if let Some(before) = &write.before {
             after.version = before.version + 1;
         }
-        items::store(conn, &classes, write.before.as_ref(), &after)?;
-        items::record(ctx, write.before.as_ref(), &after, "reconcile")?;
+        written.push(after);
+    }
+    let mut together = Vec::new();
+    for (write, after) in planned.plan.writes.iter().zip(&written) {
+        match &write.before {
+            Some(before) if items::row_only(&classes, before, after) => {
+                together.push((before, after));
+            }
+            before => items::store(conn, &classes, before.as_ref(), after)?,
+        }
+    }
+    items::store_updates(conn, &together)?;
+    for (write, after) in planned.plan.writes.iter().zip(&written) {
+        items::record(ctx, write.before.as_ref(), after, "reconcile")?;
     }
     let mut created = Vec::with_capacity(planned.relationships.len());
     let mut added = 0;

@@ -5,6 +5,9 @@ use std::collections::HashMap;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use domain::cmdb::impact::{self, Direction, Impact, NodeInfo, Step};
+use std::sync::Arc;
+
+use super::graph::GraphCache;
 use domain::cmdb::item::{ItemRelationship, RelatedItem, Relationship};
 use domain::cmdb::{CiStatus, ClassSet, Criticality, RelationshipType};
 use domain::DomainError;
@@ -138,6 +141,7 @@ pub(crate) fn insert(
             ci_relationships::created_at.eq(ctx.at),
         ))
         .execute(conn)?;
+    crate::journal::graph_changed()?;
     audit::record(
         ctx,
         Mutation {
@@ -155,6 +159,7 @@ pub(crate) fn insert(
 pub fn delete(conn: &mut DbConnection, ctx: &WriteContext, id: &str) -> Result<(), CmdbError> {
     let relationship = get(conn, id)?;
     diesel::delete(ci_relationships::table.find(id)).execute(conn)?;
+    crate::journal::graph_changed()?;
     audit::record(
         ctx,
         Mutation {
@@ -314,8 +319,9 @@ fn level_edges(
     Ok(query.load(conn)?)
 }
 
-/// The steps leaving `frontier` (at most a batch of the walk) in `direction`, with what the walk
-/// needs of each reached item: the relationships, then the items they reach by primary key.
+/// The steps leaving `frontier` (at most a batch of the walk) in `direction`, and what the
+/// answer shows of each item they reach (into `nodes`): the relationships, then the items they
+/// reach by primary key. A step to an item gone since is left out.
 ///
 /// Two queries, not one join: PostgreSQL's generic plan of the join estimated thousands of
 /// rows for a long `IN` list and hashed the whole item table on every level.
@@ -324,7 +330,9 @@ fn next_level(
     frontier: &[String],
     direction: Direction,
     types: &[RelationshipType],
-) -> Result<Vec<Step>, StoreError> {
+    classes: &ClassSet,
+    nodes: &mut HashMap<String, NodeInfo>,
+) -> Result<Vec<Step<String>>, StoreError> {
     let edges = level_edges(conn, padded(frontier), direction, types)?;
     let mut reached: Vec<String> = edges
         .iter()
@@ -332,27 +340,14 @@ fn next_level(
             Direction::Downstream => target.clone(),
             Direction::Upstream => source.clone(),
         })
+        .filter(|id| !nodes.contains_key(id))
         .collect();
     reached.sort();
     reached.dedup();
-    let mut nodes = HashMap::new();
     for ids in reached.chunks(LEVEL_CHUNK) {
-        nodes.extend(summaries(conn, padded(ids))?);
-    }
-    let mut steps = Vec::with_capacity(edges.len());
-    for (source, rel_type, target) in edges {
-        let (from, to) = match direction {
-            Direction::Downstream => (source, target),
-            Direction::Upstream => (target, source),
-        };
-        let Some((_, name, class, status, criticality)) = nodes.get(&to).cloned() else {
-            continue;
-        };
-        steps.push(Step {
-            from,
-            rel_type: parse_type(&rel_type)?,
-            to,
-            node: NodeInfo {
+        for (id, (_, name, class, status, criticality)) in summaries(conn, padded(ids))? {
+            let info = NodeInfo {
+                is_service: classes.is_a(&class, "business_service"),
                 name,
                 class,
                 status: CiStatus::parse(&status).map_err(corrupt)?,
@@ -361,8 +356,23 @@ fn next_level(
                     .map(Criticality::parse)
                     .transpose()
                     .map_err(corrupt)?,
-            },
-        });
+            };
+            nodes.insert(id, info);
+        }
+    }
+    let mut steps = Vec::with_capacity(edges.len());
+    for (source, rel_type, target) in edges {
+        let (from, to) = match direction {
+            Direction::Downstream => (source, target),
+            Direction::Upstream => (target, source),
+        };
+        if nodes.contains_key(&to) {
+            steps.push(Step {
+                from,
+                rel_type: parse_type(&rel_type)?,
+                to,
+            });
+        }
     }
     Ok(steps)
 }
@@ -373,10 +383,29 @@ fn corrupt(error: DomainError) -> StoreError {
     ))
 }
 
-/// The impact of `start`: the walk of [`impact::traverse`] with one query per level.
+/// The impact of `start` (see [`impact::walk`]): over the node's copy of the graph when it is
+/// current, else over the database with one query per level and batch.
 pub fn impact(
     conn: &mut DbConnection,
-    classes: &ClassSet,
+    graphs: &Arc<GraphCache>,
+    start: &str,
+    direction: Direction,
+    depth: u32,
+    types: &[RelationshipType],
+    limit: usize,
+) -> Result<Impact, StoreError> {
+    if let Some(copy) = graphs.current(conn)? {
+        return copy
+            .graph
+            .impact(start, direction, depth, types, limit)
+            .ok_or(StoreError::NotFound);
+    }
+    impact_from_database(conn, start, direction, depth, types, limit)
+}
+
+/// The impact of `start` read level by level from the database.
+pub fn impact_from_database(
+    conn: &mut DbConnection,
     start: &str,
     direction: Direction,
     depth: u32,
@@ -386,11 +415,10 @@ pub fn impact(
     if !item_exists(conn, start)? {
         return Err(StoreError::NotFound);
     }
-    impact::traverse(
-        start,
-        depth,
-        limit,
-        |class| classes.is_a(class, "business_service"),
-        |frontier| next_level(conn, frontier, direction, types),
-    )
+    let classes = super::classes::all(conn)?;
+    let mut nodes = HashMap::new();
+    let found = impact::walk(start.to_owned(), depth, limit, |frontier| {
+        next_level(conn, frontier, direction, types, &classes, &mut nodes)
+    })?;
+    Ok(found.describe(|id| id.clone(), |id| nodes.get(id).cloned()))
 }

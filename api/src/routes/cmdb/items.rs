@@ -479,11 +479,11 @@ pub async fn item_impact(
     let limit = bounded(&params, "limit", impact::MAX_LIMIT, impact::DEFAULT_LIMIT)?;
     let types = relationship_types(&params)?;
     let id = id.into_inner();
+    let graphs = state.db.graphs();
     let impact = state
         .db
         .read(move |conn| -> Result<Impact, StoreError> {
-            let set = classes::all(conn)?;
-            relationships::impact(conn, &set, &id, direction, depth, &types, limit)
+            relationships::impact(conn, &graphs, &id, direction, depth, &types, limit)
         })
         .await
         .map_err(|e| crate::error::not_found_as(e, "configuration item"))?;
