@@ -18,30 +18,55 @@ pub async fn ensure_signing_key(db: &Database, tokens: &TokenKeys) -> Result<(),
     let retire_at = tokens.retirement_after_rotation(now);
     let candidate = generate_signing_secret();
     let kid = generate_kid();
-    db.write(move |conn| -> Result<(), StoreError> {
-        signing_keys::wipe_retired(conn, now)?;
-        match configured {
-            Some(configured) => {
-                if !signing_keys::exists(conn, &configured)? {
+    let checked = configured.clone();
+    let stored = db
+        .write(move |conn| -> Result<(), StoreError> {
+            signing_keys::wipe_retired(conn, now)?;
+            if holds_signing_key(conn, configured.as_deref(), now)? {
+                return Ok(());
+            }
+            match configured {
+                Some(configured) => {
                     signing_keys::rotate(conn, &configured, None, now, retire_at)?;
                 }
-            }
-            None => {
-                let stored = signing_keys::live(conn, now)?
-                    .iter()
-                    .any(|key| key.secret.is_some());
-                if !stored {
+                None => {
                     let secret = settings::get(conn, LEGACY_SECRET_SETTING)?.unwrap_or(candidate);
                     signing_keys::rotate(conn, &kid, Some(&secret), now, retire_at)?;
                 }
             }
+            Ok(())
+        })
+        .await;
+    if let Err(error) = stored {
+        // A read-only database still serves reads: the keys it holds are enough to sign with.
+        let read_only = error.outage() == Some(persistence::Outage::ReadOnly);
+        let held = read_only
+            && db
+                .read(move |conn| holds_signing_key(conn, checked.as_deref(), now))
+                .await
+                .unwrap_or(false);
+        if !held {
+            return Err(format!("cannot store the signing key: {error}"));
         }
-        Ok(())
-    })
-    .await
-    .map_err(|e| format!("cannot store the signing key: {e}"))?;
+        log::warn!("the database takes no writes: signing with the keys it holds");
+    }
     tokens.forget();
     Ok(())
+}
+
+/// Whether the database holds the key this node signs with: the configured one, or else a
+/// live stored key.
+fn holds_signing_key(
+    conn: &mut persistence::DbConnection,
+    configured: Option<&str>,
+    now: chrono::NaiveDateTime,
+) -> Result<bool, StoreError> {
+    match configured {
+        Some(configured) => signing_keys::exists(conn, configured),
+        None => Ok(signing_keys::live(conn, now)?
+            .iter()
+            .any(|key| key.secret.is_some())),
+    }
 }
 
 /// A rotation: the new key's kid, and when the keys signing until now retire.

@@ -7,10 +7,16 @@ use itsm_integration_tests::serde_json::{json, Value};
 use itsm_integration_tests::{expect_problem, header, on_both_backends, read, TestApp};
 
 /// Creates an API token with `token` (a bearer credential) and returns its body.
-async fn create_token(app: &TestApp, token: &str, name: &str, role: &str) -> Value {
+async fn create_token(
+    app: &TestApp,
+    token: &str,
+    name: &str,
+    role: &str,
+    scopes: &[&str],
+) -> Value {
     let response = app
         .request(Method::POST, "/api/v1/api-tokens", token)
-        .json(&json!({"name": name, "role": role, "expires_at": null}))
+        .json(&json!({"name": name, "role": role, "expires_at": null, "scopes": scopes}))
         .send()
         .await
         .unwrap();
@@ -44,7 +50,14 @@ async fn last_actor(app: &TestApp, entity_type: &str, entity_id: &str) -> Value 
 
 async fn an_admin_api_token_acts_under_its_own_name(app: TestApp) {
     let admin_id = app.id_of(&app.admin_token).await;
-    let root = create_token(&app, &app.admin_token, "root-token", "admin").await;
+    let root = create_token(
+        &app,
+        &app.admin_token,
+        "root-token",
+        "admin",
+        &["directory:write", "incidents:write"],
+    )
+    .await;
     let root_id = root["id"].as_str().unwrap().to_owned();
     let root_secret = root["token"].as_str().unwrap().to_owned();
     let as_user = json!({"kind": "user", "id": admin_id, "username": "admin"});
@@ -53,7 +66,14 @@ async fn an_admin_api_token_acts_under_its_own_name(app: TestApp) {
     assert_eq!(last_actor(&app, "api_token", &root_id).await, as_user);
 
     // The admin token creates a token (this was a 409 "FOREIGN KEY constraint failed").
-    let child = create_token(&app, &root_secret, "crm-sync", "integration").await;
+    let child = create_token(
+        &app,
+        &root_secret,
+        "crm-sync",
+        "integration",
+        &["alerts:write"],
+    )
+    .await;
     let child_id = child["id"].as_str().unwrap().to_owned();
     assert_eq!(child["created_by"], as_token, "{child}");
     assert_eq!(last_actor(&app, "api_token", &child_id).await, as_token);
