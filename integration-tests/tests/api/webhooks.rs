@@ -787,3 +787,69 @@ async fn sqlite_nothing_is_lost_when_killed_mid_stream() {
 async fn postgres_nothing_is_lost_when_killed_mid_stream() {
     nothing_is_lost_when_killed_mid_stream(Backend::Postgres).await;
 }
+
+/// Two nodes on one PostgreSQL run the delivery worker at once: every event reaches the
+/// receiver, and none twice (claims are leases in the database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(itsm_no_postgres, ignore = "ITSM_TEST_POSTGRES_URL is not set")]
+async fn two_nodes_deliver_each_event_once() {
+    let Some(database) = ScratchDatabase::new(Backend::Postgres) else {
+        panic!("{}", itsm_integration_tests::NOT_BUILT_FOR_POSTGRES);
+    };
+    let receiver = Receiver::start();
+    let settings = [
+        ("ITSM_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8"),
+        ("ITSM_WEBHOOK_POLL_MS", "20"),
+        ("ITSM_WEBHOOK_TIMEOUT_MS", "2000"),
+        ("ITSM_WEBHOOK_CONCURRENCY", "4"),
+    ];
+    let first = RealServer::start_with(&database.url, &settings).await;
+    let second = RealServer::start_with(&database.url, &settings).await;
+    let token = first.admin_token().await;
+    let client = itsm_integration_tests::reqwest::Client::new();
+    let response = client
+        .post(format!("{}/api/v1/webhooks", first.base))
+        .bearer_auth(&token)
+        .json(&json!({"url": receiver.url, "event_types": ["incident.created"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let mut created = HashSet::new();
+    for n in 0..80 {
+        let node = if n % 2 == 0 { &first } else { &second };
+        let response = client
+            .post(format!("{}/api/v1/incidents", node.base))
+            .bearer_auth(&token)
+            .json(&json!({"title": format!("two nodes {n}")}))
+            .send()
+            .await
+            .unwrap();
+        let (status, incident) = read(response).await;
+        assert_eq!(status, StatusCode::CREATED, "{incident}");
+        created.insert(incident["id"].as_str().unwrap().to_owned());
+    }
+    let delivered_ids = |got: &[Received]| -> Vec<String> {
+        got.iter()
+            .filter_map(|r| r.json()["data"]["id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    receiver
+        .wait_until(Duration::from_secs(60), |got| {
+            created.is_subset(&delivered_ids(got).into_iter().collect())
+        })
+        .await;
+    // Time for a second delivery of anything, were one to come.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let delivered = delivered_ids(&receiver.received());
+    assert_eq!(
+        delivered.len(),
+        created.len(),
+        "an event was delivered twice"
+    );
+    assert_eq!(
+        delivered.into_iter().collect::<HashSet<_>>(),
+        created,
+        "every event once"
+    );
+}
