@@ -97,11 +97,13 @@ pub fn read_clock(
     if first.event != ClockEvent::Start {
         return None;
     }
-    let mut clock = Clock::start(first.at, initial_target_seconds);
-    for entry in timeline[1..].iter().filter(|entry| entry.at <= now) {
-        clock.apply(calendar, warning_percent, entry);
-    }
-    clock.run_until(calendar, warning_percent, now);
+    let clock = Clock::replay(
+        calendar,
+        warning_percent,
+        (first.at, initial_target_seconds),
+        &timeline[1..],
+        now,
+    );
     Some(clock.reading)
 }
 
@@ -151,6 +153,23 @@ impl Clock {
             position: at,
             running: true,
         }
+    }
+
+    /// The clock started at `start.0` with target `start.1`, run through the `entries` seen by
+    /// `now` and on to `now`.
+    pub fn replay(
+        calendar: &Calendar,
+        warning_percent: u8,
+        start: (DateTime<Utc>, i64),
+        entries: &[TimelineEntry],
+        now: DateTime<Utc>,
+    ) -> Clock {
+        let mut clock = Clock::start(start.0, start.1);
+        for entry in entries.iter().filter(|entry| entry.at <= now) {
+            clock.apply(calendar, warning_percent, entry);
+        }
+        clock.run_until(calendar, warning_percent, now);
+        clock
     }
 
     /// The clock of a snapshot, as it was when the snapshot was taken.

@@ -336,12 +336,13 @@ pub fn replay(
     now: DateTime<Utc>,
 ) -> Option<Clock> {
     let first = lines.first().filter(|l| l.kind == TimelineKind::Start)?;
-    let mut clock = Clock::start(first.at, first.target_seconds?);
-    for entry in clock_events(&lines[1..]).iter().filter(|e| e.at <= now) {
-        clock.apply(calendar, warning_percent, entry);
-    }
-    clock.run_until(calendar, warning_percent, now);
-    Some(clock)
+    Some(Clock::replay(
+        calendar,
+        warning_percent,
+        (first.at, first.target_seconds?),
+        &clock_events(&lines[1..]),
+        now,
+    ))
 }
 
 /// The warnings and breaches a reading has crossed that were not announced yet, in order.
