@@ -88,8 +88,13 @@ pub fn spawn_sla_worker(state: web::Data<AppState>, interval: Duration) {
     });
 }
 
-/// One round of the SLA worker: the timers due by now, each settled in its own unit of work
-/// (all sent at once, so the write path batches them). The number of timers looked at.
+/// Timers the SLA worker settles in one unit of work.
+const SLA_CHUNK: usize = 50;
+
+/// One round of the SLA worker: the timers due by now, settled in units of `SLA_CHUNK` (all
+/// sent at once, so the write path batches them). A unit that fails is tried again timer by
+/// timer, so that one timer that cannot be settled holds back no other. The number of timers
+/// looked at.
 pub async fn announce_due_timers(state: &AppState) -> ApiResult<usize> {
     let rules = state.sla_rules().await?;
     let now = state.clock.now();
@@ -98,18 +103,35 @@ pub async fn announce_due_timers(state: &AppState) -> ApiResult<usize> {
         .read(move |conn| persistence::sla_timers::due(conn, now, SLA_BATCH))
         .await?;
     let seen = due.len();
-    let rounds = due.into_iter().map(|(id, version)| {
+    let context = || {
         let mut ctx = persistence::WriteContext::system("sla");
         ctx.at = now;
         ctx.sla = Some(rules.clone());
+        ctx
+    };
+    let fire = |chunk: Vec<(String, i64)>| {
+        let ctx = context();
         state
             .db
-            .write(move |conn| persistence::sla_timers::fire(conn, &ctx, &id, version))
-    });
-    for result in futures_util::future::join_all(rounds).await {
-        match result {
-            Ok(_) | Err(persistence::StoreError::VersionMismatch { .. }) => {}
-            Err(e) => return Err(e.into()),
+            .write(move |conn| persistence::sla_timers::fire_all(conn, &ctx, &chunk))
+    };
+    let chunks: Vec<Vec<(String, i64)>> = due.chunks(SLA_CHUNK).map(<[_]>::to_vec).collect();
+    let results = futures_util::future::join_all(chunks.iter().cloned().map(fire)).await;
+    for (chunk, result) in chunks.into_iter().zip(results) {
+        if let Err(e) = result {
+            if e.outage().is_some() {
+                return Err(e.into());
+            }
+            log::warn!(
+                "SLA worker: a unit of {} timers failed ({e}); one by one",
+                chunk.len()
+            );
+            for timer in chunk {
+                let id = timer.0.clone();
+                if let Err(e) = fire(vec![timer]).await {
+                    log::warn!("SLA worker: timer {id} cannot be settled: {e}");
+                }
+            }
         }
     }
     Ok(seen)

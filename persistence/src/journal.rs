@@ -201,33 +201,6 @@ pub(crate) fn index_words(rowid: i64, terms: String, replaces: bool) -> Result<(
     })
 }
 
-/// Inserts all `rows` in multi-row INSERTs (which diesel's `MultiConnection` does not offer,
-/// so on the backend's own connection) of 64, 16, 4 or 1 rows. diesel caches a multi-row
-/// INSERT only for a fixed row count; one of the batch's size was parsed and planned on every
-/// commit, which on PostgreSQL showed as the parser among its busiest functions.
-macro_rules! insert_rows {
-    ($conn:expr, $table:expr, $rows:expr) => {{
-        let mut rest = &$rows[..];
-        loop {
-            rest = if let Some((chunk, after)) = rest.split_first_chunk::<64>() {
-                insert_rows!($conn, $table, chunk, after)
-            } else if let Some((chunk, after)) = rest.split_first_chunk::<16>() {
-                insert_rows!($conn, $table, chunk, after)
-            } else if let Some((chunk, after)) = rest.split_first_chunk::<4>() {
-                insert_rows!($conn, $table, chunk, after)
-            } else if let Some((chunk, after)) = rest.split_first_chunk::<1>() {
-                insert_rows!($conn, $table, chunk, after)
-            } else {
-                break;
-            };
-        }
-    }};
-    ($conn:expr, $table:expr, $chunk:expr, $after:expr) => {{
-        with_backend!(&mut *$conn, c => diesel::insert_into($table).values($chunk).execute(c))?;
-        $after
-    }};
-}
-
 /// Writes the collected records in the open transaction; the events get the next sequences in
 /// the order they were added.
 pub(crate) fn flush(conn: &mut DbConnection) -> Result<(), StoreError> {

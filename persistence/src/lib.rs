@@ -23,6 +23,36 @@ macro_rules! with_backend {
     };
 }
 
+/// Inserts all `rows` in multi-row INSERTs (which diesel's `MultiConnection` does not offer,
+/// so on the backend's own connection) of 64, 16, 4, 2 or 1 rows. diesel caches a multi-row
+/// INSERT only for a fixed row count; one of the batch's size was parsed and planned on every
+/// commit, which on PostgreSQL showed as the parser among its busiest functions. Two is the
+/// usual count of a ticket's SLA timers.
+macro_rules! insert_rows {
+    ($conn:expr, $table:expr, $rows:expr) => {{
+        let mut rest = &$rows[..];
+        loop {
+            rest = if let Some((chunk, after)) = rest.split_first_chunk::<64>() {
+                insert_rows!($conn, $table, chunk, after)
+            } else if let Some((chunk, after)) = rest.split_first_chunk::<16>() {
+                insert_rows!($conn, $table, chunk, after)
+            } else if let Some((chunk, after)) = rest.split_first_chunk::<4>() {
+                insert_rows!($conn, $table, chunk, after)
+            } else if let Some((chunk, after)) = rest.split_first_chunk::<2>() {
+                insert_rows!($conn, $table, chunk, after)
+            } else if let Some((chunk, after)) = rest.split_first_chunk::<1>() {
+                insert_rows!($conn, $table, chunk, after)
+            } else {
+                break;
+            };
+        }
+    }};
+    ($conn:expr, $table:expr, $chunk:expr, $after:expr) => {{
+        with_backend!(&mut *$conn, c => diesel::insert_into($table).values($chunk).execute(c))?;
+        $after
+    }};
+}
+
 pub mod alerts;
 pub mod api_tokens;
 pub mod assignment_rules;

@@ -28,7 +28,7 @@ use serde_json::json;
 
 use crate::schema::{calendars, sla_timer_lines, sla_timers};
 use crate::tickets::{self, stored, Change, TicketTable};
-use crate::{audit, journal, utc, DbConnection, Slice, StoreError, WriteContext};
+use crate::{audit, fixed_update, journal, utc, DbConnection, Slice, StoreError, WriteContext};
 
 pub const TIMER: &str = "sla_timer";
 
@@ -475,10 +475,10 @@ fn insert_new(
     if started.is_empty() {
         return Ok(());
     }
-    let rows: Vec<&TimerRow> = started.iter().map(|s| &s.row).collect();
+    let rows: Vec<TimerRow> = started.iter().map(|s| s.row.clone()).collect();
     let lines: Vec<LineRow> = started.iter().flat_map(Settled::new_line_rows).collect();
-    with_backend!(conn, c => diesel::insert_into(sla_timers::table).values(rows).execute(c))?;
-    with_backend!(conn, c => diesel::insert_into(sla_timer_lines::table).values(&lines).execute(c))?;
+    insert_rows!(conn, sla_timers::table, rows);
+    insert_rows!(conn, sla_timer_lines::table, lines);
     for settled in &started {
         settled.announce(conn, ctx)?;
     }
@@ -499,12 +499,7 @@ fn settle(
     let previous = row.version;
     let settled = Settled::read(row, clock, new, calendar, utc(ctx.at))?;
     let row = &settled.row;
-    let updated = diesel::update(
-        sla_timers::table
-            .filter(sla_timers::id.eq(&row.id))
-            .filter(sla_timers::version.eq(previous)),
-    )
-    .set((
+    let changes = (
         sla_timers::policy_id.eq(&row.policy_id),
         sla_timers::calendar_version.eq(row.calendar_version),
         sla_timers::target_seconds.eq(row.target_seconds),
@@ -521,15 +516,17 @@ fn settle(
         sla_timers::version.eq(row.version),
         sla_timers::clock_running.eq(row.clock_running),
         sla_timers::line_count.eq(row.line_count),
-    ))
-    .execute(conn)?;
+    );
+    let this_version = sla_timers::id
+        .eq(&row.id)
+        .and(sla_timers::version.eq(previous));
+    let updated = with_backend!(conn, c => fixed_update(sla_timers::table, changes, this_version)
+        .execute(c))?;
     if updated == 0 {
         return Ok(false);
     }
     let lines: Vec<LineRow> = settled.new_line_rows().collect();
-    with_backend!(conn, c => diesel::insert_into(sla_timer_lines::table)
-        .values(&lines)
-        .execute(c))?;
+    insert_rows!(conn, sla_timer_lines::table, lines);
     settled.announce(conn, ctx)?;
     Ok(true)
 }
@@ -642,6 +639,21 @@ pub fn fire(
     )?;
     let clock = row.clock()?;
     settle(conn, ctx, row, clock, Vec::new(), &calendar)
+}
+
+/// Announces what each timer of `due` (id and version, as [`due`] read them) crossed by
+/// `ctx.at`, in one unit of work: an alarm storm costs the write path one unit per chunk, not
+/// one per timer. The number of timers this call settled.
+pub fn fire_all(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    due: &[(String, i64)],
+) -> Result<usize, StoreError> {
+    let mut fired = 0;
+    for (id, version) in due {
+        fired += usize::from(fire(conn, ctx, id, *version)?);
+    }
+    Ok(fired)
 }
 
 /// Reads a running timer again under its calendar's current version, on purpose: audited, and
