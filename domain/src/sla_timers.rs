@@ -292,7 +292,8 @@ pub fn plan(
                 Some(b) if b.facts.priority != after.facts.priority => {
                     format!("priority {} → {}", b.facts.priority, after.facts.priority)
                 }
-                _ => "target changed".into(),
+                // The same policy, the same priority: the policy's targets were edited.
+                _ => format!("policy {} edited", p.definition.name),
             };
             steps.push(line(
                 TimelineKind::Retarget,

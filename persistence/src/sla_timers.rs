@@ -21,7 +21,8 @@ use domain::sla::{
     Clock, ClockSnapshot, EscalationAction, Reading, SlaMetric, Threshold, TimerState,
 };
 use domain::sla_timers::{
-    self as timers, SlaRules, TimelineKind, TimelineLine, TimerHead, TimerRecord, TimerStep,
+    self as timers, SlaRules, SlaView, TimelineKind, TimelineLine, TimerHead, TimerRecord,
+    TimerStep,
 };
 use domain::ticket::{Ticket, TicketKind};
 use serde_json::json;
@@ -250,11 +251,80 @@ pub(crate) fn follow<T: Ticket>(
         Some(_) => timers_of_locked(conn, after.id())?,
         None => Vec::new(),
     };
+    bring_in_line(
+        conn,
+        ctx,
+        rules,
+        before_view.as_ref(),
+        after,
+        rows,
+        Some(audit_entry_id),
+    )
+}
+
+/// Brings the timers of tickets timed under `policy_id` in line with the policies of `ctx` (the
+/// policy as just edited): a new target applies to the time already elapsed and paused, and a
+/// ticket the policy no longer covers goes to the policy that covers it now, or its timers are
+/// canceled. The number of tickets looked at.
+pub fn follow_policy(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    policy_id: &str,
+) -> Result<usize, StoreError> {
+    let Some(rules) = ctx.sla.as_deref() else {
+        return Ok(0);
+    };
+    let tickets: Vec<(String, String)> = sla_timers::table
+        .filter(sla_timers::policy_id.eq(policy_id))
+        .filter(sla_timers::stopped_at.is_null())
+        .select((sla_timers::ticket_type, sla_timers::ticket_id))
+        .distinct()
+        .load(conn)?;
+    for (ticket_type, ticket_id) in &tickets {
+        match stored::<TicketKind>("ticket type", ticket_type)? {
+            TicketKind::Incident => follow_ticket::<Incident>(conn, ctx, rules, ticket_id)?,
+            TicketKind::Problem => follow_ticket::<Problem>(conn, ctx, rules, ticket_id)?,
+            _ => {}
+        }
+    }
+    Ok(tickets.len())
+}
+
+/// Plans ticket `id`'s timers again as it stands (see [`follow_policy`]).
+fn follow_ticket<T: TicketTable>(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    rules: &SlaRules,
+    id: &str,
+) -> Result<(), StoreError> {
+    let ticket = T::get(conn, id)?;
+    let Some(view) = ticket.sla_view() else {
+        return Ok(());
+    };
+    let rows = timers_of_locked(conn, id)?;
+    bring_in_line(conn, ctx, rules, Some(&view), &ticket, rows, None)
+}
+
+/// Runs the plan from `before_view` to `after`'s view over its timers `rows`: starts the
+/// timers it needs and settles the others with their new lines, which point to the audit entry
+/// of the change, if there is one.
+fn bring_in_line<T: Ticket>(
+    conn: &mut DbConnection,
+    ctx: &WriteContext,
+    rules: &SlaRules,
+    before_view: Option<&SlaView<'_>>,
+    after: &T,
+    rows: Vec<TimerRow>,
+    audit_entry_id: Option<&str>,
+) -> Result<(), StoreError> {
+    let Some(view) = after.sla_view() else {
+        return Ok(());
+    };
     let heads = rows
         .iter()
         .map(TimerRow::head)
         .collect::<Result<Vec<_>, _>>()?;
-    let steps = timers::plan(rules, before_view.as_ref(), &view, &heads);
+    let steps = timers::plan(rules, before_view, &view, &heads);
     if steps.is_empty() {
         return Ok(());
     }
@@ -282,7 +352,7 @@ pub(crate) fn follow<T: Ticket>(
                     target_seconds,
                     policy_id,
                     calendar_version: calendar.version,
-                    audit_entry_id: Some(audit_entry_id.to_owned()),
+                    audit_entry_id: audit_entry_id.map(str::to_owned),
                 };
                 let mut lines = vec![line(
                     TimelineKind::Start,
@@ -338,7 +408,7 @@ pub(crate) fn follow<T: Ticket>(
                     target_seconds,
                     policy_id,
                     calendar_version,
-                    audit_entry_id: Some(audit_entry_id.to_owned()),
+                    audit_entry_id: audit_entry_id.map(str::to_owned),
                 });
             }
         }

@@ -337,7 +337,9 @@ pub async fn get_policy(
     Ok(with_etag(StatusCode::OK, policy.version, &policy))
 }
 
-/// Replace an SLA policy.
+/// Replace an SLA policy. The running timers it times follow at once, in the same unit of
+/// work: a new target applies to the time already elapsed and paused (a `target changed` line),
+/// and a ticket it no longer covers moves to the policy that covers it now.
 #[utoipa::path(
     tag = "service-levels", operation_id = "replace_sla_policy",
     params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
@@ -355,16 +357,21 @@ pub async fn replace_policy(
     body: ValidJson<PolicyBody>,
 ) -> ApiResult<HttpResponse> {
     let expected_version = if_match(&req)?;
-    let ctx = caller.write_context();
+    let mut ctx = caller.write_context();
     let id = id.into_inner();
     let body = body.0;
     let policy = state
         .db
         .write(move |conn| -> ApiResult<PolicyRecord> {
-            sla::get_policy(conn, &id).map_err(|e| not_found_as(e, "SLA policy"))?;
+            let before = sla::get_policy(conn, &id).map_err(|e| not_found_as(e, "SLA policy"))?;
             let definition = checked_policy(conn, body)?;
-            sla::replace_policy(conn, &ctx, &id, expected_version, &definition)
-                .map_err(|e| name_taken(e, "policy", &definition.name))
+            let policy = sla::replace_policy(conn, &ctx, &id, expected_version, &definition)
+                .map_err(|e| name_taken(e, "policy", &definition.name))?;
+            if policy.version != before.version {
+                ctx.sla = Some(std::sync::Arc::new(sla::rules(conn)?));
+                sla_timers::follow_policy(conn, &ctx, &id)?;
+            }
+            Ok(policy)
         })
         .await?;
     state.sla_rules.forget(&());

@@ -770,9 +770,98 @@ async fn escalations_recalculation_and_lists(app: TestApp) {
     );
 }
 
+/// Editing a policy moves its running timers at once: the new target applies to the business
+/// time already run and paused, and a ticket the policy no longer covers loses its timer. A
+/// stopped timer keeps what it achieved.
+async fn an_edited_policy_retargets_its_running_timers(app: TestApp) {
+    let admin = app.admin_token.clone();
+    let policy = office_policy(&app).await;
+    let (_, agent) = app.user_with_roles("sla-editor", &["agent"]).await;
+    let report = json!({"title": "VPN drops", "description": "Hourly",
+                        "impact": "medium", "urgency": "medium"});
+    let running = create_incident(&app, &agent, report.clone()).await;
+    let resolved = create_incident(&app, &agent, report).await;
+    let (running, resolved) = (text(&running, "id"), text(&resolved, "id"));
+    app.clock.set(instant("2026-11-27T15:30:00Z"));
+    act(&app, &agent, &resolved, json!({"action": "start"})).await;
+    act(
+        &app,
+        &agent,
+        &resolved,
+        json!({"action": "resolve", "resolution_code": "fixed", "resolution_notes": "Reset"}),
+    )
+    .await;
+    let achieved = only_timer(&app, &agent, &resolved).await;
+    assert_eq!(achieved["state"], "achieved", "{achieved}");
+
+    // Friday 16:30 (Berlin): half an hour run; p3 now has 2 business hours, not 8.
+    let mut definition = policy.clone();
+    for field in ["id", "version", "created_at", "updated_at"] {
+        definition.as_object_mut().unwrap().remove(field);
+    }
+    for target in definition["targets"].as_array_mut().unwrap() {
+        if target["priority"] != "p1" {
+            target["duration_seconds"] = json!(7200);
+        }
+    }
+    let path = format!("/api/v1/sla-policies/{}", text(&policy, "id"));
+    let (status, edited) = send(&app, &admin, Method::PUT, &path, Some(definition.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{edited}");
+
+    let timer = only_timer(&app, &agent, &running).await;
+    assert_eq!(
+        (
+            &timer["state"],
+            &timer["target_seconds"],
+            &timer["elapsed_seconds"],
+            &timer["due_at"]
+        ),
+        (
+            &json!("running"),
+            &json!(7200),
+            &json!(1800),
+            // Half an hour left on Friday, the other hour from Monday 9:00 (Berlin).
+            &json!("2026-11-30T09:00:00Z")
+        ),
+        "{timer}"
+    );
+    let timeline = timeline_of(&app, &agent, &timer).await;
+    let last = timeline.last().expect("a line");
+    assert_eq!(
+        (&last["kind"], &last["reason"], &last["target_seconds"]),
+        (
+            &json!("retarget"),
+            &json!("policy Office hours edited"),
+            &json!(7200)
+        ),
+        "{timeline:?}"
+    );
+    let unchanged = only_timer(&app, &agent, &resolved).await;
+    assert_eq!(
+        (&unchanged["state"], &unchanged["target_seconds"]),
+        (&json!("achieved"), &json!(28800))
+    );
+
+    // The policy now covers p1 only: the p3 incident's timer is canceled, with the reason.
+    definition["applies_to"]["priorities"] = json!(["p1"]);
+    definition["targets"] =
+        json!([{"metric": "resolution", "priority": "p1", "duration_seconds": 3600}]);
+    let (status, edited) = send(&app, &admin, Method::PUT, &path, Some(definition)).await;
+    assert_eq!(status, StatusCode::OK, "{edited}");
+    let canceled = only_timer(&app, &agent, &running).await;
+    assert_eq!(canceled["state"], "canceled", "{canceled}");
+    let timeline = timeline_of(&app, &agent, &canceled).await;
+    assert_eq!(
+        timeline.last().unwrap()["reason"],
+        "no policy applies any more",
+        "{timeline:?}"
+    );
+}
+
 on_both_backends!(
     calendars_are_versioned_and_checked,
     policies_are_checked_and_ordered,
     a_weekend_on_hold_is_exact with friday_afternoon,
     escalations_recalculation_and_lists with friday_afternoon,
+    an_edited_policy_retargets_its_running_timers with friday_afternoon,
 );
