@@ -337,9 +337,11 @@ pub async fn get_policy(
     Ok(with_etag(StatusCode::OK, policy.version, &policy))
 }
 
-/// Replace an SLA policy. The running timers it times follow at once, in the same unit of
-/// work: a new target applies to the time already elapsed and paused (a `target changed` line),
-/// and a ticket it no longer covers moves to the policy that covers it now.
+/// Replace an SLA policy.
+///
+/// The running timers it times follow at once, in the same unit of work: a new target applies
+/// to the time already elapsed and paused (a `retarget` line, "policy … edited"), and a ticket
+/// it no longer covers moves to the policy that covers it now, or its timer is canceled.
 #[utoipa::path(
     tag = "service-levels", operation_id = "replace_sla_policy",
     params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
