@@ -721,24 +721,12 @@ fn walks(
 ) -> ApiResult<Dependants> {
     let mut walks = Dependants::new();
     for item in items {
-        let walk = match cmdb::relationships::impact(
-            conn,
-            graphs,
-            item,
-            direction,
-            MAX_DEPTH,
-            &[],
-            WALK_LIMIT,
-        ) {
-            Ok(walk) => walk,
+        match cmdb::relationships::reach(conn, graphs, item, direction, MAX_DEPTH, WALK_LIMIT) {
+            Ok(walked) => walks.insert(item.clone(), walked),
             // An item deleted since is reached by nothing.
             Err(StoreError::NotFound) => continue,
             Err(other) => return Err(other.into()),
         };
-        walks.insert(
-            item.clone(),
-            walk.items.into_iter().map(|i| (i.id, i.path)).collect(),
-        );
     }
     Ok(walks)
 }
@@ -1271,7 +1259,7 @@ pub fn calendar(
             let mut items = vec![service.to_owned()];
             if let Some(down) = walks(conn, graphs, &items, Direction::Downstream)?.remove(service)
             {
-                items.extend(down.into_keys());
+                items.extend(down.into_ids());
             }
             Some(items)
         }

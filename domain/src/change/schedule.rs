@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{ChangeState, ChangeType};
+use crate::cmdb::impact::Walked;
 use crate::{DomainError, FieldError};
 
 /// A planned (or frozen) period, start inclusive, end exclusive.
@@ -140,9 +141,9 @@ pub struct FreezeHit {
     pub items: Vec<FrozenItem>,
 }
 
-/// The items that depend on each of a change's items (reached walking up the CMDB), each
-/// with one shortest path from the change's item: `dependants[item][dependant] = path`.
-pub type Dependants = BTreeMap<String, BTreeMap<String, Vec<String>>>;
+/// The walk of the CMDB from each of a change's items, one way: up, the items that depend on
+/// it; down, those it depends on. `walks[item].path_to(reached)` is one shortest path.
+pub type Dependants = BTreeMap<String, Walked>;
 
 /// Every freeze window that `window` overlaps and that touches one of `items` (or the
 /// change's `service`), with every item concerned. A frozen item or service covers every item
@@ -171,8 +172,8 @@ pub fn freeze_hits(
                     } else {
                         dependants
                             .get(item)
-                            .and_then(|up| up.get(root))
-                            .map(|path| path.iter().rev().cloned().collect())
+                            .and_then(|up| up.path_to(root))
+                            .map(|path| path.into_iter().rev().collect())
                     };
                     if let Some(path) = path {
                         concerned.push(FrozenItem {
@@ -274,40 +275,42 @@ pub enum Link {
     OursDependsOnIt,
 }
 
-/// Where the CMDB walks from our items reached: for each reached item, how and by which path
-/// (from our item to it).
-#[derive(Debug, Clone, Default)]
-pub struct Reach {
-    pub items: BTreeMap<String, (Link, Vec<String>)>,
+/// Where the CMDB walks from our items reached: for an item, how and by which path (from our
+/// item to it). Paths are spelled out only for the items asked about.
+#[derive(Debug, Clone, Copy)]
+pub struct Reach<'a> {
+    ours: &'a [String],
+    up: &'a Dependants,
+    down: &'a Dependants,
 }
 
-impl Reach {
-    /// Our own items, then the walks up (dependants) and down (what ours depend on); the
-    /// first way an item is reached is kept (same item, then the shortest walk).
-    pub fn new(
-        ours: &[String],
-        up: &BTreeMap<String, BTreeMap<String, Vec<String>>>,
-        down: &BTreeMap<String, BTreeMap<String, Vec<String>>>,
-    ) -> Reach {
-        let mut items = BTreeMap::new();
-        for item in ours {
-            items.insert(item.clone(), (Link::SameItem, vec![item.clone()]));
+impl<'a> Reach<'a> {
+    /// Our own items, and the walks up (dependants) and down (what ours depend on).
+    pub fn new(ours: &'a [String], up: &'a Dependants, down: &'a Dependants) -> Reach<'a> {
+        Reach { ours, up, down }
+    }
+
+    /// How `item` is linked to ours: the same item first, then the shortest walk (the first
+    /// of equal ones, up before down).
+    pub fn find(&self, item: &str) -> Option<(Link, Vec<String>)> {
+        if self.ours.iter().any(|own| own == item) {
+            return Some((Link::SameItem, vec![item.to_owned()]));
         }
-        for (link, walks) in [(Link::DependsOnOurs, up), (Link::OursDependsOnIt, down)] {
-            for reached in walks.values() {
-                for (id, path) in reached {
-                    let better = match items.get(id) {
-                        None => true,
-                        Some((Link::SameItem, _)) => false,
-                        Some((_, known)) => known.len() > path.len(),
-                    };
-                    if better {
-                        items.insert(id.clone(), (link, path.clone()));
+        let mut best: Option<(Link, &Walked, u32)> = None;
+        for (link, walks) in [
+            (Link::DependsOnOurs, self.up),
+            (Link::OursDependsOnIt, self.down),
+        ] {
+            for walked in walks.values() {
+                if let Some(distance) = walked.distance(item) {
+                    if best.is_none_or(|(.., shortest)| distance < shortest) {
+                        best = Some((link, walked, distance));
                     }
                 }
             }
         }
-        Reach { items }
+        let (link, walked, _) = best?;
+        Some((link, walked.path_to(item)?))
     }
 }
 
@@ -350,7 +353,7 @@ pub struct Conflict {
 pub fn conflicts(
     own_id: &str,
     window: &Window,
-    reach: &Reach,
+    reach: &Reach<'_>,
     others: &[PlannedChange],
 ) -> Vec<Conflict> {
     let mut found = Vec::new();
@@ -365,10 +368,10 @@ pub fn conflicts(
             .items
             .iter()
             .filter_map(|item| {
-                reach.items.get(item).map(|(link, path)| ConflictLink {
+                reach.find(item).map(|(link, path)| ConflictLink {
                     configuration_item: item.clone(),
-                    link: *link,
-                    path: path.clone(),
+                    link,
+                    path,
                 })
             })
             .collect();
@@ -469,10 +472,7 @@ mod tests {
         let mut dependants = Dependants::new();
         dependants.insert(
             "db".into(),
-            BTreeMap::from([
-                ("app".to_string(), ids(&["db", "app"])),
-                ("shop".to_string(), ids(&["db", "app", "shop"])),
-            ]),
+            Walked::from_steps("db", &[("app", "db"), ("shop", "app")]),
         );
         let freezes = vec![
             freeze(
@@ -548,15 +548,13 @@ mod tests {
 
     #[test]
     fn conflicts_list_every_overlapping_linked_change_with_its_path() {
-        let up = BTreeMap::from([(
-            "db".to_string(),
-            BTreeMap::from([("app".to_string(), ids(&["db", "app"]))]),
-        )]);
+        let up = BTreeMap::from([("db".to_string(), Walked::from_steps("db", &[("app", "db")]))]);
         let down = BTreeMap::from([(
             "db".to_string(),
-            BTreeMap::from([("disk".to_string(), ids(&["db", "disk"]))]),
+            Walked::from_steps("db", &[("disk", "db")]),
         )]);
-        let reach = Reach::new(&ids(&["db"]), &up, &down);
+        let ours = ids(&["db"]);
+        let reach = Reach::new(&ours, &up, &down);
         let planned = |id: &str, from, to, state, items: &[&str]| PlannedChange {
             id: id.into(),
             number: format!("CHG{id}"),

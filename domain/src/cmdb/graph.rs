@@ -7,7 +7,7 @@
 
 use std::convert::Infallible;
 
-use super::impact::{walk, Direction, Impact, NodeInfo, Step};
+use super::impact::{walk, Direction, Impact, NodeInfo, Step, Walk, Walked};
 use super::item::{CiStatus, Criticality, RelationshipType};
 
 /// An item as the graph keeps it, as read from storage.
@@ -189,6 +189,31 @@ impl Graph {
         types: &[RelationshipType],
         limit: usize,
     ) -> Option<Impact> {
+        let found = self.walk(start, direction, depth, types, limit)?;
+        Some(found.describe(|n| self.ids[*n as usize].to_string(), |n| self.info(*n)))
+    }
+
+    /// What a walk from `start` reaches, by id, without describing it (see [`Walked`]);
+    /// `None` when `start` is not in the graph.
+    pub fn reach(
+        &self,
+        start: &str,
+        direction: Direction,
+        depth: u32,
+        limit: usize,
+    ) -> Option<Walked> {
+        let found = self.walk(start, direction, depth, &[], limit)?;
+        Some(found.walked(|n| self.ids[*n as usize].to_string(), |_| true))
+    }
+
+    fn walk(
+        &self,
+        start: &str,
+        direction: Direction,
+        depth: u32,
+        types: &[RelationshipType],
+        limit: usize,
+    ) -> Option<Walk<u32>> {
         let start = self.number(start)?;
         let adjacency = match direction {
             Direction::Downstream => &self.down,
@@ -205,11 +230,10 @@ impl Graph {
             }
             Ok(steps)
         });
-        let found = match found {
-            Ok(found) => found,
+        match found {
+            Ok(found) => Some(found),
             Err(never) => match never {},
-        };
-        Some(found.describe(|n| self.ids[*n as usize].to_string(), |n| self.info(*n)))
+        }
     }
 }
 
@@ -312,5 +336,41 @@ pub(crate) mod tests {
         assert!(graph
             .impact("nowhere", Direction::Upstream, 3, &[], 10)
             .is_none());
+    }
+    #[test]
+    fn a_reach_holds_what_the_impact_shows_without_describing_it() {
+        // A diamond with a cycle back and a longer way round.
+        let edges = [
+            ("svc", "app"),
+            ("app", "db"),
+            ("app", "cache"),
+            ("cache", "db"),
+            ("db", "disk"),
+            ("disk", "app"),
+            ("svc_crit", "disk"),
+        ];
+        let graph = graph_of(&edges, "svc");
+        for direction in [Direction::Downstream, Direction::Upstream] {
+            for start in ["svc", "app", "db", "disk"] {
+                for limit in [1, 2, 10] {
+                    let impact = graph.impact(start, direction, 5, &[], limit).unwrap();
+                    let reach = graph.reach(start, direction, 5, limit).unwrap();
+                    for item in &impact.items {
+                        assert_eq!(reach.path_to(&item.id).as_ref(), Some(&item.path));
+                        assert_eq!(reach.distance(&item.id), Some(item.distance));
+                    }
+                    let reached: Vec<String> = reach.into_ids().collect();
+                    let shown: Vec<String> = impact.items.iter().map(|i| i.id.clone()).collect();
+                    assert_eq!(reached, shown, "{start} {direction:?} limit {limit}");
+                }
+            }
+        }
+        let reach = graph.reach("db", Direction::Upstream, 5, 10).unwrap();
+        assert_eq!(reach.path_to("nowhere"), None);
+        assert_eq!(
+            reach.distance("db"),
+            None,
+            "the start is not among the reached"
+        );
     }
 }

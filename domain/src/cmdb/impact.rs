@@ -160,7 +160,91 @@ where
     })
 }
 
+/// The items a walk reached, by id, each with the item before it on one shortest path: what
+/// change scheduling asks of a walk. Paths are spelled out only for the items asked about, so
+/// a walk over thousands of items costs a string per item, not a described item and its path.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Walked {
+    start: String,
+    /// Reached items in the order reached: id, the index of the item before it (`None`: the
+    /// start), distance.
+    reached: Vec<(String, Option<usize>, u32)>,
+    index: HashMap<String, usize>,
+}
+
+impl Walked {
+    /// A walk from `start` over `steps` of `(item, item before it)`, in the order reached (each
+    /// item before appears as an item first, or is the start): for tests and for callers that
+    /// build a walk themselves.
+    pub fn from_steps(start: &str, steps: &[(&str, &str)]) -> Walked {
+        let mut walked = Walked {
+            start: start.to_owned(),
+            ..Walked::default()
+        };
+        for (item, before) in steps {
+            let parent = walked.index.get(*before).copied();
+            let distance = parent.map_or(0, |p| walked.reached[p].2) + 1;
+            walked.push((*item).to_owned(), parent, distance);
+        }
+        walked
+    }
+
+    fn push(&mut self, id: String, parent: Option<usize>, distance: u32) {
+        self.index.insert(id.clone(), self.reached.len());
+        self.reached.push((id, parent, distance));
+    }
+
+    /// The ids reached, in the order reached.
+    pub fn into_ids(self) -> impl Iterator<Item = String> {
+        self.reached.into_iter().map(|(id, ..)| id)
+    }
+
+    /// The number of relationships from the start to `id`, if the walk reached it.
+    pub fn distance(&self, id: &str) -> Option<u32> {
+        self.index.get(id).map(|&at| self.reached[at].2)
+    }
+
+    /// One shortest path from the start to `id`, both included, if the walk reached it.
+    pub fn path_to(&self, id: &str) -> Option<Vec<String>> {
+        let mut at = Some(*self.index.get(id)?);
+        let mut path = Vec::new();
+        while let Some(index) = at {
+            let (id, parent, _) = &self.reached[index];
+            path.push(id.clone());
+            at = *parent;
+        }
+        path.push(self.start.clone());
+        path.reverse();
+        Some(path)
+    }
+}
+
 impl<N> Walk<N> {
+    /// What the walk reached, by id (see [`Walked`]); `exists` leaves out an item gone since,
+    /// with what was reached through it, as [`Walk::describe`] does.
+    pub fn walked(self, id: impl Fn(&N) -> String, exists: impl Fn(&N) -> bool) -> Walked {
+        let mut walked = Walked {
+            start: id(&self.start),
+            ..Walked::default()
+        };
+        // The index in `walked` of each reached item kept, `None` for one left out.
+        let mut kept: Vec<Option<usize>> = Vec::with_capacity(self.reached.len());
+        for reached in &self.reached {
+            let parent = match reached.parent {
+                None => Some(None),
+                Some(parent) => kept[parent].map(Some),
+            };
+            match parent.filter(|_| exists(&reached.node)) {
+                Some(parent) => {
+                    kept.push(Some(walked.reached.len()));
+                    walked.push(id(&reached.node), parent, reached.distance);
+                }
+                None => kept.push(None),
+            }
+        }
+        walked
+    }
+
     /// The answer: `id` names an item, `describe` tells what is shown of a reached one (an
     /// item it cannot describe, gone since, is left out with what was reached through it).
     pub fn describe(

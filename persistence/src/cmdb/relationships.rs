@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use domain::cmdb::impact::{self, Direction, Impact, NodeInfo, Step};
+use domain::cmdb::impact::{self, Direction, Impact, NodeInfo, Step, Walked};
 use std::sync::Arc;
 
 use super::graph::GraphCache;
@@ -401,6 +401,33 @@ pub fn impact(
             .ok_or(StoreError::NotFound);
     }
     impact_from_database(conn, start, direction, depth, types, limit)
+}
+
+/// What a walk from `start` reaches, by id (see [`Walked`]): from the node's graph copy when
+/// it is current, else level by level from the database.
+pub fn reach(
+    conn: &mut DbConnection,
+    graphs: &Arc<GraphCache>,
+    start: &str,
+    direction: Direction,
+    depth: u32,
+    limit: usize,
+) -> Result<Walked, StoreError> {
+    if let Some(copy) = graphs.current(conn)? {
+        return copy
+            .graph
+            .reach(start, direction, depth, limit)
+            .ok_or(StoreError::NotFound);
+    }
+    if !item_exists(conn, start)? {
+        return Err(StoreError::NotFound);
+    }
+    let classes = super::classes::all(conn)?;
+    let mut nodes = HashMap::new();
+    let found = impact::walk(start.to_owned(), depth, limit, |frontier| {
+        next_level(conn, frontier, direction, &[], &classes, &mut nodes)
+    })?;
+    Ok(found.walked(|id| id.clone(), |id| nodes.contains_key(id)))
 }
 
 /// The impact of `start` read level by level from the database.
