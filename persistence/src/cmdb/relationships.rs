@@ -419,14 +419,7 @@ pub fn reach(
             .reach(start, direction, depth, limit)
             .ok_or(StoreError::NotFound);
     }
-    if !item_exists(conn, start)? {
-        return Err(StoreError::NotFound);
-    }
-    let classes = super::classes::all(conn)?;
-    let mut nodes = HashMap::new();
-    let found = impact::walk(start.to_owned(), depth, limit, |frontier| {
-        next_level(conn, frontier, direction, &[], &classes, &mut nodes)
-    })?;
+    let (found, nodes) = walk_database(conn, start, direction, depth, &[], limit)?;
     Ok(found.walked(|id| id.clone(), |id| nodes.contains_key(id)))
 }
 
@@ -439,6 +432,19 @@ pub fn impact_from_database(
     types: &[RelationshipType],
     limit: usize,
 ) -> Result<Impact, StoreError> {
+    let (found, nodes) = walk_database(conn, start, direction, depth, types, limit)?;
+    Ok(found.describe(|id| id.clone(), |id| nodes.get(id).cloned()))
+}
+
+/// A walk from `start` level by level over the database, with what it read of each item.
+fn walk_database(
+    conn: &mut DbConnection,
+    start: &str,
+    direction: Direction,
+    depth: u32,
+    types: &[RelationshipType],
+    limit: usize,
+) -> Result<(impact::Walk<String>, HashMap<String, NodeInfo>), StoreError> {
     if !item_exists(conn, start)? {
         return Err(StoreError::NotFound);
     }
@@ -447,5 +453,5 @@ pub fn impact_from_database(
     let found = impact::walk(start.to_owned(), depth, limit, |frontier| {
         next_level(conn, frontier, direction, types, &classes, &mut nodes)
     })?;
-    Ok(found.describe(|id| id.clone(), |id| nodes.get(id).cloned()))
+    Ok((found, nodes))
 }
