@@ -157,6 +157,7 @@ impl Intake {
                 db: db.clone(),
                 queue: self.queue.downgrade(),
                 new_keys: Arc::new(Mutex::new(HashMap::new())),
+                reporters: Arc::new(Mutex::new(HashMap::new())),
             };
             // A thread of its own, not a task on the worker the first request came to: the
             // queue outlives any one worker (a graceful stop ends them one by one), and the
@@ -194,7 +195,11 @@ struct Taking {
     /// the queue closes when the state is dropped.
     queue: mpsc::WeakUnboundedSender<Waiting>,
     new_keys: NewKeys,
+    /// The user each API token reports incidents for (a token's creator never changes).
+    reporters: Reporters,
 }
+
+type Reporters = Arc<Mutex<HashMap<String, String>>>;
 
 impl Taking {
     /// Takes every request waiting (up to a bound) into one unit of work on the primary
@@ -293,14 +298,27 @@ impl Taking {
             keys
         };
         let (db, queue, new_keys) = (self.db.clone(), self.queue.clone(), self.new_keys.clone());
+        let reporters = self.reporters.clone();
         tokio::spawn(async move {
-            let Waiting { request, answer } = waiting;
+            let Waiting {
+                mut request,
+                answer,
+            } = waiting;
+            if let (None, Some(token)) = (&request.context.reporter, &request.context.token_id) {
+                let known = lock(&reporters).get(token).cloned();
+                request.context.reporter = known;
+            }
             let storing = request.clone();
             let outcome = db
                 .write_new_rows(move |conn| open_new_keys(conn, &storing))
                 .await;
             match outcome {
-                Ok(received) => drop(answer.send(Ok(received))),
+                Ok((received, reporter)) => {
+                    if let (Some(token), Some(reporter)) = (&request.context.token_id, reporter) {
+                        lock(&reporters).insert(token.clone(), reporter);
+                    }
+                    drop(answer.send(Ok(received)))
+                }
                 // A key was stored meanwhile (by another node): the primary writer counts it
                 // as a repeat.
                 Err(ApiError::ConstraintViolation { .. }) => {
@@ -322,6 +340,12 @@ impl Taking {
             }
         });
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Queues `waiting` again; answered at once if the intake is gone.
@@ -467,16 +491,20 @@ fn receive_together(
 /// stored by now (by another node) fails it with [`taken`], as does a key stored meanwhile by
 /// a transaction not yet committed (a unique violation once that one commits): the request
 /// then goes back to the primary writer. May run twice (see `Database::write_new_rows`).
-fn open_new_keys(conn: &mut DbConnection, request: &Request) -> ApiResult<Vec<Received>> {
+/// Also returns the user incidents were reported for, if it was looked up.
+fn open_new_keys(
+    conn: &mut DbConnection,
+    request: &Request,
+) -> ApiResult<(Vec<Received>, Option<String>)> {
     let mut context = request.context.clone();
     let mut received = Vec::with_capacity(request.incoming.len());
     for alert in &request.incoming {
         if alerts::by_key(conn, &alert.source, &alert.dedup_key)?.is_some() {
             return Err(taken());
         }
-        received.push(receive_one(conn, &mut context, alert)?);
+        received.push(store_new_key(conn, &mut context, alert, Decision::Open)?);
     }
-    Ok(received)
+    Ok((received, context.reporter))
 }
 
 /// A key [`open_new_keys`] found stored: the request goes back to the primary writer.
@@ -520,14 +548,7 @@ fn receive_one(
     };
     let (decision, stored) = match (decision, stored) {
         (Decision::Open, _) | (Decision::ResolvedUnseen, _) => {
-            let handling = alert::handling(&context.rules, alert);
-            let incident = match (decision, handling.open_incident) {
-                (Decision::Open, true) => Some(open_incident(conn, context, alert, &handling)?.id),
-                _ => None,
-            };
-            let rule = handling.rule_id.as_deref();
-            let stored = alerts::insert(conn, &context.ctx, alert, incident.as_deref(), rule)?;
-            return Ok(received(stored.id, stored.incident_id));
+            return store_new_key(conn, context, alert, decision);
         }
         (decision, Some(stored)) => (decision, stored),
         (_, None) => {
@@ -567,6 +588,30 @@ fn receive_one(
             Err(ApiError::Internal("a new key was decided as stored".into()))
         }
     }
+}
+
+/// Stores a key never seen (`Decision::Open` or `Decision::ResolvedUnseen`), opening its
+/// incident when it fires and the rules say so.
+fn store_new_key(
+    conn: &mut DbConnection,
+    context: &mut Context,
+    alert: &IncomingAlert,
+    decision: Decision,
+) -> ApiResult<Received> {
+    let handling = alert::handling(&context.rules, alert);
+    let incident = match (decision, handling.open_incident) {
+        (Decision::Open, true) => Some(open_incident(conn, context, alert, &handling)?.id),
+        _ => None,
+    };
+    let rule = handling.rule_id.as_deref();
+    let stored = alerts::insert(conn, &context.ctx, alert, incident.as_deref(), rule)?;
+    Ok(Received {
+        id: stored.id,
+        source: alert.source.clone(),
+        dedup_key: alert.dedup_key.clone(),
+        outcome: decision.outcome(),
+        incident_id: stored.incident_id,
+    })
 }
 
 /// The incident of a key firing again: a resolved one reopened when flapping, an open one kept,
