@@ -63,6 +63,7 @@ pub async fn prepare(config: &Config) -> Result<web::Data<AppState>, String> {
         sla_rules: crate::recent::RecentReads::new(std::time::Duration::from_secs(1), 1),
         alert_rules: crate::routes::alerts::recent_rules(),
         alert_intake: tokio::sync::Semaphore::new(config.alert_queue),
+        alert_queue: crate::usecases::alerts::Intake::default(),
         alert_flap_window: chrono::Duration::seconds(config.alert_flap_window_seconds),
         webhooks: config.webhooks.clone(),
         webhook_sender: crate::webhook_delivery::Sender::new(&config.webhooks)?,

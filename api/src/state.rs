@@ -48,6 +48,8 @@ pub struct AppState {
     pub alert_rules: RecentReads<(), Arc<Vec<domain::alert::AlertRule>>>,
     /// Alert intake requests in progress; none waits for a permit (429 instead).
     pub alert_intake: tokio::sync::Semaphore,
+    /// Alert requests waiting for the write path, taken together.
+    pub alert_queue: crate::usecases::alerts::Intake,
     /// A resolved alert firing again within this is flapping (`ITSM_ALERT_FLAP_WINDOW_SECONDS`).
     pub alert_flap_window: chrono::Duration,
     /// How webhooks are delivered, and the client test messages are sent with.

@@ -4,7 +4,7 @@
 //! one update) and writes no audit entry or event, like a token's last use. Anything that
 //! changes what the alert means (new, resolved, firing again) is audited.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -118,42 +118,130 @@ pub fn by_key(
     .transpose()
 }
 
-/// Counts a repeat of `key` if it is firing, in one statement: the storm's common case. The
-/// alert's id and incident when it was; `None` when the key is unknown or resolved.
-pub fn count_if_firing(
+/// A key of an alert: (source, dedup key).
+pub type Key = (String, String);
+
+#[derive(QueryableByName)]
+struct KeyRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    source: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    dedup_key: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    status: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    incident_id: Option<String>,
+}
+
+/// A stored key as the intake sees it first.
+#[derive(Debug, Clone)]
+pub struct KeyState {
+    pub id: String,
+    pub firing: bool,
+    pub incident_id: Option<String>,
+}
+
+/// The stored keys among `keys` (distinct). On PostgreSQL one statement for all of them, their
+/// rows locked until the commit, in id order, so that another node cannot change one before
+/// this transaction counts it; on SQLite (one writer, no round trips) one lookup by key each.
+pub fn states_of_keys(
     conn: &mut DbConnection,
-    source: &str,
-    key: &str,
-    at: NaiveDateTime,
-) -> Result<Option<(String, Option<String>)>, StoreError> {
-    let firing = alerts::source
-        .eq(source)
-        .and(alerts::dedup_key.eq(key))
-        .and(alerts::status.eq(AlertStatus::Firing.as_str()));
-    let counted = (
-        alerts::count.eq(alerts::count + 1),
-        alerts::last_seen.eq(at),
-    );
-    match conn {
-        // SQLite runs RETURNING as a trigger with a statement journal (see `counters`); a
-        // lookup and an update by key cost less, and there are no round trips.
-        DbConnection::Sqlite(c) => {
-            let found: Option<(String, Option<String>)> = alerts::table
-                .filter(firing)
-                .select((alerts::id, alerts::incident_id))
-                .get_result(c)
-                .optional()?;
-            if let Some((id, _)) = &found {
-                fixed_update(alerts::table, counted, alerts::id.eq(id)).execute(c)?;
-            }
-            Ok(found)
-        }
-        // One round trip.
-        DbConnection::Postgresql(c) => Ok(fixed_update(alerts::table, counted, firing)
-            .returning((alerts::id, alerts::incident_id))
-            .get_result(c)
-            .optional()?),
+    keys: &[Key],
+) -> Result<HashMap<Key, KeyState>, StoreError> {
+    let mut found = HashMap::with_capacity(keys.len());
+    if keys.is_empty() {
+        return Ok(found);
     }
+    let firing = AlertStatus::Firing.as_str();
+    match conn {
+        DbConnection::Sqlite(c) => {
+            for (source, key) in keys {
+                let row: Option<(String, String, Option<String>)> = alerts::table
+                    .filter(alerts::source.eq(source))
+                    .filter(alerts::dedup_key.eq(key))
+                    .select((alerts::id, alerts::status, alerts::incident_id))
+                    .get_result(c)
+                    .optional()?;
+                if let Some((id, status, incident_id)) = row {
+                    let state = KeyState {
+                        id,
+                        firing: status == firing,
+                        incident_id,
+                    };
+                    found.insert((source.clone(), key.clone()), state);
+                }
+            }
+        }
+        DbConnection::Postgresql(c) => {
+            use diesel::sql_types::{Array, Text};
+            let (sources, dedup_keys): (Vec<&str>, Vec<&str>) = keys
+                .iter()
+                .map(|(source, key)| (source.as_str(), key.as_str()))
+                .unzip();
+            let rows: Vec<KeyRow> = diesel::sql_query(
+                "SELECT a.id, a.source, a.dedup_key, a.status, a.incident_id FROM alerts a \
+                 JOIN unnest($1::text[], $2::text[]) AS k(source, dedup_key) \
+                 ON a.source = k.source AND a.dedup_key = k.dedup_key \
+                 ORDER BY a.id FOR UPDATE OF a",
+            )
+            .bind::<Array<Text>, _>(sources)
+            .bind::<Array<Text>, _>(dedup_keys)
+            .load(c)?;
+            for row in rows {
+                let state = KeyState {
+                    id: row.id,
+                    firing: row.status == firing,
+                    incident_id: row.incident_id,
+                };
+                found.insert((row.source, row.dedup_key), state);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Counts repeats of firing alerts: for each alert id (distinct), how many repeats and the
+/// last time seen. On PostgreSQL one statement for all of them.
+pub fn count_repeats(
+    conn: &mut DbConnection,
+    repeats: &[(String, i64, NaiveDateTime)],
+) -> Result<(), StoreError> {
+    if repeats.is_empty() {
+        return Ok(());
+    }
+    match conn {
+        DbConnection::Sqlite(c) => {
+            for (id, n, at) in repeats {
+                fixed_update(
+                    alerts::table,
+                    (
+                        alerts::count.eq(alerts::count + *n),
+                        alerts::last_seen.eq(*at),
+                    ),
+                    alerts::id.eq(id),
+                )
+                .execute(c)?;
+            }
+        }
+        DbConnection::Postgresql(c) => {
+            use diesel::sql_types::{Array, BigInt, Text, Timestamp};
+            let ids: Vec<&str> = repeats.iter().map(|(id, _, _)| id.as_str()).collect();
+            let counts: Vec<i64> = repeats.iter().map(|(_, n, _)| *n).collect();
+            let seen: Vec<NaiveDateTime> = repeats.iter().map(|(_, _, at)| *at).collect();
+            diesel::sql_query(
+                "UPDATE alerts SET count = alerts.count + k.n, last_seen = k.at \
+                 FROM unnest($1::text[], $2::bigint[], $3::timestamp[]) AS k(id, n, at) \
+                 WHERE alerts.id = k.id",
+            )
+            .bind::<Array<Text>, _>(ids)
+            .bind::<Array<BigInt>, _>(counts)
+            .bind::<Array<Timestamp>, _>(seen)
+            .execute(c)?;
+        }
+    }
+    Ok(())
 }
 
 /// Counts a repeat of a firing alert.

@@ -91,6 +91,7 @@ pub use db::{Backend, Database, DatabaseConfig, DbConnection, MultiBackend, Unre
 pub use diesel::result::Error as DieselError;
 pub use error::{ConstraintKind, Outage, StoreError};
 pub use lookups::Lookups;
+pub use writer::in_savepoint;
 
 /// Now, in UTC, at the microsecond precision both backends store, so that what a create
 /// returns equals what a later read returns.
@@ -383,51 +384,6 @@ where
 }
 
 impl<T, V, W, C> diesel::RunQueryDsl<C> for FixedUpdate<T, V, W> {}
-
-impl<T, V, W> FixedUpdate<T, V, W> {
-    /// The same update returning `columns` of the rows it changed, kept prepared likewise.
-    pub(crate) fn returning<R: diesel::Expression>(self, columns: R) -> FixedReturning<Self, R> {
-        FixedReturning {
-            update: self,
-            columns,
-        }
-    }
-}
-
-/// `<fixed update> RETURNING <columns>` (see [`FixedUpdate`]): a lookup and its change in one
-/// statement, one round trip on PostgreSQL.
-pub(crate) struct FixedReturning<U, R> {
-    update: U,
-    columns: R,
-}
-
-impl<U, R> diesel::query_builder::QueryId for FixedReturning<U, R> {
-    type QueryId = ();
-    // Cached by its SQL text.
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl<U, R: diesel::Expression> diesel::query_builder::Query for FixedReturning<U, R> {
-    type SqlType = R::SqlType;
-}
-
-impl<DB, U, R> diesel::query_builder::QueryFragment<DB> for FixedReturning<U, R>
-where
-    DB: diesel::backend::Backend,
-    U: diesel::query_builder::QueryFragment<DB>,
-    R: diesel::query_builder::QueryFragment<DB>,
-{
-    fn walk_ast<'b>(
-        &'b self,
-        mut out: diesel::query_builder::AstPass<'_, 'b, DB>,
-    ) -> diesel::QueryResult<()> {
-        self.update.walk_ast(out.reborrow())?;
-        out.push_sql(" RETURNING ");
-        self.columns.walk_ast(out.reborrow())
-    }
-}
-
-impl<U, R, C> diesel::RunQueryDsl<C> for FixedReturning<U, R> {}
 
 #[cfg(test)]
 mod tests {

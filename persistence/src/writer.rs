@@ -449,6 +449,24 @@ where
     result
 }
 
+/// Runs `part`, a part of a unit of work that may fail on its own (one request of several a
+/// unit runs together), in a savepoint of its own: when it fails, what it wrote, its audit
+/// entries and its events are undone, and the rest of the unit goes on.
+pub fn in_savepoint<T, E>(
+    conn: &mut DbConnection,
+    part: impl FnOnce(&mut DbConnection) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+{
+    let mark = journal::mark();
+    let result = conn.transaction(part);
+    if result.is_err() {
+        journal::cut(mark);
+    }
+    result
+}
+
 /// Runs `units` in one savepoint; false (and nothing of theirs kept) unless all succeeded.
 fn run_in_shared_savepoint(conn: &mut DbConnection, units: &mut [Box<dyn Job>]) -> bool {
     // Inside the batch's transaction, diesel's transaction steps are savepoint steps.

@@ -448,10 +448,13 @@ pub fn recent_rules() -> RecentReads<(), Arc<Vec<AlertRule>>> {
     RecentReads::new(Duration::from_secs(1), 1)
 }
 
+/// The monitoring intake's two routes, registered before every other (see `routes::configure`).
+pub fn configure_intake(cfg: &mut web::ServiceConfig) {
+    cfg.service(receive_alertmanager).service(receive_alerts);
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(receive_alertmanager)
-        .service(receive_alerts)
-        .service(list_alerts)
+    cfg.service(list_alerts)
         .service(get_alert)
         .service(create_rule)
         .service(list_rules)

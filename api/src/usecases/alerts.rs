@@ -1,14 +1,18 @@
 //! The monitoring intake: alerts deduplicated by key, incidents opened, reopened and resolved
-//! for them through the incident use cases, all of one request in one unit of work.
+//! for them through the incident use cases.
 //!
-//! Alerts change existing rows (counts, the incident of a key), so their units run on the
-//! primary writer, which batches waiting units into one transaction: the storm's repeats
-//! share commits. At most `ITSM_ALERT_QUEUE` requests are in progress; past that the intake
-//! answers 429 with `Retry-After` at once instead of letting senders time out.
+//! Alerts change existing rows (counts, the incident of a key), so they run on the primary
+//! writer. Requests wait in the intake's queue while a unit of work runs; the next unit takes
+//! every request waiting and handles them together (see [`receive_together`]): the storm's
+//! common case, repeats of firing keys, costs one lookup and one update for the whole unit
+//! however many requests repeat the same key, and each request is answered only after the
+//! commit. At most `ITSM_ALERT_QUEUE` requests are in progress; past that the intake answers
+//! 429 with `Retry-After` at once instead of letting senders time out.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
-use chrono::Duration;
+use chrono::{Duration, NaiveDateTime};
 use domain::alert::{
     self, AlertOutcome, AlertRule, AlertStatus, Decision, Handling, IncomingAlert,
 };
@@ -20,8 +24,9 @@ use domain::notes::Visibility;
 use domain::routing::{self, AssignmentRule};
 use persistence::alerts::{self, StoredKey};
 use persistence::tickets::TicketTable;
-use persistence::{api_tokens, incidents, notes, DbConnection, WriteContext};
+use persistence::{api_tokens, incidents, notes, Backend, Database, DbConnection, WriteContext};
 use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
 use utoipa::ToSchema;
 
 use super::incidents::{report_in, resolve_in, transition_in};
@@ -42,6 +47,7 @@ pub struct Received {
 }
 
 /// What every alert of a unit of work needs besides itself.
+#[derive(Clone)]
 struct Context {
     ctx: WriteContext,
     rules: Arc<Vec<AlertRule>>,
@@ -68,7 +74,7 @@ pub async fn receive(
         })?;
     let rules = alert_rules(state).await?;
     let routing = crate::routes::assignment_rules::routing_rules(state).await?;
-    let mut context = Context {
+    let context = Context {
         ctx: state.ticket_context(&caller).await?,
         rules,
         routing,
@@ -77,14 +83,435 @@ pub async fn receive(
         token_id: (caller.kind == CallerKind::ApiToken).then_some(caller.id),
     };
     state
-        .db
-        .write(move |conn| -> ApiResult<Vec<Received>> {
+        .alert_queue
+        .submit(
+            &state.db,
+            Request {
+                context,
+                incoming,
+                returned: false,
+            },
+        )
+        .await
+}
+
+/// One request of the intake: its alerts, and what they need besides themselves.
+#[derive(Clone)]
+struct Request {
+    context: Context,
+    incoming: Vec<IncomingAlert>,
+    /// Back from the writers of new rows: the primary writer stores it whatever its keys.
+    returned: bool,
+}
+
+impl Request {
+    fn all_firing(&self) -> bool {
+        self.incoming
+            .iter()
+            .all(|a| a.status == AlertStatus::Firing)
+    }
+
+    fn keys(&self) -> impl Iterator<Item = alerts::Key> + '_ {
+        self.incoming
+            .iter()
+            .map(|a| (a.source.clone(), a.dedup_key.clone()))
+    }
+}
+
+struct Waiting {
+    request: Request,
+    answer: oneshot::Sender<ApiResult<Vec<Received>>>,
+}
+
+/// The most requests, and the most alerts, one unit of work takes from the queue.
+const MOST_REQUESTS: usize = 256;
+const MOST_ALERTS: usize = 4096;
+
+/// The queue of alert requests waiting for the write path, and the task that takes them to it
+/// (started by the first request). Its length is bounded by the intake's permits.
+pub struct Intake {
+    queue: mpsc::UnboundedSender<Waiting>,
+    taker: Mutex<Option<mpsc::UnboundedReceiver<Waiting>>>,
+}
+
+impl Default for Intake {
+    fn default() -> Self {
+        let (queue, taker) = mpsc::unbounded_channel();
+        Self {
+            queue,
+            taker: Mutex::new(Some(taker)),
+        }
+    }
+}
+
+impl Intake {
+    /// Queues `request` and waits until the unit of work that took it committed.
+    async fn submit(&self, db: &Database, request: Request) -> ApiResult<Vec<Received>> {
+        let taker = self
+            .taker
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(taker) = taker {
+            let taking = Taking {
+                db: db.clone(),
+                queue: self.queue.downgrade(),
+                new_keys: Arc::new(Mutex::new(HashMap::new())),
+                reporters: Arc::new(Mutex::new(HashMap::new())),
+            };
+            // A thread of its own, not a task on the worker the first request came to: the
+            // queue outlives any one worker (a graceful stop ends them one by one), and the
+            // thread ends with the queue (the state dropped).
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| {
+                    ApiError::Unavailable(format!("cannot start the alert intake: {e}"))
+                })?;
+            std::thread::Builder::new()
+                .name("itsm-alert-intake".into())
+                .spawn(move || runtime.block_on(taking.run(taker)))
+                .map_err(|e| {
+                    ApiError::Unavailable(format!("cannot start the alert intake: {e}"))
+                })?;
+        }
+        let (answer, answered) = oneshot::channel();
+        let stopped = || ApiError::Unavailable("the alert intake stopped; retry shortly".into());
+        self.queue
+            .send(Waiting { request, answer })
+            .map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
+    }
+}
+
+/// Keys being stored for the first time on a writer of new rows, each with the requests that
+/// name it and wait for that to commit.
+type NewKeys = Arc<Mutex<HashMap<alerts::Key, Vec<Waiting>>>>;
+
+/// The task that takes the intake's requests to the write path.
+struct Taking {
+    db: Database,
+    /// To queue again a request that waited for a new key, or found it taken; weak, so that
+    /// the queue closes when the state is dropped.
+    queue: mpsc::WeakUnboundedSender<Waiting>,
+    new_keys: NewKeys,
+    /// The user each API token reports incidents for (a token's creator never changes).
+    reporters: Reporters,
+}
+
+type Reporters = Arc<Mutex<HashMap<String, String>>>;
+
+impl Taking {
+    /// Takes every request waiting (up to a bound) into one unit of work on the primary
+    /// writer, waits for its commit, answers each request, and takes the requests that arrived
+    /// meanwhile. On PostgreSQL, requests whose every key is new go on to the writers of new
+    /// rows, several at once (see [`open_new_keys`]).
+    async fn run(self, mut queue: mpsc::UnboundedReceiver<Waiting>) {
+        let defer_new = self.db.backend() == Backend::Postgres;
+        while let Some(first) = queue.recv().await {
+            let mut alerts = first.request.incoming.len();
+            let mut waiting = vec![first];
+            while waiting.len() < MOST_REQUESTS && alerts < MOST_ALERTS {
+                match queue.try_recv() {
+                    Ok(next) => {
+                        alerts += next.request.incoming.len();
+                        waiting.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let waiting = self.hold_back_new_keys(waiting);
+            if waiting.is_empty() {
+                continue;
+            }
+            let (requests, answers): (Vec<Request>, Vec<_>) = waiting
+                .into_iter()
+                .map(|waiting| (waiting.request, waiting.answer))
+                .unzip();
+            let outcome = self
+                .db
+                .write(move |conn| receive_together(conn, requests, defer_new))
+                .await;
+            match outcome {
+                Ok(handled) => {
+                    for (answer, handled) in answers.into_iter().zip(handled) {
+                        match handled {
+                            // The sender may have gone away: nothing to answer.
+                            Handled::Done(result) => drop(answer.send(result)),
+                            Handled::New(request) => self.open_new(Waiting { request, answer }),
+                        }
+                    }
+                }
+                Err(error) => {
+                    for answer in answers {
+                        let _ = answer.send(Err(shared(&error)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sets aside the requests naming a key that a writer of new rows is storing now: they
+    /// are queued again once it committed (or failed).
+    fn hold_back_new_keys(&self, waiting: Vec<Waiting>) -> Vec<Waiting> {
+        let mut new_keys = self
+            .new_keys
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if new_keys.is_empty() {
+            return waiting;
+        }
+        let mut go = Vec::with_capacity(waiting.len());
+        for waiting in waiting {
+            let held = waiting
+                .request
+                .keys()
+                .find(|key| new_keys.contains_key(key));
+            match held {
+                Some(key) => new_keys.entry(key).or_default().push(waiting),
+                None => go.push(waiting),
+            }
+        }
+        go
+    }
+
+    /// Stores the new keys of `waiting` on a writer of new rows, unless another request is
+    /// storing one of them (then it waits for that one).
+    fn open_new(&self, waiting: Waiting) {
+        let keys: Vec<alerts::Key> = {
+            let mut new_keys = self
+                .new_keys
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let held = waiting
+                .request
+                .keys()
+                .find(|key| new_keys.contains_key(key));
+            if let Some(key) = held {
+                new_keys.entry(key).or_default().push(waiting);
+                return;
+            }
+            let keys: Vec<alerts::Key> = waiting.request.keys().collect();
+            for key in &keys {
+                new_keys.entry(key.clone()).or_default();
+            }
+            keys
+        };
+        let (db, queue, new_keys) = (self.db.clone(), self.queue.clone(), self.new_keys.clone());
+        let reporters = self.reporters.clone();
+        tokio::spawn(async move {
+            let Waiting {
+                mut request,
+                answer,
+            } = waiting;
+            if let (None, Some(token)) = (&request.context.reporter, &request.context.token_id) {
+                let known = lock(&reporters).get(token).cloned();
+                request.context.reporter = known;
+            }
+            let storing = request.clone();
+            let outcome = db
+                .write_new_rows(move |conn| open_new_keys(conn, &storing))
+                .await;
+            match outcome {
+                Ok((received, reporter)) => {
+                    if let (Some(token), Some(reporter)) = (&request.context.token_id, reporter) {
+                        lock(&reporters).insert(token.clone(), reporter);
+                    }
+                    drop(answer.send(Ok(received)))
+                }
+                // A key was stored meanwhile (by another node): the primary writer counts it
+                // as a repeat.
+                Err(ApiError::ConstraintViolation { .. }) => {
+                    let request = Request {
+                        returned: true,
+                        ..request
+                    };
+                    requeue(&queue, Waiting { request, answer });
+                }
+                Err(error) => drop(answer.send(Err(error))),
+            }
+            let mut new_keys = new_keys
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for key in keys {
+                for waiting in new_keys.remove(&key).unwrap_or_default() {
+                    requeue(&queue, waiting);
+                }
+            }
+        });
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Queues `waiting` again; answered at once if the intake is gone.
+fn requeue(queue: &mpsc::WeakUnboundedSender<Waiting>, waiting: Waiting) {
+    let Some(queue) = queue.upgrade() else {
+        let stopped = ApiError::Unavailable("the alert intake stopped; retry shortly".into());
+        let _ = waiting.answer.send(Err(stopped));
+        return;
+    };
+    if let Err(mpsc::error::SendError(waiting)) = queue.send(waiting) {
+        let stopped = ApiError::Unavailable("the alert intake stopped; retry shortly".into());
+        let _ = waiting.answer.send(Err(stopped));
+    }
+}
+
+/// The failure of a unit of work, for each of its requests.
+fn shared(error: &ApiError) -> ApiError {
+    match error {
+        ApiError::Outage(outage) => ApiError::Outage(*outage),
+        ApiError::Unavailable(detail) => ApiError::Unavailable(detail.clone()),
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
+/// What became of a request in a unit of work of the primary writer.
+enum Handled {
+    Done(ApiResult<Vec<Received>>),
+    /// Every key of the request is new: it goes on to a writer of new rows.
+    New(Request),
+}
+
+/// Receives `requests` in one unit of work. Requests made only of repeats of firing keys are
+/// counted together: one lookup of the keys of the unit (locking their rows on PostgreSQL),
+/// then one update of each key's count, however many requests repeat it. With `defer_new`,
+/// requests whose every key is new are handed back, to be stored by the writers of new rows.
+/// Every other request runs alone, in order, in a savepoint of its own, so that one that fails
+/// leaves nothing behind and the others stand. The requests of a unit are concurrent (none is
+/// answered before the commit): counting the repeats first is one of their orders.
+fn receive_together(
+    conn: &mut DbConnection,
+    requests: Vec<Request>,
+    defer_new: bool,
+) -> ApiResult<Vec<Handled>> {
+    let mut seen = HashSet::new();
+    let keys: Vec<alerts::Key> = requests
+        .iter()
+        .filter(|request| request.all_firing())
+        .flat_map(Request::keys)
+        .filter(|key| seen.insert(key.clone()))
+        .collect();
+    let stored = alerts::states_of_keys(conn, &keys)?;
+    let mut repeats: HashMap<&str, (i64, NaiveDateTime)> = HashMap::new();
+    let mut handled: Vec<Option<Handled>> = Vec::with_capacity(requests.len());
+    let mut rest: Vec<Option<Request>> = Vec::with_capacity(requests.len());
+    for request in requests {
+        if !request.all_firing() {
+            handled.push(None);
+            rest.push(Some(request));
+            continue;
+        }
+        let states: Vec<Option<&alerts::KeyState>> =
+            request.keys().map(|key| stored.get(&key)).collect();
+        let distinct = || {
+            let mut keys = HashSet::new();
+            request.keys().all(|key| keys.insert(key))
+        };
+        if defer_new && !request.returned && states.iter().all(Option::is_none) && distinct() {
+            handled.push(Some(Handled::New(request)));
+            rest.push(None);
+            continue;
+        }
+        if !states.iter().all(|s| s.is_some_and(|s| s.firing)) {
+            handled.push(None);
+            rest.push(Some(request));
+            continue;
+        }
+        let at = request.context.ctx.at;
+        let received = request
+            .incoming
+            .iter()
+            .zip(states.into_iter().flatten())
+            .map(|(alert, state)| {
+                let counted = repeats.entry(state.id.as_str()).or_insert((0, at));
+                counted.0 += 1;
+                counted.1 = counted.1.max(at);
+                Received {
+                    id: state.id.clone(),
+                    source: alert.source.clone(),
+                    dedup_key: alert.dedup_key.clone(),
+                    outcome: AlertOutcome::Deduplicated,
+                    incident_id: state.incident_id.clone(),
+                }
+            })
+            .collect();
+        handled.push(Some(Handled::Done(Ok(received))));
+        rest.push(None);
+    }
+    let mut repeats: Vec<(String, i64, NaiveDateTime)> = repeats
+        .into_iter()
+        .map(|(id, (n, at))| (id.to_owned(), n, at))
+        .collect();
+    // In id order, the order the lookup locked them in.
+    repeats.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    alerts::count_repeats(conn, &repeats)?;
+    // The user incidents are reported for, per API token, found once for the unit.
+    let mut reporters: HashMap<String, String> = HashMap::new();
+    for (outcome, request) in handled.iter_mut().zip(rest) {
+        let Some(Request {
+            mut context,
+            incoming,
+            ..
+        }) = request
+        else {
+            continue;
+        };
+        if context.reporter.is_none() {
+            let known = context.token_id.as_ref().and_then(|t| reporters.get(t));
+            context.reporter = known.cloned();
+        }
+        let result = persistence::in_savepoint(conn, |conn| {
             incoming
                 .iter()
                 .map(|alert| receive_one(conn, &mut context, alert))
-                .collect()
+                .collect::<ApiResult<Vec<_>>>()
+        });
+        if let (Some(token), Some(reporter)) = (&context.token_id, &context.reporter) {
+            reporters.insert(token.clone(), reporter.clone());
+        }
+        *outcome = Some(Handled::Done(result));
+    }
+    Ok(handled
+        .into_iter()
+        .map(|outcome| {
+            outcome.unwrap_or_else(|| {
+                Handled::Done(Err(ApiError::Internal("a request was not handled".into())))
+            })
         })
-        .await
+        .collect())
+}
+
+/// Stores the alerts of `request`, whose keys were all new when the primary writer looked, as
+/// a unit of work of the writers of new rows: it only adds rows (alerts, incidents). A key
+/// stored by now (by another node) fails it with [`taken`], as does a key stored meanwhile by
+/// a transaction not yet committed (a unique violation once that one commits): the request
+/// then goes back to the primary writer. May run twice (see `Database::write_new_rows`).
+/// Also returns the user incidents were reported for, if it was looked up.
+fn open_new_keys(
+    conn: &mut DbConnection,
+    request: &Request,
+) -> ApiResult<(Vec<Received>, Option<String>)> {
+    let mut context = request.context.clone();
+    let mut received = Vec::with_capacity(request.incoming.len());
+    for alert in &request.incoming {
+        if alerts::by_key(conn, &alert.source, &alert.dedup_key)?.is_some() {
+            return Err(taken());
+        }
+        received.push(store_new_key(conn, &mut context, alert, Decision::Open)?);
+    }
+    Ok((received, context.reporter))
+}
+
+/// A key [`open_new_keys`] found stored: the request goes back to the primary writer.
+fn taken() -> ApiError {
+    ApiError::ConstraintViolation {
+        cause: "the alert key was stored meanwhile".into(),
+    }
 }
 
 /// The alert rules in the order they are tried, trusted for a second after they were read;
@@ -105,20 +532,6 @@ fn receive_one(
     alert: &IncomingAlert,
 ) -> ApiResult<Received> {
     let now = context.ctx.at.and_utc();
-    if alert.status == AlertStatus::Firing {
-        // Most alerts of a storm repeat a firing key: counted in one statement.
-        let counted =
-            alerts::count_if_firing(conn, &alert.source, &alert.dedup_key, context.ctx.at)?;
-        if let Some((id, incident_id)) = counted {
-            return Ok(Received {
-                id,
-                source: alert.source.clone(),
-                dedup_key: alert.dedup_key.clone(),
-                outcome: AlertOutcome::Deduplicated,
-                incident_id,
-            });
-        }
-    }
     let stored = alerts::by_key(conn, &alert.source, &alert.dedup_key)?;
     let decision = Decision::of(
         stored.as_ref().map(|s| s.known),
@@ -135,14 +548,7 @@ fn receive_one(
     };
     let (decision, stored) = match (decision, stored) {
         (Decision::Open, _) | (Decision::ResolvedUnseen, _) => {
-            let handling = alert::handling(&context.rules, alert);
-            let incident = match (decision, handling.open_incident) {
-                (Decision::Open, true) => Some(open_incident(conn, context, alert, &handling)?.id),
-                _ => None,
-            };
-            let rule = handling.rule_id.as_deref();
-            let stored = alerts::insert(conn, &context.ctx, alert, incident.as_deref(), rule)?;
-            return Ok(received(stored.id, stored.incident_id));
+            return store_new_key(conn, context, alert, decision);
         }
         (decision, Some(stored)) => (decision, stored),
         (_, None) => {
@@ -182,6 +588,30 @@ fn receive_one(
             Err(ApiError::Internal("a new key was decided as stored".into()))
         }
     }
+}
+
+/// Stores a key never seen (`Decision::Open` or `Decision::ResolvedUnseen`), opening its
+/// incident when it fires and the rules say so.
+fn store_new_key(
+    conn: &mut DbConnection,
+    context: &mut Context,
+    alert: &IncomingAlert,
+    decision: Decision,
+) -> ApiResult<Received> {
+    let handling = alert::handling(&context.rules, alert);
+    let incident = match (decision, handling.open_incident) {
+        (Decision::Open, true) => Some(open_incident(conn, context, alert, &handling)?.id),
+        _ => None,
+    };
+    let rule = handling.rule_id.as_deref();
+    let stored = alerts::insert(conn, &context.ctx, alert, incident.as_deref(), rule)?;
+    Ok(Received {
+        id: stored.id,
+        source: alert.source.clone(),
+        dedup_key: alert.dedup_key.clone(),
+        outcome: decision.outcome(),
+        incident_id: stored.incident_id,
+    })
 }
 
 /// The incident of a key firing again: a resolved one reopened when flapping, an open one kept,

@@ -67,7 +67,12 @@ impl Settings {
                 .unwrap_or(seed_default),
             warm_up: Duration::from_millis(if quick { 200 } else { 2_000 }),
             duration: Duration::from_millis(if quick { 1_000 } else { 10_000 }),
-            concurrency: vec![1, 16, 64],
+            // BENCH_CONCURRENCY=64 (or "16,64") measures at those levels only.
+            concurrency: std::env::var("BENCH_CONCURRENCY")
+                .ok()
+                .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
+                .filter(|levels: &Vec<usize>| !levels.is_empty())
+                .unwrap_or_else(|| vec![1, 16, 64]),
             sla_target_seconds: std::env::var("BENCH_SLA_SECONDS")
                 .ok()
                 .and_then(|v| v.parse().ok()),
@@ -82,6 +87,8 @@ struct Measurement {
     backend: String,
     concurrency: usize,
     requests_per_second: f64,
+    /// Requests answered 2xx per second (refusals such as 429 left out).
+    accepted_per_second: f64,
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
@@ -623,6 +630,9 @@ async fn bench_backend(
                 backend: backend.into(),
                 concurrency,
                 requests_per_second: tally.latencies_us.len() as f64 / seconds,
+                accepted_per_second: (tally.latencies_us.len() - tally.errors - tally.conflicts)
+                    as f64
+                    / seconds,
                 p50_ms: percentile(&tally.latencies_us, 0.50),
                 p99_ms: percentile(&tally.latencies_us, 0.99),
                 max_ms: percentile(&tally.latencies_us, 1.0),
@@ -718,6 +728,7 @@ async fn beside(
         backend: backend.into(),
         concurrency: 1,
         requests_per_second: tally.latencies_us.len() as f64 / seconds,
+        accepted_per_second: (tally.latencies_us.len() - tally.errors) as f64 / seconds,
         p50_ms: percentile(&tally.latencies_us, 0.50),
         p99_ms: percentile(&tally.latencies_us, 0.99),
         max_ms: percentile(&tally.latencies_us, 1.0),
@@ -895,8 +906,8 @@ async fn soak(
 
 fn row(m: &Measurement) -> String {
     format!(
-        "| {:<30} | {:<8} | {:>4} | {:>9.0} | {:>7.2} | {:>7.2} | {:>8.2} | {:>6} | {:>9} | {:>7.1} |",
-        m.scenario, m.backend, m.concurrency, m.requests_per_second, m.p50_ms, m.p99_ms, m.max_ms, m.errors, m.conflicts,
+        "| {:<30} | {:<8} | {:>4} | {:>9.0} | {:>9.0} | {:>7.2} | {:>7.2} | {:>8.2} | {:>6} | {:>9} | {:>7.1} |",
+        m.scenario, m.backend, m.concurrency, m.requests_per_second, m.accepted_per_second, m.p50_ms, m.p99_ms, m.max_ms, m.errors, m.conflicts,
         m.server_peak_rss_mb
     )
 }
@@ -942,11 +953,12 @@ async fn main() {
         settings.seed_incidents
     );
     println!(
-        "| {:<30} | {:<8} | {:>4} | {:>9} | {:>7} | {:>7} | {:>8} | {:>6} | {:>9} | {:>7} |",
+        "| {:<30} | {:<8} | {:>4} | {:>9} | {:>9} | {:>7} | {:>7} | {:>8} | {:>6} | {:>9} | {:>7} |",
         "scenario",
         "backend",
         "conc",
         "req/s",
+        "2xx/s",
         "p50 ms",
         "p99 ms",
         "max ms",
@@ -954,7 +966,7 @@ async fn main() {
         "conflicts",
         "RSS MB"
     );
-    println!("|{}|", "-".repeat(128));
+    println!("|{}|", "-".repeat(140));
     for m in &results {
         println!("{}", row(m));
     }

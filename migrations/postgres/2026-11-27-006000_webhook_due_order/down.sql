@@ -1,0 +1,2 @@
+DROP INDEX webhook_deliveries_due_idx;
+CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
