@@ -18,6 +18,12 @@ use utoipa::openapi::server::ServerBuilder;
 use utoipa::openapi::{Content, HeaderBuilder, OpenApi, Ref, RefOr, Required, ResponseBuilder};
 use utoipa::Modify;
 
+use domain::cmdb::RelationshipType;
+use domain::sla::CLOCK_TIME_PATTERN;
+use domain::ticket::TicketKind;
+use domain::webhooks::PORTABLE_URL_PATTERN;
+use domain::ExternalRef;
+
 use crate::idempotency::MAX_KEY_LEN;
 use crate::listing::{
     text_filter_max, DEFAULT_LIMIT, MAX_LIMIT, NOT_BLANK_PATTERN, TIMESTAMP_PARAMS,
@@ -328,7 +334,8 @@ fn bound_query_parameters(operation: &mut Operation) {
         }
         let is_text = schema.schema_type == SchemaType::new(Type::String)
             && schema.enum_values.is_none()
-            && schema.format.is_none();
+            && schema.format.is_none()
+            && schema.pattern.is_none();
         if !is_text {
             continue;
         }
@@ -353,6 +360,114 @@ fn bound_query_parameters(operation: &mut Operation) {
         } else {
             schema.pattern = Some(NOT_BLANK_PATTERN.to_owned());
         }
+    }
+}
+
+/// The rules the domain checks in code rather than in `#[validate]`, published from the
+/// constants the code checks with: ticket references (ids or numbers), the `external_refs`
+/// limit, times of day, webhook URLs and the `types` filters.
+pub struct DomainRules;
+
+/// Fields that name tickets of one kind by id or number, wherever they appear.
+const TICKET_REFERENCE_FIELDS: [(&str, TicketKind); 3] = [
+    ("fixes_problems", TicketKind::Problem),
+    ("caused_incidents", TicketKind::Incident),
+    ("incident_ids", TicketKind::Incident),
+];
+
+/// The collections whose `{id}` is a ticket of a kind (its id or its number).
+const TICKET_COLLECTIONS: [(&str, TicketKind); 3] = [
+    ("/api/v1/incidents/", TicketKind::Incident),
+    ("/api/v1/problems/", TicketKind::Problem),
+    ("/api/v1/changes/", TicketKind::Change),
+];
+
+impl Modify for DomainRules {
+    fn modify(&self, openapi: &mut OpenApi) {
+        for (_, path, operation) in operations_mut(openapi) {
+            for parameter in operation.parameters.iter_mut().flatten() {
+                let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut() else {
+                    continue;
+                };
+                let pattern = match (&parameter.parameter_in, parameter.name.as_str()) {
+                    (ParameterIn::Path, "id") => TICKET_COLLECTIONS
+                        .iter()
+                        .find(|(prefix, _)| path.starts_with(&format!("{prefix}{{id}}")))
+                        .map(|(_, kind)| kind.reference_pattern()),
+                    (ParameterIn::Path, "system") => Some(format!(
+                        "^[A-Za-z0-9_.-]{{1,{}}}$",
+                        ExternalRef::MAX_SYSTEM_LEN
+                    )),
+                    (ParameterIn::Path, "incident_id") => {
+                        Some(TicketKind::Incident.reference_pattern())
+                    }
+                    (ParameterIn::Query, "types") if path == "/api/v1/events" => {
+                        Some(crate::routes::feed::types_pattern())
+                    }
+                    (ParameterIn::Query, "types")
+                        if path.starts_with("/api/v1/configuration-items/") =>
+                    {
+                        Some(list_pattern(
+                            RelationshipType::ALL.iter().map(|t| t.as_str()),
+                        ))
+                    }
+                    _ => None,
+                };
+                if let Some(pattern) = pattern {
+                    schema.pattern = Some(pattern);
+                }
+            }
+        }
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for (name, schema) in components.schemas.iter_mut() {
+            let RefOr::T(Schema::Object(object)) = schema else {
+                continue;
+            };
+            for (field, property) in object.properties.iter_mut() {
+                let field = field.as_str();
+                match (name.as_str(), field) {
+                    ("HoursSpec" | "HolidaySpec", "start" | "end") => {
+                        set_pattern(property, CLOCK_TIME_PATTERN.to_owned());
+                    }
+                    ("CreateWebhook" | "UpdateWebhook", "url") => {
+                        set_pattern(property, PORTABLE_URL_PATTERN.to_owned());
+                        if let RefOr::T(Schema::Object(url)) = property {
+                            url.format = Some(SchemaFormat::Custom("uri".to_owned()));
+                        }
+                    }
+                    (_, "external_refs") => {
+                        if let RefOr::T(Schema::Array(list)) = property {
+                            list.max_items = Some(ExternalRef::MAX_PER_RECORD);
+                        }
+                    }
+                    _ => {
+                        if let Some((_, kind)) =
+                            TICKET_REFERENCE_FIELDS.iter().find(|(f, _)| *f == field)
+                        {
+                            if let RefOr::T(Schema::Array(list)) = property {
+                                if let ArrayItems::RefOrSchema(items) = &mut list.items {
+                                    set_pattern(items, kind.reference_pattern());
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `^a|b(,a|b)*$`: a comma-separated list of the given names.
+fn list_pattern<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let one = format!("(?:{})", names.collect::<Vec<_>>().join("|"));
+    format!("^{one}(?:,{one})*$")
+}
+
+fn set_pattern(schema: &mut RefOr<Schema>, pattern: String) {
+    if let RefOr::T(Schema::Object(object)) = schema {
+        object.pattern = Some(pattern);
     }
 }
 
@@ -611,6 +726,109 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `#[schema_from_validate]`: the bounds in the schema are the ones `#[validate]` checks.
+    #[test]
+    fn validation_limits_are_the_schema_limits() {
+        let spec = spec();
+        let incident = &spec["components"]["schemas"]["CreateIncident"]["properties"];
+        assert_eq!(incident["title"]["minLength"], 1);
+        assert_eq!(incident["title"]["maxLength"], 200);
+        assert_eq!(incident["configuration_items"]["maxItems"], 50);
+        let patch = &spec["components"]["schemas"]["UpdateUser"]["properties"];
+        assert_eq!(patch["email"]["format"], "email");
+        assert_eq!(patch["email"]["maxLength"], 254);
+        assert_eq!(patch["roles"]["minItems"], 1);
+        let rotate = &spec["components"]["schemas"]["RotateSecret"]["properties"];
+        assert_eq!(rotate["overlap_seconds"]["maximum"], 604_800);
+    }
+
+    /// The rules the domain checks in code reach the schema from the same constants, and each
+    /// pattern accepts what the code accepts.
+    #[test]
+    fn domain_rules_are_published() {
+        use domain::ticket::TicketKind;
+        let spec = spec();
+        let pattern_of = |path: &str, method: &str, name: &str| -> regex::Regex {
+            let parameters = spec["paths"][path][method]["parameters"]
+                .as_array()
+                .unwrap();
+            let parameter = parameters.iter().find(|p| p["name"] == name).unwrap();
+            regex::Regex::new(parameter["schema"]["pattern"].as_str().unwrap()).unwrap()
+        };
+        let incident = pattern_of("/api/v1/incidents/{id}", "get", "id");
+        let id = persistence::new_id();
+        assert!(incident.is_match(&id));
+        assert!(incident.is_match(&TicketKind::Incident.number(42)));
+        assert!(TicketKind::Incident.is_number(&TicketKind::Incident.number(42)));
+        assert!(!incident.is_match("PRB0000042"));
+        let problem_id = pattern_of(
+            "/api/v1/problems/{id}/incidents/{incident_id}",
+            "delete",
+            "incident_id",
+        );
+        assert!(problem_id.is_match("INC0000001"));
+        let system = pattern_of(
+            "/api/v1/users/by-external/{system}/{external_id}",
+            "put",
+            "system",
+        );
+        assert!(system.is_match("crm") && !system.is_match("c r m"));
+
+        let relationship_types = pattern_of(
+            "/api/v1/configuration-items/{id}/relationships",
+            "get",
+            "types",
+        );
+        assert!(relationship_types.is_match("depends_on,uses"));
+        assert!(!relationship_types.is_match("depends_on,"));
+        let types = pattern_of("/api/v1/events", "get", "types");
+        assert!(types.is_match("incident.created,user.*"));
+        assert!(!types.is_match("*"));
+
+        let schemas = &spec["components"]["schemas"];
+        let time = regex::Regex::new(
+            schemas["HoursSpec"]["properties"]["start"]["pattern"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(time.is_match("09:00") && time.is_match("23:59") && !time.is_match("24:00"));
+        let url = regex::Regex::new(
+            schemas["CreateWebhook"]["properties"]["url"]["pattern"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        let allowed: Vec<domain::webhooks::Network> = Vec::new();
+        for accepted in [
+            "https://crm.example.com/hooks/itsm",
+            "http://a.b.example.org:8080/x?y=1",
+        ] {
+            assert!(url.is_match(accepted), "{accepted}");
+            assert!(
+                domain::webhooks::Target::parse(accepted, &allowed).is_ok(),
+                "{accepted}"
+            );
+        }
+        for refused in [
+            "http://127.0.0.1/x",
+            "http://localhost/x",
+            "http://a.localhost/",
+            "ftp://a.com/",
+        ] {
+            assert!(!url.is_match(refused), "{refused}");
+        }
+        assert_eq!(
+            schemas["CreateUser"]["properties"]["external_refs"]["maxItems"],
+            domain::ExternalRef::MAX_PER_RECORD
+        );
+        let fixes = &schemas["CreateChange"]["properties"]["fixes_problems"]["items"]["pattern"];
+        assert_eq!(
+            fixes.as_str().unwrap(),
+            TicketKind::Problem.reference_pattern()
+        );
     }
 
     #[test]

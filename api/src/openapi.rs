@@ -2,7 +2,7 @@
 
 use utoipa::OpenApi;
 
-use crate::contract::{NoNulInText, OpenFlattenedParts, RouteKinds, UnusedSchemas};
+use crate::contract::{DomainRules, NoNulInText, OpenFlattenedParts, RouteKinds, UnusedSchemas};
 
 use crate::routes::cmdb::{
     classes as ci_classes, items as ci_items, relationships as ci_relationships,
@@ -65,9 +65,10 @@ use crate::routes::{
         webhooks::redeliver_webhook_delivery, webhooks::test_webhook,
     ),
     // Schemas only a query parameter names, which utoipa does not collect by itself.
-    components(schemas(domain::cmdb::impact::Direction)),
-    // Order matters: the problem schemas are added before unused schemas are dropped.
-    modifiers(&RouteKinds, &OpenFlattenedParts, &NoNulInText, &UnusedSchemas),
+    components(schemas(domain::cmdb::impact::Direction, domain::cmdb::impact::RelationshipSide)),
+    // Order matters: the domain's patterns come before the generic bounds of query parameters
+    // and text, and the problem schemas are added before unused schemas are dropped.
+    modifiers(&DomainRules, &RouteKinds, &OpenFlattenedParts, &NoNulInText, &UnusedSchemas),
     tags(
         (name = "auth", description = "Access tokens and the caller's identity"),
         (name = "api-tokens", description = "Credentials for integrations"),

@@ -177,13 +177,13 @@ pub fn check_not_final<T: TicketApi>(ticket: &T) -> ApiResult<()> {
     Ok(())
 }
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateNote {
     /// Defaults to `internal` for staff (a work note) and `public` for requesters.
     pub visibility: Option<Visibility>,
     #[validate(length(min = 1, max = 20000))]
-    #[schema(min_length = 1, max_length = 20000)]
     pub body: String,
 }
 

@@ -122,6 +122,13 @@ pub struct Target {
     pub host: String,
 }
 
+/// The target URLs every deployment accepts, for the contract: http or https, a host name
+/// whose last label is 2 to 8 letters (so neither an IP literal nor `localhost`), an optional
+/// port and a path without spaces. `Target::parse` accepts more: IP literals and loopback names
+/// in the networks `ITSM_WEBHOOK_ALLOWED_NETWORKS` opens.
+pub const PORTABLE_URL_PATTERN: &str =
+    "^[Hh][Tt][Tt][Pp][Ss]?://(?:[A-Za-z0-9-]{1,63}\\.){1,8}[A-Za-z]{2,8}(?::[1-9][0-9]{0,3})?(?:/[!-~]{0,1000})?$";
+
 impl Target {
     /// Checks `url`; an IP literal in a refused range is refused here, a name when it resolves
     /// (at delivery).

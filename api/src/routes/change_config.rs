@@ -47,11 +47,11 @@ fn blank(name: &str, field: &str) -> ApiResult<String> {
 
 // --- approval policies ---------------------------------------------------------------------
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyRequest {
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100)]
     #[schema(example = "CAB for high risk")]
     pub name: String,
     /// Lower first; the first policy covering a change decides. Default 100.
@@ -236,23 +236,21 @@ pub async fn delete_policy(
 
 // --- standard change templates --------------------------------------------------------------
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateRequest {
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100)]
     #[schema(example = "Restart an application server")]
     pub name: String,
     #[serde(default)]
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     pub description: String,
     /// The fields a change from the template takes and may not set itself.
     #[serde(default)]
     pub fields: TemplateFields,
     /// The only items a change from the template may touch (ids).
     #[validate(length(max = 500))]
-    #[schema(max_items = 500)]
     #[serde(default)]
     pub configuration_items: Vec<String>,
     /// The highest risk a change from the template may have.
@@ -429,15 +427,14 @@ pub async fn delete_template(
 
 // --- freeze windows ------------------------------------------------------------------------
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FreezeRequest {
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100)]
     #[schema(example = "Year-end close")]
     pub name: String,
     #[validate(length(min = 1, max = 2000))]
-    #[schema(min_length = 1, max_length = 2000)]
     pub reason: String,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,

@@ -20,24 +20,21 @@ use crate::listing::{Page, QueryParams};
 use crate::state::AppState;
 use crate::usecases::business_service_error;
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CalendarRequest {
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100)]
     #[schema(example = "Berlin office")]
     pub name: String,
     /// An IANA time zone.
     #[validate(length(min = 1, max = 64))]
-    #[schema(min_length = 1, max_length = 64)]
     #[schema(example = "Europe/Berlin")]
     pub time_zone: String,
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_items = 1, max_items = 100)]
     pub working_hours: Vec<HoursSpec>,
     #[serde(default)]
     #[validate(length(max = 1000))]
-    #[schema(max_items = 1000)]
     pub holidays: Vec<HolidaySpec>,
 }
 

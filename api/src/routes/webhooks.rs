@@ -69,48 +69,44 @@ pub struct CreatedWebhook {
     pub secret: String,
 }
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     #[validate(length(min = 1, max = 2000))]
-    #[schema(min_length = 1, max_length = 2000)]
     pub url: String,
     #[validate(length(min = 1, max = 50))]
-    #[schema(min_items = 1, max_items = 50)]
     pub event_types: Vec<String>,
     #[serde(default)]
     #[validate(length(max = 500))]
-    #[schema(max_length = 500)]
     pub description: Option<String>,
     /// Default true.
     #[serde(default)]
     pub active: Option<bool>,
 }
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhook {
     #[validate(length(min = 1, max = 2000))]
-    #[schema(min_length = 1, max_length = 2000)]
     pub url: Option<String>,
     #[validate(length(min = 1, max = 50))]
-    #[schema(min_items = 1, max_items = 50)]
     pub event_types: Option<Vec<String>>,
     #[validate(length(max = 500))]
-    #[schema(max_length = 500)]
     pub description: Option<String>,
     /// Turning a subscription on again clears its run of failures; deliveries resume from
     /// where they stopped.
     pub active: Option<bool>,
 }
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateSecret {
     /// How long the previous secret keeps signing beside the new one: 0 to 604800 seconds,
     /// default 86400.
     #[validate(range(min = 0, max = 604_800))]
-    #[schema(minimum = 0, maximum = 604_800)]
     pub overlap_seconds: Option<i64>,
 }
 

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use actix_web::http::StatusCode;
 use actix_web::{get, patch, post, put, web, HttpRequest, HttpResponse};
-use domain::cmdb::impact::{self, Direction, Impact};
+use domain::cmdb::impact::{self, Direction, Impact, RelationshipSide};
 use domain::cmdb::item::ItemRelationship;
 use domain::cmdb::reconcile::{BatchItem, Report, MAX_BATCH};
 use domain::cmdb::{CiStatus, ConfigurationItem, Criticality, Environment, RelationshipType};
@@ -401,7 +401,7 @@ fn relationship_types(params: &QueryParams) -> ApiResult<Vec<RelationshipType>> 
 #[utoipa::path(
     tag = "cmdb", operation_id = "list_configuration_item_relationships",
     params(("id" = String, Path),
-           ("direction" = Option<String>, Query, description = "outgoing, incoming or both (default)"),
+           ("direction" = Option<RelationshipSide>, Query, description = "outgoing, incoming or both (default)"),
            ("types" = Option<String>, Query, description = "Relationship types, comma-separated"),
            ("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = Page<ItemRelationship>), (status = 404, body = crate::error::Problem),
@@ -415,16 +415,10 @@ pub async fn item_relationships(
     id: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let params = QueryParams::parse(&req, &[&PAGE_PARAMS[..], &["direction", "types"]].concat())?;
-    let side = match params.single("direction")? {
-        None | Some("both") => Side::Both,
-        Some("outgoing") => Side::Outgoing,
-        Some("incoming") => Side::Incoming,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "direction",
-                "must be outgoing, incoming or both",
-            ))
-        }
+    let side = match params.parsed::<RelationshipSide>("direction", "outgoing, incoming or both")? {
+        None | Some(RelationshipSide::Both) => Side::Both,
+        Some(RelationshipSide::Outgoing) => Side::Outgoing,
+        Some(RelationshipSide::Incoming) => Side::Incoming,
     };
     let types = relationship_types(&params)?;
     let page = params.page::<String>()?;
