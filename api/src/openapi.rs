@@ -3,6 +3,7 @@
 use utoipa::OpenApi;
 
 use crate::contract::{DomainRules, NoNulInText, OpenFlattenedParts, RouteKinds, UnusedSchemas};
+use crate::examples::RequestExamples;
 
 use crate::routes::cmdb::{
     classes as ci_classes, items as ci_items, relationships as ci_relationships,
@@ -68,7 +69,7 @@ use crate::routes::{
     components(schemas(domain::cmdb::impact::Direction, domain::cmdb::impact::RelationshipSide)),
     // Order matters: the domain's patterns come before the generic bounds of query parameters
     // and text, and the problem schemas are added before unused schemas are dropped.
-    modifiers(&DomainRules, &RouteKinds, &OpenFlattenedParts, &NoNulInText, &UnusedSchemas),
+    modifiers(&DomainRules, &RequestExamples, &RouteKinds, &OpenFlattenedParts, &NoNulInText, &UnusedSchemas),
     tags(
         (name = "auth", description = "Access tokens and the caller's identity"),
         (name = "api-tokens", description = "Credentials for integrations"),
