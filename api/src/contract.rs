@@ -18,15 +18,17 @@ use utoipa::openapi::server::ServerBuilder;
 use utoipa::openapi::{Content, HeaderBuilder, OpenApi, Ref, RefOr, Required, ResponseBuilder};
 use utoipa::Modify;
 
+use domain::alert::{self, AlertStatus};
+use domain::change::ChangeType;
 use domain::cmdb::RelationshipType;
 use domain::sla::CLOCK_TIME_PATTERN;
 use domain::ticket::TicketKind;
-use domain::webhooks::PORTABLE_URL_PATTERN;
+use domain::webhooks::{EVENT_TYPE_FILTER_PATTERN, PORTABLE_URL_PATTERN};
 use domain::ExternalRef;
 
 use crate::idempotency::MAX_KEY_LEN;
 use crate::listing::{
-    text_filter_max, DEFAULT_LIMIT, MAX_LIMIT, NOT_BLANK_PATTERN, TIMESTAMP_PARAMS,
+    text_filter_max, Cursor, DEFAULT_LIMIT, MAX_LIMIT, NOT_BLANK_PATTERN, TIMESTAMP_PARAMS,
 };
 use crate::tickets::SORT_FIELDS;
 
@@ -185,7 +187,7 @@ impl Modify for RouteKinds {
             if traits.post && traits.authenticated {
                 set_idempotency_key(operation);
             }
-            bound_query_parameters(operation);
+            bound_query_parameters(&path, operation);
             let kinds = traits.problem_statuses();
             for (status, description) in &kinds {
                 operation
@@ -315,7 +317,7 @@ fn idempotency_key_parameter() -> Parameter {
 
 /// Publishes the bounds `QueryParams` checks on each query parameter, where the annotation did
 /// not state its own: `limit`, the text filters, the timestamps, the cursor.
-fn bound_query_parameters(operation: &mut Operation) {
+fn bound_query_parameters(path: &str, operation: &mut Operation) {
     for parameter in operation.parameters.iter_mut().flatten() {
         if parameter.parameter_in != ParameterIn::Query {
             continue;
@@ -340,25 +342,30 @@ fn bound_query_parameters(operation: &mut Operation) {
             continue;
         }
         if name == "sort" {
+            // Changes have no priority to sort by (`list_changes` refuses it).
+            let changes = path == "/api/v1/changes";
             schema.enum_values = Some(
                 SORT_FIELDS
                     .iter()
+                    .filter(|field| !(changes && **field == "priority"))
                     .flat_map(|field| [field.to_string(), format!("-{field}")])
                     .map(serde_json::Value::from)
                     .collect(),
             );
         } else if name == "external_ref" {
-            schema.pattern = Some(EXTERNAL_REF_PATTERN.to_owned());
+            schema.pattern = Some(external_ref_pattern());
+            // A one-character system and the colon leave the id its whole length.
+            schema.max_length = Some(ExternalRef::MAX_ID_LEN + 2);
         } else if TIMESTAMP_PARAMS.contains(&name) {
             schema.format = Some(SchemaFormat::KnownFormat(KnownFormat::DateTime));
         } else if name == "cursor" {
-            schema.min_length = Some(1);
+            schema.pattern = Some(cursor_pattern(path));
         } else if schema.max_length.is_none() {
             schema.min_length = Some(1);
             schema.max_length = Some(text_filter_max(name));
-            schema.pattern = Some(NOT_BLANK_PATTERN.to_owned());
+            schema.pattern = Some(query_text_pattern());
         } else {
-            schema.pattern = Some(NOT_BLANK_PATTERN.to_owned());
+            schema.pattern = Some(query_text_pattern());
         }
     }
 }
@@ -386,18 +393,57 @@ impl Modify for DomainRules {
     fn modify(&self, openapi: &mut OpenApi) {
         for (_, path, operation) in operations_mut(openapi) {
             for parameter in operation.parameters.iter_mut().flatten() {
+                if path == "/api/v1/sla-timers" && parameter.name == "ticket_type" {
+                    parameter.schema = Some(RefOr::T(Schema::Object(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .enum_values(Some(
+                                TicketKind::ALL
+                                    .iter()
+                                    .filter(|kind| kind.has_slas())
+                                    .map(|kind| kind.as_str()),
+                            ))
+                            .build(),
+                    )));
+                }
                 let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut() else {
                     continue;
                 };
+                // An optional parameter may be absent, never null.
+                if let SchemaType::Array(types) = &schema.schema_type {
+                    let types: Vec<Type> = types
+                        .iter()
+                        .filter(|t| **t != Type::Null)
+                        .cloned()
+                        .collect();
+                    if let [one] = types.as_slice() {
+                        schema.schema_type = SchemaType::new(one.clone());
+                    }
+                }
+                let query = parameter.parameter_in == ParameterIn::Query;
+                let name = parameter.name.as_str();
+                if query && name == "status" && path.ends_with("/deliveries") {
+                    schema.enum_values = Some(
+                        crate::routes::webhooks::DELIVERY_STATUSES
+                            .iter()
+                            .map(|s| serde_json::Value::from(*s))
+                            .collect(),
+                    );
+                }
+                if query && name == "limit" && path.ends_with("/impact") {
+                    schema.minimum = Some(1.into());
+                    schema.maximum = Some(domain::cmdb::impact::MAX_LIMIT.into());
+                    schema.default = Some(domain::cmdb::impact::DEFAULT_LIMIT.into());
+                }
                 let pattern = match (&parameter.parameter_in, parameter.name.as_str()) {
                     (ParameterIn::Path, "id") => TICKET_COLLECTIONS
                         .iter()
                         .find(|(prefix, _)| path.starts_with(&format!("{prefix}{{id}}")))
                         .map(|(_, kind)| kind.reference_pattern()),
-                    (ParameterIn::Path, "system") => Some(format!(
-                        "^[A-Za-z0-9_.-]{{1,{}}}$",
-                        ExternalRef::MAX_SYSTEM_LEN
-                    )),
+                    (ParameterIn::Path, "system") => Some(external_system_pattern()),
+                    (ParameterIn::Header, "If-Match") => {
+                        Some(crate::concurrency::IF_MATCH_PATTERN.to_owned())
+                    }
                     (ParameterIn::Path, "incident_id") => {
                         Some(TicketKind::Incident.reference_pattern())
                     }
@@ -422,9 +468,44 @@ impl Modify for DomainRules {
             return;
         };
         for (name, schema) in components.schemas.iter_mut() {
+            // An approver is exactly one of its keys (`{"user": id}`...): serde refuses others.
+            if name == "Approver" {
+                if let RefOr::T(Schema::OneOf(one)) = schema {
+                    for variant in &mut one.items {
+                        if let RefOr::T(Schema::Object(object)) = variant {
+                            object.additional_properties =
+                                Some(Box::new(AdditionalProperties::FreeForm(false)));
+                        }
+                    }
+                }
+            }
             let RefOr::T(Schema::Object(object)) = schema else {
                 continue;
             };
+            // The alert intake reads its documents field by field and refuses any other
+            // field (`domain::alert`).
+            if matches!(
+                name.as_str(),
+                "GenericAlert" | "GenericAlertBatch" | "AlertmanagerPayload" | "AlertmanagerAlert"
+            ) {
+                object.additional_properties =
+                    Some(Box::new(AdditionalProperties::FreeForm(false)));
+            }
+            if name == "HolidaySpec" {
+                // A partial holiday has both ends or neither (`Calendar::parse`).
+                object
+                    .extensions
+                    .get_or_insert_with(Default::default)
+                    .insert(
+                        "dependentRequired".to_owned(),
+                        serde_json::json!({"start": ["end"], "end": ["start"]}),
+                    );
+                for end in ["start", "end"] {
+                    if let Some(RefOr::T(Schema::Object(time))) = object.properties.get_mut(end) {
+                        time.schema_type = SchemaType::new(Type::String);
+                    }
+                }
+            }
             for (field, property) in object.properties.iter_mut() {
                 let field = field.as_str();
                 match (name.as_str(), field) {
@@ -435,6 +516,149 @@ impl Modify for DomainRules {
                         set_pattern(property, PORTABLE_URL_PATTERN.to_owned());
                         if let RefOr::T(Schema::Object(url)) = property {
                             url.format = Some(SchemaFormat::Custom("uri".to_owned()));
+                        }
+                    }
+                    ("CreateWebhook" | "UpdateWebhook", "event_types") => {
+                        items_pattern(property, EVENT_TYPE_FILTER_PATTERN.to_owned());
+                    }
+                    ("GenericAlert", "resources") => {
+                        items_pattern(property, RESOURCE_PATTERN.to_owned());
+                        if let RefOr::T(Schema::Array(list)) = property {
+                            list.max_items = Some(domain::alert::MAX_RESOURCES);
+                        }
+                    }
+                    ("AlertmanagerPayload" | "GenericAlertBatch", "alerts") => {
+                        if let RefOr::T(Schema::Array(list)) = property {
+                            list.min_items = Some(1);
+                            list.max_items = Some(domain::alert::MAX_BATCH);
+                        }
+                    }
+                    ("AlertmanagerPayload" | "AlertmanagerAlert", "status") => {
+                        if let RefOr::T(Schema::Object(status)) = property {
+                            status.enum_values = Some(
+                                AlertStatus::ALL
+                                    .iter()
+                                    .map(|s| serde_json::Value::from(s.as_str()))
+                                    .collect(),
+                            );
+                        }
+                    }
+                    ("AlertmanagerPayload", "version") => {
+                        if let RefOr::T(Schema::Object(version)) = property {
+                            version.enum_values = Some(vec!["4".into()]);
+                        }
+                    }
+                    ("PolicyRequest", "change_types") => {
+                        // Standard changes are pre-approved by their template
+                        // (`PolicyRules::validate`).
+                        if let RefOr::T(Schema::Array(list)) = property {
+                            list.items =
+                                ArrayItems::RefOrSchema(Box::new(RefOr::T(Schema::Object(
+                                    ObjectBuilder::new()
+                                        .schema_type(Type::String)
+                                        .enum_values(Some(
+                                            ChangeType::ALL
+                                                .iter()
+                                                .filter(|t| **t != ChangeType::Standard)
+                                                .map(|t| t.as_str()),
+                                        ))
+                                        .build(),
+                                ))));
+                        }
+                    }
+                    ("GenericAlert", "source") => text_bounds(property, alert::MAX_SOURCE),
+                    ("GenericAlert", "dedup_key") | ("AlertmanagerAlert", "fingerprint") => {
+                        text_bounds(property, alert::MAX_KEY)
+                    }
+                    ("GenericAlert", "summary") => text_bounds(property, alert::MAX_SUMMARY),
+                    ("GenericAlert", "description") => {
+                        if let RefOr::T(Schema::Object(text)) = property {
+                            text.max_length = Some(alert::MAX_DESCRIPTION);
+                        }
+                    }
+                    ("GenericAlert", "time") | ("AlertmanagerAlert", "startsAt" | "endsAt") => {
+                        if let RefOr::T(Schema::Object(at)) = property {
+                            at.format = Some(SchemaFormat::KnownFormat(KnownFormat::DateTime));
+                        }
+                    }
+                    ("AlertmanagerAlert" | "GenericAlert" | "AlertmanagerPayload", _)
+                        if field.ends_with("abels") || field.ends_with("nnotations") =>
+                    {
+                        // `alert::string_map`: named strings, 1 to MAX_LABELS of them when
+                        // required (an Alertmanager alert's labels).
+                        let value_max = if field.ends_with("nnotations") {
+                            alert::MAX_DESCRIPTION
+                        } else {
+                            alert::MAX_LABEL_VALUE
+                        };
+                        if let RefOr::T(Schema::Object(map)) = property {
+                            if name == "AlertmanagerAlert" && field == "labels" {
+                                map.min_properties = Some(1);
+                            }
+                            map.max_properties = Some(alert::MAX_LABELS);
+                            map.property_names = Some(Box::new(Schema::Object(
+                                ObjectBuilder::new()
+                                    .schema_type(Type::String)
+                                    .min_length(Some(1))
+                                    .max_length(Some(alert::MAX_LABEL_NAME))
+                                    .pattern(Some(NO_NUL_PATTERN))
+                                    .build(),
+                            )));
+                            map.additional_properties = Some(Box::new(
+                                AdditionalProperties::RefOr(RefOr::T(Schema::Object(
+                                    ObjectBuilder::new()
+                                        .schema_type(Type::String)
+                                        .max_length(Some(value_max))
+                                        .build(),
+                                ))),
+                            ));
+                        }
+                    }
+                    ("CreateItem" | "UpdateItem" | "ReconcileItem", "name") => {
+                        text_bounds(property, domain::cmdb::item::MAX_NAME_CHARS)
+                    }
+                    (_, "time_zone") if name.starts_with("Calendar") => {
+                        if let RefOr::T(Schema::Object(zone)) = property {
+                            zone.enum_values = Some(
+                                domain::calendar::time_zone_names()
+                                    .map(serde_json::Value::from)
+                                    .collect(),
+                            );
+                            zone.min_length = None;
+                            zone.max_length = None;
+                        }
+                    }
+                    (_, "working_hours") if name.starts_with("Calendar") => {
+                        if let RefOr::T(Schema::Array(list)) = property {
+                            list.min_items = Some(1);
+                        }
+                    }
+                    (
+                        _,
+                        "configuration_items"
+                        | "fixes_problems"
+                        | "caused_incidents"
+                        | "incident_ids",
+                    )
+                    | ("SourcePrecedence", "sources") => {
+                        // Each listed once (the handlers refuse a repeat).
+                        if let RefOr::T(Schema::Array(list)) = property {
+                            list.unique_items = true;
+                        }
+                        if let Some((_, kind)) =
+                            TICKET_REFERENCE_FIELDS.iter().find(|(f, _)| *f == field)
+                        {
+                            items_pattern(property, kind.reference_pattern());
+                        }
+                    }
+                    ("ExternalRef", "system") => {
+                        set_pattern(property, external_system_pattern());
+                    }
+                    ("ExternalRef", "id") => {
+                        set_pattern(property, EXTERNAL_ID_PATTERN.to_owned());
+                        if let RefOr::T(Schema::Object(id)) = property {
+                            id.min_length = Some(1);
+                            id.max_length = Some(ExternalRef::MAX_ID_LEN);
                         }
                     }
                     (_, "external_refs") => {
@@ -459,16 +683,63 @@ impl Modify for DomainRules {
     }
 }
 
+/// An external system's name, as `ExternalRef::validate_list` checks it.
+fn external_system_pattern() -> String {
+    format!("^[A-Za-z0-9_.-]{{1,{}}}$", ExternalRef::MAX_SYSTEM_LEN)
+}
+
+/// An external id: no surrounding white space (what `str::trim` removes) and no NUL.
+const EXTERNAL_ID_PATTERN: &str = "^[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000](?:[^\\u0000]*[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000])?$";
+
+/// Text that must not be blank (no NUL either), of at most `max` characters.
+fn text_bounds(schema: &mut RefOr<Schema>, max: usize) {
+    if let RefOr::T(Schema::Object(text)) = schema {
+        text.max_length = Some(max);
+        text.pattern = Some(query_text_pattern());
+    }
+}
+
 /// `^a|b(,a|b)*$`: a comma-separated list of the given names.
 fn list_pattern<'a>(names: impl Iterator<Item = &'a str>) -> String {
     let one = format!("(?:{})", names.collect::<Vec<_>>().join("|"));
     format!("^{one}(?:,{one})*$")
 }
 
+/// A resource an alert names: a host name or instance, 1 to 255 ASCII characters without
+/// surrounding spaces (as `domain::alert` reads `resources`).
+const RESOURCE_PATTERN: &str = "^[!-~](?:[ -~]{0,253}[!-~])?$";
+
+fn items_pattern(schema: &mut RefOr<Schema>, pattern: String) {
+    if let RefOr::T(Schema::Array(list)) = schema {
+        if let ArrayItems::RefOrSchema(items) = &mut list.items {
+            set_pattern(items, pattern);
+        }
+    }
+}
+
 fn set_pattern(schema: &mut RefOr<Schema>, pattern: String) {
     if let RefOr::T(Schema::Object(object)) = schema {
         object.pattern = Some(pattern);
     }
+}
+
+/// The cursors a list reads (`listing::Cursor`): ticket lists carry every sort's key, the
+/// SLA timer list a due time and an id, every other list the last item's id.
+fn cursor_pattern(path: &str) -> String {
+    match path {
+        "/api/v1/incidents" | "/api/v1/problems" | "/api/v1/changes" => {
+            crate::tickets::TicketCursor::pattern()
+        }
+        "/api/v1/sla-timers" => <(chrono::NaiveDateTime, String)>::pattern(),
+        _ => String::pattern(),
+    }
+}
+
+/// A text filter: not all white space (`QueryParams::text`) and without NUL (which no stored
+/// text holds).
+fn query_text_pattern() -> String {
+    let not_blank = NOT_BLANK_PATTERN.trim_end_matches(']');
+    format!("^[^\\u0000]*{not_blank}\\u0000][^\\u0000]*$")
 }
 
 /// A flattened part of a record (`#[serde(flatten)]` renders as `allOf`) keeps the record's
@@ -592,6 +863,25 @@ fn forbid_nul(schema: &mut RefOr<Schema>) {
                 object.pattern = Some(NO_NUL_PATTERN.to_owned());
             }
             object.properties.values_mut().for_each(forbid_nul);
+            // Keys are text too, in maps and in objects open to other fields.
+            let map = !matches!(
+                object.additional_properties.as_deref(),
+                Some(AdditionalProperties::FreeForm(false))
+            ) && (object.schema_type == SchemaType::new(Type::Object)
+                || object.schema_type == SchemaType::from_iter([Type::Object, Type::Null]));
+            if let Some(Schema::Object(names)) = object.property_names.as_deref_mut() {
+                if names.pattern.is_none() {
+                    names.pattern = Some(NO_NUL_PATTERN.to_owned());
+                }
+            }
+            if map && object.property_names.is_none() {
+                object.property_names = Some(Box::new(Schema::Object(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(NO_NUL_PATTERN))
+                        .build(),
+                )));
+            }
             if let Some(AdditionalProperties::RefOr(value)) =
                 object.additional_properties.as_deref_mut()
             {
@@ -611,7 +901,11 @@ fn forbid_nul(schema: &mut RefOr<Schema>) {
 }
 
 /// `system:id` as `QueryParams::external_ref` reads it (see `ExternalRef::validate_list`).
-const EXTERNAL_REF_PATTERN: &str = "^[A-Za-z0-9_.-]{1,64}:[^ \\t\\n\\r]";
+fn external_ref_pattern() -> String {
+    let system = external_system_pattern();
+    let system = system.trim_start_matches('^').trim_end_matches('$');
+    format!("^{system}:{}", EXTERNAL_ID_PATTERN.trim_start_matches('^'))
+}
 
 /// Drops schemas nothing refers to (say, an item type that list pages inline).
 pub struct UnusedSchemas;

@@ -127,10 +127,12 @@ impl RouteTable {
         Self { routes }
     }
 
-    /// The methods allowed on `path`, or `None` when no route has that path.
-    pub fn allowed_methods(&self, path: &str) -> Option<Vec<&'static str>> {
+    /// When `path` names a literal route (`/api/v1/changes/calendar`) that lacks `method`
+    /// while a route with a parameter there (`/api/v1/changes/{id}`) has it: the methods the
+    /// literal route allows (the request is answered 405 rather than routed to the other).
+    pub fn shadowed_method(&self, method: &str, path: &str) -> Option<Vec<&'static str>> {
         let requested = segments(path);
-        let mut allowed: Vec<&'static str> = self
+        let matching: Vec<&(Vec<String>, Vec<&'static str>)> = self
             .routes
             .iter()
             .filter(|(template, _)| {
@@ -140,6 +142,48 @@ impl RouteTable {
                         .zip(&requested)
                         .all(|(t, r)| (t.starts_with('{') && !r.is_empty()) || t == r)
             })
+            .collect();
+        let literals =
+            |template: &[String]| template.iter().filter(|s| !s.starts_with('{')).count();
+        let most = matching.iter().map(|(t, _)| literals(t)).max()?;
+        let mut allow: Vec<&'static str> = matching
+            .iter()
+            .filter(|(t, _)| literals(t) == most)
+            .flat_map(|(_, methods)| methods.iter().copied())
+            .collect();
+        let routed_elsewhere = matching
+            .iter()
+            .any(|(t, methods)| literals(t) < most && methods.contains(&method));
+        if allow.contains(&method) || !routed_elsewhere {
+            return None;
+        }
+        allow.sort_unstable();
+        allow.dedup();
+        Some(allow)
+    }
+
+    /// The methods allowed on `path`, or `None` when no route has that path.
+    pub fn allowed_methods(&self, path: &str) -> Option<Vec<&'static str>> {
+        let requested = segments(path);
+        let matching: Vec<&(Vec<String>, Vec<&'static str>)> = self
+            .routes
+            .iter()
+            .filter(|(template, _)| {
+                template.len() == requested.len()
+                    && template
+                        .iter()
+                        .zip(&requested)
+                        .all(|(t, r)| (t.starts_with('{') && !r.is_empty()) || t == r)
+            })
+            .collect();
+        // A literal route (`/api/v1/changes/calendar`) is the resource its path names, not
+        // the parameter route beside it (`/api/v1/changes/{id}`).
+        let literals =
+            |template: &[String]| template.iter().filter(|s| !s.starts_with('{')).count();
+        let most = matching.iter().map(|(t, _)| literals(t)).max().unwrap_or(0);
+        let mut allowed: Vec<&'static str> = matching
+            .iter()
+            .filter(|(t, _)| literals(t) == most)
             .flat_map(|(_, methods)| methods.iter().copied())
             .collect();
         allowed.sort_unstable();
@@ -168,6 +212,18 @@ mod tests {
             Some(vec!["GET", "PATCH"])
         );
         assert_eq!(table.allowed_methods("/api/v1/nothing"), None);
+        assert_eq!(
+            table.shadowed_method("PATCH", "/api/v1/changes/calendar"),
+            Some(vec!["GET"])
+        );
+        assert_eq!(
+            table.shadowed_method("GET", "/api/v1/changes/calendar"),
+            None
+        );
+        assert_eq!(
+            table.shadowed_method("PATCH", "/api/v1/changes/CHG0000001"),
+            None
+        );
         assert_eq!(table.allowed_methods("/api/v1/users/abc/extra"), None);
     }
 }

@@ -292,9 +292,9 @@ fn check_template(
 ) -> ApiResult<()> {
     if let Some(group) = &given.fields.assignment_group {
         crate::usecases::check_group(conn, group).map_err(|_| {
-            ApiError::from_field_errors(vec![FieldError::new(
+            ApiError::from_field_errors(vec![FieldError::unknown(
                 "fields.assignment_group",
-                "no such group",
+                "group",
             )])
         })?;
     }
@@ -507,12 +507,22 @@ pub async fn list_freezes(
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let params = QueryParams::parse(&req, &["from", "to"])?;
-    let window = Window::of(
-        params.timestamp("from")?,
-        params.timestamp("to")?,
-        "from",
-        "to",
-    )?;
+    // Either bound alone is open on the other side; an empty or inverted period holds no
+    // window.
+    let window = match (params.timestamp("from")?, params.timestamp("to")?) {
+        (None, None) => None,
+        (from, to) => Some(Window {
+            start: from.unwrap_or_else(|| instant(1, 1, 1, 0, 0, 0)),
+            end: to.unwrap_or_else(|| instant(9999, 12, 31, 23, 59, 59)),
+        }),
+    };
+    if window.is_some_and(|w| w.end <= w.start) {
+        return Ok(Page::<FreezeWindow> {
+            items: Vec::new(),
+            next_cursor: None,
+        }
+        .respond(&req));
+    }
     let items = state
         .db
         .read(move |conn| changes::freezes(conn, window.as_ref()))
@@ -523,6 +533,13 @@ pub async fn list_freezes(
         next_cursor: None,
     }
     .respond(&req))
+}
+
+/// An instant in the years both databases store and compare alike (1 to 9999).
+fn instant(year: i32, month: u32, day: u32, hour: u32, minute: u32, second: u32) -> DateTime<Utc> {
+    chrono::NaiveDate::from_ymd_opt(year, month, day)
+        .and_then(|day| day.and_hms_opt(hour, minute, second))
+        .map_or(DateTime::<Utc>::UNIX_EPOCH, |at| at.and_utc())
 }
 
 /// Get a freeze window.

@@ -713,7 +713,7 @@ const CALENDAR_MAX_DAYS: i64 = 366;
 /// Changes planned and freeze windows in a range. Staff and integrations.
 #[utoipa::path(
     tag = "changes", operation_id = "change_calendar",
-    params(("from" = String, Query, description = "RFC 3339"), ("to" = String, Query, description = "RFC 3339, at most 366 days after from"),
+    params(("from" = String, Query, description = "RFC 3339"), ("to" = String, Query, description = "RFC 3339; the answer covers at most 366 days from `from`"),
            ("configuration_item" = Option<String>, Query), ("service" = Option<String>, Query, description = "Changes on the service or any item it depends on")),
     responses((status = 200, body = Calendar), (status = 403, body = crate::error::Problem),
               (status = 422, body = crate::error::Problem)),
@@ -736,14 +736,21 @@ pub async fn calendar(
     let to = params
         .timestamp("to")?
         .ok_or_else(|| ApiError::invalid("to", "is required"))?;
-    let window = Window::of(Some(from), Some(to), "from", "to")?
-        .ok_or_else(|| ApiError::invalid("to", "is required"))?;
-    if to - from > chrono::Duration::days(CALENDAR_MAX_DAYS) {
-        return Err(ApiError::invalid(
-            "to",
-            format!("is at most {CALENDAR_MAX_DAYS} days after from"),
-        ));
+    // An empty or inverted period holds nothing; a longer one than a calendar covers is cut
+    // at its first CALENDAR_MAX_DAYS days, and the answer's `to` says where it stopped.
+    if to <= from {
+        return Ok(HttpResponse::Ok().json(usecase::Calendar {
+            from,
+            to,
+            changes: Vec::new(),
+            freeze_windows: Vec::new(),
+        }));
     }
+    let to = to.min(from + chrono::Duration::days(CALENDAR_MAX_DAYS));
+    let window = Window {
+        start: from,
+        end: to,
+    };
     let item = params.text("configuration_item")?;
     let service = params.text("service")?;
     let graphs = state.db.graphs();

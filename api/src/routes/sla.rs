@@ -222,18 +222,15 @@ fn checked_policy(conn: &mut DbConnection, body: PolicyBody) -> ApiResult<Policy
     let mut errors = Vec::new();
     match sla::get_calendar(conn, &policy.calendar_id) {
         Ok(_) => {}
-        Err(StoreError::NotFound) => {
-            errors.push(FieldError::new("calendar_id", "no such calendar"))
-        }
+        Err(StoreError::NotFound) => errors.push(FieldError::unknown("calendar_id", "calendar")),
         Err(other) => return Err(other.into()),
     }
     if let Some(group) = &policy.applies_to.assignment_group {
         match groups::get(conn, group) {
             Ok(_) => {}
-            Err(StoreError::NotFound) => errors.push(FieldError::new(
-                "applies_to.assignment_group",
-                "no such group",
-            )),
+            Err(StoreError::NotFound) => {
+                errors.push(FieldError::unknown("applies_to.assignment_group", "group"))
+            }
             Err(other) => return Err(other.into()),
         }
     }
@@ -243,9 +240,9 @@ fn checked_policy(conn: &mut DbConnection, body: PolicyBody) -> ApiResult<Policy
     for (index, escalation) in policy.escalations.iter().enumerate() {
         match groups::get(conn, &escalation.group) {
             Ok(_) => {}
-            Err(StoreError::NotFound) => errors.push(FieldError::new(
+            Err(StoreError::NotFound) => errors.push(FieldError::unknown(
                 format!("escalations[{index}].group"),
-                "no such group",
+                "group",
             )),
             Err(other) => return Err(other.into()),
         }

@@ -248,13 +248,10 @@ impl UserReplacement {
             .write(move |conn| {
                 let existing = users::get(conn, &updated_id)?;
                 if existing.username != self.username {
-                    return Err(ApiError::invalid(
-                        "username",
-                        format!(
-                            "the reference belongs to user {}; usernames do not change",
-                            existing.username
-                        ),
-                    ));
+                    return Err(ApiError::Conflict(format!(
+                        "username: the reference belongs to user {}; usernames do not change",
+                        existing.username
+                    )));
                 }
                 Ok(users::update(conn, &ctx, &updated_id, None, self.update)?)
             })

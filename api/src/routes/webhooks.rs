@@ -17,6 +17,9 @@ use crate::listing::{Page, QueryParams, PAGE_PARAMS};
 use crate::state::AppState;
 use crate::usecases::webhooks as usecase;
 
+/// The `status` values the delivery list filters on.
+pub const DELIVERY_STATUSES: [&str; 3] = ["pending", "delivered", "dead"];
+
 /// A webhook subscription. Its secret is shown only when created or rotated.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Webhook {
@@ -353,6 +356,7 @@ pub async fn list_webhook_deliveries(
     id: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let params = QueryParams::parse(&req, &[&PAGE_PARAMS[..], &["status"]].concat())?;
+    // The values are DELIVERY_STATUSES, which the contract publishes.
     let status = match params.single("status")? {
         None => None,
         Some("pending") => Some(repo::PENDING),

@@ -217,6 +217,10 @@ fn enum_values<T: FromStr>(params: &QueryParams, name: &str, names: &str) -> Api
 }
 
 /// List configuration items.
+///
+/// Besides the parameters below, `attr.<name>=value` filters on an identifying attribute by
+/// equality (1 to 1,000 characters; repeatable, one per attribute), e.g.
+/// `attr.hostname=web01`, served by the identifier index.
 #[utoipa::path(
     tag = "cmdb", operation_id = "list_configuration_items",
     params(
@@ -224,7 +228,6 @@ fn enum_values<T: FromStr>(params: &QueryParams, name: &str, names: &str) -> Api
         ("status" = Option<Vec<CiStatus>>, Query), ("environment" = Option<Vec<Environment>>, Query),
         ("criticality" = Option<Vec<Criticality>>, Query),
         ("owner_group" = Option<String>, Query, description = "A group id"),
-        ("attr.<name>" = Option<String>, Query, min_length = 1, max_length = 1000, description = "Equality on an identifying attribute, e.g. attr.hostname=web01 (served by the identifier index)"),
         ("q" = Option<String>, Query, description = "Text in the name"),
         ("external_ref" = Option<String>, Query, description = "system:id"),
         ("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query),
@@ -290,10 +293,10 @@ pub async fn list_items(
                     ));
                 }
             }
+            // A class that does not exist has no items, as a group that does not exist owns
+            // none.
             let classes = match &class {
-                Some(class) if set.get(class).is_none() => {
-                    return Err(ApiError::invalid("class", "no such class"))
-                }
+                Some(class) if set.get(class).is_none() => Some(Vec::new()),
                 Some(class) => Some(set.with_descendants(class)),
                 None => None,
             };
