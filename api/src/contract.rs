@@ -548,6 +548,12 @@ impl Modify for DomainRules {
                             version.enum_values = Some(vec!["4".into()]);
                         }
                     }
+                    ("PolicyRequest", "quorum") => {
+                        if let RefOr::T(Schema::Object(quorum)) = property {
+                            quorum.minimum = Some(1.into());
+                            quorum.maximum = Some(domain::change::approval::MAX_QUORUM.into());
+                        }
+                    }
                     ("PolicyRequest", "change_types") => {
                         // Standard changes are pre-approved by their template
                         // (`PolicyRules::validate`).

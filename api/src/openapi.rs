@@ -100,6 +100,10 @@ pub fn spec_json() -> String {
 /// The paths and methods the API serves, to tell 405 (known path) from 404.
 pub struct RouteTable {
     routes: Vec<(Vec<String>, Vec<&'static str>)>,
+    /// The routes with a literal segment where another route of their shape has a parameter
+    /// (`/api/v1/changes/calendar` beside `/api/v1/changes/{id}`): the few paths
+    /// `shadowed_method` has to look at.
+    shadowing: Vec<usize>,
 }
 
 impl RouteTable {
@@ -124,13 +128,44 @@ impl RouteTable {
             })
             .collect();
         routes.push((segments("/openapi.json"), vec!["GET"]));
-        Self { routes }
+        let shadows = |literal: &[String], other: &[String]| {
+            literal.len() == other.len()
+                && literal
+                    .iter()
+                    .zip(other)
+                    .any(|(l, o)| !l.starts_with('{') && o.starts_with('{'))
+                && literal
+                    .iter()
+                    .zip(other)
+                    .all(|(l, o)| l == o || o.starts_with('{'))
+        };
+        let shadowing = (0..routes.len())
+            .filter(|&i| {
+                routes
+                    .iter()
+                    .enumerate()
+                    .any(|(j, (other, _))| j != i && shadows(&routes[i].0, other))
+            })
+            .collect();
+        Self { routes, shadowing }
     }
 
     /// When `path` names a literal route (`/api/v1/changes/calendar`) that lacks `method`
     /// while a route with a parameter there (`/api/v1/changes/{id}`) has it: the methods the
     /// literal route allows (the request is answered 405 rather than routed to the other).
     pub fn shadowed_method(&self, method: &str, path: &str) -> Option<Vec<&'static str>> {
+        // Most requests name no shadowing route: answered without allocating.
+        let names_one = self.shadowing.iter().any(|&i| {
+            let mut parts = path.split('/').skip(1);
+            self.routes[i].0.iter().all(|t| {
+                parts
+                    .next()
+                    .is_some_and(|r| (t.starts_with('{') && !r.is_empty()) || t == r)
+            }) && parts.next().is_none()
+        });
+        if !names_one {
+            return None;
+        }
         let requested = segments(path);
         let matching: Vec<&(Vec<String>, Vec<&'static str>)> = self
             .routes

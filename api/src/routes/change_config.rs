@@ -66,8 +66,7 @@ pub struct PolicyRequest {
     /// 1 to 50 (`PolicyRules::validate`).
     #[schema(min_items = 1, max_items = 50)]
     pub approvers: Vec<Approver>,
-    /// Approvals that authorise. Default 1.
-    #[schema(minimum = 1)]
+    /// Approvals that authorise, 1 to 1,000. Default 1.
     pub quorum: Option<u32>,
 }
 
