@@ -491,6 +491,20 @@ impl Modify for DomainRules {
                 object.additional_properties =
                     Some(Box::new(AdditionalProperties::FreeForm(false)));
             }
+            if name == "UpdateChange" {
+                // Overriding the risk takes the level and the reason together
+                // (`usecases::changes`); neither field of the patch takes null.
+                object
+                    .extensions
+                    .get_or_insert_with(Default::default)
+                    .insert(
+                        "dependentRequired".to_owned(),
+                        serde_json::json!({
+                            "risk": ["risk_override_reason"],
+                            "risk_override_reason": ["risk"]
+                        }),
+                    );
+            }
             if name == "HolidaySpec" {
                 // A partial holiday has both ends or neither (`Calendar::parse`).
                 object
