@@ -375,6 +375,32 @@ fn bound_query_parameters(path: &str, operation: &mut Operation) {
 /// limit, times of day, webhook URLs and the `types` filters.
 pub struct DomainRules;
 
+/// Text fields the handlers trim and refuse when blank (`non_blank`, `blank`, the title and
+/// body checks).
+const NOT_BLANK_FIELDS: [(&str, &str); 21] = [
+    ("CreateIncident", "title"),
+    ("UpdateIncident", "title"),
+    ("CreateProblem", "title"),
+    ("UpdateProblem", "title"),
+    ("ProblemFromIncident", "title"),
+    ("CreateChange", "title"),
+    ("UpdateChange", "title"),
+    ("TemplateFields", "title"),
+    ("CreateNote", "body"),
+    ("CreateApiToken", "name"),
+    ("AlertRuleRequest", "name"),
+    ("CalendarRequest", "name"),
+    ("CreateUser", "display_name"),
+    ("UpdateUser", "display_name"),
+    ("CreateGroup", "name"),
+    ("UpdateGroup", "name"),
+    ("RuleRequest", "category"),
+    ("PolicyRequest", "name"),
+    ("TemplateRequest", "name"),
+    ("FreezeRequest", "name"),
+    ("FreezeRequest", "reason"),
+];
+
 /// Fields that name tickets of one kind by id or number, wherever they appear.
 const TICKET_REFERENCE_FIELDS: [(&str, TicketKind); 3] = [
     ("fixes_problems", TicketKind::Problem),
@@ -522,7 +548,13 @@ impl Modify for DomainRules {
             }
             for (field, property) in object.properties.iter_mut() {
                 let field = field.as_str();
+                if NOT_BLANK_FIELDS.contains(&(name.as_str(), field)) {
+                    set_pattern(property, query_text_pattern());
+                }
                 match (name.as_str(), field) {
+                    ("AttributeDef", "name") | ("CreateClass", "name" | "parent") => {
+                        set_pattern(property, domain::cmdb::class::NAME_PATTERN.to_owned());
+                    }
                     ("HoursSpec" | "HolidaySpec", "start" | "end") => {
                         set_pattern(property, CLOCK_TIME_PATTERN.to_owned());
                     }
