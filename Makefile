@@ -15,14 +15,16 @@ run:
 test:
 	ITSM_TEST_POSTGRES_URL=$(POSTGRES_URL) $(CARGO) test --workspace
 
-## Formatting, clippy with warnings as errors, the domain's independence from I/O crates, and
-## the contract under Redocly `recommended` and openapi-spec-validator (tools pinned in .tools/).
+## Formatting, clippy with warnings as errors, the domain's independence from I/O crates, the
+## contract under Redocly `recommended` and openapi-spec-validator, and two clients generated
+## from it (TypeScript and Python) compiling with typed problems (tools pinned in .tools/).
 lint: check-domain-deps lint-contract
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 lint-contract:
 	contract/lint.sh
+	contract/clients.sh
 
 ## Property-based fuzzing of every operation (schemathesis, all checks, stateful phase) against
 ## a freshly started `itsm` on SQLite, and on PostgreSQL when ITSM_TEST_POSTGRES_URL is set.

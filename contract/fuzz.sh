@@ -53,7 +53,8 @@ fuzz() {
     curl -sf "$ITSM_FUZZ_BASE_URL/readyz" >/dev/null || { cat "$work/$name.log"; exit 1; }
     echo "== fuzz: $name ($FUZZ_SECONDS s, seed $FUZZ_SEED)"
     local started=$SECONDS status=0
-    SCHEMATHESIS_HOOKS=hooks PYTHONPATH=contract "$VENV/bin/schemathesis" run openapi/openapi.json \
+    SCHEMATHESIS_HOOKS=hooks PYTHONPATH=contract "$VENV/bin/schemathesis" \
+        --config-file contract/schemathesis.toml run openapi/openapi.json \
         --url "$ITSM_FUZZ_BASE_URL" \
         --checks all \
         --phases examples,coverage,fuzzing,stateful \

@@ -145,6 +145,7 @@ pub async fn start(config: Config) -> Result<Running, String> {
             .app_data(body_limit.clone())
             .app_data(hsts.clone())
             .app_data(rate_limits.clone())
+            .wrap(from_fn(literal_paths_first))
             .wrap(from_fn(crate::conditional::not_modified))
             .wrap(from_fn(idempotency_middleware::middleware))
             .wrap(cors(&cors_origins))
@@ -200,6 +201,30 @@ async fn stop_on_signal(state: web::Data<AppState>, handle: ServerHandle) {
         .stopping
         .store(true, std::sync::atomic::Ordering::SeqCst);
     handle.stop(true).await;
+}
+
+/// `PATCH /api/v1/changes/calendar` matches `PATCH /api/v1/changes/{id}`, but the path names
+/// the calendar, which only has GET: 405 with `Allow`, not the change handler with
+/// `calendar` for an id.
+async fn literal_paths_first(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let shadowed = req.app_data::<web::Data<AppState>>().and_then(|state| {
+        state
+            .routes
+            .shadowed_method(req.method().as_str(), req.path())
+    });
+    if let Some(allow) = shadowed {
+        let error = ApiError::MethodNotAllowed {
+            method: req.method().to_string(),
+            allow,
+        };
+        return Ok(req.error_response(error).map_into_right_body());
+    }
+    next.call(req)
+        .await
+        .map(|response| response.map_into_left_body())
 }
 
 /// Answers 503 to requests that arrive while the service stops.

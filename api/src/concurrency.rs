@@ -11,6 +11,10 @@ use crate::error::{ApiError, ApiResult};
 /// match (versions start at 1).
 pub const NO_VERSION: i64 = i64::MIN;
 
+/// The `If-Match` values every operation takes, for the contract: `*` or one strong ETag
+/// (`if_match` also reads lists and weak tags, which never match).
+pub const IF_MATCH_PATTERN: &str = "^(?:[*]|\"[0-9]{1,18}\"|[0-9]{1,18})$";
+
 /// The version `If-Match` demands, if the header is present; `*` demands none (any current
 /// version). Tags compare strongly (RFC 9110 section 13.1.1): a weak tag (`W/"3"`) never
 /// matches, so a list of weak tags only demands [`NO_VERSION`] and the change is refused with
@@ -43,11 +47,17 @@ pub fn if_match(req: &HttpRequest) -> ApiResult<Option<i64>> {
     }
 }
 
-/// The version in a quoted entity tag (`"7"`); `None` when it is not one of ours.
+/// The version in an entity tag (`"7"`, or `7` from clients that drop the quotes); `None`
+/// when it is not one of ours.
 fn version_of(tag: &str) -> Option<i64> {
-    tag.strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .and_then(|t| t.parse::<i64>().ok())
+    let unquoted = match tag.strip_prefix('"') {
+        Some(quoted) => quoted.strip_suffix('"')?,
+        None if tag.bytes().all(|b| b.is_ascii_digit()) => tag,
+        None => return None,
+    };
+    unquoted
+        .parse::<i64>()
+        .ok()
         .filter(|version| *version != NO_VERSION)
 }
 
@@ -64,4 +74,27 @@ pub fn created(location: String, version: i64, body: &impl Serialize) -> HttpRes
         .insert_header((header::LOCATION, location))
         .insert_header((header::ETAG, format!("\"{version}\"")))
         .json(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::{if_match, IF_MATCH_PATTERN};
+
+    /// Every If-Match the contract admits is read as a version (or as none, for `*`).
+    #[test]
+    fn the_published_if_match_values_are_read() {
+        let pattern = regex::Regex::new(IF_MATCH_PATTERN).unwrap();
+        for value in ["*", "\"0\"", "\"7\"", "7", "\"999999999999999999\""] {
+            assert!(pattern.is_match(value), "{value}");
+            let req = TestRequest::default()
+                .insert_header(("If-Match", value))
+                .to_http_request();
+            assert!(if_match(&req).is_ok(), "{value}");
+        }
+        for value in ["W/\"7\"", "x7", "\"7\", \"8\"", ""] {
+            assert!(!pattern.is_match(value), "{value}");
+        }
+    }
 }

@@ -18,9 +18,17 @@ use utoipa::openapi::server::ServerBuilder;
 use utoipa::openapi::{Content, HeaderBuilder, OpenApi, Ref, RefOr, Required, ResponseBuilder};
 use utoipa::Modify;
 
+use domain::alert::{self, AlertStatus};
+use domain::change::ChangeType;
+use domain::cmdb::RelationshipType;
+use domain::sla::CLOCK_TIME_PATTERN;
+use domain::ticket::TicketKind;
+use domain::webhooks::{EVENT_TYPE_FILTER_PATTERN, PORTABLE_URL_PATTERN};
+use domain::ExternalRef;
+
 use crate::idempotency::MAX_KEY_LEN;
 use crate::listing::{
-    text_filter_max, DEFAULT_LIMIT, MAX_LIMIT, NOT_BLANK_PATTERN, TIMESTAMP_PARAMS,
+    text_filter_max, Cursor, DEFAULT_LIMIT, MAX_LIMIT, NOT_BLANK_PATTERN, TIMESTAMP_PARAMS,
 };
 use crate::tickets::SORT_FIELDS;
 
@@ -179,7 +187,7 @@ impl Modify for RouteKinds {
             if traits.post && traits.authenticated {
                 set_idempotency_key(operation);
             }
-            bound_query_parameters(operation);
+            bound_query_parameters(&path, operation);
             let kinds = traits.problem_statuses();
             for (status, description) in &kinds {
                 operation
@@ -309,7 +317,7 @@ fn idempotency_key_parameter() -> Parameter {
 
 /// Publishes the bounds `QueryParams` checks on each query parameter, where the annotation did
 /// not state its own: `limit`, the text filters, the timestamps, the cursor.
-fn bound_query_parameters(operation: &mut Operation) {
+fn bound_query_parameters(path: &str, operation: &mut Operation) {
     for parameter in operation.parameters.iter_mut().flatten() {
         if parameter.parameter_in != ParameterIn::Query {
             continue;
@@ -328,32 +336,462 @@ fn bound_query_parameters(operation: &mut Operation) {
         }
         let is_text = schema.schema_type == SchemaType::new(Type::String)
             && schema.enum_values.is_none()
-            && schema.format.is_none();
+            && schema.format.is_none()
+            && schema.pattern.is_none();
         if !is_text {
             continue;
         }
         if name == "sort" {
+            // Changes have no priority to sort by (`list_changes` refuses it).
+            let changes = path == "/api/v1/changes";
             schema.enum_values = Some(
                 SORT_FIELDS
                     .iter()
+                    .filter(|field| !(changes && **field == "priority"))
                     .flat_map(|field| [field.to_string(), format!("-{field}")])
                     .map(serde_json::Value::from)
                     .collect(),
             );
         } else if name == "external_ref" {
-            schema.pattern = Some(EXTERNAL_REF_PATTERN.to_owned());
+            schema.pattern = Some(external_ref_pattern());
+            // A one-character system and the colon leave the id its whole length.
+            schema.max_length = Some(ExternalRef::MAX_ID_LEN + 2);
         } else if TIMESTAMP_PARAMS.contains(&name) {
             schema.format = Some(SchemaFormat::KnownFormat(KnownFormat::DateTime));
         } else if name == "cursor" {
-            schema.min_length = Some(1);
+            schema.pattern = Some(cursor_pattern(path));
         } else if schema.max_length.is_none() {
             schema.min_length = Some(1);
             schema.max_length = Some(text_filter_max(name));
-            schema.pattern = Some(NOT_BLANK_PATTERN.to_owned());
+            schema.pattern = Some(query_text_pattern());
         } else {
-            schema.pattern = Some(NOT_BLANK_PATTERN.to_owned());
+            schema.pattern = Some(query_text_pattern());
         }
     }
+}
+
+/// The rules the domain checks in code rather than in `#[validate]`, published from the
+/// constants the code checks with: ticket references (ids or numbers), the `external_refs`
+/// limit, times of day, webhook URLs and the `types` filters.
+pub struct DomainRules;
+
+/// Text fields the handlers trim and refuse when blank (`non_blank`, `blank`, the title and
+/// body checks).
+const NOT_BLANK_FIELDS: [(&str, &str); 21] = [
+    ("CreateIncident", "title"),
+    ("UpdateIncident", "title"),
+    ("CreateProblem", "title"),
+    ("UpdateProblem", "title"),
+    ("ProblemFromIncident", "title"),
+    ("CreateChange", "title"),
+    ("UpdateChange", "title"),
+    ("TemplateFields", "title"),
+    ("CreateNote", "body"),
+    ("CreateApiToken", "name"),
+    ("AlertRuleRequest", "name"),
+    ("CalendarRequest", "name"),
+    ("CreateUser", "display_name"),
+    ("UpdateUser", "display_name"),
+    ("CreateGroup", "name"),
+    ("UpdateGroup", "name"),
+    ("RuleRequest", "category"),
+    ("PolicyRequest", "name"),
+    ("TemplateRequest", "name"),
+    ("FreezeRequest", "name"),
+    ("FreezeRequest", "reason"),
+];
+
+/// Fields that name tickets of one kind by id or number, wherever they appear.
+const TICKET_REFERENCE_FIELDS: [(&str, TicketKind); 3] = [
+    ("fixes_problems", TicketKind::Problem),
+    ("caused_incidents", TicketKind::Incident),
+    ("incident_ids", TicketKind::Incident),
+];
+
+/// The collections whose `{id}` is a ticket of a kind (its id or its number).
+const TICKET_COLLECTIONS: [(&str, TicketKind); 3] = [
+    ("/api/v1/incidents/", TicketKind::Incident),
+    ("/api/v1/problems/", TicketKind::Problem),
+    ("/api/v1/changes/", TicketKind::Change),
+];
+
+impl Modify for DomainRules {
+    fn modify(&self, openapi: &mut OpenApi) {
+        for (_, path, operation) in operations_mut(openapi) {
+            for parameter in operation.parameters.iter_mut().flatten() {
+                if path == "/api/v1/sla-timers" && parameter.name == "ticket_type" {
+                    parameter.schema = Some(RefOr::T(Schema::Object(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .enum_values(Some(
+                                TicketKind::ALL
+                                    .iter()
+                                    .filter(|kind| kind.has_slas())
+                                    .map(|kind| kind.as_str()),
+                            ))
+                            .build(),
+                    )));
+                }
+                let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut() else {
+                    continue;
+                };
+                // An optional parameter may be absent, never null.
+                if let SchemaType::Array(types) = &schema.schema_type {
+                    let types: Vec<Type> = types
+                        .iter()
+                        .filter(|t| **t != Type::Null)
+                        .cloned()
+                        .collect();
+                    if let [one] = types.as_slice() {
+                        schema.schema_type = SchemaType::new(one.clone());
+                    }
+                }
+                let query = parameter.parameter_in == ParameterIn::Query;
+                let name = parameter.name.as_str();
+                if query && name == "status" && path.ends_with("/deliveries") {
+                    schema.enum_values = Some(
+                        crate::routes::webhooks::DELIVERY_STATUSES
+                            .iter()
+                            .map(|s| serde_json::Value::from(*s))
+                            .collect(),
+                    );
+                }
+                if query && name == "limit" && path.ends_with("/impact") {
+                    schema.minimum = Some(1.into());
+                    schema.maximum = Some(domain::cmdb::impact::MAX_LIMIT.into());
+                    schema.default = Some(domain::cmdb::impact::DEFAULT_LIMIT.into());
+                }
+                let pattern = match (&parameter.parameter_in, parameter.name.as_str()) {
+                    (ParameterIn::Path, "id") => TICKET_COLLECTIONS
+                        .iter()
+                        .find(|(prefix, _)| path.starts_with(&format!("{prefix}{{id}}")))
+                        .map(|(_, kind)| kind.reference_pattern()),
+                    (ParameterIn::Path, "system") => Some(external_system_pattern()),
+                    (ParameterIn::Header, "If-Match") => {
+                        Some(crate::concurrency::IF_MATCH_PATTERN.to_owned())
+                    }
+                    (ParameterIn::Path, "incident_id") => {
+                        Some(TicketKind::Incident.reference_pattern())
+                    }
+                    (ParameterIn::Query, "types") if path == "/api/v1/events" => {
+                        Some(crate::routes::feed::types_pattern())
+                    }
+                    (ParameterIn::Query, "types")
+                        if path.starts_with("/api/v1/configuration-items/") =>
+                    {
+                        Some(list_pattern(
+                            RelationshipType::ALL.iter().map(|t| t.as_str()),
+                        ))
+                    }
+                    _ => None,
+                };
+                if let Some(pattern) = pattern {
+                    schema.pattern = Some(pattern);
+                }
+            }
+        }
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for (name, schema) in components.schemas.iter_mut() {
+            // An approver is exactly one of its keys (`{"user": id}`...): serde refuses others.
+            if name == "Approver" {
+                if let RefOr::T(Schema::OneOf(one)) = schema {
+                    for variant in &mut one.items {
+                        if let RefOr::T(Schema::Object(object)) = variant {
+                            object.additional_properties =
+                                Some(Box::new(AdditionalProperties::FreeForm(false)));
+                        }
+                    }
+                }
+            }
+            let RefOr::T(Schema::Object(object)) = schema else {
+                continue;
+            };
+            // The alert intake reads its documents field by field and refuses any other
+            // field (`domain::alert`).
+            if matches!(
+                name.as_str(),
+                "GenericAlert" | "GenericAlertBatch" | "AlertmanagerPayload" | "AlertmanagerAlert"
+            ) {
+                object.additional_properties =
+                    Some(Box::new(AdditionalProperties::FreeForm(false)));
+            }
+            if name == "UpdateChange" {
+                // Overriding the risk takes the level and the reason together
+                // (`usecases::changes`); neither field of the patch takes null.
+                object
+                    .extensions
+                    .get_or_insert_with(Default::default)
+                    .insert(
+                        "dependentRequired".to_owned(),
+                        serde_json::json!({
+                            "risk": ["risk_override_reason"],
+                            "risk_override_reason": ["risk"]
+                        }),
+                    );
+            }
+            if name == "HolidaySpec" {
+                // A partial holiday has both ends or neither (`Calendar::parse`).
+                object
+                    .extensions
+                    .get_or_insert_with(Default::default)
+                    .insert(
+                        "dependentRequired".to_owned(),
+                        serde_json::json!({"start": ["end"], "end": ["start"]}),
+                    );
+                for end in ["start", "end"] {
+                    if let Some(RefOr::T(Schema::Object(time))) = object.properties.get_mut(end) {
+                        time.schema_type = SchemaType::new(Type::String);
+                    }
+                }
+            }
+            for (field, property) in object.properties.iter_mut() {
+                let field = field.as_str();
+                if NOT_BLANK_FIELDS.contains(&(name.as_str(), field)) {
+                    set_pattern(property, query_text_pattern());
+                }
+                match (name.as_str(), field) {
+                    ("AttributeDef", "name") | ("CreateClass", "name" | "parent") => {
+                        set_pattern(property, domain::cmdb::class::NAME_PATTERN.to_owned());
+                    }
+                    ("HoursSpec" | "HolidaySpec", "start" | "end") => {
+                        set_pattern(property, CLOCK_TIME_PATTERN.to_owned());
+                    }
+                    ("CreateWebhook" | "UpdateWebhook", "url") => {
+                        set_pattern(property, PORTABLE_URL_PATTERN.to_owned());
+                        if let RefOr::T(Schema::Object(url)) = property {
+                            url.format = Some(SchemaFormat::Custom("uri".to_owned()));
+                        }
+                    }
+                    ("CreateWebhook" | "UpdateWebhook", "event_types") => {
+                        items_pattern(property, EVENT_TYPE_FILTER_PATTERN.to_owned());
+                    }
+                    ("GenericAlert", "resources") => {
+                        items_pattern(property, RESOURCE_PATTERN.to_owned());
+                        if let RefOr::T(Schema::Array(list)) = property {
+                            list.max_items = Some(domain::alert::MAX_RESOURCES);
+                        }
+                    }
+                    ("AlertmanagerPayload" | "GenericAlertBatch", "alerts") => {
+                        if let RefOr::T(Schema::Array(list)) = property {
+                            list.min_items = Some(1);
+                            list.max_items = Some(domain::alert::MAX_BATCH);
+                        }
+                    }
+                    ("AlertmanagerPayload" | "AlertmanagerAlert", "status") => {
+                        if let RefOr::T(Schema::Object(status)) = property {
+                            status.enum_values = Some(
+                                AlertStatus::ALL
+                                    .iter()
+                                    .map(|s| serde_json::Value::from(s.as_str()))
+                                    .collect(),
+                            );
+                        }
+                    }
+                    ("AlertmanagerPayload", "version") => {
+                        if let RefOr::T(Schema::Object(version)) = property {
+                            version.enum_values = Some(vec!["4".into()]);
+                        }
+                    }
+                    ("PolicyRequest", "quorum") => {
+                        if let RefOr::T(Schema::Object(quorum)) = property {
+                            quorum.minimum = Some(1.into());
+                            quorum.maximum = Some(domain::change::approval::MAX_QUORUM.into());
+                        }
+                    }
+                    ("PolicyRequest", "change_types") => {
+                        // Standard changes are pre-approved by their template
+                        // (`PolicyRules::validate`).
+                        if let RefOr::T(Schema::Array(list)) = property {
+                            list.items =
+                                ArrayItems::RefOrSchema(Box::new(RefOr::T(Schema::Object(
+                                    ObjectBuilder::new()
+                                        .schema_type(Type::String)
+                                        .enum_values(Some(
+                                            ChangeType::ALL
+                                                .iter()
+                                                .filter(|t| **t != ChangeType::Standard)
+                                                .map(|t| t.as_str()),
+                                        ))
+                                        .build(),
+                                ))));
+                        }
+                    }
+                    ("GenericAlert", "source") => text_bounds(property, alert::MAX_SOURCE),
+                    ("GenericAlert", "dedup_key") | ("AlertmanagerAlert", "fingerprint") => {
+                        text_bounds(property, alert::MAX_KEY)
+                    }
+                    ("GenericAlert", "summary") => text_bounds(property, alert::MAX_SUMMARY),
+                    ("GenericAlert", "description") => {
+                        if let RefOr::T(Schema::Object(text)) = property {
+                            text.max_length = Some(alert::MAX_DESCRIPTION);
+                        }
+                    }
+                    ("GenericAlert", "time") | ("AlertmanagerAlert", "startsAt" | "endsAt") => {
+                        if let RefOr::T(Schema::Object(at)) = property {
+                            at.format = Some(SchemaFormat::KnownFormat(KnownFormat::DateTime));
+                        }
+                    }
+                    ("AlertmanagerAlert" | "GenericAlert" | "AlertmanagerPayload", _)
+                        if field.ends_with("abels") || field.ends_with("nnotations") =>
+                    {
+                        // `alert::string_map`: named strings, 1 to MAX_LABELS of them when
+                        // required (an Alertmanager alert's labels).
+                        let value_max = if field.ends_with("nnotations") {
+                            alert::MAX_DESCRIPTION
+                        } else {
+                            alert::MAX_LABEL_VALUE
+                        };
+                        if let RefOr::T(Schema::Object(map)) = property {
+                            if name == "AlertmanagerAlert" && field == "labels" {
+                                map.min_properties = Some(1);
+                            }
+                            map.max_properties = Some(alert::MAX_LABELS);
+                            map.property_names = Some(Box::new(Schema::Object(
+                                ObjectBuilder::new()
+                                    .schema_type(Type::String)
+                                    .min_length(Some(1))
+                                    .max_length(Some(alert::MAX_LABEL_NAME))
+                                    .pattern(Some(NO_NUL_PATTERN))
+                                    .build(),
+                            )));
+                            map.additional_properties = Some(Box::new(
+                                AdditionalProperties::RefOr(RefOr::T(Schema::Object(
+                                    ObjectBuilder::new()
+                                        .schema_type(Type::String)
+                                        .max_length(Some(value_max))
+                                        .build(),
+                                ))),
+                            ));
+                        }
+                    }
+                    ("CreateItem" | "UpdateItem" | "ReconcileItem", "name") => {
+                        text_bounds(property, domain::cmdb::item::MAX_NAME_CHARS)
+                    }
+                    (_, "time_zone") if name.starts_with("Calendar") => {
+                        if let RefOr::T(Schema::Object(zone)) = property {
+                            zone.enum_values = Some(
+                                domain::calendar::time_zone_names()
+                                    .map(serde_json::Value::from)
+                                    .collect(),
+                            );
+                            zone.min_length = None;
+                            zone.max_length = None;
+                        }
+                    }
+                    (_, "working_hours") if name.starts_with("Calendar") => {
+                        if let RefOr::T(Schema::Array(list)) = property {
+                            list.min_items = Some(1);
+                        }
+                    }
+                    (
+                        _,
+                        "configuration_items"
+                        | "fixes_problems"
+                        | "caused_incidents"
+                        | "incident_ids",
+                    )
+                    | ("SourcePrecedence", "sources") => {
+                        // Each listed once (the handlers refuse a repeat).
+                        if let RefOr::T(Schema::Array(list)) = property {
+                            list.unique_items = true;
+                        }
+                        if let Some((_, kind)) =
+                            TICKET_REFERENCE_FIELDS.iter().find(|(f, _)| *f == field)
+                        {
+                            items_pattern(property, kind.reference_pattern());
+                        }
+                    }
+                    ("ExternalRef", "system") => {
+                        set_pattern(property, external_system_pattern());
+                    }
+                    ("ExternalRef", "id") => {
+                        set_pattern(property, EXTERNAL_ID_PATTERN.to_owned());
+                        if let RefOr::T(Schema::Object(id)) = property {
+                            id.min_length = Some(1);
+                            id.max_length = Some(ExternalRef::MAX_ID_LEN);
+                        }
+                    }
+                    (_, "external_refs") => {
+                        if let RefOr::T(Schema::Array(list)) = property {
+                            list.max_items = Some(ExternalRef::MAX_PER_RECORD);
+                        }
+                    }
+                    _ => {
+                        if let Some((_, kind)) =
+                            TICKET_REFERENCE_FIELDS.iter().find(|(f, _)| *f == field)
+                        {
+                            if let RefOr::T(Schema::Array(list)) = property {
+                                if let ArrayItems::RefOrSchema(items) = &mut list.items {
+                                    set_pattern(items, kind.reference_pattern());
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An external system's name, as `ExternalRef::validate_list` checks it.
+fn external_system_pattern() -> String {
+    format!("^[A-Za-z0-9_.-]{{1,{}}}$", ExternalRef::MAX_SYSTEM_LEN)
+}
+
+/// An external id: no surrounding white space (what `str::trim` removes) and no NUL.
+const EXTERNAL_ID_PATTERN: &str = "^[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000](?:[^\\u0000]*[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\u0000])?$";
+
+/// Text that must not be blank (no NUL either), of at most `max` characters.
+fn text_bounds(schema: &mut RefOr<Schema>, max: usize) {
+    if let RefOr::T(Schema::Object(text)) = schema {
+        text.max_length = Some(max);
+        text.pattern = Some(query_text_pattern());
+    }
+}
+
+/// `^a|b(,a|b)*$`: a comma-separated list of the given names.
+fn list_pattern<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let one = format!("(?:{})", names.collect::<Vec<_>>().join("|"));
+    format!("^{one}(?:,{one})*$")
+}
+
+/// A resource an alert names: a host name or instance, 1 to 255 ASCII characters without
+/// surrounding spaces (as `domain::alert` reads `resources`).
+const RESOURCE_PATTERN: &str = "^[!-~](?:[ -~]{0,253}[!-~])?$";
+
+fn items_pattern(schema: &mut RefOr<Schema>, pattern: String) {
+    if let RefOr::T(Schema::Array(list)) = schema {
+        if let ArrayItems::RefOrSchema(items) = &mut list.items {
+            set_pattern(items, pattern);
+        }
+    }
+}
+
+fn set_pattern(schema: &mut RefOr<Schema>, pattern: String) {
+    if let RefOr::T(Schema::Object(object)) = schema {
+        object.pattern = Some(pattern);
+    }
+}
+
+/// The cursors a list reads (`listing::Cursor`): ticket lists carry every sort's key, the
+/// SLA timer list a due time and an id, every other list the last item's id.
+fn cursor_pattern(path: &str) -> String {
+    match path {
+        "/api/v1/incidents" | "/api/v1/problems" | "/api/v1/changes" => {
+            crate::tickets::TicketCursor::pattern()
+        }
+        "/api/v1/sla-timers" => <(chrono::NaiveDateTime, String)>::pattern(),
+        _ => String::pattern(),
+    }
+}
+
+/// A text filter: not all white space (`QueryParams::text`) and without NUL (which no stored
+/// text holds).
+fn query_text_pattern() -> String {
+    let not_blank = NOT_BLANK_PATTERN.trim_end_matches(']');
+    format!("^[^\\u0000]*{not_blank}\\u0000][^\\u0000]*$")
 }
 
 /// A flattened part of a record (`#[serde(flatten)]` renders as `allOf`) keeps the record's
@@ -477,6 +915,25 @@ fn forbid_nul(schema: &mut RefOr<Schema>) {
                 object.pattern = Some(NO_NUL_PATTERN.to_owned());
             }
             object.properties.values_mut().for_each(forbid_nul);
+            // Keys are text too, in maps and in objects open to other fields.
+            let map = !matches!(
+                object.additional_properties.as_deref(),
+                Some(AdditionalProperties::FreeForm(false))
+            ) && (object.schema_type == SchemaType::new(Type::Object)
+                || object.schema_type == SchemaType::from_iter([Type::Object, Type::Null]));
+            if let Some(Schema::Object(names)) = object.property_names.as_deref_mut() {
+                if names.pattern.is_none() {
+                    names.pattern = Some(NO_NUL_PATTERN.to_owned());
+                }
+            }
+            if map && object.property_names.is_none() {
+                object.property_names = Some(Box::new(Schema::Object(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(NO_NUL_PATTERN))
+                        .build(),
+                )));
+            }
             if let Some(AdditionalProperties::RefOr(value)) =
                 object.additional_properties.as_deref_mut()
             {
@@ -496,7 +953,11 @@ fn forbid_nul(schema: &mut RefOr<Schema>) {
 }
 
 /// `system:id` as `QueryParams::external_ref` reads it (see `ExternalRef::validate_list`).
-const EXTERNAL_REF_PATTERN: &str = "^[A-Za-z0-9_.-]{1,64}:[^ \\t\\n\\r]";
+fn external_ref_pattern() -> String {
+    let system = external_system_pattern();
+    let system = system.trim_start_matches('^').trim_end_matches('$');
+    format!("^{system}:{}", EXTERNAL_ID_PATTERN.trim_start_matches('^'))
+}
 
 /// Drops schemas nothing refers to (say, an item type that list pages inline).
 pub struct UnusedSchemas;
@@ -611,6 +1072,109 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `#[schema_from_validate]`: the bounds in the schema are the ones `#[validate]` checks.
+    #[test]
+    fn validation_limits_are_the_schema_limits() {
+        let spec = spec();
+        let incident = &spec["components"]["schemas"]["CreateIncident"]["properties"];
+        assert_eq!(incident["title"]["minLength"], 1);
+        assert_eq!(incident["title"]["maxLength"], 200);
+        assert_eq!(incident["configuration_items"]["maxItems"], 50);
+        let patch = &spec["components"]["schemas"]["UpdateUser"]["properties"];
+        assert_eq!(patch["email"]["format"], "email");
+        assert_eq!(patch["email"]["maxLength"], 254);
+        assert_eq!(patch["roles"]["minItems"], 1);
+        let rotate = &spec["components"]["schemas"]["RotateSecret"]["properties"];
+        assert_eq!(rotate["overlap_seconds"]["maximum"], 604_800);
+    }
+
+    /// The rules the domain checks in code reach the schema from the same constants, and each
+    /// pattern accepts what the code accepts.
+    #[test]
+    fn domain_rules_are_published() {
+        use domain::ticket::TicketKind;
+        let spec = spec();
+        let pattern_of = |path: &str, method: &str, name: &str| -> regex::Regex {
+            let parameters = spec["paths"][path][method]["parameters"]
+                .as_array()
+                .unwrap();
+            let parameter = parameters.iter().find(|p| p["name"] == name).unwrap();
+            regex::Regex::new(parameter["schema"]["pattern"].as_str().unwrap()).unwrap()
+        };
+        let incident = pattern_of("/api/v1/incidents/{id}", "get", "id");
+        let id = persistence::new_id();
+        assert!(incident.is_match(&id));
+        assert!(incident.is_match(&TicketKind::Incident.number(42)));
+        assert!(TicketKind::Incident.is_number(&TicketKind::Incident.number(42)));
+        assert!(!incident.is_match("PRB0000042"));
+        let problem_id = pattern_of(
+            "/api/v1/problems/{id}/incidents/{incident_id}",
+            "delete",
+            "incident_id",
+        );
+        assert!(problem_id.is_match("INC0000001"));
+        let system = pattern_of(
+            "/api/v1/users/by-external/{system}/{external_id}",
+            "put",
+            "system",
+        );
+        assert!(system.is_match("crm") && !system.is_match("c r m"));
+
+        let relationship_types = pattern_of(
+            "/api/v1/configuration-items/{id}/relationships",
+            "get",
+            "types",
+        );
+        assert!(relationship_types.is_match("depends_on,uses"));
+        assert!(!relationship_types.is_match("depends_on,"));
+        let types = pattern_of("/api/v1/events", "get", "types");
+        assert!(types.is_match("incident.created,user.*"));
+        assert!(!types.is_match("*"));
+
+        let schemas = &spec["components"]["schemas"];
+        let time = regex::Regex::new(
+            schemas["HoursSpec"]["properties"]["start"]["pattern"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(time.is_match("09:00") && time.is_match("23:59") && !time.is_match("24:00"));
+        let url = regex::Regex::new(
+            schemas["CreateWebhook"]["properties"]["url"]["pattern"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        let allowed: Vec<domain::webhooks::Network> = Vec::new();
+        for accepted in [
+            "https://crm.example.com/hooks/itsm",
+            "http://a.b.example.org:8080/x?y=1",
+        ] {
+            assert!(url.is_match(accepted), "{accepted}");
+            assert!(
+                domain::webhooks::Target::parse(accepted, &allowed).is_ok(),
+                "{accepted}"
+            );
+        }
+        for refused in [
+            "http://127.0.0.1/x",
+            "http://localhost/x",
+            "http://a.localhost/",
+            "ftp://a.com/",
+        ] {
+            assert!(!url.is_match(refused), "{refused}");
+        }
+        assert_eq!(
+            schemas["CreateUser"]["properties"]["external_refs"]["maxItems"],
+            domain::ExternalRef::MAX_PER_RECORD
+        );
+        let fixes = &schemas["CreateChange"]["properties"]["fixes_problems"]["items"]["pattern"];
+        assert_eq!(
+            fixes.as_str().unwrap(),
+            TicketKind::Problem.reference_pattern()
+        );
     }
 
     #[test]

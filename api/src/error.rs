@@ -25,6 +25,13 @@ pub enum ApiError {
         detail: String,
         errors: Vec<FieldError>,
     },
+    /// Every listed field names a record that does not exist: the request is well formed
+    /// but conflicts with what is stored (409), and `errors` names each field.
+    #[error("{detail}")]
+    UnknownReference {
+        detail: String,
+        errors: Vec<FieldError>,
+    },
     #[error("{0}")]
     Unauthenticated(&'static str),
     #[error("{0}")]
@@ -102,7 +109,8 @@ pub struct Problem {
     /// The request id, as echoed in `X-Request-Id`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-    /// Field-level validation errors (422).
+    /// The fields at fault: each invalid field (422) or each field naming a missing record
+    /// (409 `unknown-reference`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<ProblemFieldError>)]
     pub errors: Vec<FieldError>,
@@ -154,6 +162,12 @@ impl ApiError {
             ),
             many => format!("{} fields are invalid", many.len()),
         };
+        if listed.iter().all(|error| error.unknown_reference) {
+            return Self::UnknownReference {
+                detail,
+                errors: listed,
+            };
+        }
         Self::Invalid {
             detail,
             errors: listed,
@@ -168,6 +182,9 @@ impl ApiError {
         match self {
             ApiError::Malformed(_) => ("malformed-request", "Malformed request"),
             ApiError::Invalid { .. } => ("validation", "Invalid request"),
+            ApiError::UnknownReference { .. } => {
+                ("unknown-reference", "Refers to a missing record")
+            }
             ApiError::Unauthenticated(_) => ("unauthenticated", "Authentication required"),
             ApiError::Forbidden(_) => ("forbidden", "Forbidden"),
             ApiError::NotFound(_) => ("not-found", "Not found"),
@@ -206,7 +223,9 @@ impl ApiError {
             instance: context.as_ref().map(|c| c.path.clone()),
             request_id: context.map(|c| c.request_id),
             errors: match self {
-                ApiError::Invalid { errors, .. } => errors.clone(),
+                ApiError::Invalid { errors, .. } | ApiError::UnknownReference { errors, .. } => {
+                    errors.clone()
+                }
                 _ => Vec::new(),
             },
             allowed_actions: match self {
@@ -233,6 +252,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_)
+            | ApiError::UnknownReference { .. }
             | ApiError::ConstraintViolation { .. }
             | ApiError::InvalidTransition { .. }
             | ApiError::Frozen { .. } => StatusCode::CONFLICT,
@@ -360,7 +380,10 @@ pub fn not_found_as(error: StoreError, what: &str) -> ApiError {
 /// A lookup of a record the request body refers to: missing is a 422 on `field`.
 pub fn unknown_reference(error: StoreError, field: &str, message: &str) -> ApiError {
     match error {
-        StoreError::NotFound => ApiError::invalid(field, message),
+        StoreError::NotFound => {
+            let what = message.strip_prefix("no such ").unwrap_or(message);
+            ApiError::from_field_errors(vec![FieldError::unknown(field, what)])
+        }
         other => other.into(),
     }
 }

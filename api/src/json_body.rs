@@ -131,23 +131,69 @@ fn nul_path(value: &serde_json::Value, path: String) -> Option<String> {
 }
 
 /// Parses JSON, telling malformed syntax (400) from well-formed but wrong content (422).
+///
+/// A number with a zero fraction (`699.0`) is an integer in JSON Schema, so an integer field
+/// takes it: when serde refuses such a float, the body is read again with those numbers as
+/// integers (only then, so the usual path stays one pass).
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                let message = strip_position(&inner.to_string());
+    let value = match serde_path_to_error::deserialize(&mut deserializer) {
+        Ok(value) => value,
+        Err(error)
+            if error
+                .inner()
+                .to_string()
+                .contains("invalid type: floating point") =>
+        {
+            let mut tree: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+                ApiError::Malformed(format!("the request body is not valid JSON: {e}"))
+            })?;
+            integral_floats_as_integers(&mut tree);
+            return serde_path_to_error::deserialize(tree).map_err(|error| {
+                let path = error.path().to_string();
+                let message = strip_position(&error.into_inner().to_string());
                 ApiError::invalid(field_of(&path, &message), message)
-            }
-            _ => ApiError::Malformed(format!("the request body is not valid JSON: {inner}")),
+            });
         }
-    })?;
+        Err(error) => {
+            let path = error.path().to_string();
+            let inner = error.into_inner();
+            return Err(match inner.classify() {
+                serde_json::error::Category::Data => {
+                    let message = strip_position(&inner.to_string());
+                    ApiError::invalid(field_of(&path, &message), message)
+                }
+                _ => ApiError::Malformed(format!("the request body is not valid JSON: {inner}")),
+            });
+        }
+    };
     deserializer
         .end()
         .map_err(|e| ApiError::Malformed(format!("the request body is not valid JSON: {e}")))?;
     Ok(value)
+}
+
+/// Rewrites every float with a zero fraction that fits an `i64` as that integer.
+fn integral_floats_as_integers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(number) if number.is_f64() => {
+            if let Some(float) = number.as_f64() {
+                // i64::MAX as f64 rounds up to 2^63, which does not fit: compare below it.
+                if float.fract() == 0.0
+                    && (-9.223_372_036_854_775e18..9.223_372_036_854_775e18).contains(&float)
+                {
+                    #[allow(clippy::cast_possible_truncation)]
+                    let integer = float as i64;
+                    *number = integer.into();
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        serde_json::Value::Object(fields) => {
+            fields.values_mut().for_each(integral_floats_as_integers)
+        }
+        _ => {}
+    }
 }
 
 /// serde names an unknown or missing field in its message, not in the path.

@@ -11,6 +11,7 @@ pub mod conditional;
 pub mod config;
 pub mod contract;
 pub mod error;
+pub mod examples;
 pub mod idempotency;
 pub mod jobs;
 pub mod json_body;

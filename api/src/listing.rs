@@ -1,14 +1,13 @@
-//! List conventions: strict query parameters, opaque cursors, pages with `Link` headers.
+//! List conventions: strict query parameters, transparent keyset cursors, pages with `Link`
+//! headers.
 
 use std::str::FromStr;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use domain::{ExternalRef, FieldError};
 use persistence::Slice;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -126,9 +125,16 @@ impl QueryParams {
     }
 
     /// `limit` (1..=500, default 50) and the decoded `cursor` of the previous page.
-    pub fn page<C: DeserializeOwned>(&self) -> ApiResult<PageRequest<C>> {
+    pub fn page<C: Cursor>(&self) -> ApiResult<PageRequest<C>> {
         let limit = self.limit()?;
-        let cursor = self.single("cursor")?.map(decode_cursor).transpose()?;
+        let cursor = self
+            .single("cursor")?
+            .map(|text| {
+                C::decode(text).ok_or_else(|| {
+                    ApiError::invalid("cursor", "is not a cursor: pass a list's next_cursor")
+                })
+            })
+            .transpose()?;
         Ok(PageRequest { limit, cursor })
     }
 
@@ -184,18 +190,84 @@ pub struct PageRequest<C> {
     pub cursor: Option<C>,
 }
 
-/// Cursors are opaque to clients: base64url of the keyset position.
-pub fn encode_cursor(position: &impl Serialize) -> String {
-    let json = serde_json::to_vec(position).unwrap_or_default();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+/// A keyset position as lists print it in `next_cursor` and read it back from `cursor`.
+///
+/// Cursors are transparent rather than opaque: every text that matches `pattern()` is a
+/// position the list continues after, so the contract can state exactly which cursors the
+/// server accepts (the pattern is published on each list's `cursor` parameter).
+pub trait Cursor: Sized {
+    /// The cursors this list reads, as an anchored pattern.
+    fn pattern() -> String;
+    fn encode(&self) -> String;
+    fn decode(text: &str) -> Option<Self>;
 }
 
-pub fn decode_cursor<C: DeserializeOwned>(cursor: &str) -> ApiResult<C> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|json| serde_json::from_slice(&json).ok())
-        .ok_or_else(|| ApiError::invalid("cursor", "is not a cursor this list returned"))
+/// An id (or name) cursor: the last item's key; the list continues with greater keys.
+pub const CURSOR_KEY: &str = "[!-~]{1,256}";
+
+pub fn decode_cursor_key(text: &str) -> Option<String> {
+    (!text.is_empty() && text.len() <= 256 && text.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| text.to_owned())
+}
+
+impl Cursor for String {
+    fn pattern() -> String {
+        format!("^{CURSOR_KEY}$")
+    }
+
+    fn encode(&self) -> String {
+        self.clone()
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        decode_cursor_key(text)
+    }
+}
+
+/// The latest time a cursor names: later microsecond counts read as this one, which sorts
+/// after every stored time.
+pub fn decode_cursor_time(micros: &str) -> Option<chrono::NaiveDateTime> {
+    let latest =
+        chrono::NaiveDate::from_ymd_opt(9999, 12, 31)?.and_hms_micro_opt(23, 59, 59, 999_999)?;
+    if micros.is_empty() || micros.len() > 18 || !micros.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let micros: i64 = micros.parse().ok()?;
+    Some(
+        DateTime::from_timestamp_micros(micros)
+            .map(|at| at.naive_utc())
+            .filter(|at| *at <= latest)
+            .unwrap_or(latest),
+    )
+}
+
+/// A time in a cursor: microseconds since the epoch, 1 to 18 digits.
+pub const CURSOR_TIME: &str = "[0-9]{1,18}";
+
+pub fn encode_cursor_time(at: chrono::NaiveDateTime) -> String {
+    at.and_utc().timestamp_micros().max(0).to_string()
+}
+
+/// `micros.key`: a time and the last item's key (the SLA timer list: due order, timer id).
+impl Cursor for (chrono::NaiveDateTime, String) {
+    fn pattern() -> String {
+        format!("^{CURSOR_TIME}[.]{CURSOR_KEY}$")
+    }
+
+    fn encode(&self) -> String {
+        format!("{}.{}", encode_cursor_time(self.0), self.1)
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        let (time, key) = text.split_once('.')?;
+        Some((decode_cursor_time(time)?, decode_cursor_key(key)?))
+    }
+}
+
+/// The parts of a `a.b.c.rest` cursor: `n` dot-separated fields, the last one the rest.
+pub fn cursor_fields(text: &str, n: usize) -> Option<Vec<&str>> {
+    let fields: Vec<&str> = text.splitn(n, '.').collect();
+    (fields.len() == n).then_some(fields)
 }
 
 /// A page of a list.
@@ -208,12 +280,9 @@ pub struct Page<T> {
 
 impl<T> Page<T> {
     /// Builds a page from a repository slice; `position` gives the keyset position of an item.
-    pub fn from_slice<P: Serialize>(slice: Slice<T>, position: impl Fn(&T) -> P) -> Self {
+    pub fn from_slice<P: Cursor>(slice: Slice<T>, position: impl Fn(&T) -> P) -> Self {
         let next_cursor = if slice.more {
-            slice
-                .items
-                .last()
-                .map(|last| encode_cursor(&position(last)))
+            slice.items.last().map(|last| position(last).encode())
         } else {
             None
         };
@@ -252,4 +321,38 @@ pub fn next_page_link(req: &HttpRequest, position: &str, value: &str) -> String 
     }
     query.append_pair(position, value);
     format!("<{}?{}>; rel=\"next\"", req.path(), query.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cursor;
+
+    #[test]
+    fn key_and_timer_cursors_are_what_their_patterns_say() {
+        let key = regex::Regex::new(&String::pattern()).unwrap();
+        for text in [
+            "a",
+            "0192f1e4-7b1a-7c3e-9a51-3f8e2d6c4b10",
+            "linux_server",
+            &"~".repeat(256),
+        ] {
+            assert!(key.is_match(text));
+            assert_eq!(String::decode(text).as_deref(), Some(text));
+        }
+        for text in ["", "a b", "\u{e9}", &"a".repeat(257)] {
+            assert!(!key.is_match(text));
+            assert!(String::decode(text).is_none());
+        }
+        type Timer = (chrono::NaiveDateTime, String);
+        let timer = regex::Regex::new(&Timer::pattern()).unwrap();
+        let at = chrono::DateTime::from_timestamp_micros(1_732_700_000_123_456)
+            .unwrap()
+            .naive_utc();
+        let written = (at, "t1".to_owned()).encode();
+        assert!(timer.is_match(&written));
+        assert_eq!(Timer::decode(&written), Some((at, "t1".to_owned())));
+        // Past year 9999 reads as the latest time, after every stored one.
+        assert!(Timer::decode("999999999999999999.x").is_some());
+        assert!(Timer::decode("12x.x").is_none() && !timer.is_match("12x.x"));
+    }
 }

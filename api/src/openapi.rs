@@ -2,7 +2,8 @@
 
 use utoipa::OpenApi;
 
-use crate::contract::{NoNulInText, OpenFlattenedParts, RouteKinds, UnusedSchemas};
+use crate::contract::{DomainRules, NoNulInText, OpenFlattenedParts, RouteKinds, UnusedSchemas};
+use crate::examples::RequestExamples;
 
 use crate::routes::cmdb::{
     classes as ci_classes, items as ci_items, relationships as ci_relationships,
@@ -65,9 +66,10 @@ use crate::routes::{
         webhooks::redeliver_webhook_delivery, webhooks::test_webhook,
     ),
     // Schemas only a query parameter names, which utoipa does not collect by itself.
-    components(schemas(domain::cmdb::impact::Direction)),
-    // Order matters: the problem schemas are added before unused schemas are dropped.
-    modifiers(&RouteKinds, &OpenFlattenedParts, &NoNulInText, &UnusedSchemas),
+    components(schemas(domain::cmdb::impact::Direction, domain::cmdb::impact::RelationshipSide)),
+    // Order matters: the domain's patterns come before the generic bounds of query parameters
+    // and text, and the problem schemas are added before unused schemas are dropped.
+    modifiers(&DomainRules, &RequestExamples, &RouteKinds, &OpenFlattenedParts, &NoNulInText, &UnusedSchemas),
     tags(
         (name = "auth", description = "Access tokens and the caller's identity"),
         (name = "api-tokens", description = "Credentials for integrations"),
@@ -98,6 +100,10 @@ pub fn spec_json() -> String {
 /// The paths and methods the API serves, to tell 405 (known path) from 404.
 pub struct RouteTable {
     routes: Vec<(Vec<String>, Vec<&'static str>)>,
+    /// The routes with a literal segment where another route of their shape has a parameter
+    /// (`/api/v1/changes/calendar` beside `/api/v1/changes/{id}`): the few paths
+    /// `shadowed_method` has to look at.
+    shadowing: Vec<usize>,
 }
 
 impl RouteTable {
@@ -122,13 +128,46 @@ impl RouteTable {
             })
             .collect();
         routes.push((segments("/openapi.json"), vec!["GET"]));
-        Self { routes }
+        let shadows = |literal: &[String], other: &[String]| {
+            literal.len() == other.len()
+                && literal
+                    .iter()
+                    .zip(other)
+                    .any(|(l, o)| !l.starts_with('{') && o.starts_with('{'))
+                && literal
+                    .iter()
+                    .zip(other)
+                    .all(|(l, o)| l == o || o.starts_with('{'))
+        };
+        let shadowing = (0..routes.len())
+            .filter(|&i| {
+                routes
+                    .iter()
+                    .enumerate()
+                    .any(|(j, (other, _))| j != i && shadows(&routes[i].0, other))
+            })
+            .collect();
+        Self { routes, shadowing }
     }
 
-    /// The methods allowed on `path`, or `None` when no route has that path.
-    pub fn allowed_methods(&self, path: &str) -> Option<Vec<&'static str>> {
+    /// When `path` names a literal route (`/api/v1/changes/calendar`) that lacks `method`
+    /// while a route with a parameter there (`/api/v1/changes/{id}`) has it: the methods the
+    /// literal route allows (the request is answered 405 rather than routed to the other).
+    pub fn shadowed_method(&self, method: &str, path: &str) -> Option<Vec<&'static str>> {
+        // Most requests name no shadowing route: answered without allocating.
+        let names_one = self.shadowing.iter().any(|&i| {
+            let mut parts = path.split('/').skip(1);
+            self.routes[i].0.iter().all(|t| {
+                parts
+                    .next()
+                    .is_some_and(|r| (t.starts_with('{') && !r.is_empty()) || t == r)
+            }) && parts.next().is_none()
+        });
+        if !names_one {
+            return None;
+        }
         let requested = segments(path);
-        let mut allowed: Vec<&'static str> = self
+        let matching: Vec<&(Vec<String>, Vec<&'static str>)> = self
             .routes
             .iter()
             .filter(|(template, _)| {
@@ -138,6 +177,48 @@ impl RouteTable {
                         .zip(&requested)
                         .all(|(t, r)| (t.starts_with('{') && !r.is_empty()) || t == r)
             })
+            .collect();
+        let literals =
+            |template: &[String]| template.iter().filter(|s| !s.starts_with('{')).count();
+        let most = matching.iter().map(|(t, _)| literals(t)).max()?;
+        let mut allow: Vec<&'static str> = matching
+            .iter()
+            .filter(|(t, _)| literals(t) == most)
+            .flat_map(|(_, methods)| methods.iter().copied())
+            .collect();
+        let routed_elsewhere = matching
+            .iter()
+            .any(|(t, methods)| literals(t) < most && methods.contains(&method));
+        if allow.contains(&method) || !routed_elsewhere {
+            return None;
+        }
+        allow.sort_unstable();
+        allow.dedup();
+        Some(allow)
+    }
+
+    /// The methods allowed on `path`, or `None` when no route has that path.
+    pub fn allowed_methods(&self, path: &str) -> Option<Vec<&'static str>> {
+        let requested = segments(path);
+        let matching: Vec<&(Vec<String>, Vec<&'static str>)> = self
+            .routes
+            .iter()
+            .filter(|(template, _)| {
+                template.len() == requested.len()
+                    && template
+                        .iter()
+                        .zip(&requested)
+                        .all(|(t, r)| (t.starts_with('{') && !r.is_empty()) || t == r)
+            })
+            .collect();
+        // A literal route (`/api/v1/changes/calendar`) is the resource its path names, not
+        // the parameter route beside it (`/api/v1/changes/{id}`).
+        let literals =
+            |template: &[String]| template.iter().filter(|s| !s.starts_with('{')).count();
+        let most = matching.iter().map(|(t, _)| literals(t)).max().unwrap_or(0);
+        let mut allowed: Vec<&'static str> = matching
+            .iter()
+            .filter(|(t, _)| literals(t) == most)
             .flat_map(|(_, methods)| methods.iter().copied())
             .collect();
         allowed.sort_unstable();
@@ -166,6 +247,18 @@ mod tests {
             Some(vec!["GET", "PATCH"])
         );
         assert_eq!(table.allowed_methods("/api/v1/nothing"), None);
+        assert_eq!(
+            table.shadowed_method("PATCH", "/api/v1/changes/calendar"),
+            Some(vec!["GET"])
+        );
+        assert_eq!(
+            table.shadowed_method("GET", "/api/v1/changes/calendar"),
+            None
+        );
+        assert_eq!(
+            table.shadowed_method("PATCH", "/api/v1/changes/CHG0000001"),
+            None
+        );
         assert_eq!(table.allowed_methods("/api/v1/users/abc/extra"), None);
     }
 }

@@ -7,7 +7,9 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
+use chrono::NaiveDateTime;
 use domain::notes::{Note, Visibility};
+use domain::priority::Priority;
 use domain::Role;
 use persistence::tickets::{Position, Sort, SortField, TicketTable};
 use persistence::{audit, notes, DbConnection};
@@ -19,7 +21,10 @@ use validator::Validate;
 use crate::auth::Caller;
 use crate::concurrency::with_etag;
 use crate::error::{not_found_as, ApiError, ApiResult};
-use crate::listing::{Page, QueryParams, PAGE_PARAMS};
+use crate::listing::{
+    cursor_fields, decode_cursor_key, decode_cursor_time, encode_cursor_time, Cursor, Page,
+    QueryParams, CURSOR_KEY, CURSOR_TIME, PAGE_PARAMS,
+};
 use crate::routes::feed::{Actor, AuditEvent};
 use crate::state::AppState;
 
@@ -177,13 +182,13 @@ pub fn check_not_final<T: TicketApi>(ticket: &T) -> ApiResult<()> {
     Ok(())
 }
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateNote {
     /// Defaults to `internal` for staff (a work note) and `public` for requesters.
     pub visibility: Option<Visibility>,
     #[validate(length(min = 1, max = 20000))]
-    #[schema(min_length = 1, max_length = 20000)]
     pub body: String,
 }
 
@@ -389,12 +394,61 @@ pub fn parse_sort(value: &str) -> ApiResult<Sort> {
     Ok(Sort { field, descending })
 }
 
-/// The keyset position a cursor carries, tied to the sort it was made for.
-#[derive(Debug, Serialize, Deserialize)]
+/// A ticket list's cursor: the last item's creation and update times (microseconds since the
+/// epoch), its priority (0 for none, 1 to 5) and its id, as `created.updated.priority.id`.
+/// It carries every sort's key, so a cursor continues after its item in whatever order the
+/// request asks for.
+#[derive(Debug)]
 pub struct TicketCursor {
-    sort: String,
-    #[serde(flatten)]
-    position: Position,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+    priority: Option<Priority>,
+    id: String,
+}
+
+impl TicketCursor {
+    fn of<T: TicketApi>(ticket: &T) -> Self {
+        Self {
+            created_at: ticket.created_at().naive_utc(),
+            updated_at: ticket.updated_at().naive_utc(),
+            priority: ticket.priority(),
+            id: ticket.id().to_owned(),
+        }
+    }
+}
+
+impl Cursor for TicketCursor {
+    fn pattern() -> String {
+        format!("^{CURSOR_TIME}[.]{CURSOR_TIME}[.][0-5][.]{CURSOR_KEY}$")
+    }
+
+    fn encode(&self) -> String {
+        let rank = self
+            .priority
+            .and_then(|p| Priority::ALL.iter().position(|q| *q == p))
+            .map_or(0, |index| index + 1);
+        format!(
+            "{}.{}.{rank}.{}",
+            encode_cursor_time(self.created_at),
+            encode_cursor_time(self.updated_at),
+            self.id
+        )
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        let fields = cursor_fields(text, 4)?;
+        let priority = match fields[2].as_bytes() {
+            [b'0'] => None,
+            [digit @ b'1'..=b'5'] => Some(Priority::ALL[usize::from(digit - b'1')]),
+            _ => return None,
+        };
+        Some(Self {
+            created_at: decode_cursor_time(fields[0])?,
+            updated_at: decode_cursor_time(fields[1])?,
+            priority,
+            id: decode_cursor_key(fields[3])?,
+        })
+    }
 }
 
 /// The sort and the position of a list request: `sort=` (default newest first) and the
@@ -411,13 +465,14 @@ impl ListOrder {
         let sort_name = params.single("sort")?.unwrap_or("-created_at").to_owned();
         let sort = parse_sort(&sort_name)?;
         let page = params.page::<TicketCursor>()?;
-        let after = match page.cursor {
-            Some(cursor) if cursor.sort != sort_name => {
-                return Err(ApiError::invalid("cursor", "was made for another sort"));
-            }
-            Some(cursor) => Some(cursor.position),
-            None => None,
-        };
+        let after = page.cursor.map(|cursor| {
+            sort.position_at(
+                cursor.created_at,
+                cursor.updated_at,
+                cursor.priority,
+                cursor.id,
+            )
+        });
         Ok(Self {
             sort_name,
             sort,
@@ -428,10 +483,7 @@ impl ListOrder {
 
     /// The page of `slice` with cursors for this order.
     pub fn page<T: TicketApi, R>(&self, slice: persistence::Slice<(T, R)>) -> Page<(T, R)> {
-        Page::from_slice(slice, |(ticket, _)| TicketCursor {
-            sort: self.sort_name.clone(),
-            position: self.sort.position_of(ticket),
-        })
+        Page::from_slice(slice, |(ticket, _)| TicketCursor::of(ticket))
     }
 }
 
@@ -472,6 +524,30 @@ mod tests {
     use domain::problem::Problem;
     use domain::ticket::Ticket;
     use utoipa::OpenApi;
+
+    /// Every text the published pattern admits decodes, and a cursor reads back as written.
+    #[test]
+    fn ticket_cursors_are_what_their_pattern_says() {
+        use super::TicketCursor;
+        use crate::listing::Cursor;
+        let pattern = regex::Regex::new(&TicketCursor::pattern()).unwrap();
+        for text in [
+            "0.0.0.a",
+            "1732700000000000.1732700000000001.3.0192f1e4-7b1a-7c3e-9a51-3f8e2d6c4b10",
+            "999999999999999999.999999999999999999.5.~.~",
+            "1.2.0.x",
+        ] {
+            assert!(pattern.is_match(text), "{text}");
+            let cursor = TicketCursor::decode(text).unwrap_or_else(|| panic!("{text}"));
+            if !text.starts_with("999") {
+                assert_eq!(cursor.encode(), text);
+            }
+        }
+        for text in ["", "1.2.6.x", "1.2.3.", "a.2.3.x", "1.2.3.x y", "1.2.3"] {
+            assert!(!pattern.is_match(text), "{text}");
+            assert!(TicketCursor::decode(text).is_none(), "{text}");
+        }
+    }
 
     /// Every internal field a type declares is a field of its schema: a renamed field cannot
     /// silently reach requesters.

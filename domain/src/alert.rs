@@ -47,13 +47,13 @@ pub const ALERTMANAGER: &str = "alertmanager";
 pub const MAX_BATCH: usize = 1000;
 /// The most labels (and annotations) an alert may carry.
 pub const MAX_LABELS: usize = 64;
-const MAX_KEY: usize = 200;
-const MAX_SOURCE: usize = 100;
-const MAX_SUMMARY: usize = 500;
-const MAX_DESCRIPTION: usize = 20_000;
-const MAX_LABEL_NAME: usize = 200;
-const MAX_LABEL_VALUE: usize = 2000;
-const MAX_RESOURCES: usize = 20;
+pub const MAX_KEY: usize = 200;
+pub const MAX_SOURCE: usize = 100;
+pub const MAX_SUMMARY: usize = 500;
+pub const MAX_DESCRIPTION: usize = 20_000;
+pub const MAX_LABEL_NAME: usize = 200;
+pub const MAX_LABEL_VALUE: usize = 2000;
+pub const MAX_RESOURCES: usize = 20;
 
 /// An alert as received, validated.
 #[derive(Debug, Clone, PartialEq)]

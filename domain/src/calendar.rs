@@ -50,6 +50,11 @@ pub struct Calendar {
 /// long before this; the bound keeps a pathological one from looping.
 const SEARCH_DAYS: i64 = 3_660;
 
+/// The time zone names `Calendar::parse` accepts: the IANA names compiled in.
+pub fn time_zone_names() -> impl Iterator<Item = &'static str> {
+    chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())
+}
+
 impl Calendar {
     /// Every hour of every day, in UTC.
     pub fn always_open() -> Calendar {

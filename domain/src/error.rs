@@ -5,6 +5,11 @@ use serde::Serialize;
 pub struct FieldError {
     pub field: String,
     pub message: String,
+    /// The field names a record that does not exist (`no such group`): the request is well
+    /// formed but conflicts with what is stored, so it is answered 409, not 422, when every
+    /// listed field is such a reference.
+    #[serde(skip)]
+    pub unknown_reference: bool,
 }
 
 impl FieldError {
@@ -12,6 +17,16 @@ impl FieldError {
         Self {
             field: field.into(),
             message: message.into(),
+            unknown_reference: false,
+        }
+    }
+
+    /// `field` names no stored `what`: "no such `what`".
+    pub fn unknown(field: impl Into<String>, what: &str) -> Self {
+        Self {
+            field: field.into(),
+            message: format!("no such {what}"),
+            unknown_reference: true,
         }
     }
 }

@@ -150,10 +150,12 @@ pub fn role_permits(held: &[Role], allowed: &[Role]) -> bool {
 #[serde(deny_unknown_fields)]
 pub struct ExternalRef {
     /// The other system's name, e.g. `crm`, `erp`, `hr`.
-    #[schema(example = "crm", pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+    // Its pattern comes from `MAX_SYSTEM_LEN` (the contract's `DomainRules`).
+    #[schema(example = "crm")]
     pub system: String,
     /// The record's identifier in that system, without surrounding spaces.
-    #[schema(example = "C-1042", min_length = 1, max_length = 255)]
+    // Its bounds come from `MAX_ID_LEN` (the contract's `DomainRules`).
+    #[schema(example = "C-1042")]
     pub id: String,
 }
 

@@ -382,6 +382,9 @@ pub struct CalendarDefinition {
     pub holidays: Vec<HolidaySpec>,
 }
 
+/// `"HH:MM"`, 00:00 to 23:59: what `clock_time` accepts, for the contract.
+pub const CLOCK_TIME_PATTERN: &str = "^(?:[01][0-9]|2[0-3]):[0-5][0-9]$";
+
 /// `"HH:MM"`, 00:00 to 23:59.
 fn clock_time(text: &str, field: String, errors: &mut Vec<FieldError>) -> Option<NaiveTime> {
     let parsed = NaiveTime::parse_from_str(text, "%H:%M")

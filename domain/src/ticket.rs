@@ -47,6 +47,12 @@ impl TicketKind {
             .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
     }
 
+    /// What a path or a field naming a ticket of this kind accepts: its number
+    /// (`is_number`) or its id, for the contract.
+    pub fn reference_pattern(self) -> String {
+        format!("^(?:{}[0-9]{{1,18}}|{})$", self.prefix(), ID_PATTERN_BODY)
+    }
+
     /// The `n` a number of this kind was formatted from (`INC0000042` is 42).
     pub fn sequence(self, number: &str) -> Option<i64> {
         number.strip_prefix(self.prefix())?.parse().ok()
@@ -92,6 +98,10 @@ impl TicketKind {
         )
     }
 }
+
+/// The records' ids: UUID v7 as lowercase hyphenated text (`persistence::new_id`), without
+/// anchors, for patterns that combine it.
+pub const ID_PATTERN_BODY: &str = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";
 
 /// The events every ticket type raises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -122,6 +122,13 @@ pub struct Target {
     pub host: String,
 }
 
+/// The target URLs every deployment accepts, for the contract: http or https, a host name
+/// whose last label is 2 to 8 letters (so neither an IP literal nor `localhost`), an optional
+/// port and a path of RFC 3986 characters (no escapes or fragment). `Target::parse` accepts more: IP literals and loopback names
+/// in the networks `ITSM_WEBHOOK_ALLOWED_NETWORKS` opens.
+pub const PORTABLE_URL_PATTERN: &str =
+    "^[Hh][Tt][Tt][Pp][Ss]?://(?:[A-Za-z0-9-]{1,63}\\.){1,8}[A-Za-z]{2,8}(?::[1-9][0-9]{0,3})?(?:/[A-Za-z0-9._~!$&'()*+,;=:@/?-]{0,1000})?$";
+
 impl Target {
     /// Checks `url`; an IP literal in a refused range is refused here, a name when it resolves
     /// (at delivery).
@@ -141,6 +148,19 @@ impl Target {
         };
         if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid("must not contain spaces"));
+        }
+        // RFC 3986: its characters only, brackets only around an IPv6 host, `%` only as an
+        // escape.
+        let uri_char = |c: char| c.is_ascii_alphanumeric() || "-._~:/?#[]@!$&'()*+,;=%".contains(c);
+        let bytes = url.as_bytes();
+        let bad_escape = bytes.iter().enumerate().any(|(i, b)| {
+            *b == b'%'
+                && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        });
+        let after_host = rest.find(['/', '?', '#']).map_or("", |at| &rest[at..]);
+        if !url.chars().all(uri_char) || bad_escape || after_host.contains(['[', ']']) {
+            return Err(invalid("must be a URL of RFC 3986 characters"));
         }
         let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
         if authority.contains('@') {
@@ -203,6 +223,11 @@ pub enum EventTypeFilter {
     Exact(String),
     Prefix(String),
 }
+
+/// What `EventTypeFilter::parse` accepts, for the contract: `*`, a family (`incident.*`) or
+/// an exact type (`incident.created`), 100 characters at most before the `*`.
+pub const EVENT_TYPE_FILTER_PATTERN: &str =
+    "^(?:[*]|[a-z0-9_.]{1,99}[.][*]|[a-z0-9_.]{0,99}[a-z0-9_])$";
 
 impl EventTypeFilter {
     pub fn parse(text: &str) -> Option<EventTypeFilter> {

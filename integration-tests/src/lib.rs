@@ -449,6 +449,33 @@ pub async fn expect_problem(response: Response, status: StatusCode) -> Value {
     body
 }
 
+/// A refused body: 409 `unknown-reference` when every listed field names a record that does
+/// not exist ("no such ..."), 422 `validation` otherwise. Returns the problem.
+pub async fn expect_refusal(response: Response) -> Value {
+    let status = response.status();
+    let (_, body) = read(response).await;
+    let unknown = body["errors"].as_array().is_some_and(|errors| {
+        !errors.is_empty()
+            && errors.iter().all(|e| {
+                e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("no such "))
+            })
+    });
+    let (expected, kind) = if unknown {
+        (StatusCode::CONFLICT, "unknown-reference")
+    } else {
+        (StatusCode::UNPROCESSABLE_ENTITY, "validation")
+    };
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(
+        body["type"],
+        format!("https://itsm.example/problems/{kind}"),
+        "{body}"
+    );
+    body
+}
+
 /// Why a PostgreSQL test runs without PostgreSQL: the tests were built with
 /// `ITSM_TEST_POSTGRES_URL` set (see `build.rs`) and the binary was run without it.
 pub const NOT_BUILT_FOR_POSTGRES: &str = "ITSM_TEST_POSTGRES_URL is not set, but these tests \

@@ -506,18 +506,29 @@ impl Sort {
 
     /// The keyset position of `ticket` in this sort.
     pub fn position_of<T: Ticket>(&self, ticket: &T) -> Position {
+        self.position_at(
+            ticket.created_at().naive_utc(),
+            ticket.updated_at().naive_utc(),
+            ticket.priority(),
+            ticket.id().to_owned(),
+        )
+    }
+
+    /// The keyset position in this sort of a ticket with these keys (a cursor carries every
+    /// sort's key, so it fits any sort).
+    pub fn position_at(
+        &self,
+        created_at: NaiveDateTime,
+        updated_at: NaiveDateTime,
+        priority: Option<domain::priority::Priority>,
+        id: String,
+    ) -> Position {
         let key = match self.field {
-            SortField::CreatedAt => time_key(ticket.created_at().naive_utc()),
-            SortField::UpdatedAt => time_key(ticket.updated_at().naive_utc()),
-            SortField::Priority => ticket
-                .priority()
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_default(),
+            SortField::CreatedAt => time_key(created_at),
+            SortField::UpdatedAt => time_key(updated_at),
+            SortField::Priority => priority.map(|p| p.as_str().to_owned()).unwrap_or_default(),
         };
-        Position {
-            key,
-            id: ticket.id().to_owned(),
-        }
+        Position { key, id }
     }
 
     /// The keyset condition for the rows of `T` after `position` in this order.

@@ -242,20 +242,18 @@ pub async fn get_alert(
     Ok(with_etag(StatusCode::OK, alert.version, &alert))
 }
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertRuleRequest {
     #[validate(length(min = 1, max = 200))]
-    #[schema(min_length = 1, max_length = 200)]
     #[schema(example = "Database alerts to the DBA team")]
     pub name: String,
     /// Rules are tried from the lowest position up; the first match decides.
     #[validate(range(min = 0, max = 1000000))]
-    #[schema(minimum = 0, maximum = 1000000)]
     pub position: i32,
     /// Match alerts of this source only (`alertmanager`, `zabbix`...); `null`: any.
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100)]
     pub source: Option<String>,
     /// Match alerts of this severity only; `null`: any.
     pub severity: Option<Severity>,
@@ -265,7 +263,6 @@ pub struct AlertRuleRequest {
     pub impact: Impact,
     pub urgency: Urgency,
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100)]
     pub category: Option<String>,
     /// The group id incidents go to; `null`: routed by category by the assignment rules.
     pub assignment_group: Option<String>,

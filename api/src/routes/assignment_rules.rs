@@ -20,20 +20,18 @@ use crate::listing::{Page, QueryParams};
 use crate::recent::RecentReads;
 use crate::state::AppState;
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleRequest {
     /// Rules are tried from the lowest position up.
     #[validate(range(min = 0, max = 1000000))]
-    #[schema(minimum = 0, maximum = 1000000)]
     pub position: i32,
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100)]
     #[schema(example = "network")]
     pub category: String,
     /// `null` matches every subcategory.
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100)]
     pub subcategory: Option<String>,
     pub assignment_group: String,
 }

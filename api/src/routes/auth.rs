@@ -16,14 +16,13 @@ use crate::json_body::ValidJson;
 use crate::listing::{Page, QueryParams, PAGE_PARAMS};
 use crate::state::AppState;
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     #[validate(length(min = 1, max = 64))]
-    #[schema(min_length = 1, max_length = 64)]
     pub username: String,
     #[validate(length(min = 1, max = 256))]
-    #[schema(min_length = 1, max_length = 256)]
     pub password: String,
 }
 
@@ -131,11 +130,11 @@ pub async fn logout(caller: Caller, state: web::Data<AppState>) -> ApiResult<Htt
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePassword {
     #[validate(length(min = 1, max = 256))]
-    #[schema(min_length = 1, max_length = 256)]
     pub current_password: String,
     /// 12 to 256 characters.
     #[schema(min_length = 12, max_length = 256)]
@@ -207,11 +206,11 @@ pub async fn change_my_password(
     token_response(&state, &caller.id, &caller.roles, false).await
 }
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiToken {
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100)]
     #[schema(example = "crm-sync")]
     pub name: String,
     pub role: Role,

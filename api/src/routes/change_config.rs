@@ -47,11 +47,11 @@ fn blank(name: &str, field: &str) -> ApiResult<String> {
 
 // --- approval policies ---------------------------------------------------------------------
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyRequest {
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100)]
     #[schema(example = "CAB for high risk")]
     pub name: String,
     /// Lower first; the first policy covering a change decides. Default 100.
@@ -66,8 +66,7 @@ pub struct PolicyRequest {
     /// 1 to 50 (`PolicyRules::validate`).
     #[schema(min_items = 1, max_items = 50)]
     pub approvers: Vec<Approver>,
-    /// Approvals that authorise. Default 1.
-    #[schema(minimum = 1)]
+    /// Approvals that authorise, 1 to 1,000. Default 1.
     pub quorum: Option<u32>,
 }
 
@@ -236,23 +235,21 @@ pub async fn delete_policy(
 
 // --- standard change templates --------------------------------------------------------------
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateRequest {
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100)]
     #[schema(example = "Restart an application server")]
     pub name: String,
     #[serde(default)]
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     pub description: String,
     /// The fields a change from the template takes and may not set itself.
     #[serde(default)]
     pub fields: TemplateFields,
     /// The only items a change from the template may touch (ids).
     #[validate(length(max = 500))]
-    #[schema(max_items = 500)]
     #[serde(default)]
     pub configuration_items: Vec<String>,
     /// The highest risk a change from the template may have.
@@ -294,9 +291,9 @@ fn check_template(
 ) -> ApiResult<()> {
     if let Some(group) = &given.fields.assignment_group {
         crate::usecases::check_group(conn, group).map_err(|_| {
-            ApiError::from_field_errors(vec![FieldError::new(
+            ApiError::from_field_errors(vec![FieldError::unknown(
                 "fields.assignment_group",
-                "no such group",
+                "group",
             )])
         })?;
     }
@@ -429,15 +426,14 @@ pub async fn delete_template(
 
 // --- freeze windows ------------------------------------------------------------------------
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FreezeRequest {
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100)]
     #[schema(example = "Year-end close")]
     pub name: String,
     #[validate(length(min = 1, max = 2000))]
-    #[schema(min_length = 1, max_length = 2000)]
     pub reason: String,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
@@ -510,12 +506,22 @@ pub async fn list_freezes(
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let params = QueryParams::parse(&req, &["from", "to"])?;
-    let window = Window::of(
-        params.timestamp("from")?,
-        params.timestamp("to")?,
-        "from",
-        "to",
-    )?;
+    // Either bound alone is open on the other side; an empty or inverted period holds no
+    // window.
+    let window = match (params.timestamp("from")?, params.timestamp("to")?) {
+        (None, None) => None,
+        (from, to) => Some(Window {
+            start: from.unwrap_or_else(|| instant(1, 1, 1, 0, 0, 0)),
+            end: to.unwrap_or_else(|| instant(9999, 12, 31, 23, 59, 59)),
+        }),
+    };
+    if window.is_some_and(|w| w.end <= w.start) {
+        return Ok(Page::<FreezeWindow> {
+            items: Vec::new(),
+            next_cursor: None,
+        }
+        .respond(&req));
+    }
     let items = state
         .db
         .read(move |conn| changes::freezes(conn, window.as_ref()))
@@ -526,6 +532,13 @@ pub async fn list_freezes(
         next_cursor: None,
     }
     .respond(&req))
+}
+
+/// An instant in the years both databases store and compare alike (1 to 9999).
+fn instant(year: i32, month: u32, day: u32, hour: u32, minute: u32, second: u32) -> DateTime<Utc> {
+    chrono::NaiveDate::from_ymd_opt(year, month, day)
+        .and_then(|day| day.and_hms_opt(hour, minute, second))
+        .map_or(DateTime::<Utc>::UNIX_EPOCH, |at| at.and_utc())
 }
 
 /// Get a freeze window.

@@ -82,6 +82,7 @@ fn respond_change(
     tickets::respond(status, (change, relation), access)
 }
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateChange {
@@ -92,30 +93,23 @@ pub struct CreateChange {
     pub template: Option<String>,
     /// Required unless the template fixes it.
     #[validate(length(min = 1, max = 200))]
-    #[schema(min_length = 1, max_length = 200)]
     #[schema(example = "Upgrade the orders database to PostgreSQL 17")]
     pub title: Option<String>,
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     pub description: Option<String>,
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     pub justification: Option<String>,
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     pub implementation_plan: Option<String>,
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     pub backout_plan: Option<String>,
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     pub test_plan: Option<String>,
     /// The risk questionnaire; unanswered questions count as their riskier answer.
     pub risk_answers: Option<RiskAnswers>,
     /// Change managers only, with `risk_override_reason`: a level against the assessment.
     pub risk: Option<RiskLevel>,
     #[validate(length(min = 1, max = 2000))]
-    #[schema(min_length = 1, max_length = 2000)]
     pub risk_override_reason: Option<String>,
     pub planned_start: Option<DateTime<Utc>>,
     /// After `planned_start`, at most 31 days later.
@@ -123,7 +117,6 @@ pub struct CreateChange {
     /// Ids of the configuration items the change touches.
     #[serde(default)]
     #[validate(length(max = 50))]
-    #[schema(max_items = 50)]
     pub configuration_items: Vec<String>,
     /// Id of the business service affected.
     pub service: Option<String>,
@@ -134,7 +127,6 @@ pub struct CreateChange {
     /// Problem ids or numbers the change fixes.
     #[serde(default)]
     #[validate(length(max = 50))]
-    #[schema(max_items = 50)]
     pub fixes_problems: Vec<String>,
     #[serde(default)]
     pub external_refs: Vec<ExternalRef>,
@@ -170,37 +162,32 @@ impl CreateChange {
 
 /// A merge patch of a change. State, approvals, actual times and outcome change only through
 /// transitions; `risk_assessment` is computed.
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateChange {
     #[validate(length(min = 1, max = 200))]
-    #[schema(min_length = 1, max_length = 200)]
     #[serde(default, deserialize_with = "required")]
     #[schema(nullable = false)]
     pub title: Option<String>,
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     #[serde(default, deserialize_with = "required")]
     #[schema(nullable = false)]
     pub description: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     #[schema(value_type = Option<String>)]
     pub justification: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     #[schema(value_type = Option<String>)]
     pub implementation_plan: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     #[schema(value_type = Option<String>)]
     pub backout_plan: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     #[schema(value_type = Option<String>)]
     pub test_plan: Option<Option<String>>,
     #[serde(default, deserialize_with = "required")]
@@ -213,7 +200,6 @@ pub struct UpdateChange {
     #[serde(default, deserialize_with = "required")]
     #[schema(nullable = false)]
     #[validate(length(min = 1, max = 2000))]
-    #[schema(min_length = 1, max_length = 2000)]
     pub risk_override_reason: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<DateTime<Utc>>)]
@@ -224,7 +210,6 @@ pub struct UpdateChange {
     #[serde(default, deserialize_with = "required")]
     #[schema(nullable = false)]
     #[validate(length(max = 50))]
-    #[schema(max_items = 50)]
     pub configuration_items: Option<Vec<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
@@ -237,20 +222,17 @@ pub struct UpdateChange {
     pub assignee: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     #[schema(value_type = Option<String>)]
     pub review_notes: Option<Option<String>>,
     /// Incident ids or numbers a failed or backed-out change caused.
     #[serde(default, deserialize_with = "required")]
     #[schema(nullable = false)]
     #[validate(length(max = 100))]
-    #[schema(max_items = 100)]
     pub caused_incidents: Option<Vec<String>>,
     /// Problem ids or numbers the change fixes.
     #[serde(default, deserialize_with = "required")]
     #[schema(nullable = false)]
     #[validate(length(max = 50))]
-    #[schema(max_items = 50)]
     pub fixes_problems: Option<Vec<String>>,
     #[serde(default, deserialize_with = "required")]
     #[schema(nullable = false)]
@@ -261,7 +243,6 @@ pub struct UpdateChange {
     #[serde(default, deserialize_with = "required")]
     #[schema(nullable = false)]
     #[validate(length(min = 1, max = 2000))]
-    #[schema(min_length = 1, max_length = 2000)]
     pub override_reason: Option<String>,
 }
 
@@ -298,13 +279,13 @@ impl UpdateChange {
     }
 }
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeTransitionRequest {
     pub action: ChangeAction,
     /// Required by `cancel`.
     #[validate(length(max = 2000))]
-    #[schema(max_length = 2000)]
     pub reason: Option<String>,
     /// With `implement`: when work started (default now).
     pub actual_start: Option<DateTime<Utc>>,
@@ -314,11 +295,9 @@ pub struct ChangeTransitionRequest {
     pub outcome: Option<ChangeOutcome>,
     /// Required by `close` unless set.
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     pub review_notes: Option<String>,
     /// With `review` of a change that did not fully succeed: incident ids or numbers it caused.
     #[validate(length(max = 100))]
-    #[schema(max_items = 100)]
     pub caused_incidents: Option<Vec<String>>,
     /// Required by `assign`.
     pub assignee: Option<String>,
@@ -327,7 +306,6 @@ pub struct ChangeTransitionRequest {
     /// With `request_authorization` or `schedule` of an emergency change whose window hits a
     /// freeze: why it may enter (audited, `change.freeze_overridden`).
     #[validate(length(min = 1, max = 2000))]
-    #[schema(min_length = 1, max_length = 2000)]
     pub override_reason: Option<String>,
     /// With `schedule`: a change manager acknowledges the conflicts listed
     /// (`change.conflict_acknowledged`).
@@ -646,13 +624,13 @@ pub async fn list_approvals(
     Ok(HttpResponse::Ok().json(view))
 }
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionRequest {
     pub decision: Decision,
     /// Required to reject.
     #[validate(length(max = 2000))]
-    #[schema(max_length = 2000)]
     pub comment: Option<String>,
 }
 
@@ -735,7 +713,7 @@ const CALENDAR_MAX_DAYS: i64 = 366;
 /// Changes planned and freeze windows in a range. Staff and integrations.
 #[utoipa::path(
     tag = "changes", operation_id = "change_calendar",
-    params(("from" = String, Query, description = "RFC 3339"), ("to" = String, Query, description = "RFC 3339, at most 366 days after from"),
+    params(("from" = String, Query, description = "RFC 3339"), ("to" = String, Query, description = "RFC 3339; the answer covers at most 366 days from `from`"),
            ("configuration_item" = Option<String>, Query), ("service" = Option<String>, Query, description = "Changes on the service or any item it depends on")),
     responses((status = 200, body = Calendar), (status = 403, body = crate::error::Problem),
               (status = 422, body = crate::error::Problem)),
@@ -758,14 +736,21 @@ pub async fn calendar(
     let to = params
         .timestamp("to")?
         .ok_or_else(|| ApiError::invalid("to", "is required"))?;
-    let window = Window::of(Some(from), Some(to), "from", "to")?
-        .ok_or_else(|| ApiError::invalid("to", "is required"))?;
-    if to - from > chrono::Duration::days(CALENDAR_MAX_DAYS) {
-        return Err(ApiError::invalid(
-            "to",
-            format!("is at most {CALENDAR_MAX_DAYS} days after from"),
-        ));
+    // An empty or inverted period holds nothing; a longer one than a calendar covers is cut
+    // at its first CALENDAR_MAX_DAYS days, and the answer's `to` says where it stopped.
+    if to <= from {
+        return Ok(HttpResponse::Ok().json(usecase::Calendar {
+            from,
+            to,
+            changes: Vec::new(),
+            freeze_windows: Vec::new(),
+        }));
     }
+    let to = to.min(from + chrono::Duration::days(CALENDAR_MAX_DAYS));
+    let window = Window {
+        start: from,
+        end: to,
+    };
     let item = params.text("configuration_item")?;
     let service = params.text("service")?;
     let graphs = state.db.graphs();

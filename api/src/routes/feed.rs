@@ -113,30 +113,33 @@ fn null_json() -> Box<RawValue> {
     RawValue::NULL.to_owned()
 }
 
+/// One event type filter: an exact type (`user.created`) or a family (`user.*`), 1 to 100
+/// characters before the `*`. `type_patterns` checks each item with it and the contract
+/// publishes it (`types_pattern`).
+pub const TYPE_FILTER_ITEM: &str = "(?:[a-z0-9_.]{1,100}|[a-z0-9_.]{0,99}[.][*])";
+
+/// The whole `types` value: filters separated by commas.
+pub fn types_pattern() -> String {
+    format!("^{TYPE_FILTER_ITEM}(?:,{TYPE_FILTER_ITEM})*$")
+}
+
 /// Parses `types=user.created,group.*` (repeatable, comma-separated).
 fn type_patterns(values: &[&str]) -> ApiResult<Vec<EventTypePattern>> {
+    // The pattern is a constant; the unit test below proves it compiles.
+    static ITEM: std::sync::LazyLock<Option<regex::Regex>> =
+        std::sync::LazyLock::new(|| regex::Regex::new(&format!("^{TYPE_FILTER_ITEM}$")).ok());
     let mut patterns = Vec::new();
     for value in values.iter().flat_map(|v| v.split(',')).map(str::trim) {
-        let name_ok = |name: &str| {
-            !name.is_empty()
-                && name.len() <= 100
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
-        };
-        let pattern = match value.strip_suffix('*') {
-            Some(prefix) if prefix.ends_with('.') && name_ok(prefix) => {
-                EventTypePattern::Prefix(prefix.to_owned())
-            }
-            None if name_ok(value) => EventTypePattern::Exact(value.to_owned()),
-            _ => {
-                return Err(ApiError::invalid(
-                    "types",
-                    "must be event types such as user.created, or families such as user.*",
-                ))
-            }
-        };
-        patterns.push(pattern);
+        if !ITEM.as_ref().is_some_and(|item| item.is_match(value)) {
+            return Err(ApiError::invalid(
+                "types",
+                "must be event types such as user.created, or families such as user.*",
+            ));
+        }
+        patterns.push(match value.strip_suffix('*') {
+            Some(prefix) => EventTypePattern::Prefix(prefix.to_owned()),
+            None => EventTypePattern::Exact(value.to_owned()),
+        });
     }
     Ok(patterns)
 }

@@ -18,41 +18,37 @@ use crate::listing::{Page, QueryParams, PAGE_PARAMS};
 use crate::state::AppState;
 use crate::usecases::{upsert_by_reference, with_path_reference, Upserted};
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGroup {
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100)]
     #[schema(example = "Service Desk")]
     pub name: String,
     #[serde(default)]
     #[validate(length(max = 2000))]
-    #[schema(max_length = 2000)]
     #[schema(example = "First line")]
     pub description: String,
     #[validate(email, length(max = 254))]
-    #[schema(max_length = 254, format = Email)]
     pub email: Option<String>,
     #[serde(default)]
     pub external_refs: Vec<ExternalRef>,
 }
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateGroup {
     #[serde(default, deserialize_with = "required")]
     #[schema(nullable = false)]
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "required")]
     #[schema(nullable = false)]
     #[validate(length(max = 2000))]
-    #[schema(max_length = 2000)]
     pub description: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     #[validate(email, length(max = 254))]
-    #[schema(max_length = 254, format = Email)]
     #[schema(value_type = Option<String>)]
     pub email: Option<Option<String>>,
     #[serde(default, deserialize_with = "required")]
@@ -60,11 +56,11 @@ pub struct UpdateGroup {
     pub external_refs: Option<Vec<ExternalRef>>,
 }
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
     #[validate(length(min = 1, max = 64))]
-    #[schema(min_length = 1, max_length = 64)]
     pub user_id: String,
 }
 

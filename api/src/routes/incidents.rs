@@ -84,26 +84,23 @@ impl TicketApi for Incident {
     }
 }
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateIncident {
     #[validate(length(min = 1, max = 200))]
-    #[schema(min_length = 1, max_length = 200)]
     #[schema(example = "VPN gateway unreachable")]
     pub title: String,
     #[serde(default)]
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     pub description: String,
     /// The user the incident is for; defaults to the signed-in user. Requesters cannot set it.
     pub caller: Option<String>,
     /// Defaults to `portal` for requesters and `api` otherwise.
     pub channel: Option<Channel>,
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100)]
     pub category: Option<String>,
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100)]
     pub subcategory: Option<String>,
     /// Defaults to `medium`.
     pub impact: Option<Impact>,
@@ -119,7 +116,6 @@ pub struct CreateIncident {
     /// Ids of the configuration items concerned.
     #[serde(default)]
     #[validate(length(max = 50))]
-    #[schema(max_items = 50)]
     pub configuration_items: Vec<String>,
     /// Id of the business service (a `business_service` configuration item) affected.
     pub service: Option<String>,
@@ -127,16 +123,15 @@ pub struct CreateIncident {
 
 /// A merge patch of an incident. State, priority, number and timestamps change only through
 /// transitions and the priority matrix.
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateIncident {
     #[validate(length(min = 1, max = 200))]
-    #[schema(min_length = 1, max_length = 200)]
     #[serde(default, deserialize_with = "required")]
     #[schema(nullable = false)]
     pub title: Option<String>,
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     #[serde(default, deserialize_with = "required")]
     #[schema(nullable = false)]
     pub description: Option<String>,
@@ -148,12 +143,10 @@ pub struct UpdateIncident {
     pub channel: Option<Channel>,
     #[serde(default, deserialize_with = "nullable")]
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100)]
     #[schema(value_type = Option<String>)]
     pub category: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100)]
     #[schema(value_type = Option<String>)]
     pub subcategory: Option<Option<String>>,
     #[serde(default, deserialize_with = "required")]
@@ -177,13 +170,13 @@ pub struct UpdateIncident {
     #[serde(default, deserialize_with = "required")]
     #[schema(nullable = false)]
     #[validate(length(max = 50))]
-    #[schema(max_items = 50)]
     pub configuration_items: Option<Vec<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub service: Option<Option<String>>,
 }
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransitionRequest {
@@ -194,11 +187,9 @@ pub struct TransitionRequest {
     pub resolution_code: Option<ResolutionCode>,
     /// Required by `resolve`.
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     pub resolution_notes: Option<String>,
     /// Required by `declare_major`; recorded with `cancel`.
     #[validate(length(max = 2000))]
-    #[schema(max_length = 2000)]
     pub reason: Option<String>,
     /// Required by `assign`.
     pub assignee: Option<String>,

@@ -68,39 +68,34 @@ fn respond_problem(status: StatusCode, problem: Problem, caller: &Caller) -> Htt
     respond(status, (problem, usecase::relation(caller)), Access::Staff)
 }
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProblem {
     #[validate(length(min = 1, max = 200))]
-    #[schema(min_length = 1, max_length = 200)]
     #[schema(example = "VPN tunnels drop for office Wi-Fi users")]
     pub title: String,
     #[serde(default)]
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     pub description: String,
     /// Defaults to `medium`.
     pub impact: Option<Impact>,
     /// Defaults to `medium`.
     pub urgency: Option<Urgency>,
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100)]
     pub category: Option<String>,
     pub assignment_group: Option<String>,
     /// Must be an active member of the assignment group.
     pub assignee: Option<String>,
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     pub root_cause: Option<String>,
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     pub workaround: Option<String>,
     #[serde(default)]
     pub external_refs: Vec<ExternalRef>,
     /// Ids of the configuration items concerned.
     #[serde(default)]
     #[validate(length(max = 50))]
-    #[schema(max_items = 50)]
     pub configuration_items: Vec<String>,
     /// Id of the business service (a `business_service` configuration item) affected.
     pub service: Option<String>,
@@ -177,16 +172,15 @@ impl CreateProblem {
 
 /// A merge patch of a problem. State, priority, the known-error flag and timestamps change
 /// only through transitions and the priority matrix.
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProblem {
     #[validate(length(min = 1, max = 200))]
-    #[schema(min_length = 1, max_length = 200)]
     #[serde(default, deserialize_with = "required")]
     #[schema(nullable = false)]
     pub title: Option<String>,
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     #[serde(default, deserialize_with = "required")]
     #[schema(nullable = false)]
     pub description: Option<String>,
@@ -198,7 +192,6 @@ pub struct UpdateProblem {
     pub urgency: Option<Urgency>,
     #[serde(default, deserialize_with = "nullable")]
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100)]
     #[schema(value_type = Option<String>)]
     pub category: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
@@ -209,12 +202,10 @@ pub struct UpdateProblem {
     pub assignee: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     #[schema(value_type = Option<String>)]
     pub root_cause: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     #[schema(value_type = Option<String>)]
     pub workaround: Option<Option<String>>,
     #[serde(default, deserialize_with = "required")]
@@ -223,7 +214,6 @@ pub struct UpdateProblem {
     #[serde(default, deserialize_with = "required")]
     #[schema(nullable = false)]
     #[validate(length(max = 50))]
-    #[schema(max_items = 50)]
     pub configuration_items: Option<Vec<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
@@ -255,19 +245,18 @@ impl UpdateProblem {
     }
 }
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProblemTransitionRequest {
     pub action: ProblemAction,
     /// Required by `cancel`.
     #[validate(length(max = 2000))]
-    #[schema(max_length = 2000)]
     pub reason: Option<String>,
     /// Required by `resolve`.
     pub resolution_code: Option<ResolutionCode>,
     /// Required by `resolve`.
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     pub resolution_notes: Option<String>,
     /// With `resolve`: resolve every open linked incident with the problem's resolution,
     /// instead of only resuming those held for it.
@@ -275,11 +264,9 @@ pub struct ProblemTransitionRequest {
     pub resolve_linked_incidents: bool,
     /// Required by `record_workaround`.
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     pub workaround: Option<String>,
     /// Required by `record_root_cause`.
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     pub root_cause: Option<String>,
     /// Required by `assign`.
     pub assignee: Option<String>,
@@ -287,35 +274,33 @@ pub struct ProblemTransitionRequest {
     pub assignment_group: Option<String>,
 }
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkIncidents {
     /// Incident ids or numbers.
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_items = 1, max_items = 100)]
     pub incident_ids: Vec<String>,
     /// Put open incidents `on_hold`/`awaiting_problem` until the problem is resolved.
     #[serde(default)]
     pub hold_incidents: bool,
 }
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProblemFromIncident {
     /// Defaults to the incident's title.
     #[validate(length(min = 1, max = 200))]
-    #[schema(min_length = 1, max_length = 200)]
     pub title: Option<String>,
     /// Defaults to the incident's description.
     #[validate(length(max = 20000))]
-    #[schema(max_length = 20000)]
     pub description: Option<String>,
     /// Defaults to the incident's impact.
     pub impact: Option<Impact>,
     /// Defaults to the incident's urgency.
     pub urgency: Option<Urgency>,
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100)]
     pub category: Option<String>,
     pub assignment_group: Option<String>,
     /// Put the incident `on_hold`/`awaiting_problem`.

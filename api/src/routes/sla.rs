@@ -20,24 +20,21 @@ use crate::listing::{Page, QueryParams};
 use crate::state::AppState;
 use crate::usecases::business_service_error;
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CalendarRequest {
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100)]
     #[schema(example = "Berlin office")]
     pub name: String,
     /// An IANA time zone.
     #[validate(length(min = 1, max = 64))]
-    #[schema(min_length = 1, max_length = 64)]
     #[schema(example = "Europe/Berlin")]
     pub time_zone: String,
     #[validate(length(min = 1, max = 100))]
-    #[schema(min_items = 1, max_items = 100)]
     pub working_hours: Vec<HoursSpec>,
     #[serde(default)]
     #[validate(length(max = 1000))]
-    #[schema(max_items = 1000)]
     pub holidays: Vec<HolidaySpec>,
 }
 
@@ -225,18 +222,15 @@ fn checked_policy(conn: &mut DbConnection, body: PolicyBody) -> ApiResult<Policy
     let mut errors = Vec::new();
     match sla::get_calendar(conn, &policy.calendar_id) {
         Ok(_) => {}
-        Err(StoreError::NotFound) => {
-            errors.push(FieldError::new("calendar_id", "no such calendar"))
-        }
+        Err(StoreError::NotFound) => errors.push(FieldError::unknown("calendar_id", "calendar")),
         Err(other) => return Err(other.into()),
     }
     if let Some(group) = &policy.applies_to.assignment_group {
         match groups::get(conn, group) {
             Ok(_) => {}
-            Err(StoreError::NotFound) => errors.push(FieldError::new(
-                "applies_to.assignment_group",
-                "no such group",
-            )),
+            Err(StoreError::NotFound) => {
+                errors.push(FieldError::unknown("applies_to.assignment_group", "group"))
+            }
             Err(other) => return Err(other.into()),
         }
     }
@@ -246,9 +240,9 @@ fn checked_policy(conn: &mut DbConnection, body: PolicyBody) -> ApiResult<Policy
     for (index, escalation) in policy.escalations.iter().enumerate() {
         match groups::get(conn, &escalation.group) {
             Ok(_) => {}
-            Err(StoreError::NotFound) => errors.push(FieldError::new(
+            Err(StoreError::NotFound) => errors.push(FieldError::unknown(
                 format!("escalations[{index}].group"),
-                "no such group",
+                "group",
             )),
             Err(other) => return Err(other.into()),
         }

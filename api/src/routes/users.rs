@@ -16,42 +16,39 @@ use crate::listing::{Page, QueryParams, PAGE_PARAMS};
 use crate::state::AppState;
 use crate::usecases::{upsert_by_reference, with_path_reference, Upserted};
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     #[schema(example = "alice", pattern = "^[A-Za-z0-9_.@-]{2,64}$")]
     pub username: String,
     #[validate(email, length(max = 254))]
-    #[schema(max_length = 254, format = Email)]
     #[schema(example = "alice@example.com")]
     pub email: Option<String>,
     #[validate(length(min = 1, max = 200))]
-    #[schema(min_length = 1, max_length = 200)]
     #[schema(example = "Alice")]
     pub display_name: String,
     /// 12 to 256 characters; omit for accounts that never sign in with a password.
     #[schema(min_length = 12, max_length = 256)]
     pub password: Option<String>,
     #[validate(length(min = 1, max = 6, message = "must list 1 to 6 roles"))]
-    #[schema(min_items = 1, max_items = 6)]
     pub roles: Vec<Role>,
     #[serde(default)]
     pub external_refs: Vec<ExternalRef>,
 }
 
 /// A merge patch of a user: absent fields stay, `null` clears a nullable field.
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     #[serde(default, deserialize_with = "nullable")]
     #[validate(email, length(max = 254))]
-    #[schema(max_length = 254, format = Email)]
     #[schema(value_type = Option<String>)]
     pub email: Option<Option<String>>,
     #[serde(default, deserialize_with = "required")]
     #[schema(nullable = false)]
     #[validate(length(min = 1, max = 200))]
-    #[schema(min_length = 1, max_length = 200)]
     pub display_name: Option<String>,
     #[serde(default, deserialize_with = "required")]
     #[schema(nullable = false, min_length = 12, max_length = 256)]
@@ -59,7 +56,6 @@ pub struct UpdateUser {
     #[serde(default, deserialize_with = "required")]
     #[schema(nullable = false)]
     #[validate(length(min = 1, max = 6, message = "must list 1 to 6 roles"))]
-    #[schema(min_items = 1, max_items = 6)]
     pub roles: Option<Vec<Role>>,
     /// `false` deactivates: the user can no longer sign in and their tokens stop working.
     #[serde(default, deserialize_with = "required")]
@@ -252,13 +248,10 @@ impl UserReplacement {
             .write(move |conn| {
                 let existing = users::get(conn, &updated_id)?;
                 if existing.username != self.username {
-                    return Err(ApiError::invalid(
-                        "username",
-                        format!(
-                            "the reference belongs to user {}; usernames do not change",
-                            existing.username
-                        ),
-                    ));
+                    return Err(ApiError::Conflict(format!(
+                        "username: the reference belongs to user {}; usernames do not change",
+                        existing.username
+                    )));
                 }
                 Ok(users::update(conn, &ctx, &updated_id, None, self.update)?)
             })

@@ -17,6 +17,9 @@ use crate::listing::{Page, QueryParams, PAGE_PARAMS};
 use crate::state::AppState;
 use crate::usecases::webhooks as usecase;
 
+/// The `status` values the delivery list filters on.
+pub const DELIVERY_STATUSES: [&str; 3] = ["pending", "delivered", "dead"];
+
 /// A webhook subscription. Its secret is shown only when created or rotated.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Webhook {
@@ -69,48 +72,44 @@ pub struct CreatedWebhook {
     pub secret: String,
 }
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     #[validate(length(min = 1, max = 2000))]
-    #[schema(min_length = 1, max_length = 2000)]
     pub url: String,
     #[validate(length(min = 1, max = 50))]
-    #[schema(min_items = 1, max_items = 50)]
     pub event_types: Vec<String>,
     #[serde(default)]
     #[validate(length(max = 500))]
-    #[schema(max_length = 500)]
     pub description: Option<String>,
     /// Default true.
     #[serde(default)]
     pub active: Option<bool>,
 }
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhook {
     #[validate(length(min = 1, max = 2000))]
-    #[schema(min_length = 1, max_length = 2000)]
     pub url: Option<String>,
     #[validate(length(min = 1, max = 50))]
-    #[schema(min_items = 1, max_items = 50)]
     pub event_types: Option<Vec<String>>,
     #[validate(length(max = 500))]
-    #[schema(max_length = 500)]
     pub description: Option<String>,
     /// Turning a subscription on again clears its run of failures; deliveries resume from
     /// where they stopped.
     pub active: Option<bool>,
 }
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateSecret {
     /// How long the previous secret keeps signing beside the new one: 0 to 604800 seconds,
     /// default 86400.
     #[validate(range(min = 0, max = 604_800))]
-    #[schema(minimum = 0, maximum = 604_800)]
     pub overlap_seconds: Option<i64>,
 }
 
@@ -357,6 +356,7 @@ pub async fn list_webhook_deliveries(
     id: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let params = QueryParams::parse(&req, &[&PAGE_PARAMS[..], &["status"]].concat())?;
+    // The values are DELIVERY_STATUSES, which the contract publishes.
     let status = match params.single("status")? {
         None => None,
         Some("pending") => Some(repo::PENDING),

@@ -173,7 +173,7 @@ fn resolve_problems(
                 )),
                 _ => ids.push(problem.id),
             },
-            Err(StoreError::NotFound) => errors.push(FieldError::new(field, "no such problem")),
+            Err(StoreError::NotFound) => errors.push(FieldError::unknown(field, "problem")),
             Err(other) => return Err(other.into()),
         }
     }
@@ -195,7 +195,7 @@ fn resolve_incidents(conn: &mut DbConnection, keys: &[String]) -> ApiResult<Vec<
                 errors.push(FieldError::new(field, "is listed twice"))
             }
             Ok(incident) => ids.push(incident.id),
-            Err(StoreError::NotFound) => errors.push(FieldError::new(field, "no such incident")),
+            Err(StoreError::NotFound) => errors.push(FieldError::unknown(field, "incident")),
             Err(other) => return Err(other.into()),
         }
     }
@@ -1178,9 +1178,9 @@ pub fn check_freeze_scope(conn: &mut DbConnection, scope: &schedule::FreezeScope
     for (index, id) in scope.configuration_items.iter().enumerate() {
         match cmdb::items::get(conn, id) {
             Ok(_) => {}
-            Err(StoreError::NotFound) => errors.push(FieldError::new(
+            Err(StoreError::NotFound) => errors.push(FieldError::unknown(
                 format!("scope.configuration_items[{index}]"),
-                "no such configuration item",
+                "configuration item",
             )),
             Err(other) => return Err(other.into()),
         }
@@ -1207,12 +1207,12 @@ pub fn check_policy_approvers(conn: &mut DbConnection, approvers: &[Approver]) -
         match approver {
             Approver::User(id) => {
                 if users::access(conn, id)?.is_none() {
-                    errors.push(FieldError::new(field, "no such user"));
+                    errors.push(FieldError::unknown(field, "user"));
                 }
             }
             Approver::Group(id) => match groups::get(conn, id) {
                 Ok(_) => {}
-                Err(StoreError::NotFound) => errors.push(FieldError::new(field, "no such group")),
+                Err(StoreError::NotFound) => errors.push(FieldError::unknown(field, "group")),
                 Err(other) => return Err(other.into()),
             },
             Approver::Role(_) => {}
@@ -1229,6 +1229,8 @@ pub fn check_policy_approvers(conn: &mut DbConnection, approvers: &[Approver]) -
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Calendar {
     pub from: DateTime<Utc>,
+    /// The end of the period covered: the `to` asked for, or 366 days after `from` when more
+    /// was asked (ask again from there for the rest).
     pub to: DateTime<Utc>,
     pub changes: Vec<CalendarEntry>,
     pub freeze_windows: Vec<domain::change::schedule::FreezeWindow>,

@@ -112,7 +112,9 @@ pub(crate) fn check_active_user(conn: &mut DbConnection, id: &str, field: &str) 
     match users::access(conn, id)? {
         Some((_, true, _)) => Ok(()),
         Some(_) => Err(ApiError::invalid(field, "the user is deactivated")),
-        None => Err(ApiError::invalid(field, "no such user")),
+        None => Err(ApiError::from_field_errors(vec![FieldError::unknown(
+            field, "user",
+        )])),
     }
 }
 
@@ -168,7 +170,7 @@ pub(crate) fn check_cmdb_links(
                 }
                 Ok(_) => {}
                 Err(persistence::StoreError::NotFound) => {
-                    errors.push(FieldError::new(field, "no such configuration item"))
+                    errors.push(FieldError::unknown(field, "configuration item"))
                 }
                 Err(other) => return Err(other.into()),
             }
@@ -198,7 +200,7 @@ pub(crate) fn business_service_error(
             format!("{} is a {}, not a business_service", item.name, item.class),
         ))),
         Err(persistence::StoreError::NotFound) => {
-            Ok(Some(FieldError::new(field, "no such configuration item")))
+            Ok(Some(FieldError::unknown(field, "configuration item")))
         }
         Err(other) => Err(other.into()),
     }

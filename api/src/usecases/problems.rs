@@ -374,7 +374,7 @@ pub async fn link(
                         None => found.push(incident),
                     },
                     Err(persistence::StoreError::NotFound) => {
-                        errors.push(FieldError::new(field, format!("no such incident {key}")));
+                        errors.push(FieldError::unknown(field, &format!("incident {key}")));
                     }
                     Err(other) => return Err(other.into()),
                 }

@@ -28,6 +28,9 @@ string_enum!(
     }
 );
 
+/// The most approvals a policy can require (far above any approver list it can name).
+pub const MAX_QUORUM: u32 = 1000;
+
 /// Who a policy asks: a named user, every member of a group, or every user with a role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -84,8 +87,11 @@ impl PolicyRules {
                 "must name at most 50 approvers",
             ));
         }
-        if self.quorum == 0 {
-            errors.push(FieldError::new("quorum", "must be at least 1"));
+        if !(1..=MAX_QUORUM).contains(&self.quorum) {
+            errors.push(FieldError::new(
+                "quorum",
+                format!("must be 1 to {MAX_QUORUM}"),
+            ));
         }
         if self.change_types.contains(&ChangeType::Standard) {
             errors.push(FieldError::new(

@@ -71,6 +71,9 @@ pub struct CiClass {
     pub version: i64,
 }
 
+/// What `validate_name` accepts, for the contract.
+pub const NAME_PATTERN: &str = "^[a-z][a-z0-9_]{0,63}$";
+
 pub fn validate_name(name: &str, field: &str) -> Result<(), FieldError> {
     let ok = (1..=64).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())

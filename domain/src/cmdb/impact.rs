@@ -27,6 +27,30 @@ pub enum Direction {
     Downstream,
 }
 
+/// Which of an item's relationships a list shows, as the item reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RelationshipSide {
+    /// The relationships it is the source of.
+    Outgoing,
+    /// The relationships it is the target of.
+    Incoming,
+    /// Both (the default).
+    Both,
+}
+
+impl std::str::FromStr for RelationshipSide {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "outgoing" => Ok(Self::Outgoing),
+            "incoming" => Ok(Self::Incoming),
+            "both" => Ok(Self::Both),
+            _ => Err("must be outgoing, incoming or both".to_owned()),
+        }
+    }
+}
+
 pub const MAX_DEPTH: u32 = 10;
 pub const DEFAULT_DEPTH: u32 = 5;
 pub const DEFAULT_LIMIT: usize = 1000;

@@ -135,9 +135,12 @@ pub struct ConfigurationItem {
 }
 
 /// Checks an item's name: 1 to 200 characters, not blank.
+/// The longest item name, in characters (after trimming).
+pub const MAX_NAME_CHARS: usize = 200;
+
 pub fn validate_item_name(name: &str) -> Result<String, DomainError> {
     let trimmed = name.trim();
-    if trimmed.is_empty() || trimmed.chars().count() > 200 {
+    if trimmed.is_empty() || trimmed.chars().count() > MAX_NAME_CHARS {
         return Err(DomainError::invalid(
             "name",
             "must be 1 to 200 characters, not blank",

@@ -4,7 +4,7 @@
 use itsm_integration_tests::reqwest::{Method, StatusCode};
 use itsm_integration_tests::serde_json::{json, Value};
 use itsm_integration_tests::{
-    error_fields, expect_problem, header, on_both_backends, read, Config, TestApp,
+    error_fields, expect_problem, expect_refusal, header, on_both_backends, read, Config, TestApp,
 };
 
 /// A new API token of `role`, optionally scoped.
@@ -488,7 +488,7 @@ async fn bad_alerts_are_refused_naming_the_field_and_store_nothing(app: TestApp)
             .send()
             .await
             .unwrap();
-        let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+        let problem = expect_refusal(response).await;
         assert_eq!(error_fields(&problem), [field], "{problem}");
     }
     app.assert_unchanged_since(&before, "refused rules").await;

@@ -852,7 +852,11 @@ async fn review_records_a_failed_outcome_and_the_incident_it_caused(app: TestApp
         "actual_end": at(1), "caused_incidents": ["INC9999999"]}),
     )
     .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "an unknown reference: {problem}"
+    );
     assert_eq!(error_fields(&problem), ["caused_incidents[0]"]);
     let reviewed = acted(
         &app,

@@ -218,7 +218,7 @@ async fn query_parameters_are_strict(app: TestApp) {
         ("/api/v1/users?limit=ten", "limit"),
         ("/api/v1/users?limit=99999999999999999999", "limit"),
         ("/api/v1/users?limit=1&limit=2", "limit"),
-        ("/api/v1/users?cursor=not-a-cursor", "cursor"),
+        ("/api/v1/users?cursor=not%20a%20cursor", "cursor"),
         ("/api/v1/users?role=root", "role"),
         ("/api/v1/users?active=yes", "active"),
         ("/api/v1/users?external_ref=no-colon", "external_ref"),
@@ -373,8 +373,8 @@ async fn if_match_guards_updates(app: TestApp) {
     assert_eq!(current["display_name"], "First");
     assert_eq!(current["version"], 2);
 
-    // Malformed If-Match: 400, nothing changes.
-    for value in ["2", "\"two\"", "\"\"", "\"2"] {
+    // Malformed If-Match: 400, nothing changes. (A bare version, `2`, reads as "2".)
+    for value in ["two", "\"two\"", "\"\"", "\"2"] {
         let response = app
             .admin(Method::PATCH, &path)
             .header("if-match", value)

@@ -319,8 +319,14 @@ async fn directory_and_cmdb_records_pushed_twice_are_one_record_each(app: TestAp
         .send()
         .await
         .unwrap();
-    let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(error_fields(&problem), vec!["username"]);
+    // The stored user's name is the state the request conflicts with.
+    let problem = expect_problem(response, StatusCode::CONFLICT).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("username:")),
+        "{problem}"
+    );
     let response = app
         .admin(
             Method::PUT,

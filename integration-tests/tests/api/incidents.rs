@@ -6,7 +6,7 @@
 use itsm_integration_tests::reqwest::{Method, Response, StatusCode};
 use itsm_integration_tests::serde_json::{json, Value};
 use itsm_integration_tests::{
-    error_fields, expect_problem, header, on_both_backends, read, TestApp,
+    error_fields, expect_problem, expect_refusal, header, on_both_backends, read, TestApp,
 };
 
 pub(crate) const INCIDENTS: &str = "/api/v1/incidents";
@@ -677,8 +677,9 @@ async fn patch_rejects_derived_fields_and_writes_nothing(app: TestApp) {
     assert_eq!(header(&response, "etag").as_deref(), Some("\"3\""));
 }
 
-/// References to groups, users and parents must exist; the problem names the field.
-async fn unknown_references_are_422_naming_the_field(app: TestApp) {
+/// References to groups, users and parents must exist (409 `unknown-reference`); an existing
+/// record that does not fit is a 422; the problem names the field.
+async fn unknown_references_are_refused_naming_the_field(app: TestApp) {
     let desk = app.group("Service Desk").await;
     let (agent, token) = agent_in(&app, "alma", &desk).await;
     let desk_id = text(&desk, "id");
@@ -702,13 +703,12 @@ async fn unknown_references_are_422_naming_the_field(app: TestApp) {
         ),
     ];
     for (body, field) in &cases {
-        let problem = expect_problem(
+        let problem = expect_refusal(
             app.request(Method::POST, INCIDENTS, &token)
                 .json(body)
                 .send()
                 .await
                 .unwrap(),
-            StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
         assert_eq!(error_fields(&problem), [*field], "{body}: {problem}");
@@ -730,11 +730,7 @@ async fn unknown_references_are_422_naming_the_field(app: TestApp) {
         (json!({"caller": missing}), "caller"),
         (json!({"parent_id": missing}), "parent_id"),
     ] {
-        let problem = expect_problem(
-            patch_incident(&app, &token, &id, body.clone()).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
+        let problem = expect_refusal(patch_incident(&app, &token, &id, body.clone()).await).await;
         assert_eq!(error_fields(&problem), [field], "{body}: {problem}");
     }
     let problem = expect_problem(
@@ -745,7 +741,7 @@ async fn unknown_references_are_422_naming_the_field(app: TestApp) {
             json!({"action": "assign", "assignee": agent_id, "assignment_group": missing}),
         )
         .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
+        StatusCode::CONFLICT,
     )
     .await;
     assert_eq!(error_fields(&problem), ["assignment_group"], "{problem}");
@@ -755,7 +751,7 @@ async fn unknown_references_are_422_naming_the_field(app: TestApp) {
             .send()
             .await
             .unwrap(),
-        StatusCode::UNPROCESSABLE_ENTITY,
+        StatusCode::CONFLICT,
     )
     .await;
     assert_eq!(error_fields(&problem), ["assignment_group"], "{problem}");
@@ -1810,7 +1806,7 @@ on_both_backends!(
     full_lifecycle_from_report_to_confirmation,
     priority_matrix_and_recalculation,
     patch_rejects_derived_fields_and_writes_nothing,
-    unknown_references_are_422_naming_the_field,
+    unknown_references_are_refused_naming_the_field,
     assignment_rules_route_new_incidents,
     requesters_are_isolated,
     major_incident_declaration,

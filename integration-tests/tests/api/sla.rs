@@ -262,7 +262,7 @@ async fn policies_are_checked_and_ordered(app: TestApp) {
         .send()
         .await
         .unwrap();
-    let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let problem = expect_problem(response, StatusCode::CONFLICT).await;
     assert_eq!(error_fields(&problem), ["calendar_id"]);
     let mut bad = policy("Bad", "24x7");
     bad["pause_on"] = json!([{"state": "parked"}]);
@@ -604,7 +604,7 @@ async fn escalations_recalculation_and_lists(app: TestApp) {
     unknown_group["escalations"][0]["group"] = json!("no-such-group");
     let (status, problem) =
         send(&app, &admin, Method::PUT, &policy_path, Some(unknown_group)).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     assert_eq!(error_fields(&problem), ["escalations[0].group"]);
 
     let incident = create_incident(

@@ -4,7 +4,9 @@
 
 use itsm_integration_tests::reqwest::{Method, StatusCode};
 use itsm_integration_tests::serde_json::{json, Value};
-use itsm_integration_tests::{error_fields, expect_problem, on_both_backends, read, TestApp};
+use itsm_integration_tests::{
+    error_fields, expect_problem, expect_refusal, on_both_backends, read, TestApp,
+};
 
 use crate::incidents::{get_ok, text};
 
@@ -232,7 +234,7 @@ async fn bad_links_are_refused_naming_the_field(app: TestApp) {
                 .send()
                 .await
                 .unwrap();
-            let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+            let problem = expect_refusal(response).await;
             assert_eq!(error_fields(&problem), fields, "{path} {body}");
         }
     }

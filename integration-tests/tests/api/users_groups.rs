@@ -725,7 +725,7 @@ async fn groups_and_members(app: TestApp) {
         .send()
         .await
         .unwrap();
-    let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let problem = expect_problem(response, StatusCode::CONFLICT).await;
     assert_eq!(error_fields(&problem), ["user_id"], "{problem}");
     let response = app
         .admin(Method::POST, &format!("/api/v1/groups/{desk_id}/members"))

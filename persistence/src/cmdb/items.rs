@@ -266,7 +266,9 @@ fn check_owner_group(conn: &mut DbConnection, group: &Option<String>) -> Result<
             .get_result(conn)
             .optional()?;
         if found.is_none() {
-            return Err(CmdbError::invalid("owner_group", "no such group"));
+            return Err(CmdbError::Rule(domain::DomainError::Invalid(vec![
+                domain::FieldError::unknown("owner_group", "group"),
+            ])));
         }
     }
     Ok(())
@@ -320,10 +322,9 @@ pub fn create(
     let name = validate_item_name(&new.name)?;
     let classes = super::classes::all(conn)?;
     if classes.get(&new.class).is_none() {
-        return Err(CmdbError::invalid(
-            "class",
-            format!("no class named {}", new.class),
-        ));
+        return Err(CmdbError::Rule(domain::DomainError::Invalid(vec![
+            domain::FieldError::unknown("class", "class"),
+        ])));
     }
     let attributes = check_attributes(&classes, &new.class, &new.attributes)?;
     check_owner_group(conn, &new.owner_group)?;

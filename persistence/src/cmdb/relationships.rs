@@ -101,7 +101,7 @@ pub fn create(
     }
     for (field, id) in [("source_id", source_id), ("target_id", target_id)] {
         if !item_exists(conn, id)? {
-            errors.push(domain::FieldError::new(field, "no such configuration item"));
+            errors.push(domain::FieldError::unknown(field, "configuration item"));
         }
     }
     if !errors.is_empty() {

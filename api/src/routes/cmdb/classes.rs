@@ -17,6 +17,7 @@ use crate::json_body::{required, ValidJson};
 use crate::listing::{Page, QueryParams, PAGE_PARAMS};
 use crate::state::AppState;
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateClass {
@@ -26,7 +27,6 @@ pub struct CreateClass {
     pub parent: Option<String>,
     #[serde(default)]
     #[validate(length(max = 2000))]
-    #[schema(max_length = 2000)]
     pub description: String,
     #[serde(default)]
     pub attributes: Vec<AttributeDef>,
@@ -35,13 +35,13 @@ pub struct CreateClass {
     pub identification_rules: Vec<IdentificationRule>,
 }
 
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateClass {
     #[serde(default, deserialize_with = "required")]
     #[schema(nullable = false)]
     #[validate(length(max = 2000))]
-    #[schema(max_length = 2000)]
     pub description: Option<String>,
     /// The class's own attributes, replaced as a whole.
     #[serde(default, deserialize_with = "required")]
@@ -229,12 +229,13 @@ pub async fn delete_class(
 /// The sources reconciliation accepts for a class, highest priority first. A source may
 /// overwrite an attribute last set by a source of equal or lower priority; unlisted sources
 /// rank below every listed one.
+#[contract_macros::schema_from_validate]
 #[derive(Debug, Serialize, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourcePrecedence {
     #[schema(example = json!(["manual", "sccm", "discovery"]))]
     #[validate(length(max = 50))]
-    #[schema(max_items = 50, value_type = Vec<SourceName>)]
+    #[schema(value_type = Vec<SourceName>)]
     pub sources: Vec<String>,
 }
 

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use actix_web::http::StatusCode;
 use actix_web::{get, patch, post, put, web, HttpRequest, HttpResponse};
-use domain::cmdb::impact::{self, Direction, Impact};
+use domain::cmdb::impact::{self, Direction, Impact, RelationshipSide};
 use domain::cmdb::item::ItemRelationship;
 use domain::cmdb::reconcile::{BatchItem, Report, MAX_BATCH};
 use domain::cmdb::{CiStatus, ConfigurationItem, Criticality, Environment, RelationshipType};
@@ -217,6 +217,10 @@ fn enum_values<T: FromStr>(params: &QueryParams, name: &str, names: &str) -> Api
 }
 
 /// List configuration items.
+///
+/// Besides the parameters below, `attr.<name>=value` filters on an identifying attribute by
+/// equality (1 to 1,000 characters; repeatable, one per attribute), e.g.
+/// `attr.hostname=web01`, served by the identifier index.
 #[utoipa::path(
     tag = "cmdb", operation_id = "list_configuration_items",
     params(
@@ -224,7 +228,6 @@ fn enum_values<T: FromStr>(params: &QueryParams, name: &str, names: &str) -> Api
         ("status" = Option<Vec<CiStatus>>, Query), ("environment" = Option<Vec<Environment>>, Query),
         ("criticality" = Option<Vec<Criticality>>, Query),
         ("owner_group" = Option<String>, Query, description = "A group id"),
-        ("attr.<name>" = Option<String>, Query, min_length = 1, max_length = 1000, description = "Equality on an identifying attribute, e.g. attr.hostname=web01 (served by the identifier index)"),
         ("q" = Option<String>, Query, description = "Text in the name"),
         ("external_ref" = Option<String>, Query, description = "system:id"),
         ("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query),
@@ -290,10 +293,10 @@ pub async fn list_items(
                     ));
                 }
             }
+            // A class that does not exist has no items, as a group that does not exist owns
+            // none.
             let classes = match &class {
-                Some(class) if set.get(class).is_none() => {
-                    return Err(ApiError::invalid("class", "no such class"))
-                }
+                Some(class) if set.get(class).is_none() => Some(Vec::new()),
                 Some(class) => Some(set.with_descendants(class)),
                 None => None,
             };
@@ -401,7 +404,7 @@ fn relationship_types(params: &QueryParams) -> ApiResult<Vec<RelationshipType>> 
 #[utoipa::path(
     tag = "cmdb", operation_id = "list_configuration_item_relationships",
     params(("id" = String, Path),
-           ("direction" = Option<String>, Query, description = "outgoing, incoming or both (default)"),
+           ("direction" = Option<RelationshipSide>, Query, description = "outgoing, incoming or both (default)"),
            ("types" = Option<String>, Query, description = "Relationship types, comma-separated"),
            ("limit" = Option<i64>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = Page<ItemRelationship>), (status = 404, body = crate::error::Problem),
@@ -415,16 +418,10 @@ pub async fn item_relationships(
     id: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let params = QueryParams::parse(&req, &[&PAGE_PARAMS[..], &["direction", "types"]].concat())?;
-    let side = match params.single("direction")? {
-        None | Some("both") => Side::Both,
-        Some("outgoing") => Side::Outgoing,
-        Some("incoming") => Side::Incoming,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "direction",
-                "must be outgoing, incoming or both",
-            ))
-        }
+    let side = match params.parsed::<RelationshipSide>("direction", "outgoing, incoming or both")? {
+        None | Some(RelationshipSide::Both) => Side::Both,
+        Some(RelationshipSide::Outgoing) => Side::Outgoing,
+        Some(RelationshipSide::Incoming) => Side::Incoming,
     };
     let types = relationship_types(&params)?;
     let page = params.page::<String>()?;
