@@ -118,8 +118,14 @@ impl Location {
     }
 
     /// The SQLite file holds password hashes and the signing secret: it is created readable by
-    /// its owner only, and an existing one is made so. SQLite gives its WAL and shared-memory
-    /// files the database file's permissions.
+    /// its owner only, and an existing one loses any access of its group and others (its
+    /// owner's access is left as it is). SQLite gives its WAL and shared-memory files the
+    /// database file's permissions.
+    ///
+    /// An existing file is never opened here: closing a descriptor of a file drops every POSIX
+    /// lock the process holds on it, SQLite's included. A second database of the same file in
+    /// one process (nodes side by side in tests) then left the first one's readers on a stale
+    /// snapshot, blind to other processes' commits.
     fn restrict_sqlite_files(&self) -> Result<(), StoreError> {
         #[cfg(unix)]
         if let Location::SqliteFile(path) = self {
@@ -127,31 +133,43 @@ impl Location {
             let cannot = |e: std::io::Error| {
                 StoreError::Unavailable(format!("cannot restrict {}: {e}", path.display()))
             };
-            let opened = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(path);
-            match opened {
-                // A read-only file (permissions, immutable, read-only mount): the service
-                // still serves reads, and writes answer 503 `storage-read-only`.
-                Err(e) if path.exists() && is_read_only_refusal(&e) => {
-                    log::error!(
-                        "{} is read-only ({e}): reads are served, writes answer 503",
-                        path.display()
-                    );
-                    return Ok(());
-                }
-                opened => {
-                    opened.map_err(cannot)?;
-                }
+            if !path.exists() {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(cannot)?;
             }
             for suffix in ["", "-wal", "-shm"] {
                 let file = PathBuf::from(format!("{}{suffix}", path.display()));
-                if file.exists() {
-                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
-                        .map_err(cannot)?;
+                let Ok(metadata) = std::fs::metadata(&file) else {
+                    continue;
+                };
+                let mode = metadata.permissions().mode();
+                if mode & 0o077 == 0 {
+                    continue;
                 }
+                match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o700))
+                {
+                    Ok(()) => {}
+                    // A read-only file (immutable, read-only mount, another owner): the service
+                    // still serves reads, and writes answer 503 `storage-read-only`.
+                    Err(e) if is_read_only_refusal(&e) => {
+                        log::error!(
+                            "{} is read-only ({e}): reads are served, writes answer 503",
+                            file.display()
+                        );
+                        return Ok(());
+                    }
+                    Err(e) => return Err(cannot(e)),
+                }
+            }
+            if std::fs::metadata(path).is_ok_and(|m| m.permissions().readonly()) {
+                log::error!(
+                    "{} is read-only: reads are served, writes answer 503",
+                    path.display()
+                );
             }
         }
         Ok(())
