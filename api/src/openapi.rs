@@ -166,20 +166,7 @@ impl RouteTable {
         if !names_one {
             return None;
         }
-        let requested = segments(path);
-        let matching: Vec<&(Vec<String>, Vec<&'static str>)> = self
-            .routes
-            .iter()
-            .filter(|(template, _)| {
-                template.len() == requested.len()
-                    && template
-                        .iter()
-                        .zip(&requested)
-                        .all(|(t, r)| (t.starts_with('{') && !r.is_empty()) || t == r)
-            })
-            .collect();
-        let literals =
-            |template: &[String]| template.iter().filter(|s| !s.starts_with('{')).count();
+        let matching = self.matching(path);
         let most = matching.iter().map(|(t, _)| literals(t)).max()?;
         let mut allow: Vec<&'static str> = matching
             .iter()
@@ -199,22 +186,9 @@ impl RouteTable {
 
     /// The methods allowed on `path`, or `None` when no route has that path.
     pub fn allowed_methods(&self, path: &str) -> Option<Vec<&'static str>> {
-        let requested = segments(path);
-        let matching: Vec<&(Vec<String>, Vec<&'static str>)> = self
-            .routes
-            .iter()
-            .filter(|(template, _)| {
-                template.len() == requested.len()
-                    && template
-                        .iter()
-                        .zip(&requested)
-                        .all(|(t, r)| (t.starts_with('{') && !r.is_empty()) || t == r)
-            })
-            .collect();
+        let matching = self.matching(path);
         // A literal route (`/api/v1/changes/calendar`) is the resource its path names, not
         // the parameter route beside it (`/api/v1/changes/{id}`).
-        let literals =
-            |template: &[String]| template.iter().filter(|s| !s.starts_with('{')).count();
         let most = matching.iter().map(|(t, _)| literals(t)).max().unwrap_or(0);
         let mut allowed: Vec<&'static str> = matching
             .iter()
@@ -225,6 +199,26 @@ impl RouteTable {
         allowed.dedup();
         (!allowed.is_empty()).then_some(allowed)
     }
+
+    /// The routes whose template matches `path`, with their methods.
+    fn matching(&self, path: &str) -> Vec<&(Vec<String>, Vec<&'static str>)> {
+        let requested = segments(path);
+        self.routes
+            .iter()
+            .filter(|(template, _)| {
+                template.len() == requested.len()
+                    && template
+                        .iter()
+                        .zip(&requested)
+                        .all(|(t, r)| (t.starts_with('{') && !r.is_empty()) || t == r)
+            })
+            .collect()
+    }
+}
+
+/// The number of literal segments of a route template.
+fn literals(template: &[String]) -> usize {
+    template.iter().filter(|s| !s.starts_with('{')).count()
 }
 
 fn segments(path: &str) -> Vec<String> {
