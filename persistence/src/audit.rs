@@ -46,19 +46,20 @@ pub struct Mutation<'a> {
     pub event_data: Value,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+/// An audit entry as stored: read here, written by the journal when its transaction commits.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = audit_entries)]
-struct AuditRow {
-    id: String,
-    at: NaiveDateTime,
-    actor_id: Option<String>,
-    actor_name: String,
-    actor_kind: String,
-    entity_type: String,
-    entity_id: String,
-    action: String,
-    changes: String,
-    request_id: Option<String>,
+pub(crate) struct AuditRow {
+    pub(crate) id: String,
+    pub(crate) at: NaiveDateTime,
+    pub(crate) actor_id: Option<String>,
+    pub(crate) actor_name: String,
+    pub(crate) actor_kind: String,
+    pub(crate) entity_type: String,
+    pub(crate) entity_id: String,
+    pub(crate) action: String,
+    pub(crate) changes: String,
+    pub(crate) request_id: Option<String>,
 }
 
 /// One entry of the audit trail.

@@ -21,27 +21,13 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde_json::Value;
 
+use crate::audit::AuditRow;
 use crate::schema::{audit_entries, outbox_events, ticket_words};
 use crate::{counters, DbConnection, StoreError, WriteContext};
 
 pub(crate) const EVENT_SEQUENCE: &str = "event_sequence";
 /// Advanced once by each transaction that changed the CMDB's graph (see `cmdb::graph`).
 pub(crate) const CMDB_GRAPH: &str = "cmdb_graph";
-
-#[derive(Insertable)]
-#[diesel(table_name = audit_entries)]
-struct NewAuditEntry {
-    id: String,
-    at: NaiveDateTime,
-    actor_id: Option<String>,
-    actor_name: String,
-    actor_kind: String,
-    entity_type: String,
-    entity_id: String,
-    action: String,
-    changes: String,
-    request_id: Option<String>,
-}
 
 #[derive(Insertable)]
 #[diesel(table_name = outbox_events)]
@@ -69,7 +55,7 @@ struct IndexedWords {
 
 #[derive(Default)]
 struct Journal {
-    audit: Vec<NewAuditEntry>,
+    audit: Vec<AuditRow>,
     events: Vec<NewEvent>,
     words: Vec<IndexedWords>,
     /// Units of work that changed the CMDB's graph.
@@ -141,7 +127,7 @@ pub(crate) fn add_audit_entry(
     changes: &Value,
 ) -> Result<String, StoreError> {
     let id = crate::new_id();
-    let entry = NewAuditEntry {
+    let entry = AuditRow {
         id: id.clone(),
         at: ctx.at,
         actor_id: ctx.actor.id.clone(),
