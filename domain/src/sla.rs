@@ -880,19 +880,23 @@ mod tests {
         );
     }
 
+    /// A repeatable random number below `bound` at each call (xorshift), from `seed`.
+    fn xorshift(mut seed: u64) -> impl FnMut(i64) -> i64 {
+        move |bound: i64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % bound as u64) as i64
+        }
+    }
+
     /// Over random timelines, elapsed + paused + outside hours is the wall time, and the
     /// elapsed time never exceeds the business time of the whole span.
     #[test]
     fn the_three_parts_always_add_up_to_the_wall_time() {
         let cal = berlin_office();
         let tz = cal.time_zone;
-        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move |bound: i64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % bound as u64) as i64
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..300 {
             let start = at(tz, "2026-03-20 00:00") + chrono::Duration::seconds(next(40 * 86_400));
             let mut timeline = vec![entry(start, ClockEvent::Start)];
@@ -922,13 +926,7 @@ mod tests {
     fn a_resumed_snapshot_reads_as_the_whole_timeline() {
         let cal = berlin_office();
         let tz = cal.time_zone;
-        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move |bound: i64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % bound as u64) as i64
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..300 {
             let start = at(tz, "2026-03-20 00:00") + chrono::Duration::seconds(next(20 * 86_400));
             let mut timeline = vec![entry(start, ClockEvent::Start)];
