@@ -10,6 +10,10 @@
 //! the connection. The writer opens it with the transaction, marks it before each unit, cuts a
 //! failed unit's records off, and flushes it before `COMMIT`.
 //!
+//! New SLA timers and their first lines wait here too (one multi-row insert per batch, not two
+//! statements per new ticket); a unit of work about to read timers writes those still waiting
+//! first ([`write_timers`]), so that it sees every timer of the transaction.
+//!
 //! SQLite's full-text index (FTS5) writes a segment of the words added since the last one at
 //! every savepoint and at the commit; written here, outside the units' savepoints, a batch's
 //! words make one segment.
@@ -22,7 +26,8 @@ use diesel::prelude::*;
 use serde_json::Value;
 
 use crate::audit::AuditRow;
-use crate::schema::{audit_entries, outbox_events, ticket_words};
+use crate::schema::{audit_entries, outbox_events, sla_timer_lines, sla_timers, ticket_words};
+use crate::sla_timers::{LineRow as TimerLineRow, TimerRow};
 use crate::{counters, DbConnection, StoreError, WriteContext};
 
 pub(crate) const EVENT_SEQUENCE: &str = "event_sequence";
@@ -60,6 +65,12 @@ struct Journal {
     words: Vec<IndexedWords>,
     /// Units of work that changed the CMDB's graph.
     graph_changes: usize,
+    /// New SLA timers and their lines; the first `timers_written` and `lines_written` are in
+    /// the database already.
+    timers: Vec<TimerRow>,
+    timer_lines: Vec<TimerLineRow>,
+    timers_written: usize,
+    lines_written: usize,
 }
 
 /// Where the journal stood before a unit of work, to cut that unit's records off.
@@ -69,6 +80,10 @@ pub(crate) struct Mark {
     events: usize,
     words: usize,
     graph_changes: usize,
+    timers: usize,
+    timer_lines: usize,
+    timers_written: usize,
+    lines_written: usize,
 }
 
 thread_local! {
@@ -91,12 +106,20 @@ pub(crate) fn mark() -> Mark {
         events: journal.events.len(),
         words: journal.words.len(),
         graph_changes: journal.graph_changes,
+        timers: journal.timers.len(),
+        timer_lines: journal.timer_lines.len(),
+        timers_written: journal.timers_written,
+        lines_written: journal.lines_written,
     })
     .unwrap_or(Mark {
         audit: 0,
         events: 0,
         words: 0,
         graph_changes: 0,
+        timers: 0,
+        timer_lines: 0,
+        timers_written: 0,
+        lines_written: 0,
     })
 }
 
@@ -107,6 +130,11 @@ pub(crate) fn cut(mark: Mark) {
         journal.events.truncate(mark.events);
         journal.words.truncate(mark.words);
         journal.graph_changes = journal.graph_changes.min(mark.graph_changes);
+        journal.timers.truncate(mark.timers);
+        journal.timer_lines.truncate(mark.timer_lines);
+        // Timers written since the mark were rolled back with the unit: they wait again.
+        journal.timers_written = journal.timers_written.min(mark.timers_written);
+        journal.lines_written = journal.lines_written.min(mark.lines_written);
     });
 }
 
@@ -187,9 +215,45 @@ pub(crate) fn index_words(rowid: i64, terms: String, replaces: bool) -> Result<(
     })
 }
 
+/// Queues new SLA timers and their lines.
+pub(crate) fn add_timers(
+    timers: Vec<TimerRow>,
+    lines: Vec<TimerLineRow>,
+) -> Result<(), StoreError> {
+    with_journal(|journal| {
+        journal.timers.extend(timers);
+        journal.timer_lines.extend(lines);
+    })
+}
+
+/// Writes the new SLA timers still waiting: called before a unit of work reads timers, and
+/// before the commit. Nothing to do outside the write path.
+pub(crate) fn write_timers(conn: &mut DbConnection) -> Result<(), StoreError> {
+    OPEN.with(|open| {
+        let mut open = open.borrow_mut();
+        let Some(journal) = open.as_mut() else {
+            return Ok(());
+        };
+        insert_rows!(
+            conn,
+            sla_timers::table,
+            journal.timers[journal.timers_written..]
+        );
+        journal.timers_written = journal.timers.len();
+        insert_rows!(
+            conn,
+            sla_timer_lines::table,
+            journal.timer_lines[journal.lines_written..]
+        );
+        journal.lines_written = journal.timer_lines.len();
+        Ok(())
+    })
+}
+
 /// Writes the collected records in the open transaction; the events get the next sequences in
 /// the order they were added.
 pub(crate) fn flush(conn: &mut DbConnection) -> Result<(), StoreError> {
+    write_timers(conn)?;
     let Some(mut journal) = OPEN.with(|open| open.borrow_mut().take()) else {
         return Ok(());
     };

@@ -42,7 +42,7 @@ fn end_of_time() -> NaiveDateTime {
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = sla_timers)]
-struct TimerRow {
+pub(crate) struct TimerRow {
     id: String,
     ticket_type: String,
     ticket_id: String,
@@ -70,7 +70,7 @@ struct TimerRow {
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = sla_timer_lines)]
-struct LineRow {
+pub(crate) struct LineRow {
     timer_id: String,
     position: i32,
     at: NaiveDateTime,
@@ -192,6 +192,7 @@ fn calendar_of(
 }
 
 fn timer_row(conn: &mut DbConnection, id: &str) -> Result<TimerRow, StoreError> {
+    journal::write_timers(conn)?;
     Ok(sla_timers::table
         .find(id)
         .select(TimerRow::as_select())
@@ -219,6 +220,7 @@ fn lines_of(
 /// The timers of a ticket; on PostgreSQL locked until the unit of work commits, so that the
 /// worker's claim of one of them waits for this save instead of failing it.
 fn timers_of_locked(conn: &mut DbConnection, ticket_id: &str) -> Result<Vec<TimerRow>, StoreError> {
+    journal::write_timers(conn)?;
     let query = sla_timers::table
         .filter(sla_timers::ticket_id.eq(ticket_id))
         .order(sla_timers::started_at);
@@ -274,6 +276,7 @@ pub fn follow_policy(
     let Some(rules) = ctx.sla.as_deref() else {
         return Ok(0);
     };
+    journal::write_timers(conn)?;
     let tickets: Vec<(String, String)> = sla_timers::table
         .filter(sla_timers::policy_id.eq(policy_id))
         .filter(sla_timers::stopped_at.is_null())
@@ -536,7 +539,7 @@ impl Settled {
     }
 }
 
-/// Stores new timers: their rows in one statement, their lines in another.
+/// Stores new timers: their rows and lines wait in the journal with the batch's others.
 fn insert_new(
     conn: &mut DbConnection,
     ctx: &WriteContext,
@@ -547,8 +550,7 @@ fn insert_new(
     }
     let rows: Vec<TimerRow> = started.iter().map(|s| s.row.clone()).collect();
     let lines: Vec<LineRow> = started.iter().flat_map(Settled::new_line_rows).collect();
-    insert_rows!(conn, sla_timers::table, rows);
-    insert_rows!(conn, sla_timer_lines::table, lines);
+    journal::add_timers(rows, lines)?;
     for settled in &started {
         settled.announce(conn, ctx)?;
     }
@@ -791,6 +793,7 @@ pub fn cancel_of_policy(
     policy_id: &str,
     policy_name: &str,
 ) -> Result<usize, StoreError> {
+    journal::write_timers(conn)?;
     let rows: Vec<TimerRow> = sla_timers::table
         .filter(sla_timers::policy_id.eq(policy_id))
         .filter(sla_timers::stopped_at.is_null())

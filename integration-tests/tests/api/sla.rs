@@ -858,10 +858,53 @@ async fn an_edited_policy_retargets_its_running_timers(app: TestApp) {
     );
 }
 
+/// Seeding reports each incident and works it in the same unit of work, so the timers its
+/// report started (held back until the batch commits) are read back before the batch ends:
+/// every incident gets exactly one timer per metric, and one that was resolved in that unit
+/// has its resolution timer stopped, not a second one started.
+async fn timers_started_in_a_batch_are_seen_by_its_later_work(app: TestApp) {
+    let db = persistence::Database::open(&app.database).expect("open the test database");
+    itsm_api::seed::sla_policy(&db, 3600).await.expect("policy");
+    itsm_api::seed::seed(&db, 150).await.expect("seed");
+    let timers = app.list_all("/api/v1/sla-timers").await;
+    let mut per_ticket: std::collections::HashMap<(String, String), Vec<&Value>> =
+        std::collections::HashMap::new();
+    for timer in &timers {
+        per_ticket
+            .entry((text(timer, "ticket_id"), text(timer, "metric")))
+            .or_default()
+            .push(timer);
+    }
+    let incidents = app.list_all("/api/v1/incidents").await;
+    assert_eq!(incidents.len(), 150);
+    let mut resolved = 0;
+    for incident in &incidents {
+        let id = text(incident, "id");
+        let resolution = &per_ticket
+            .get(&(id.clone(), "resolution".to_owned()))
+            .unwrap_or_else(|| panic!("no resolution timer: {incident}"));
+        assert_eq!(resolution.len(), 1, "{incident}: {resolution:?}");
+        if matches!(text(incident, "state").as_str(), "resolved" | "closed") {
+            resolved += 1;
+            assert!(
+                !resolution[0]["stopped_at"].is_null(),
+                "{incident}: {resolution:?}"
+            );
+            assert_eq!(resolution[0]["state"], "achieved", "{resolution:?}");
+        }
+    }
+    assert!(resolved > 0, "the seed resolves some incidents");
+    assert!(
+        per_ticket.values().all(|timers| timers.len() == 1),
+        "{per_ticket:?}"
+    );
+}
+
 on_both_backends!(
     calendars_are_versioned_and_checked,
     policies_are_checked_and_ordered,
     a_weekend_on_hold_is_exact with friday_afternoon,
     escalations_recalculation_and_lists with friday_afternoon,
     an_edited_policy_retargets_its_running_timers with friday_afternoon,
+    timers_started_in_a_batch_are_seen_by_its_later_work,
 );
