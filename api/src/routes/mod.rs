@@ -20,14 +20,16 @@ pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
     // actix tries the routes in the order they were registered, each path with a parameter by
     // a regular expression: an alert sent after them all cost a fifth of the server's time in
     // route matching during a storm. The intake's two paths are static, so placed first they
-    // cost every other request two string comparisons.
+    // cost every other request two string comparisons. Incidents, the busiest tickets, come
+    // next: behind the users' and groups' routes, a GET by number ran fifteen regular
+    // expressions before its own (a fifth more instructions per request than before them).
     alerts::configure_intake(cfg);
+    incidents::configure(cfg);
     health::configure(cfg);
     auth::configure(cfg);
     users::configure(cfg);
     groups::configure(cfg);
     feed::configure(cfg);
-    incidents::configure(cfg);
     problems::configure(cfg);
     changes::configure(cfg);
     change_config::configure(cfg);
