@@ -8,12 +8,13 @@
 //! The graph (for 100,000 items): 1,000 business services depend on applications (18 each);
 //! 9,000 applications depend on databases (2) and run on virtual machines (8); 10,000
 //! databases run on virtual machines (2), and one in a hundred uses an application back (a
-//! cycle, added last); 50,000 virtual machines are hosted on servers and use storage (2); 20,000 servers
-//! use storage (8) and connect to network devices (4); 5,000 network devices, 5,000 storage
-//! arrays. About 518,000 relationships.
+//! cycle, added last); 52,500 virtual machines are hosted on servers and use storage (2); 20,000 servers
+//! use storage (8) and connect to network devices (4); 5,000 network devices, 2,500 storage
+//! arrays (so that a walk upstream from one touches more than 1,000 items). About 523,000
+//! relationships.
 //!
-//! Then change conflicts (issue 17): 10,000 standard changes scheduled over a year on the
-//! graph's databases and applications and 50 freeze windows, and `GET /changes/{id}/conflicts`
+//! Then change conflicts (issue 17): 10,000 standard changes scheduled over a year on 20 of
+//! the graph's databases and the applications that depend on them, and 50 freeze windows, and `GET /changes/{id}/conflicts`
 //! at concurrency 16 (BENCH_SKIP_CHANGES=1 leaves it out).
 //!
 //! BENCH_CMDB_ITEMS=N scales the graph (default 100,000; BENCH_QUICK=1: 10,000);
@@ -153,7 +154,7 @@ fn layers(items: usize) -> Vec<Layer> {
         Layer {
             class: "virtual_machine",
             prefix: "V",
-            count: part(50_000),
+            count: part(52_500),
         },
         Layer {
             class: "server",
@@ -168,7 +169,7 @@ fn layers(items: usize) -> Vec<Layer> {
         Layer {
             class: "storage",
             prefix: "T",
-            count: part(5_000),
+            count: part(2_500),
         },
     ]
 }
@@ -531,7 +532,8 @@ async fn bench_backend(backend: &str, url: Option<String>, items: usize) -> Vec<
         });
     }
     if !std::env::var("BENCH_SKIP_CHANGES").is_ok_and(|v| v == "1") {
-        results.extend(bench_changes(&client, &base, &token, backend, &ids, &server).await);
+        let changes = bench_changes(&client, &base, &token, backend, &layers, &ids, &server);
+        results.extend(changes.await);
     }
     // Reconciliation: batches of 1,000 existing virtual machines, each round with a new value.
     let vm_layer = &layers[VM];
@@ -582,8 +584,8 @@ const CHANGES_SCHEDULED: usize = 10_000;
 const FREEZE_WINDOWS: usize = 50;
 
 /// Change conflicts (issue 17 item 9): 10,000 standard changes scheduled over a year on
-/// databases and applications of the graph, 50 one-day freeze windows on business services
-/// (on days no change was seeded into), then `GET /changes/{id}/conflicts` for random
+/// 20 databases of the graph and the applications that depend on them, 50 one-day freeze
+/// windows on business services (on days no change was seeded into), then `GET /changes/{id}/conflicts` for random
 /// scheduled changes at concurrency 16: the CMDB walks up and down from its items, the
 /// overlapping changes and the freeze windows hit.
 async fn bench_changes(
@@ -591,6 +593,7 @@ async fn bench_changes(
     base: &str,
     token: &str,
     backend: &str,
+    layers: &[Layer],
     ids: &[Vec<String>],
     server: &Server,
 ) -> Vec<Measurement> {
@@ -599,11 +602,18 @@ async fn bench_changes(
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|n| *n > 0)
         .unwrap_or(CHANGES_SCHEDULED);
-    // A standard change template over a pool of items, so that changes skip authorisation.
-    let pool: Vec<String> = ids[DB]
+    // A standard change template over a pool of items, so that changes skip authorisation:
+    // 20 databases and the applications that depend on them, so that overlapping changes
+    // conflict through the CMDB as well as on the same item.
+    let databases = 20.min(ids[DB].len());
+    let dependants = (0..ids[APP].len()).filter(|&app| {
+        edges(layers, APP, app)
+            .iter()
+            .any(|&(_, layer, db)| layer == DB && db < databases)
+    });
+    let pool: Vec<String> = ids[DB][..databases]
         .iter()
-        .take(250)
-        .chain(ids[APP].iter().take(250))
+        .chain(dependants.map(|app| &ids[APP][app]))
         .cloned()
         .collect();
     let template = post(
@@ -699,6 +709,7 @@ async fn bench_changes(
     drive(client, base, token, 64, conflicts.clone(), conflict_count).await;
     let (latencies, errors, found, elapsed) =
         drive(client, base, token, requests, conflicts, conflict_count).await;
+    eprintln!("[{backend}] {found} conflicts listed in {requests} answers");
     vec![Measurement {
         scenario: format!("change conflicts ({scheduled} scheduled)"),
         backend: backend.into(),
