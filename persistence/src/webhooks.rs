@@ -726,6 +726,67 @@ pub fn record_attempts(
     Ok(disabled)
 }
 
+/// What the delivery worker asks of one turn: the results of the attempts that finished since
+/// its last turn, and up to `claim_limit` due deliveries to lease to `owner` for `lease`.
+#[derive(Debug, Clone)]
+pub struct Turn {
+    pub results: Vec<AttemptResult>,
+    pub disable_after: i32,
+    /// Events read per subscription behind the outbox.
+    pub fan_out_limit: i64,
+    pub owner: String,
+    pub lease: chrono::TimeDelta,
+    pub claim_limit: i64,
+}
+
+/// What one turn did.
+#[derive(Debug, Default)]
+pub struct TurnDone {
+    /// Subscriptions turned off by a run of failures.
+    pub disabled: Vec<String>,
+    /// Outbox events read by the fan-out.
+    pub fanned_out: usize,
+    pub claimed: Vec<Claimed>,
+}
+
+/// One turn of the delivery worker, as one unit of work: records results, fans new events out
+/// and claims due deliveries, so that the worker waits for one commit per turn instead of one
+/// per step (on PostgreSQL each waits for the WAL to reach the disk). The steps keep their
+/// order: a result recorded first lets the next delivery of its entity be claimed in the same
+/// turn. Any failure rolls the whole turn back; what it would have recorded is recorded by a
+/// later turn, or its leases expire and the deliveries are attempted again (at least once).
+pub fn turn(conn: &mut DbConnection, turn: &Turn) -> Result<TurnDone, StoreError> {
+    let disabled = record_attempts(conn, &turn.results, turn.disable_after)?;
+    let latest = outbox::latest_sequence(conn)?;
+    let mut fanned_out = 0;
+    for subscription in behind(conn, latest)? {
+        fanned_out += fan_out(
+            conn,
+            &subscription.id,
+            subscription.position,
+            turn.fan_out_limit,
+        )?;
+    }
+    let claimed = if turn.claim_limit > 0 {
+        let now = crate::now_utc();
+        claim(conn, now, &turn.owner, now + turn.lease, turn.claim_limit)?
+    } else {
+        Vec::new()
+    };
+    Ok(TurnDone {
+        disabled,
+        fanned_out,
+        claimed,
+    })
+}
+
+/// Whether the worker has anything to do: a subscription behind the outbox, or a due delivery.
+/// A read, so that an idle worker's polls never take the write path.
+pub fn has_work(conn: &mut DbConnection, now: NaiveDateTime) -> Result<bool, StoreError> {
+    let latest = outbox::latest_sequence(conn)?;
+    Ok(!behind(conn, latest)?.is_empty() || !due(conn, now, 1)?.is_empty())
+}
+
 /// One entry of a subscription's delivery log.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = webhook_deliveries)]
