@@ -318,23 +318,37 @@ impl Worker {
             if in_flight.is_empty() {
                 continue;
             }
-            let pause = if busy {
-                Duration::from_millis(5)
-            } else {
-                self.settings.poll_interval
-            };
+            self.wait(&mut in_flight, &mut results, busy).await;
+        }
+    }
+
+    /// Waits for attempts to finish: for one, or while work is waiting (`busy`) for more than
+    /// half the slots to be free, so that a turn claims many deliveries at once rather than
+    /// paying a commit for the few that freed up since the last one. A busy worker waits at
+    /// most 5 ms, an idle one at most its poll interval.
+    async fn wait(&self, in_flight: &mut InFlight, results: &mut Vec<AttemptResult>, busy: bool) {
+        let pause = if busy {
+            Duration::from_millis(5)
+        } else {
+            self.settings.poll_interval
+        };
+        let deadline = actix_web::rt::time::Instant::now() + pause;
+        loop {
             tokio::select! {
-                done = in_flight.join_next() => {
-                    if let Some(Ok(result)) = done {
-                        results.push(result);
-                    }
-                }
-                _ = actix_web::rt::time::sleep(pause) => {}
+                done = in_flight.join_next() => match done {
+                    Some(Ok(result)) => results.push(result),
+                    Some(Err(_)) => {}
+                    None => return,
+                },
+                _ = actix_web::rt::time::sleep_until(deadline) => return,
             }
             while let Some(done) = in_flight.try_join_next() {
                 if let Ok(result) = done {
                     results.push(result);
                 }
+            }
+            if !busy || in_flight.len() <= self.settings.concurrency / 2 {
+                return;
             }
         }
     }
