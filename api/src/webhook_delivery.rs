@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use persistence::webhooks::{self, AttemptResult, Claimed, Signing};
-use persistence::{Backend, Database, StoreError};
+use persistence::{Backend, Database};
 use rand::{Rng, RngCore};
 use sha2::Sha256;
 
@@ -256,6 +256,9 @@ struct Worker {
 type InFlight = tokio::task::JoinSet<AttemptResult>;
 
 impl Worker {
+    /// Turns: each records the results that came in, fans new events out and claims as many
+    /// due deliveries as there are free slots, in one unit of work (one commit), then waits
+    /// for at least one attempt to finish. An idle worker polls with a read.
     async fn run(mut self) {
         if self.db.backend() == Backend::Sqlite {
             // One process owns an SQLite database: leases left by a killed one are stale.
@@ -264,129 +267,109 @@ impl Worker {
             }
         }
         let mut in_flight = InFlight::new();
+        let mut results: Vec<AttemptResult> = Vec::new();
+        // Look at once after start.
+        let mut busy = true;
         loop {
-            // One read tells an idle worker that there is nothing to do.
-            let now = persistence::now_utc();
-            let (behind, any_due) = match self
-                .db
-                .read(move |conn| -> Result<_, StoreError> {
-                    let latest = persistence::outbox::latest_sequence(conn)?;
-                    Ok((
-                        webhooks::behind(conn, latest)?,
-                        !webhooks::due(conn, now, 1)?.is_empty(),
-                    ))
-                })
-                .await
-            {
-                Ok(found) => found,
-                Err(e) => {
-                    log::warn!("webhook worker cannot read its work: {e}");
-                    (Vec::new(), false)
-                }
-            };
-            let mut worked = match self.fan_out(behind).await {
-                Ok(read) => read > 0,
-                Err(e) => {
-                    log::warn!("webhook fan-out failed: {e}");
-                    false
-                }
-            };
-            let free = self.settings.concurrency.saturating_sub(in_flight.len());
-            if free > 0 && (any_due || worked) {
-                match self.claim(free).await {
-                    Ok(claimed) => {
-                        worked |= !claimed.is_empty();
-                        for (owner, delivery) in claimed {
-                            in_flight.spawn(attempt(
-                                self.sender.clone(),
-                                self.settings.retry,
-                                owner,
-                                delivery,
-                            ));
-                        }
+            if !busy && in_flight.is_empty() && results.is_empty() {
+                actix_web::rt::time::sleep(self.settings.poll_interval).await;
+                let now = persistence::now_utc();
+                match self
+                    .db
+                    .read(move |conn| webhooks::has_work(conn, now))
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        log::warn!("webhook worker cannot read its work: {e}");
+                        continue;
                     }
-                    Err(e) => log::warn!("claiming webhook deliveries failed: {e}"),
                 }
             }
-            let pause = if worked {
-                Duration::ZERO
-            } else {
-                self.settings.poll_interval
-            };
-            let mut results = Vec::new();
+            let free = self.settings.concurrency.saturating_sub(in_flight.len());
+            let turn = self.turn(std::mem::take(&mut results), free);
+            let kept = turn.results.clone();
+            match self.db.write(move |conn| webhooks::turn(conn, &turn)).await {
+                Ok(done) => {
+                    for id in &done.disabled {
+                        log::warn!("webhook {id} turned off after a run of failed deliveries");
+                    }
+                    busy = done.fanned_out > 0 || !done.claimed.is_empty();
+                    let owner = self.owner();
+                    for delivery in done.claimed {
+                        in_flight.spawn(attempt(
+                            self.sender.clone(),
+                            self.settings.retry,
+                            owner.clone(),
+                            delivery,
+                        ));
+                    }
+                }
+                Err(e) => {
+                    // Recorded by a later turn; meanwhile a lease may expire and its delivery
+                    // be attempted again, which the lease check of the recording notices.
+                    log::warn!("a webhook worker turn failed: {e}");
+                    results = kept;
+                    busy = false;
+                    actix_web::rt::time::sleep(self.settings.poll_interval).await;
+                }
+            }
             if in_flight.is_empty() {
-                actix_web::rt::time::sleep(pause).await;
                 continue;
             }
+            self.wait(&mut in_flight, &mut results, busy).await;
+        }
+    }
+
+    /// Waits for attempts to finish: for one, or while work is waiting (`busy`) for more than
+    /// half the slots to be free, so that a turn claims many deliveries at once rather than
+    /// paying a commit for the few that freed up since the last one. A busy worker waits at
+    /// most 5 ms, an idle one at most its poll interval.
+    async fn wait(&self, in_flight: &mut InFlight, results: &mut Vec<AttemptResult>, busy: bool) {
+        let pause = if busy {
+            Duration::from_millis(5)
+        } else {
+            self.settings.poll_interval
+        };
+        let deadline = actix_web::rt::time::Instant::now() + pause;
+        loop {
             tokio::select! {
-                done = in_flight.join_next() => {
-                    if let Some(Ok(result)) = done {
-                        results.push(result);
-                    }
-                }
-                _ = actix_web::rt::time::sleep(pause.max(Duration::from_millis(5))) => {}
+                done = in_flight.join_next() => match done {
+                    Some(Ok(result)) => results.push(result),
+                    Some(Err(_)) => {}
+                    None => return,
+                },
+                _ = actix_web::rt::time::sleep_until(deadline) => return,
             }
             while let Some(done) = in_flight.try_join_next() {
                 if let Ok(result) = done {
                     results.push(result);
                 }
             }
-            self.record(results).await;
-        }
-    }
-
-    /// Turns new outbox events into deliveries; how many events were read.
-    async fn fan_out(&self, behind: Vec<webhooks::FanOutState>) -> Result<usize, StoreError> {
-        let mut read = 0;
-        for subscription in behind {
-            read += self
-                .db
-                .write(move |conn| {
-                    webhooks::fan_out(conn, &subscription.id, subscription.position, FAN_OUT_BATCH)
-                })
-                .await?;
-        }
-        Ok(read)
-    }
-
-    /// Leases up to `limit` due deliveries to this node.
-    async fn claim(&mut self, limit: usize) -> Result<Vec<(String, Claimed)>, StoreError> {
-        self.claims += 1;
-        let owner = format!("{}:{}", self.node, self.claims);
-        let lease = chrono::TimeDelta::from_std(self.settings.lease())
-            .unwrap_or(chrono::TimeDelta::seconds(60));
-        let claim_owner = owner.clone();
-        let claimed = self
-            .db
-            .write(move |conn| {
-                let now = persistence::now_utc();
-                webhooks::claim(conn, now, &claim_owner, now + lease, limit as i64)
-            })
-            .await?;
-        Ok(claimed
-            .into_iter()
-            .map(|delivery| (owner.clone(), delivery))
-            .collect())
-    }
-
-    async fn record(&self, results: Vec<AttemptResult>) {
-        if results.is_empty() {
-            return;
-        }
-        let disable_after = self.settings.disable_after;
-        match self
-            .db
-            .write(move |conn| webhooks::record_attempts(conn, &results, disable_after))
-            .await
-        {
-            Ok(disabled) => {
-                for id in disabled {
-                    log::warn!("webhook {id} turned off after a run of failed deliveries");
-                }
+            if !busy || in_flight.len() <= self.settings.concurrency / 2 {
+                return;
             }
-            // The leases expire and the deliveries are attempted again: at least once.
-            Err(e) => log::warn!("cannot record webhook delivery results: {e}"),
         }
+    }
+
+    /// The next turn's request; its claims are leased to a new owner name.
+    fn turn(&mut self, results: Vec<AttemptResult>, free: usize) -> webhooks::Turn {
+        self.claims += 1;
+        webhooks::Turn {
+            results,
+            disable_after: self.settings.disable_after,
+            fan_out_limit: FAN_OUT_BATCH,
+            owner: self.owner(),
+            lease: chrono::TimeDelta::from_std(self.settings.lease())
+                .unwrap_or(chrono::TimeDelta::seconds(60)),
+            claim_limit: free as i64,
+        }
+    }
+
+    /// The lease owner of this turn's claims.
+    fn owner(&self) -> String {
+        format!("{}:{}", self.node, self.claims)
     }
 }
 

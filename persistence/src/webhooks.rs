@@ -13,9 +13,12 @@
 //! A delivery is claimed only when no earlier delivery of the same entity to the same
 //! subscription is still pending, so each entity's events arrive in sequence order.
 
+use std::collections::{BTreeMap, HashSet};
+
 use chrono::{NaiveDateTime, SecondsFormat};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text, Timestamp};
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
 use domain::Changes;
 use serde::Serialize;
 use serde_json::json;
@@ -23,7 +26,7 @@ use serde_json::json;
 use crate::audit::{self, Mutation};
 use crate::conditions::InList;
 use crate::schema::{webhook_deliveries, webhook_subscriptions};
-use crate::{check_version, outbox, DbConnection, Slice, StoreError, WriteContext};
+use crate::{check_version, fixed_update, outbox, DbConnection, Slice, StoreError, WriteContext};
 
 pub const ENTITY: &str = "webhook";
 
@@ -360,11 +363,13 @@ pub struct FanOutState {
     pub position: i64,
 }
 
-/// The active subscriptions whose position is behind `latest`.
+/// The active subscriptions whose position is behind `latest`, in id order (the order every
+/// node locks them in).
 pub fn behind(conn: &mut DbConnection, latest: i64) -> Result<Vec<FanOutState>, StoreError> {
     Ok(webhook_subscriptions::table
         .filter(webhook_subscriptions::active.eq(true))
         .filter(webhook_subscriptions::position.lt(latest))
+        .order(webhook_subscriptions::id.asc())
         .select((webhook_subscriptions::id, webhook_subscriptions::position))
         .load::<(String, i64)>(conn)?
         .into_iter()
@@ -408,21 +413,33 @@ pub fn body(event_type: &str, occurred_at: NaiveDateTime, data: &str) -> String 
 
 /// Creates the deliveries of the events after `expected_position` (up to `limit` events) for
 /// one subscription and moves its position past them. Returns how many events were read;
-/// 0 when another node moved the position first or the subscription was turned off.
+/// 0 when another node moved the position first or holds the subscription (PostgreSQL: its
+/// row is locked with `SKIP LOCKED`, so that a fan-out never waits for another node's
+/// transaction), or the subscription was turned off.
 pub fn fan_out(
     conn: &mut DbConnection,
     subscription_id: &str,
     expected_position: i64,
     limit: i64,
 ) -> Result<usize, StoreError> {
-    let (active, position, event_types) = webhook_subscriptions::table
-        .find(subscription_id)
-        .select((
-            webhook_subscriptions::active,
-            webhook_subscriptions::position,
-            webhook_subscriptions::event_types,
-        ))
-        .get_result::<(bool, i64, String)>(conn)?;
+    let subscription = webhook_subscriptions::table.find(subscription_id).select((
+        webhook_subscriptions::active,
+        webhook_subscriptions::position,
+        webhook_subscriptions::event_types,
+    ));
+    let found = match &mut *conn {
+        DbConnection::Postgresql(c) => subscription
+            .for_update()
+            .skip_locked()
+            .get_result::<(bool, i64, String)>(c)
+            .optional()?,
+        DbConnection::Sqlite(c) => subscription
+            .get_result::<(bool, i64, String)>(c)
+            .optional()?,
+    };
+    let Some((active, position, event_types)) = found else {
+        return Ok(0);
+    };
     if !active || position != expected_position {
         return Ok(0);
     }
@@ -430,13 +447,14 @@ pub fn fan_out(
     let Some(last) = events.last().map(|e| e.sequence) else {
         return Ok(0);
     };
-    let moved = diesel::update(
-        webhook_subscriptions::table
-            .filter(webhook_subscriptions::id.eq(subscription_id))
-            .filter(webhook_subscriptions::position.eq(position)),
+    let moved = with_backend!(&mut *conn, c => fixed_update(
+        webhook_subscriptions::table,
+        webhook_subscriptions::position.eq(last),
+        webhook_subscriptions::id
+            .eq(subscription_id)
+            .and(webhook_subscriptions::position.eq(position)),
     )
-    .set(webhook_subscriptions::position.eq(last))
-    .execute(conn)?;
+    .execute(c))?;
     if moved == 0 {
         return Ok(0);
     }
@@ -469,11 +487,7 @@ pub fn fan_out(
             updated_at: now,
         })
         .collect();
-    for chunk in rows.chunks(100) {
-        with_backend!(&mut *conn, c => diesel::insert_into(webhook_deliveries::table)
-            .values(chunk)
-            .execute(c))?;
-    }
+    insert_rows!(conn, webhook_deliveries::table, rows);
     Ok(read)
 }
 
@@ -536,8 +550,25 @@ pub fn due(
     Ok(rows.into_iter().map(|row| row.id).collect())
 }
 
-/// Leases up to `limit` due deliveries to `owner` until `lease_until`. A delivery another
-/// node leased meanwhile is left to it (the update is conditional on the lease being free).
+/// A claimed delivery as read: id, subscription, body, attempts, the subscription's url,
+/// secret, previous secret and until when it signs, and the delivery's `next_attempt_at`.
+type ClaimedRow = (
+    String,
+    String,
+    String,
+    i32,
+    String,
+    String,
+    Option<String>,
+    Option<NaiveDateTime>,
+    NaiveDateTime,
+);
+
+/// Leases up to `limit` due deliveries to `owner` until `lease_until`, oldest due first. A
+/// delivery another node leased meanwhile is left to it: on PostgreSQL the due rows are
+/// locked with `SKIP LOCKED` (a claim never waits for another node's, and so never takes part
+/// in a deadlock), leased and returned by one statement; on SQLite, where one process owns the
+/// database, the update is conditional on the lease being free.
 pub fn claim(
     conn: &mut DbConnection,
     now: NaiveDateTime,
@@ -545,57 +576,57 @@ pub fn claim(
     lease_until: NaiveDateTime,
     limit: i64,
 ) -> Result<Vec<Claimed>, StoreError> {
-    let ids = due(conn, now, limit)?;
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    diesel::update(
-        webhook_deliveries::table
-            .filter(InList::bound("webhook_deliveries.id", ids.clone()))
-            .filter(webhook_deliveries::status.eq(PENDING))
-            .filter(
-                webhook_deliveries::lease_until
-                    .is_null()
-                    .or(webhook_deliveries::lease_until.lt(now)),
-            ),
-    )
-    .set((
-        webhook_deliveries::lease_owner.eq(owner),
-        webhook_deliveries::lease_until.eq(lease_until),
-    ))
-    .execute(conn)?;
-    let rows = webhook_deliveries::table
-        .inner_join(webhook_subscriptions::table)
-        .filter(InList::bound("webhook_deliveries.id", ids))
-        .filter(webhook_deliveries::lease_owner.eq(owner))
-        .order((
-            webhook_deliveries::next_attempt_at.asc(),
-            webhook_deliveries::id.asc(),
-        ))
-        .select((
-            webhook_deliveries::id,
-            webhook_deliveries::subscription_id,
-            webhook_deliveries::body,
-            webhook_deliveries::attempts,
-            webhook_subscriptions::url,
-            webhook_subscriptions::secret,
-            webhook_subscriptions::previous_secret,
-            webhook_subscriptions::previous_secret_until,
-        ))
-        .load::<(
-            String,
-            String,
-            String,
-            i32,
-            String,
-            String,
-            Option<String>,
-            Option<NaiveDateTime>,
-        )>(conn)?;
+    let mut rows: Vec<ClaimedRow> = match conn {
+        DbConnection::Postgresql(c) => ClaimDue {
+            owner,
+            lease_until,
+            now,
+            limit,
+        }
+        .load(c)?,
+        DbConnection::Sqlite(_) => {
+            let ids = due(conn, now, limit)?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            with_backend!(&mut *conn, c => fixed_update(
+                webhook_deliveries::table,
+                (
+                    webhook_deliveries::lease_owner.eq(owner),
+                    webhook_deliveries::lease_until.eq(lease_until),
+                ),
+                InList::bound("webhook_deliveries.id", ids.clone())
+                    .and(webhook_deliveries::status.eq(PENDING))
+                    .and(
+                        webhook_deliveries::lease_until
+                            .is_null()
+                            .or(webhook_deliveries::lease_until.lt(now)),
+                    ),
+            )
+            .execute(c))?;
+            webhook_deliveries::table
+                .inner_join(webhook_subscriptions::table)
+                .filter(InList::bound("webhook_deliveries.id", ids))
+                .filter(webhook_deliveries::lease_owner.eq(owner))
+                .select((
+                    webhook_deliveries::id,
+                    webhook_deliveries::subscription_id,
+                    webhook_deliveries::body,
+                    webhook_deliveries::attempts,
+                    webhook_subscriptions::url,
+                    webhook_subscriptions::secret,
+                    webhook_subscriptions::previous_secret,
+                    webhook_subscriptions::previous_secret_until,
+                    webhook_deliveries::next_attempt_at,
+                ))
+                .load::<ClaimedRow>(conn)?
+        }
+    };
+    rows.sort_by(|a, b| (a.8, &a.0).cmp(&(b.8, &b.0)));
     Ok(rows
         .into_iter()
         .map(
-            |(id, subscription_id, body, attempts, url, secret, previous, until)| Claimed {
+            |(id, subscription_id, body, attempts, url, secret, previous, until, _)| Claimed {
                 id,
                 subscription_id,
                 body,
@@ -605,6 +636,75 @@ pub fn claim(
         )
         .collect())
 }
+
+/// The claim on PostgreSQL, one round trip: the due deliveries are walked as [`DUE_POSTGRES`]
+/// walks them, locked (skipping those another transaction holds), leased, and returned with
+/// what signs them. A hand-written statement, kept prepared: diesel prepares neither a raw
+/// query nor an UPDATE it builds, so the claim was parsed and planned on every turn.
+struct ClaimDue<'a> {
+    owner: &'a str,
+    lease_until: NaiveDateTime,
+    now: NaiveDateTime,
+    limit: i64,
+}
+
+impl QueryId for ClaimDue<'_> {
+    type QueryId = ();
+    // Cached by its SQL text.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for ClaimDue<'_> {
+    type SqlType = (
+        Text,
+        Text,
+        Text,
+        Integer,
+        Text,
+        Text,
+        Nullable<Text>,
+        Nullable<Timestamp>,
+        Timestamp,
+    );
+}
+
+impl QueryFragment<diesel::pg::Pg> for ClaimDue<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "WITH due AS (SELECT d.id FROM webhook_deliveries d \
+             JOIN webhook_subscriptions s ON s.id = d.subscription_id \
+             WHERE d.status = 'pending' AND d.next_attempt_at <= ",
+        );
+        out.push_bind_param::<Timestamp, NaiveDateTime>(&self.now)?;
+        out.push_sql(" AND (d.lease_until IS NULL OR d.lease_until < ");
+        out.push_bind_param::<Timestamp, NaiveDateTime>(&self.now)?;
+        out.push_sql(
+            ") AND s.active \
+             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e \
+                 WHERE e.subscription_id = d.subscription_id AND e.entity_key = d.entity_key \
+                 AND e.status = 'pending' AND e.event_sequence < d.event_sequence OFFSET 0) \
+             ORDER BY d.next_attempt_at, d.id LIMIT ",
+        );
+        out.push_bind_param::<BigInt, i64>(&self.limit)?;
+        out.push_sql(
+            " FOR UPDATE OF d SKIP LOCKED) \
+             UPDATE webhook_deliveries SET lease_owner = ",
+        );
+        out.push_bind_param::<Text, str>(self.owner)?;
+        out.push_sql(", lease_until = ");
+        out.push_bind_param::<Timestamp, NaiveDateTime>(&self.lease_until)?;
+        out.push_sql(
+            " FROM due, webhook_subscriptions s \
+             WHERE webhook_deliveries.id = due.id AND s.id = webhook_deliveries.subscription_id \
+             RETURNING webhook_deliveries.id, webhook_deliveries.subscription_id, \
+             webhook_deliveries.body, webhook_deliveries.attempts, s.url, s.secret, \
+             s.previous_secret, s.previous_secret_until, webhook_deliveries.next_attempt_at",
+        );
+        Ok(())
+    }
+}
+
+impl<C> RunQueryDsl<C> for ClaimDue<'_> {}
 
 /// Frees every lease: on SQLite, where one process owns the database, a lease left by a
 /// process that was killed is stale at start-up.
@@ -647,83 +747,330 @@ pub fn record_attempts(
     results: &[AttemptResult],
     disable_after: i32,
 ) -> Result<Vec<String>, StoreError> {
+    if results.is_empty() {
+        return Ok(Vec::new());
+    }
     let now = crate::now_utc();
-    let mut disabled = Vec::new();
+    let outcomes: Vec<Outcome> = results.iter().map(|r| Outcome::of(r, now)).collect();
+    let recorded = write_outcomes(conn, &outcomes, now)?;
+    // Per subscription, in id order (the order every node locks them in), its outcomes in the
+    // order they came.
+    let mut runs: BTreeMap<&str, Vec<bool>> = BTreeMap::new();
     for result in results {
+        if recorded.contains(result.delivery_id.as_str()) {
+            runs.entry(result.subscription_id.as_str())
+                .or_default()
+                .push(result.succeeded);
+        }
+    }
+    let mut disabled = Vec::new();
+    for (subscription_id, outcomes) in runs {
+        if count_failures(conn, subscription_id, &outcomes, disable_after, now)? {
+            disabled.push(subscription_id.to_owned());
+        }
+    }
+    Ok(disabled)
+}
+
+/// What an attempt leaves in its delivery's row.
+struct Outcome<'a> {
+    id: &'a str,
+    owner: &'a str,
+    status: &'static str,
+    attempts: i32,
+    next_attempt_at: NaiveDateTime,
+    response_status: Option<i32>,
+    latency_ms: i64,
+    response_excerpt: Option<&'a str>,
+    last_error: Option<&'a str>,
+}
+
+impl<'a> Outcome<'a> {
+    fn of(result: &'a AttemptResult, now: NaiveDateTime) -> Self {
         let (status, next_attempt_at) = match (result.succeeded, result.retry_at) {
             (true, _) => (DELIVERED, now),
             (false, Some(at)) => (PENDING, at),
             (false, None) => (DEAD, now),
         };
-        let updated = diesel::update(
-            webhook_deliveries::table
-                .filter(webhook_deliveries::id.eq(&result.delivery_id))
-                .filter(webhook_deliveries::status.eq(PENDING))
-                .filter(webhook_deliveries::lease_owner.eq(&result.owner)),
-        )
-        .set((
-            webhook_deliveries::status.eq(status),
-            webhook_deliveries::attempts.eq(result.attempts),
-            webhook_deliveries::next_attempt_at.eq(next_attempt_at),
-            webhook_deliveries::lease_owner.eq(None::<String>),
-            webhook_deliveries::lease_until.eq(None::<NaiveDateTime>),
-            webhook_deliveries::response_status.eq(result.response_status),
-            webhook_deliveries::latency_ms.eq(Some(result.latency_ms)),
-            webhook_deliveries::response_excerpt.eq(result.response_excerpt.as_deref()),
-            webhook_deliveries::last_error.eq(result.error.as_deref()),
-            webhook_deliveries::updated_at.eq(now),
-        ))
-        .execute(conn)?;
-        if updated == 0 {
-            // Another node took the delivery over after our lease expired.
-            continue;
-        }
-        let subscription = webhook_subscriptions::table.find(&result.subscription_id);
-        if result.succeeded {
-            diesel::update(subscription.filter(webhook_subscriptions::consecutive_failures.ne(0)))
-                .set(webhook_subscriptions::consecutive_failures.eq(0))
-                .execute(conn)?;
-            continue;
-        }
-        diesel::update(subscription)
-            .set(
-                webhook_subscriptions::consecutive_failures
-                    .eq(webhook_subscriptions::consecutive_failures + 1),
-            )
-            .execute(conn)?;
-        let (failures, active, version) = subscription
-            .select((
-                webhook_subscriptions::consecutive_failures,
-                webhook_subscriptions::active,
-                webhook_subscriptions::version,
-            ))
-            .get_result::<(i32, bool, i64)>(conn)?;
-        if active && failures >= disable_after {
-            let reason = format!("{failures} consecutive failed delivery attempts");
-            diesel::update(subscription)
-                .set((
-                    webhook_subscriptions::active.eq(false),
-                    webhook_subscriptions::disabled_reason.eq(&reason),
-                    webhook_subscriptions::updated_at.eq(now),
-                    webhook_subscriptions::version.eq(version + 1),
-                ))
-                .execute(conn)?;
-            let after = get(conn, &result.subscription_id)?;
-            let mut changes = Changes::new();
-            changes.field("active", &true, &false);
-            changes.field("disabled_reason", &None::<String>, &Some(reason));
-            record_change(
-                &WriteContext::system("webhooks"),
-                &result.subscription_id,
-                "disable",
-                "webhook.disabled",
-                changes,
-                &after,
-            )?;
-            disabled.push(result.subscription_id.clone());
+        Self {
+            id: &result.delivery_id,
+            owner: &result.owner,
+            status,
+            attempts: result.attempts,
+            next_attempt_at,
+            response_status: result.response_status,
+            latency_ms: result.latency_ms,
+            response_excerpt: result.response_excerpt.as_deref(),
+            last_error: result.error.as_deref(),
         }
     }
-    Ok(disabled)
+}
+
+/// Writes the outcomes into the deliveries still pending and leased to the attempt's owner
+/// (another node may have taken one over after its lease expired); their ids. On PostgreSQL
+/// one statement per 64 (a round trip each), on SQLite one prepared statement per outcome.
+fn write_outcomes<'a>(
+    conn: &mut DbConnection,
+    outcomes: &[Outcome<'a>],
+    now: NaiveDateTime,
+) -> Result<HashSet<&'a str>, StoreError> {
+    let mut recorded = HashSet::new();
+    match conn {
+        DbConnection::Postgresql(c) => {
+            for chunk in outcomes.chunks(OutcomeRows::MAX) {
+                let ids: Vec<String> = OutcomeRows { rows: chunk, now }.load(c)?;
+                recorded.extend(
+                    chunk
+                        .iter()
+                        .filter(|o| ids.iter().any(|id| id == o.id))
+                        .map(|o| o.id),
+                );
+            }
+        }
+        DbConnection::Sqlite(c) => {
+            for outcome in outcomes {
+                let updated = fixed_update(
+                    webhook_deliveries::table,
+                    (
+                        webhook_deliveries::status.eq(outcome.status),
+                        webhook_deliveries::attempts.eq(outcome.attempts),
+                        webhook_deliveries::next_attempt_at.eq(outcome.next_attempt_at),
+                        webhook_deliveries::lease_owner.eq(None::<String>),
+                        webhook_deliveries::lease_until.eq(None::<NaiveDateTime>),
+                        webhook_deliveries::response_status.eq(outcome.response_status),
+                        webhook_deliveries::latency_ms.eq(Some(outcome.latency_ms)),
+                        webhook_deliveries::response_excerpt.eq(outcome.response_excerpt),
+                        webhook_deliveries::last_error.eq(outcome.last_error),
+                        webhook_deliveries::updated_at.eq(now),
+                    ),
+                    webhook_deliveries::id
+                        .eq(outcome.id)
+                        .and(webhook_deliveries::status.eq(PENDING))
+                        .and(webhook_deliveries::lease_owner.eq(outcome.owner)),
+                )
+                .execute(c)?;
+                if updated > 0 {
+                    recorded.insert(outcome.id);
+                }
+            }
+        }
+    }
+    Ok(recorded)
+}
+
+/// `WITH v(...) AS (VALUES ...) UPDATE webhook_deliveries ... FROM v ... RETURNING id`, by hand
+/// (PostgreSQL): diesel has no multi-row UPDATE. The rows are padded to a power of two by
+/// repeating the last one (which updates its row once), so that any count makes one of a few
+/// prepared statements.
+struct OutcomeRows<'a, 'r> {
+    rows: &'r [Outcome<'a>],
+    now: NaiveDateTime,
+}
+
+impl OutcomeRows<'_, '_> {
+    const MAX: usize = 64;
+}
+
+impl QueryId for OutcomeRows<'_, '_> {
+    type QueryId = ();
+    // Cached by its SQL text, one per padded row count.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for OutcomeRows<'_, '_> {
+    type SqlType = Text;
+}
+
+impl QueryFragment<diesel::pg::Pg> for OutcomeRows<'_, '_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
+        let Some(last) = self.rows.last() else {
+            return Err(diesel::result::Error::QueryBuilderError(
+                "no outcome to write".into(),
+            ));
+        };
+        out.push_sql(
+            "WITH v(id, owner, status, attempts, next_attempt_at, response_status, latency_ms, \
+             response_excerpt, last_error) AS (VALUES ",
+        );
+        let padded = self.rows.len().next_power_of_two();
+        let rows = self
+            .rows
+            .iter()
+            .chain(std::iter::repeat(last).take(padded - self.rows.len()));
+        for (n, row) in rows.enumerate() {
+            out.push_sql(if n == 0 { "(" } else { ", (" });
+            out.push_bind_param::<Text, str>(row.id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, str>(row.owner)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, str>(row.status)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Integer, i32>(&row.attempts)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Timestamp, NaiveDateTime>(&row.next_attempt_at)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Nullable<Integer>, Option<i32>>(&row.response_status)?;
+            out.push_sql(", ");
+            out.push_bind_param::<BigInt, i64>(&row.latency_ms)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Nullable<Text>, Option<&str>>(&row.response_excerpt)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Nullable<Text>, Option<&str>>(&row.last_error)?;
+            out.push_sql(")");
+        }
+        out.push_sql(
+            ") UPDATE webhook_deliveries SET status = v.status, attempts = v.attempts, \
+             next_attempt_at = v.next_attempt_at, lease_owner = NULL, lease_until = NULL, \
+             response_status = v.response_status, latency_ms = v.latency_ms, \
+             response_excerpt = v.response_excerpt, last_error = v.last_error, updated_at = ",
+        );
+        out.push_bind_param::<Timestamp, NaiveDateTime>(&self.now)?;
+        out.push_sql(
+            " FROM v WHERE webhook_deliveries.id = v.id \
+             AND webhook_deliveries.status = 'pending' \
+             AND webhook_deliveries.lease_owner = v.owner \
+             RETURNING webhook_deliveries.id",
+        );
+        Ok(())
+    }
+}
+
+impl<C> RunQueryDsl<C> for OutcomeRows<'_, '_> {}
+
+/// Adds a subscription's outcomes, in the order they came, to its run of failures: a success
+/// ends the run, and a run reaching `disable_after` turns an active subscription off (audited,
+/// `webhook.disabled`). True when it turned it off. A subscription whose outcomes all succeeded
+/// costs one statement that changes nothing unless a run was under way.
+fn count_failures(
+    conn: &mut DbConnection,
+    subscription_id: &str,
+    outcomes: &[bool],
+    disable_after: i32,
+    now: NaiveDateTime,
+) -> Result<bool, StoreError> {
+    if outcomes.iter().all(|&succeeded| succeeded) {
+        with_backend!(&mut *conn, c => fixed_update(
+            webhook_subscriptions::table,
+            webhook_subscriptions::consecutive_failures.eq(0),
+            webhook_subscriptions::id
+                .eq(subscription_id)
+                .and(webhook_subscriptions::consecutive_failures.ne(0)),
+        )
+        .execute(c))?;
+        return Ok(false);
+    }
+    let current = webhook_subscriptions::table.find(subscription_id).select((
+        webhook_subscriptions::consecutive_failures,
+        webhook_subscriptions::active,
+        webhook_subscriptions::version,
+    ));
+    // Locked on PostgreSQL, where another node may count this subscription's failures too.
+    let (before, active, version) = match &mut *conn {
+        DbConnection::Postgresql(c) => current.for_update().get_result::<(i32, bool, i64)>(c),
+        DbConnection::Sqlite(c) => current.get_result::<(i32, bool, i64)>(c),
+    }?;
+    let mut failures = before;
+    let mut turned_off = None;
+    for &succeeded in outcomes {
+        failures = if succeeded {
+            0
+        } else {
+            failures.saturating_add(1)
+        };
+        if active && turned_off.is_none() && failures >= disable_after {
+            turned_off = Some(failures);
+        }
+    }
+    let subscription = webhook_subscriptions::table.find(subscription_id);
+    diesel::update(subscription)
+        .set(webhook_subscriptions::consecutive_failures.eq(failures))
+        .execute(conn)?;
+    let Some(run) = turned_off else {
+        return Ok(false);
+    };
+    let reason = format!("{run} consecutive failed delivery attempts");
+    diesel::update(subscription)
+        .set((
+            webhook_subscriptions::active.eq(false),
+            webhook_subscriptions::disabled_reason.eq(&reason),
+            webhook_subscriptions::updated_at.eq(now),
+            webhook_subscriptions::version.eq(version + 1),
+        ))
+        .execute(conn)?;
+    let after = get(conn, subscription_id)?;
+    let mut changes = Changes::new();
+    changes.field("active", &true, &false);
+    changes.field("disabled_reason", &None::<String>, &Some(reason));
+    record_change(
+        &WriteContext::system("webhooks"),
+        subscription_id,
+        "disable",
+        "webhook.disabled",
+        changes,
+        &after,
+    )?;
+    Ok(true)
+}
+
+/// What the delivery worker asks of one turn: the results of the attempts that finished since
+/// its last turn, and up to `claim_limit` due deliveries to lease to `owner` for `lease`.
+#[derive(Debug, Clone)]
+pub struct Turn {
+    pub results: Vec<AttemptResult>,
+    pub disable_after: i32,
+    /// Events read per subscription behind the outbox.
+    pub fan_out_limit: i64,
+    pub owner: String,
+    pub lease: chrono::TimeDelta,
+    pub claim_limit: i64,
+}
+
+/// What one turn did.
+#[derive(Debug, Default)]
+pub struct TurnDone {
+    /// Subscriptions turned off by a run of failures.
+    pub disabled: Vec<String>,
+    /// Outbox events read by the fan-out.
+    pub fanned_out: usize,
+    pub claimed: Vec<Claimed>,
+}
+
+/// One turn of the delivery worker, as one unit of work: records results, fans new events out
+/// and claims due deliveries, so that the worker waits for one commit per turn instead of one
+/// per step (on PostgreSQL each waits for the WAL to reach the disk). The steps keep their
+/// order: a result recorded first lets the next delivery of its entity be claimed in the same
+/// turn. Any failure rolls the whole turn back; what it would have recorded is recorded by a
+/// later turn, or its leases expire and the deliveries are attempted again (at least once).
+pub fn turn(conn: &mut DbConnection, turn: &Turn) -> Result<TurnDone, StoreError> {
+    let disabled = record_attempts(conn, &turn.results, turn.disable_after)?;
+    let latest = outbox::latest_sequence(conn)?;
+    let mut fanned_out = 0;
+    for subscription in behind(conn, latest)? {
+        fanned_out += fan_out(
+            conn,
+            &subscription.id,
+            subscription.position,
+            turn.fan_out_limit,
+        )?;
+    }
+    let claimed = if turn.claim_limit > 0 {
+        let now = crate::now_utc();
+        claim(conn, now, &turn.owner, now + turn.lease, turn.claim_limit)?
+    } else {
+        Vec::new()
+    };
+    Ok(TurnDone {
+        disabled,
+        fanned_out,
+        claimed,
+    })
+}
+
+/// Whether the worker has anything to do: a subscription behind the outbox, or a due delivery.
+/// A read, so that an idle worker's polls never take the write path.
+pub fn has_work(conn: &mut DbConnection, now: NaiveDateTime) -> Result<bool, StoreError> {
+    let latest = outbox::latest_sequence(conn)?;
+    Ok(!behind(conn, latest)?.is_empty() || !due(conn, now, 1)?.is_empty())
 }
 
 /// One entry of a subscription's delivery log.

@@ -9,7 +9,8 @@
 //!   BENCH_WEBHOOK_SECONDS (default 10); the lag of each event is its arrival time at the
 //!   receiver minus its `timestamp` (when it was written), reported as p50, p99 and max.
 //!
-//! Figures go to stdout and target/bench/webhooks.json.
+//! BENCH_SKIP_SQLITE=1 measures PostgreSQL alone. Figures go to stdout and
+//! target/bench/webhooks.json.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -277,8 +278,10 @@ async fn main() {
     let dir = std::env::temp_dir().join(format!("itsm-webhook-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("bench folder");
     let mut results = Vec::new();
-    let sqlite = format!("sqlite://{}", dir.join("bench.db").display());
-    results.push(bench_backend("sqlite", sqlite, &dir).await);
+    if !std::env::var("BENCH_SKIP_SQLITE").is_ok_and(|v| v == "1") {
+        let sqlite = format!("sqlite://{}", dir.join("bench.db").display());
+        results.push(bench_backend("sqlite", sqlite, &dir).await);
+    }
     match std::env::var("ITSM_BENCH_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => {
             let schema = format!("webhook_bench_{}", std::process::id());
