@@ -896,7 +896,7 @@ impl QueryFragment<diesel::pg::Pg> for OutcomeRows<'_, '_> {
         let rows = self
             .rows
             .iter()
-            .chain(std::iter::repeat(last).take(padded - self.rows.len()));
+            .chain(std::iter::repeat_n(last, padded - self.rows.len()));
         for (n, row) in rows.enumerate() {
             out.push_sql(if n == 0 { "(" } else { ", (" });
             out.push_bind_param::<Text, str>(row.id)?;
