@@ -671,6 +671,12 @@ impl Modify for DomainRules {
                             ));
                         }
                     }
+                    ("ReconcileItem", "key") => {
+                        if let RefOr::T(Schema::Object(key)) = property {
+                            key.min_length = Some(1);
+                            key.max_length = Some(crate::routes::cmdb::items::MAX_BATCH_KEY_CHARS);
+                        }
+                    }
                     ("CreateItem" | "UpdateItem" | "ReconcileItem", "name") => {
                         text_bounds(property, domain::cmdb::item::MAX_NAME_CHARS)
                     }

@@ -307,7 +307,10 @@ pub async fn add_member(
             let user = users::get(conn, &user_id)
                 .map_err(|e| unknown_reference(e, "user_id", "no such user"))?;
             if !user.active {
-                return Err(ApiError::invalid("user_id", "the user is deactivated"));
+                // The stored user is what the request conflicts with.
+                return Err(ApiError::Conflict(
+                    "user_id: the user is deactivated".into(),
+                ));
             }
             groups::add_member(conn, &ctx, &group_id, &user_id)?;
             Ok(user)

@@ -534,10 +534,13 @@ pub(crate) fn check_source(source: &str) -> Result<(), &'static str> {
     }
 }
 
+/// The longest batch-local key of a reconciled item, in characters.
+pub const MAX_BATCH_KEY_CHARS: usize = 200;
+
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReconcileItem {
-    /// A key local to the batch, for `relationships`.
+    /// A key local to the batch, for `relationships` (1 to 200 characters).
     pub key: Option<String>,
     pub class: String,
     /// Needed to create the item; an existing item keeps its name.
@@ -616,11 +619,11 @@ pub async fn reconcile_items(
         if item
             .key
             .as_ref()
-            .is_some_and(|k| k.is_empty() || k.len() > 200)
+            .is_some_and(|k| k.is_empty() || k.chars().count() > MAX_BATCH_KEY_CHARS)
         {
             errors.push(FieldError::new(
                 format!("items[{index}].key"),
-                "must be 1 to 200 characters",
+                format!("must be 1 to {MAX_BATCH_KEY_CHARS} characters"),
             ));
         }
     }
