@@ -467,6 +467,11 @@ impl Modify for DomainRules {
                         .find(|(prefix, _)| path.starts_with(&format!("{prefix}{{id}}")))
                         .map(|(_, kind)| kind.reference_pattern()),
                     (ParameterIn::Path, "system") => Some(external_system_pattern()),
+                    (ParameterIn::Path, "external_id") => {
+                        schema.min_length = Some(1);
+                        schema.max_length = Some(ExternalRef::MAX_ID_LEN);
+                        Some(EXTERNAL_ID_PATTERN.to_owned())
+                    }
                     (ParameterIn::Header, "If-Match") => {
                         Some(crate::concurrency::IF_MATCH_PATTERN.to_owned())
                     }
@@ -666,8 +671,125 @@ impl Modify for DomainRules {
                             ));
                         }
                     }
+                    ("ReconcileItem", "key") => {
+                        if let RefOr::T(Schema::Object(key)) = property {
+                            key.min_length = Some(1);
+                            key.max_length = Some(crate::routes::cmdb::items::MAX_BATCH_KEY_CHARS);
+                        }
+                    }
                     ("CreateItem" | "UpdateItem" | "ReconcileItem", "name") => {
                         text_bounds(property, domain::cmdb::item::MAX_NAME_CHARS)
+                    }
+                    // `scopes::validate`: known scopes, at least one (repeats are dropped).
+                    ("CreateApiToken", "scopes") => {
+                        if let RefOr::T(Schema::Array(list)) = property {
+                            list.min_items = Some(1);
+                            list.items =
+                                ArrayItems::RefOrSchema(Box::new(RefOr::T(Schema::Object(
+                                    ObjectBuilder::new()
+                                        .schema_type(Type::String)
+                                        .enum_values(Some(domain::scopes::SCOPES))
+                                        .build(),
+                                ))));
+                        }
+                    }
+                    // `PolicyDefinition::validated`: a name of 1 to 100 characters once
+                    // trimmed, incidents and problems only, pause states of those tickets.
+                    ("PolicyDefinition", "name") => {
+                        text_bounds(property, domain::sla::MAX_POLICY_NAME_CHARS)
+                    }
+                    ("AppliesTo", "ticket_type") => {
+                        *property = RefOr::T(Schema::Object(
+                            ObjectBuilder::new()
+                                .schema_type(Type::String)
+                                .description(Some(
+                                    "The tickets with service levels: incidents and problems.",
+                                ))
+                                .enum_values(Some(
+                                    TicketKind::ALL
+                                        .iter()
+                                        .filter(|kind| kind.has_slas())
+                                        .map(|kind| kind.as_str()),
+                                ))
+                                .build(),
+                        ));
+                    }
+                    ("PauseCondition", "state") => {
+                        if let RefOr::T(Schema::Object(state)) = property {
+                            state.pattern = None;
+                            state.description =
+                                Some("A state of the policy's ticket type.".to_owned());
+                            state.enum_values = Some(
+                                domain::sla::pause_states()
+                                    .map(serde_json::Value::from)
+                                    .collect(),
+                            );
+                        }
+                    }
+                    ("PauseCondition", "on_hold_reason") => {
+                        if let RefOr::T(Schema::Object(reason)) = property {
+                            reason.pattern = None;
+                            reason.description =
+                                Some("Only with an incident's `on_hold`.".to_owned());
+                            reason.enum_values = Some(
+                                domain::incident::OnHoldReason::ALL
+                                    .iter()
+                                    .map(|r| serde_json::Value::from(r.as_str()))
+                                    .chain([serde_json::Value::Null])
+                                    .collect(),
+                            );
+                        }
+                    }
+                    // `class::validate_definition`: at most 200 attributes, enum values of 1
+                    // to 100 characters, not blank, at most 200 of them; at most 20 rules of
+                    // 1 to 10 attributes, each named once.
+                    ("CreateClass" | "UpdateClass", "attributes") => {
+                        if let RefOr::T(Schema::Array(list)) = property {
+                            list.max_items = Some(domain::cmdb::class::MAX_ATTRIBUTES);
+                        }
+                    }
+                    ("AttributeDef", "enum") => {
+                        if let RefOr::T(Schema::Array(list)) = property {
+                            list.max_items = Some(domain::cmdb::class::MAX_ENUM_VALUES);
+                        }
+                        items_pattern(property, query_text_pattern());
+                        if let RefOr::T(Schema::Array(list)) = property {
+                            if let ArrayItems::RefOrSchema(items) = &mut list.items {
+                                if let RefOr::T(Schema::Object(value)) = items.as_mut() {
+                                    value.max_length =
+                                        Some(domain::cmdb::class::MAX_ENUM_VALUE_LEN);
+                                }
+                            }
+                        }
+                    }
+                    ("CreateClass" | "UpdateClass", "identification_rules") => {
+                        *property = RefOr::T(Schema::Array(
+                            ArrayBuilder::new()
+                                .description(Some(
+                                    "Rules in order, each a set of the class's identifying \
+                                     attributes (own or inherited) that together identify an \
+                                     item.",
+                                ))
+                                .max_items(Some(domain::cmdb::class::MAX_RULES))
+                                .items(RefOr::T(Schema::Array(
+                                    ArrayBuilder::new()
+                                        .min_items(Some(1))
+                                        .max_items(Some(domain::cmdb::class::MAX_RULE_ATTRIBUTES))
+                                        .unique_items(true)
+                                        .items(RefOr::T(Schema::Object(
+                                            ObjectBuilder::new()
+                                                .schema_type(Type::String)
+                                                .pattern(Some(domain::cmdb::class::NAME_PATTERN))
+                                                .build(),
+                                        )))
+                                        .build(),
+                                )))
+                                .examples([serde_json::json!([
+                                    ["serial_number"],
+                                    ["hostname", "dns_domain"]
+                                ])])
+                                .build(),
+                        ));
                     }
                     (_, "time_zone") if name.starts_with("Calendar") => {
                         if let RefOr::T(Schema::Object(zone)) = property {
@@ -716,6 +838,13 @@ impl Modify for DomainRules {
                     (_, "external_refs") => {
                         if let RefOr::T(Schema::Array(list)) = property {
                             list.max_items = Some(ExternalRef::MAX_PER_RECORD);
+                            // `ExternalRef::validate_list`: a record is one record of each
+                            // other system.
+                            list.description = Some(
+                                "The record's references in other systems: at most one per \
+                                 system."
+                                    .to_owned(),
+                            );
                         }
                     }
                     _ => {

@@ -360,13 +360,15 @@ pub struct HoursSpec {
     pub end: String,
 }
 
-/// A closed day, or the closed part of one.
+/// A closed day, or the closed part of one: `start` and `end` come together, and `end` is
+/// after `start`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HolidaySpec {
     pub date: NaiveDate,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<String>,
+    /// After `start` (a partial holiday does not run past midnight).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<String>,
 }
@@ -533,9 +535,12 @@ pub struct PolicyDefinition {
     #[serde(default = "default_warning_percent")]
     #[schema(minimum = 1, maximum = 99)]
     pub warning_percent: u8,
+    /// At most one per metric and priority, and at least one for every priority the policy
+    /// applies to.
     pub targets: Vec<Target>,
-    /// When a ticket's timers pause. Defaults for incidents to `on_hold` awaiting the caller or
-    /// a vendor (never awaiting a change or a problem); for problems, never.
+    /// When a ticket's timers pause: states of the policy's ticket type (an on-hold reason
+    /// only with an incident's `on_hold`). Defaults for incidents to `on_hold` awaiting the
+    /// caller or a vendor (never awaiting a change or a problem); for problems, never.
     pub pause_on: Option<Vec<PauseCondition>>,
     /// What to do at a warning or a breach, beyond the `sla.warning` and `sla.breached` events.
     #[serde(default)]
@@ -559,13 +564,31 @@ pub struct TicketFacts<'a> {
 /// The most a target may be: a year of business time.
 const MAX_TARGET_SECONDS: i64 = 365 * 86_400;
 
+/// The longest policy name, in characters once trimmed.
+pub const MAX_POLICY_NAME_CHARS: usize = 100;
+
+/// The states a policy may pause in: those of incidents and of problems (each policy only its
+/// own ticket type's).
+pub fn pause_states() -> impl Iterator<Item = &'static str> {
+    let mut states: Vec<&'static str> = IncidentState::ALL.iter().map(|s| s.as_str()).collect();
+    for state in ProblemState::ALL {
+        if !states.contains(&state.as_str()) {
+            states.push(state.as_str());
+        }
+    }
+    states.into_iter()
+}
+
 impl PolicyDefinition {
     /// Checks the policy as written and fills in the default pause conditions.
     pub fn validated(mut self) -> Result<PolicyDefinition, DomainError> {
         let mut errors = Vec::new();
         self.name = self.name.trim().to_owned();
-        if self.name.is_empty() || self.name.chars().count() > 100 {
-            errors.push(FieldError::new("name", "must be 1 to 100 characters"));
+        if self.name.is_empty() || self.name.chars().count() > MAX_POLICY_NAME_CHARS {
+            errors.push(FieldError::new(
+                "name",
+                format!("must be 1 to {MAX_POLICY_NAME_CHARS} characters"),
+            ));
         }
         let states: Vec<&str> = match self.applies_to.ticket_type {
             TicketKind::Incident => IncidentState::ALL.iter().map(|s| s.as_str()).collect(),

@@ -214,7 +214,7 @@ pub struct CreateApiToken {
     #[schema(example = "crm-sync")]
     pub name: String,
     pub role: Role,
-    /// When the token stops working; `null` for never.
+    /// When the token stops working, in the future; `null` for never.
     pub expires_at: Option<DateTime<Utc>>,
     /// What the token may do within its role, per route family: `incidents:read`,
     /// `incidents:write`, `problems:read`, `problems:write`, `changes:read`, `changes:write`,

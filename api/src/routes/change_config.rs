@@ -436,9 +436,10 @@ pub struct FreezeRequest {
     #[validate(length(min = 1, max = 2000))]
     pub reason: String,
     pub start: DateTime<Utc>,
+    /// After `start`.
     pub end: DateTime<Utc>,
-    /// Everything, or listed items and business services (each covering every item it
-    /// depends on).
+    /// Everything (`everything: true` and no list), or 1 to 200 listed items and business
+    /// services together (each covering every item it depends on).
     pub scope: FreezeScope,
 }
 

@@ -492,7 +492,8 @@ pub async fn update_change(
 }
 
 /// Take an action: assess, request_authorization, schedule, implement, review, close, cancel,
-/// assign.
+/// assign. `request_authorization` and `schedule` need the change's planned window (set by
+/// PATCH): without one the change is in no state to take them (409).
 #[utoipa::path(
     tag = "changes", operation_id = "transition_change",
     params(("id" = String, Path), ("If-Match" = Option<String>, Header)),

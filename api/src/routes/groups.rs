@@ -111,7 +111,8 @@ async fn create(state: &AppState, caller: &Caller, body: CreateGroup) -> ApiResu
 
 /// Create or update the group holding another system's reference: 201 when created, 200 when
 /// it existed (unchanged when the record is). The path's reference is added to the body's
-/// `external_refs`; on update the body's fields replace the group's.
+/// `external_refs` (a body reference of the path's system carries the path's id: another one is
+/// a 422); on update the body's fields replace the group's.
 #[utoipa::path(
     tag = "groups", operation_id = "upsert_group_by_external_ref",
     params(("system" = String, Path, description = "The other system (hr)"),
@@ -306,7 +307,10 @@ pub async fn add_member(
             let user = users::get(conn, &user_id)
                 .map_err(|e| unknown_reference(e, "user_id", "no such user"))?;
             if !user.active {
-                return Err(ApiError::invalid("user_id", "the user is deactivated"));
+                // The stored user is what the request conflicts with.
+                return Err(ApiError::Conflict(
+                    "user_id: the user is deactivated".into(),
+                ));
             }
             groups::add_member(conn, &ctx, &group_id, &user_id)?;
             Ok(user)

@@ -31,8 +31,11 @@ pub struct CalendarRequest {
     #[validate(length(min = 1, max = 64))]
     #[schema(example = "Europe/Berlin")]
     pub time_zone: String,
+    /// Ranges of one weekday do not overlap; a range whose end is at or before its start runs
+    /// past midnight and counts into the next day (Sunday's into Monday).
     #[validate(length(min = 1, max = 100))]
     pub working_hours: Vec<HoursSpec>,
+    /// Whole days, or with `start` and `end` (both, `end` after `start`) the closed part of one.
     #[serde(default)]
     #[validate(length(max = 1000))]
     pub holidays: Vec<HolidaySpec>,

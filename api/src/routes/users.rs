@@ -180,7 +180,8 @@ async fn create(state: &AppState, caller: &Caller, mut body: CreateUser) -> ApiR
 /// Create or update the user holding another system's reference (a CRM or HR system pushing
 /// its record): 201 when created, 200 when it existed (unchanged when the record is). The
 /// path's reference is added to the body's `external_refs`. On update the body's fields replace
-/// the user's and absent ones stay; the username never changes (another one is a 422), and a
+/// the user's and absent ones stay; the username never changes (another one is a 409), a body
+/// reference of the path's system carries the path's id (another one is a 422), and a
 /// `password` is used only to create the user: an existing user's password is theirs.
 #[utoipa::path(
     tag = "users", operation_id = "upsert_user_by_external_ref",

@@ -382,8 +382,10 @@ pub async fn create(state: &AppState, caller: Caller, given: ChangeDraft) -> Api
             }
             (None, _) => None,
         };
+        // The stored template bounds what the change may be: a request outside it conflicts
+        // with the template (409), it is not malformed.
         if let Some(template) = &template {
-            apply_template(&mut draft, template)?;
+            apply_template(&mut draft, template).map_err(against_stored)?;
         }
         let title = draft
             .title
@@ -428,7 +430,8 @@ pub async fn create(state: &AppState, caller: Caller, given: ChangeDraft) -> Api
                 template.risk_cap,
                 &draft.configuration_items,
                 level,
-            )?;
+            )
+            .map_err(|e| against_stored(e.into()))?;
         }
         let new = NewChange {
             change_type: draft.change_type,
@@ -479,6 +482,22 @@ fn check_window_length(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>)
     Ok(())
 }
 
+/// A refusal that a field earns only against what is stored (a bound against the other stored
+/// bound, a field the change's template fixes): the request conflicts with the change as it
+/// is (409), naming the fields in its detail.
+fn against_stored(error: ApiError) -> ApiError {
+    match error {
+        ApiError::Invalid { errors, .. } => ApiError::Conflict(
+            errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        other => other,
+    }
+}
+
 /// The fields of a merge patch of a change: `None` leaves a field as it is.
 #[derive(Debug, Default)]
 pub struct ChangePatch {
@@ -521,6 +540,12 @@ pub async fn update(
         ));
     }
     let override_level = risk_override(&caller, patch.risk, patch.risk_override_reason.clone())?;
+    // A window the patch gives whole is checked as the patch's own content (422); one that
+    // mixes a given bound with the stored other is checked against the change below (409).
+    if let (Some(start), Some(end)) = (patch.planned_start, patch.planned_end) {
+        Window::of(start, end, "planned_start", "planned_end")?;
+        check_window_length(start, end)?;
+    }
     let ctx = caller.write_context();
     let now = ctx.at.and_utc();
     let graphs = state.db.graphs();
@@ -549,7 +574,7 @@ pub async fn update(
                 .map(|(name, _)| FieldError::new(name, "is fixed by the template"))
                 .collect();
                 if !touched.is_empty() {
-                    return Err(ApiError::from_field_errors(touched));
+                    return Err(against_stored(ApiError::from_field_errors(touched)));
                 }
             }
             if let Some(title) = patch.title {
@@ -583,14 +608,16 @@ pub async fn update(
                 after.planned_end,
                 "planned_start",
                 "planned_end",
-            )?;
-            check_window_length(after.planned_start, after.planned_end)?;
+            )
+            .map_err(|e| against_stored(e.into()))?;
+            check_window_length(after.planned_start, after.planned_end).map_err(against_stored)?;
             if matches!(after.state, ChangeState::Authorize | ChangeState::Scheduled)
                 && after.window().is_none()
             {
-                return Err(ApiError::invalid(
-                    "planned_start",
-                    "a change asking for authorisation or scheduled keeps its planned window",
+                return Err(ApiError::Conflict(
+                    "planned_start: a change asking for authorisation or scheduled keeps its \
+                     planned window"
+                        .into(),
                 ));
             }
             if let Some(items) = patch.configuration_items {
@@ -613,9 +640,10 @@ pub async fn update(
             }
             if let Some(caused) = patch.caused_incidents {
                 if !caused.is_empty() && !after.outcome.is_some_and(|o| o.went_wrong()) {
-                    return Err(ApiError::invalid(
-                        "caused_incidents",
-                        "only a change reviewed as not fully successful causes incidents",
+                    return Err(ApiError::Conflict(
+                        "caused_incidents: only a change reviewed as not fully successful \
+                         causes incidents"
+                            .into(),
                     ));
                 }
                 after.caused_incidents = resolve_incidents(conn, &caused)?;

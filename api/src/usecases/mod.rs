@@ -111,7 +111,10 @@ pub async fn holder_of(
 pub(crate) fn check_active_user(conn: &mut DbConnection, id: &str, field: &str) -> ApiResult<()> {
     match users::access(conn, id)? {
         Some((_, true, _)) => Ok(()),
-        Some(_) => Err(ApiError::invalid(field, "the user is deactivated")),
+        // The stored user is what the reference conflicts with.
+        Some(_) => Err(ApiError::Conflict(format!(
+            "{field}: the user is deactivated"
+        ))),
         None => Err(ApiError::from_field_errors(vec![FieldError::unknown(
             field, "user",
         )])),

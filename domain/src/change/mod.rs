@@ -300,13 +300,19 @@ impl Change {
         Applied::recorded_as("reject").with_event("change.rejected")
     }
 
-    /// A window is required to ask for authorisation or to schedule.
-    fn require_window(&self, action: ChangeAction) -> Result<(), DomainError> {
+    /// A window is required to ask for authorisation or to schedule. The window is the
+    /// change's (set by PATCH), not the transition's: a change without one is in no state to
+    /// take the action, a conflict with the stored change (409), not invalid input.
+    fn require_window(
+        &self,
+        action: ChangeAction,
+        relation: ChangeRelation,
+    ) -> Result<(), DomainError> {
         if self.window().is_none() {
-            return Err(DomainError::Invalid(vec![
-                FieldError::new("planned_start", format!("is required to {action}")),
-                FieldError::new("planned_end", format!("is required to {action}")),
-            ]));
+            return Err(self.refuse(
+                relation,
+                format!("set planned_start and planned_end (PATCH) to {action}"),
+            ));
         }
         Ok(())
     }
@@ -383,14 +389,14 @@ impl Lifecycle for Change {
         match action {
             A::Assess => self.state = S::Assess,
             A::RequestAuthorization => {
-                self.require_window(action)?;
+                self.require_window(action, relation)?;
                 self.state = S::Authorize;
                 self.approval_round += 1;
                 self.authorized_at = None;
                 applied = applied.with_event("change.approval_requested");
             }
             A::Schedule => {
-                self.require_window(action)?;
+                self.require_window(action, relation)?;
                 self.state = S::Scheduled;
                 applied = applied.with_event("change.scheduled");
             }
@@ -418,14 +424,12 @@ impl Lifecycle for Change {
                         format!("is required to review: one of {}", ChangeOutcome::names()),
                     ));
                 }
+                let mut before_start = false;
                 match (actual_end, self.actual_start) {
                     (None, _) => {
                         errors.push(FieldError::new("actual_end", "is required to review"))
                     }
-                    (Some(end), Some(start)) if end < start => errors.push(FieldError::new(
-                        "actual_end",
-                        "must not be before actual_start",
-                    )),
+                    (Some(end), Some(start)) if end < start => before_start = true,
                     _ => {}
                 }
                 if let Some(caused) = &input.caused_incidents {
@@ -438,6 +442,14 @@ impl Lifecycle for Change {
                 }
                 if !errors.is_empty() {
                     return Err(DomainError::Invalid(errors));
+                }
+                // The start is the change's (set on `implement`): an end before it conflicts
+                // with the change as it is.
+                if before_start {
+                    return Err(self.refuse(
+                        relation,
+                        "actual_end must not be before the change's actual_start".into(),
+                    ));
                 }
                 self.outcome = outcome;
                 self.actual_end = actual_end;
@@ -829,12 +841,13 @@ mod tests {
     fn scheduling_or_authorising_needs_a_window() {
         let mut c = change(ChangeType::Standard);
         c.planned_end = None;
-        let Err(DomainError::Invalid(errors)) =
+        // The window is the change's: without one it is in no state to be scheduled.
+        let Err(DomainError::InvalidTransition { detail, .. }) =
             act(&mut c, ChangeAction::Schedule, ChangeInput::default())
         else {
             panic!("scheduled without a window")
         };
-        assert_eq!(errors.len(), 2);
+        assert!(detail.contains("planned_start and planned_end"), "{detail}");
         assert_eq!(c.state, ChangeState::New);
     }
 

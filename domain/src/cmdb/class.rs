@@ -24,6 +24,14 @@ pub enum AttributeType {
 
 /// The longest string attribute value accepted.
 pub const MAX_STRING_LEN: usize = 1000;
+/// The most attributes a class defines itself.
+pub const MAX_ATTRIBUTES: usize = 200;
+/// The most values an enum attribute lists, and the longest value.
+pub const MAX_ENUM_VALUES: usize = 200;
+pub const MAX_ENUM_VALUE_LEN: usize = 100;
+/// The most identification rules of a class, and the most attributes in one.
+pub const MAX_RULES: usize = 20;
+pub const MAX_RULE_ATTRIBUTES: usize = 10;
 
 /// One attribute of a class schema.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -35,16 +43,17 @@ pub struct AttributeDef {
     pub attr_type: AttributeType,
     #[serde(default)]
     pub required: bool,
-    /// The allowed values of an `enum` attribute.
+    /// The allowed values of an `enum` attribute (1 or more); only `enum` attributes list
+    /// them.
     #[serde(default, rename = "enum", skip_serializing_if = "Vec::is_empty")]
     pub enum_values: Vec<String>,
     /// Identifying attributes may appear in identification rules and are indexed for
     /// `attr.<name>=` filters.
     #[serde(default)]
     pub identifying: bool,
-    /// Filled in on writes that leave a required attribute out.
+    /// Filled in on writes that leave a required attribute out: a value of the attribute's
+    /// type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
     pub default: Option<Value>,
 }
 
@@ -122,17 +131,24 @@ fn check_value(def: &AttributeDef, value: &Value) -> Result<(), String> {
     })
 }
 
-/// Checks one class definition on its own (names, types, enum values, defaults, rules over
-/// `effective` attributes, which include the inherited ones).
+/// Checks one class definition (names, types, enum values, defaults, rules over the effective
+/// attributes, which include the inherited ones). What the body gets wrong on its own is
+/// invalid (422); what clashes with the stored ancestors' schema (an attribute the parent
+/// already has, a rule over an inherited attribute that does not identify) is a conflict with
+/// stored state (409), asked only of a body that is valid on its own.
 pub fn validate_definition(
     own: &[AttributeDef],
     inherited: &[AttributeDef],
     rules: &[IdentificationRule],
 ) -> Result<(), DomainError> {
     let mut errors = Vec::new();
+    let mut clashes = Vec::new();
     let mut seen = HashSet::new();
-    if own.len() > 200 {
-        errors.push(FieldError::new("attributes", "at most 200 attributes"));
+    if own.len() > MAX_ATTRIBUTES {
+        errors.push(FieldError::new(
+            "attributes",
+            format!("at most {MAX_ATTRIBUTES} attributes"),
+        ));
     }
     for (index, def) in own.iter().enumerate() {
         let field = |part: &str| format!("attributes[{index}].{part}");
@@ -143,24 +159,28 @@ pub fn validate_definition(
             errors.push(FieldError::new(field("name"), "is defined twice"));
         }
         if inherited.iter().any(|i| i.name == def.name) {
-            errors.push(FieldError::new(
+            clashes.push(format!(
+                "{}: {} is inherited from the parent class",
                 field("name"),
-                format!("{} is inherited from the parent class", def.name),
+                def.name
             ));
         }
         match def.attr_type {
             AttributeType::Enum => {
-                if def.enum_values.is_empty() || def.enum_values.len() > 200 {
-                    errors.push(FieldError::new(field("enum"), "must list 1 to 200 values"));
+                if def.enum_values.is_empty() || def.enum_values.len() > MAX_ENUM_VALUES {
+                    errors.push(FieldError::new(
+                        field("enum"),
+                        format!("must list 1 to {MAX_ENUM_VALUES} values"),
+                    ));
                 }
                 if def
                     .enum_values
                     .iter()
-                    .any(|v| v.trim().is_empty() || v.len() > 100)
+                    .any(|v| v.trim().is_empty() || v.chars().count() > MAX_ENUM_VALUE_LEN)
                 {
                     errors.push(FieldError::new(
                         field("enum"),
-                        "values must be 1 to 100 characters",
+                        format!("values must be 1 to {MAX_ENUM_VALUE_LEN} characters"),
                     ));
                 }
             }
@@ -176,13 +196,19 @@ pub fn validate_definition(
             }
         }
     }
-    if rules.len() > 20 {
-        errors.push(FieldError::new("identification_rules", "at most 20 rules"));
+    if rules.len() > MAX_RULES {
+        errors.push(FieldError::new(
+            "identification_rules",
+            format!("at most {MAX_RULES} rules"),
+        ));
     }
     for (index, rule) in rules.iter().enumerate() {
         let field = format!("identification_rules[{index}]");
-        if rule.is_empty() || rule.len() > 10 {
-            errors.push(FieldError::new(&field, "must name 1 to 10 attributes"));
+        if rule.is_empty() || rule.len() > MAX_RULE_ATTRIBUTES {
+            errors.push(FieldError::new(
+                &field,
+                format!("must name 1 to {MAX_RULE_ATTRIBUTES} attributes"),
+            ));
         }
         let mut in_rule = HashSet::new();
         for name in rule {
@@ -190,28 +216,37 @@ pub fn validate_definition(
                 errors.push(FieldError::new(&field, format!("names {name} twice")));
                 continue;
             }
-            match own.iter().chain(inherited).find(|d| &d.name == name) {
-                None => errors.push(FieldError::new(
+            match (
+                own.iter().find(|d| &d.name == name),
+                inherited.iter().find(|d| &d.name == name),
+            ) {
+                (None, None) => errors.push(FieldError::new(
                     &field,
                     format!("{name} is not an attribute of the class"),
                 )),
-                Some(def) if !def.identifying => errors.push(FieldError::new(
+                (Some(def), _) if !def.identifying => errors.push(FieldError::new(
                     &field,
                     format!("{name} is not an identifying attribute"),
                 )),
-                Some(_) => {}
+                (None, Some(def)) if !def.identifying => clashes.push(format!(
+                    "{field}: {name} is inherited from the parent class, which does not identify by it"
+                )),
+                _ => {}
             }
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
+    if !errors.is_empty() {
         Err(DomainError::Invalid(errors))
+    } else if !clashes.is_empty() {
+        Err(DomainError::Conflict(clashes.join("; ")))
+    } else {
+        Ok(())
     }
 }
 
 /// What a class in use may not do to its schema: lose or retype an attribute, drop enum
-/// values, or gain a required attribute without a default (existing items lack it).
+/// values, or gain a required attribute without a default (existing items lack it). The
+/// stored items are what the change conflicts with: 409, each refusal named.
 pub fn check_schema_change(
     before: &[AttributeDef],
     after: &[AttributeDef],
@@ -274,7 +309,11 @@ pub fn check_schema_change(
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(DomainError::Invalid(errors))
+        let refusals: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect();
+        Err(DomainError::Conflict(refusals.join("; ")))
     }
 }
 
@@ -586,13 +625,22 @@ pub(crate) mod tests {
         assert_eq!(
             fields,
             [
-                "attributes[0].name",
                 "attributes[1].enum",
                 "attributes[2].default",
-                "identification_rules[0]",
                 "identification_rules[1]"
             ]
         );
+        // Valid on its own, the body still clashes with the parent's stored schema: a
+        // conflict naming both clashes.
+        let own = vec![attr("serial_number", AttributeType::String)];
+        let rules = vec![vec!["cpu_count".to_owned()]];
+        let DomainError::Conflict(detail) =
+            validate_definition(&own, &inherited, &rules).unwrap_err()
+        else {
+            panic!()
+        };
+        assert!(detail.contains("attributes[0].name"), "{detail}");
+        assert!(detail.contains("identification_rules[0]"), "{detail}");
     }
 
     #[test]

@@ -635,8 +635,14 @@ async fn standard_changes_come_from_templates_and_skip_authorisation(app: TestAp
     assert_eq!(actions(&change), ["schedule", "cancel", "assign"]);
     let number = text(&change, "number");
     let (status, problem) = act(&app, &agent, &number, json!({"action": "schedule"})).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
-    assert_eq!(error_fields(&problem), ["planned_start", "planned_end"]);
+    // The window is the change's, not the transition's: a change without one is in no state
+    // to be scheduled (409, with what it may do), not invalid input.
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert!(
+        text(&problem, "detail").contains("planned_start and planned_end"),
+        "{problem}"
+    );
+    assert!(problem["allowed_actions"].is_array(), "{problem}");
     let (status, _) = send(
         &app,
         &agent,
@@ -650,7 +656,8 @@ async fn standard_changes_come_from_templates_and_skip_authorisation(app: TestAp
     assert_eq!(scheduled["state"], "scheduled");
     assert_eq!(scheduled["conflicts"], json!([]));
 
-    // Outside its items, above its cap, fixed fields, or no template: 422 naming them.
+    // Outside its items, above its cap, or fixed fields: the stored template is what the
+    // request conflicts with (409 naming them); no template at all is invalid (422).
     let (status, problem) = send(
         &app,
         &agent,
@@ -660,8 +667,11 @@ async fn standard_changes_come_from_templates_and_skip_authorisation(app: TestAp
         "template": template_id, "title": "Restart", "configuration_items": [s.app, s.db]})),
     )
     .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(error_fields(&problem), ["configuration_items[1]"]);
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert!(
+        text(&problem, "detail").starts_with("configuration_items[1]:"),
+        "{problem}"
+    );
     let (status, problem) = send(
         &app,
         &agent,
@@ -671,8 +681,8 @@ async fn standard_changes_come_from_templates_and_skip_authorisation(app: TestAp
         "template": text(&low_cap, "id"), "title": "Restart", "configuration_items": [s.db]})),
     )
     .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(error_fields(&problem), ["risk"]);
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert!(text(&problem, "detail").starts_with("risk:"), "{problem}");
     let (status, problem) = send(
         &app,
         &agent,
@@ -682,8 +692,11 @@ async fn standard_changes_come_from_templates_and_skip_authorisation(app: TestAp
         "template": template_id, "title": "Restart", "backout_plan": "Other"})),
     )
     .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(error_fields(&problem), ["backout_plan"]);
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert!(
+        text(&problem, "detail").starts_with("backout_plan:"),
+        "{problem}"
+    );
     let (status, problem) = send(
         &app,
         &agent,

@@ -186,10 +186,13 @@ async fn classes_define_inherited_schemas_enforced_on_every_write(app: TestApp) 
         .send()
         .await
         .unwrap();
-    let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(
-        error_fields(&problem),
-        ["attributes[4].default"],
+    // The items stored are what the change conflicts with.
+    let problem = expect_problem(response, StatusCode::CONFLICT).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("attributes[4].default"),
         "{problem}"
     );
     let (status, updated) = send(
@@ -225,10 +228,12 @@ async fn classes_define_inherited_schemas_enforced_on_every_write(app: TestApp) 
         .send()
         .await
         .unwrap();
-    let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(
-        error_fields(&problem),
-        ["attributes[0].name", "identification_rules[0]"]
+    // Valid on its own, the body clashes with the parent's stored schema: 409 naming both.
+    let problem = expect_problem(response, StatusCode::CONFLICT).await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("attributes[0].name") && detail.contains("identification_rules[0]"),
+        "{problem}"
     );
     let response = app
         .admin(Method::POST, "/api/v1/ci-classes")
@@ -467,10 +472,6 @@ async fn relationships_are_typed_and_impact_walks_cycles(app: TestApp) {
             "target_id",
         ),
         (
-            json!({"source_id": vm, "type": "hosted_on", "target_id": srv}),
-            "type",
-        ),
-        (
             json!({"source_id": vm, "type": "likes", "target_id": srv}),
             "type",
         ),
@@ -484,6 +485,21 @@ async fn relationships_are_typed_and_impact_walks_cycles(app: TestApp) {
         let problem = expect_refusal(response).await;
         assert_eq!(error_fields(&problem), [field], "{body} -> {problem}");
     }
+    // A relationship stored already is a conflict with it.
+    let response = app
+        .admin(Method::POST, "/api/v1/ci-relationships")
+        .json(&json!({"source_id": vm, "type": "hosted_on", "target_id": srv}))
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(response, StatusCode::CONFLICT).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("exists already"),
+        "{problem}"
+    );
     app.assert_unchanged_since(&before, "refused relationships")
         .await;
     assert_eq!(app.events_after(last_event).await.len(), 0);

@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use domain::cmdb::class::{check_schema_change, validate_definition, validate_name};
 use domain::cmdb::{AttributeDef, CiClass, ClassSet, IdentificationRule};
-use domain::{Changes, DomainError};
+use domain::{Changes, DomainError, FieldError};
 use serde_json::json;
 
 use super::{from_json, to_json, CmdbError};
@@ -92,10 +92,9 @@ pub fn create(
     }
     let inherited = match &new.parent {
         Some(parent) if set.get(parent).is_none() => {
-            return Err(CmdbError::invalid(
-                "parent",
-                format!("no class named {parent}"),
-            ))
+            return Err(CmdbError::Rule(DomainError::Invalid(vec![
+                FieldError::unknown("parent", "class"),
+            ])))
         }
         Some(parent) => set.effective_attributes(parent),
         None => Vec::new(),
@@ -198,16 +197,24 @@ pub fn update(
         .filter(|c| c.name != name && changed.is_a(&c.name, name))
     {
         let parent = sub.parent.as_deref().unwrap_or_default();
-        if let Err(DomainError::Invalid(errors)) = validate_definition(
+        // The stored subclass is what the new schema conflicts with.
+        if let Err(broken) = validate_definition(
             &sub.attributes,
             &changed.effective_attributes(parent),
             &sub.identification_rules,
         ) {
-            let detail: Vec<String> = errors.iter().map(|e| e.message.clone()).collect();
-            return Err(CmdbError::invalid(
-                "attributes",
-                format!("breaks subclass {}: {}", sub.name, detail.join("; ")),
-            ));
+            let detail = match broken {
+                DomainError::Invalid(errors) => errors
+                    .iter()
+                    .map(|e| e.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                other => other.to_string(),
+            };
+            return Err(CmdbError::conflict(format!(
+                "attributes: breaks subclass {}: {detail}",
+                sub.name
+            )));
         }
     }
     if before.attributes != after.attributes && in_use(conn, set.with_descendants(name))? {

@@ -27,10 +27,6 @@ impl From<diesel::result::Error> for CmdbError {
 }
 
 impl CmdbError {
-    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        CmdbError::Rule(DomainError::invalid(field, message))
-    }
-
     pub(crate) fn conflict(message: impl Into<String>) -> Self {
         CmdbError::Rule(DomainError::Conflict(message.into()))
     }

@@ -108,10 +108,10 @@ pub fn create(
         return Err(DomainError::Invalid(errors).into());
     }
     if let Some(id) = existing(conn, source_id, rel_type, target_id)? {
-        return Err(CmdbError::invalid(
-            "type",
-            format!("the relationship exists already: {id}"),
-        ));
+        // A stored relationship is what the request conflicts with.
+        return Err(CmdbError::conflict(format!(
+            "the relationship exists already: {id}"
+        )));
     }
     insert(conn, ctx, source_id, rel_type, target_id)
 }

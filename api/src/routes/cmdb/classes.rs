@@ -28,6 +28,7 @@ pub struct CreateClass {
     #[serde(default)]
     #[validate(length(max = 2000))]
     pub description: String,
+    /// The class's own attributes, each named once and none named like an inherited one.
     #[serde(default)]
     pub attributes: Vec<AttributeDef>,
     #[serde(default)]
@@ -43,7 +44,8 @@ pub struct UpdateClass {
     #[schema(nullable = false)]
     #[validate(length(max = 2000))]
     pub description: Option<String>,
-    /// The class's own attributes, replaced as a whole.
+    /// The class's own attributes, replaced as a whole: each named once and none named like an
+    /// inherited one.
     #[serde(default, deserialize_with = "required")]
     #[schema(nullable = false)]
     pub attributes: Option<Vec<AttributeDef>>,
@@ -90,7 +92,9 @@ async fn view(state: &AppState, name: String) -> ApiResult<ClassView> {
         .await
 }
 
-/// Define a CI class (admin).
+/// Define a CI class (admin). A body that clashes with the parent's stored schema (an
+/// attribute it has already, a rule over one of its attributes that does not identify) is a
+/// conflict (409).
 #[utoipa::path(
     tag = "cmdb", operation_id = "create_ci_class",
     request_body = CreateClass,
@@ -169,7 +173,10 @@ pub async fn get_class(
     Ok(with_etag(StatusCode::OK, view.class.version, &view))
 }
 
-/// Update a CI class (JSON merge patch; `attributes` replaces the class's own list).
+/// Update a CI class (JSON merge patch; `attributes` replaces the class's own list). A schema
+/// that clashes with the parent's or a subclass's, or that items of the class could no longer
+/// keep (an attribute removed or retyped, enum values dropped, a new required attribute
+/// without a default), is a conflict with what is stored (409).
 #[utoipa::path(
     tag = "cmdb", operation_id = "update_ci_class",
     params(("name" = String, Path), ("If-Match" = Option<String>, Header)),

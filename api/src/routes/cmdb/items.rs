@@ -136,7 +136,8 @@ async fn create(
 /// register or ERP pushing its record): 201 when created, 200 when it existed (unchanged when
 /// the record is). The path's reference is added to the body's `external_refs`. On update the
 /// body's fields replace the item's and absent ones stay; `attributes` are merged as in a
-/// PATCH; the class never changes (another one is a 422). Discovery tools that identify items
+/// PATCH; the class never changes (another one is a 409). A body reference of the path's
+/// system carries the path's id (another one is a 422). Discovery tools that identify items
 /// by their attributes use `reconcile` instead.
 #[utoipa::path(
     tag = "cmdb", operation_id = "upsert_configuration_item_by_external_ref",
@@ -181,14 +182,13 @@ pub async fn upsert_item_by_external_ref(
                 .db
                 .write(move |conn| {
                     let existing = items::get(conn, &id)?;
+                    // The stored item is what another class conflicts with.
                     if existing.class != class {
-                        return Err(ApiError::invalid(
-                            "class",
-                            format!(
-                                "the reference belongs to a {}; an item's class does not change",
-                                existing.class
-                            ),
-                        ));
+                        return Err(ApiError::Conflict(format!(
+                            "class: the reference belongs to a {}; an item's class does not \
+                             change",
+                            existing.class
+                        )));
                     }
                     Ok(items::update(conn, &ctx, &id, None, update)?)
                 })
@@ -534,10 +534,13 @@ pub(crate) fn check_source(source: &str) -> Result<(), &'static str> {
     }
 }
 
+/// The longest batch-local key of a reconciled item, in characters.
+pub const MAX_BATCH_KEY_CHARS: usize = 200;
+
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReconcileItem {
-    /// A key local to the batch, for `relationships`.
+    /// A key local to the batch, for `relationships` (1 to 200 characters).
     pub key: Option<String>,
     pub class: String,
     /// Needed to create the item; an existing item keeps its name.
@@ -616,11 +619,11 @@ pub async fn reconcile_items(
         if item
             .key
             .as_ref()
-            .is_some_and(|k| k.is_empty() || k.len() > 200)
+            .is_some_and(|k| k.is_empty() || k.chars().count() > MAX_BATCH_KEY_CHARS)
         {
             errors.push(FieldError::new(
                 format!("items[{index}].key"),
-                "must be 1 to 200 characters",
+                format!("must be 1 to {MAX_BATCH_KEY_CHARS} characters"),
             ));
         }
     }

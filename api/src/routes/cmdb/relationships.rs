@@ -21,10 +21,13 @@ pub struct CreateRelationship {
     pub source_id: String,
     #[serde(rename = "type")]
     pub rel_type: RelationshipType,
+    /// The id of the item the relationship ends at: another item than `source_id` (an item
+    /// does not relate to itself).
     pub target_id: String,
 }
 
-/// Relate two items. Self-loops and duplicates are refused; cycles are allowed.
+/// Relate two items. Self-loops are refused (422) and so is a relationship stored already
+/// (409); cycles are allowed.
 #[utoipa::path(
     tag = "cmdb", operation_id = "create_ci_relationship",
     request_body = CreateRelationship,
