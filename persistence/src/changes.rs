@@ -533,17 +533,18 @@ pub fn planned_in(
             changes::planned_start,
             changes::planned_end,
         ))
-        .order((changes::planned_start.asc(), changes::id.asc()))
         .into_boxed();
-    if on_schedule_only {
-        query = query.filter(InList::names(
-            "changes.state",
-            vec![
-                ChangeState::Scheduled.as_str(),
-                ChangeState::Implement.as_str(),
-            ],
-        ));
-    }
+    query = if on_schedule_only {
+        // Written as `changes_planned_idx` declares it, and not ordered by (start, id): SQLite
+        // uses a partial index only for the very same IN list, and the order would make it
+        // walk `changes_calendar_idx` instead, reading every change of the 31 days from the
+        // table to test its end (conflict detection: p99 73 ms). The few found are sorted here.
+        query.filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
+            "changes.state IN ('scheduled', 'implement')",
+        ))
+    } else {
+        query.order((changes::planned_start.asc(), changes::id.asc()))
+    };
     type Summary = (
         String,
         String,
@@ -552,7 +553,10 @@ pub fn planned_in(
         Option<NaiveDateTime>,
         Option<NaiveDateTime>,
     );
-    let rows: Vec<Summary> = query.load(conn)?;
+    let mut rows: Vec<Summary> = query.load(conn)?;
+    if on_schedule_only {
+        rows.sort_by(|a, b| (a.4, &a.0).cmp(&(b.4, &b.0)));
+    }
     let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     let mut items = HashMap::new();
     for chunk in ids.chunks(500) {
