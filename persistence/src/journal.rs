@@ -74,7 +74,7 @@ struct Journal {
 }
 
 /// Where the journal stood before a unit of work, to cut that unit's records off.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Mark {
     audit: usize,
     events: usize,
@@ -111,16 +111,7 @@ pub(crate) fn mark() -> Mark {
         timers_written: journal.timers_written,
         lines_written: journal.lines_written,
     })
-    .unwrap_or(Mark {
-        audit: 0,
-        events: 0,
-        words: 0,
-        graph_changes: 0,
-        timers: 0,
-        timer_lines: 0,
-        timers_written: 0,
-        lines_written: 0,
-    })
+    .unwrap_or_default()
 }
 
 /// Forgets the records added since `mark` (their unit of work rolled back).
