@@ -714,32 +714,19 @@ impl Modify for DomainRules {
                                 .build(),
                         ));
                     }
-                    ("PauseCondition", "state") => {
-                        if let RefOr::T(Schema::Object(state)) = property {
-                            state.pattern = None;
-                            state.description =
-                                Some("A state of the policy's ticket type.".to_owned());
-                            state.enum_values = Some(
-                                domain::sla::pause_states()
-                                    .map(serde_json::Value::from)
-                                    .collect(),
-                            );
-                        }
-                    }
-                    ("PauseCondition", "on_hold_reason") => {
-                        if let RefOr::T(Schema::Object(reason)) = property {
-                            reason.pattern = None;
-                            reason.description =
-                                Some("Only with an incident's `on_hold`.".to_owned());
-                            reason.enum_values = Some(
-                                domain::incident::OnHoldReason::ALL
-                                    .iter()
-                                    .map(|r| serde_json::Value::from(r.as_str()))
-                                    .chain([serde_json::Value::Null])
-                                    .collect(),
-                            );
-                        }
-                    }
+                    ("PauseCondition", "state") => one_of_values(
+                        property,
+                        "A state of the policy's ticket type.",
+                        domain::sla::pause_states().map(serde_json::Value::from),
+                    ),
+                    ("PauseCondition", "on_hold_reason") => one_of_values(
+                        property,
+                        "Only with an incident's `on_hold`.",
+                        domain::incident::OnHoldReason::ALL
+                            .iter()
+                            .map(|r| serde_json::Value::from(r.as_str()))
+                            .chain([serde_json::Value::Null]),
+                    ),
                     // `class::validate_definition`: at most 200 attributes, enum values of 1
                     // to 100 characters, not blank, at most 200 of them; at most 20 rules of
                     // 1 to 10 attributes, each named once.
@@ -895,6 +882,19 @@ fn items_pattern(schema: &mut RefOr<Schema>, pattern: String) {
         if let ArrayItems::RefOrSchema(items) = &mut list.items {
             set_pattern(items, pattern);
         }
+    }
+}
+
+/// A text field that takes one of `values` (the enum replaces its pattern), described.
+fn one_of_values(
+    schema: &mut RefOr<Schema>,
+    description: &str,
+    values: impl Iterator<Item = serde_json::Value>,
+) {
+    if let RefOr::T(Schema::Object(object)) = schema {
+        object.pattern = None;
+        object.description = Some(description.to_owned());
+        object.enum_values = Some(values.collect());
     }
 }
 
