@@ -49,6 +49,8 @@ pub struct Mutation<'a> {
 /// An audit entry as stored: read here, written by the journal when its transaction commits.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = audit_entries)]
+// None binds NULL (see `insert_rows!`).
+#[diesel(treat_none_as_default_value = false)]
 pub(crate) struct AuditRow {
     pub(crate) id: String,
     pub(crate) at: NaiveDateTime,

@@ -27,7 +27,10 @@ macro_rules! with_backend {
 /// so on the backend's own connection) of 64, 16, 4, 2 or 1 rows. diesel caches a multi-row
 /// INSERT only for a fixed row count; one of the batch's size was parsed and planned on every
 /// commit, which on PostgreSQL showed as the parser among its busiest functions. Two is the
-/// usual count of a ticket's SLA timers.
+/// usual count of a ticket's SLA timers. The rows' `Insertable` must bind `None` as NULL
+/// (`treat_none_as_default_value = false`; no such column has a default): with `DEFAULT` for
+/// `None`, the statement's text depends on the values, so diesel builds it on every execution
+/// and never prepares it, and on SQLite it inserts the rows one at a time under a savepoint.
 macro_rules! insert_rows {
     ($conn:expr, $table:expr, $rows:expr) => {{
         let mut rest = &$rows[..];

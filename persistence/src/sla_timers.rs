@@ -42,6 +42,8 @@ fn end_of_time() -> NaiveDateTime {
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = sla_timers)]
+// None binds NULL (see `insert_rows!`).
+#[diesel(treat_none_as_default_value = false)]
 pub(crate) struct TimerRow {
     id: String,
     ticket_type: String,
@@ -70,6 +72,8 @@ pub(crate) struct TimerRow {
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = sla_timer_lines)]
+// None binds NULL (see `insert_rows!`).
+#[diesel(treat_none_as_default_value = false)]
 pub(crate) struct LineRow {
     timer_id: String,
     position: i32,

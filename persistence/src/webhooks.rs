@@ -379,6 +379,8 @@ pub fn behind(conn: &mut DbConnection, latest: i64) -> Result<Vec<FanOutState>, 
 
 #[derive(Insertable)]
 #[diesel(table_name = webhook_deliveries)]
+// None binds NULL (see `insert_rows!`).
+#[diesel(treat_none_as_default_value = false)]
 struct NewDelivery {
     id: String,
     subscription_id: String,
@@ -1076,6 +1078,8 @@ pub fn has_work(conn: &mut DbConnection, now: NaiveDateTime) -> Result<bool, Sto
 /// One entry of a subscription's delivery log.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = webhook_deliveries)]
+// None binds NULL (see `insert_rows!`).
+#[diesel(treat_none_as_default_value = false)]
 pub struct Delivery {
     pub id: String,
     pub subscription_id: String,
