@@ -25,6 +25,14 @@ pub enum ApiError {
         detail: String,
         errors: Vec<FieldError>,
     },
+    /// An atomic batch that the stored data refuses (an entry that conflicts, names an unknown
+    /// class or attributes its class does not take): nothing was written (409), and `errors`
+    /// names each refused entry.
+    #[error("{detail}")]
+    BatchRefused {
+        detail: String,
+        errors: Vec<FieldError>,
+    },
     /// Every listed field names a record that does not exist: the request is well formed
     /// but conflicts with what is stored (409), and `errors` names each field.
     #[error("{detail}")]
@@ -109,8 +117,8 @@ pub struct Problem {
     /// The request id, as echoed in `X-Request-Id`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-    /// The fields at fault: each invalid field (422) or each field naming a missing record
-    /// (409 `unknown-reference`).
+    /// The fields at fault: each invalid field (422), each field naming a missing record
+    /// (409 `unknown-reference`) or each refused entry of an atomic batch (409 `batch-refused`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<ProblemFieldError>)]
     pub errors: Vec<FieldError>,
@@ -142,35 +150,19 @@ impl ApiError {
         if errors.is_empty() {
             errors.push(FieldError::new("body", "is invalid"));
         }
-        let mut listed: Vec<FieldError> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        let mut total = 0;
-        for error in errors {
-            if !seen.insert((error.field.clone(), error.message.clone())) {
-                continue;
-            }
-            total += 1;
-            if listed.len() < MAX_LISTED_ERRORS {
-                listed.push(error);
-            }
+        let (detail, errors) = listed(errors);
+        if errors.iter().all(|error| error.unknown_reference) {
+            return Self::UnknownReference { detail, errors };
         }
-        let detail = match listed.as_slice() {
-            [one] => format!("{}: {}", one.field, one.message),
-            _ if total > listed.len() => format!(
-                "{total} fields are invalid; the first {} are listed",
-                listed.len()
-            ),
-            many => format!("{} fields are invalid", many.len()),
-        };
-        if listed.iter().all(|error| error.unknown_reference) {
-            return Self::UnknownReference {
-                detail,
-                errors: listed,
-            };
-        }
-        Self::Invalid {
-            detail,
-            errors: listed,
+        Self::Invalid { detail, errors }
+    }
+
+    /// An atomic batch refused by what is stored (409), each refused entry listed as for a 422.
+    pub fn batch_refused(errors: Vec<FieldError>) -> Self {
+        let (detail, errors) = listed(errors);
+        Self::BatchRefused {
+            detail: format!("the atomic batch was refused and nothing was written: {detail}"),
+            errors,
         }
     }
 
@@ -185,6 +177,7 @@ impl ApiError {
             ApiError::UnknownReference { .. } => {
                 ("unknown-reference", "Refers to a missing record")
             }
+            ApiError::BatchRefused { .. } => ("batch-refused", "Batch refused"),
             ApiError::Unauthenticated(_) => ("unauthenticated", "Authentication required"),
             ApiError::Forbidden(_) => ("forbidden", "Forbidden"),
             ApiError::NotFound(_) => ("not-found", "Not found"),
@@ -223,9 +216,9 @@ impl ApiError {
             instance: context.as_ref().map(|c| c.path.clone()),
             request_id: context.map(|c| c.request_id),
             errors: match self {
-                ApiError::Invalid { errors, .. } | ApiError::UnknownReference { errors, .. } => {
-                    errors.clone()
-                }
+                ApiError::Invalid { errors, .. }
+                | ApiError::UnknownReference { errors, .. }
+                | ApiError::BatchRefused { errors, .. } => errors.clone(),
                 _ => Vec::new(),
             },
             allowed_actions: match self {
@@ -242,6 +235,32 @@ impl ApiError {
     }
 }
 
+/// `errors` once each and at most `MAX_LISTED_ERRORS` of them, with a detail naming the one
+/// field or counting them.
+fn listed(errors: Vec<FieldError>) -> (String, Vec<FieldError>) {
+    let mut listed: Vec<FieldError> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    for error in errors {
+        if !seen.insert((error.field.clone(), error.message.clone())) {
+            continue;
+        }
+        total += 1;
+        if listed.len() < MAX_LISTED_ERRORS {
+            listed.push(error);
+        }
+    }
+    let detail = match listed.as_slice() {
+        [one] => format!("{}: {}", one.field, one.message),
+        _ if total > listed.len() => format!(
+            "{total} fields are invalid; the first {} are listed",
+            listed.len()
+        ),
+        many => format!("{} fields are invalid", many.len()),
+    };
+    (detail, listed)
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -253,6 +272,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_)
             | ApiError::UnknownReference { .. }
+            | ApiError::BatchRefused { .. }
             | ApiError::ConstraintViolation { .. }
             | ApiError::InvalidTransition { .. }
             | ApiError::Frozen { .. } => StatusCode::CONFLICT,

@@ -814,7 +814,12 @@ async fn reconciliation_identifies_and_is_idempotent(app: TestApp) {
         .send()
         .await
         .unwrap();
-    let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    // The stored classes and items refuse the batch: a 409 naming each entry, nothing written.
+    let problem = expect_problem(response, StatusCode::CONFLICT).await;
+    assert!(problem["type"]
+        .as_str()
+        .unwrap()
+        .ends_with("/batch-refused"));
     let fields = error_fields(&problem);
     assert!(
         fields.contains(&"items[3].attributes.cpu_count".to_owned()),

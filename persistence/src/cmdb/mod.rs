@@ -11,13 +11,19 @@ use domain::DomainError;
 
 use crate::StoreError;
 
-/// What a CMDB unit of work can fail with: a storage error or a broken rule (a 422 or 409).
+/// What a CMDB unit of work can fail with: a storage error, a broken rule (a 422 or 409) or a
+/// refused atomic batch (409).
 #[derive(Debug, thiserror::Error)]
 pub enum CmdbError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Rule(#[from] DomainError),
+    /// An atomic reconciliation batch holding entries the CMDB as stored refuses (a conflict,
+    /// an unknown class, attributes its class does not take): nothing was written, and each
+    /// entry's refusal is listed.
+    #[error("the atomic batch was refused")]
+    BatchRefused(Vec<domain::FieldError>),
 }
 
 impl From<diesel::result::Error> for CmdbError {

@@ -283,7 +283,7 @@ fn refuse_if_atomic(batch: &Batch, planned: &Planned) -> Result<(), CmdbError> {
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(DomainError::Invalid(errors).into())
+        Err(CmdbError::BatchRefused(errors))
     }
 }
 

@@ -574,7 +574,8 @@ pub struct ReconcileBatch {
     pub items: Vec<ReconcileItem>,
     #[serde(default)]
     pub relationships: Vec<ReconcileRelationship>,
-    /// All or nothing: any conflict or invalid entry refuses the batch with a 422.
+    /// All or nothing: any conflict or invalid entry refuses the whole batch with a 409
+    /// `batch-refused` listing each entry (a dry run answers the same).
     #[serde(default)]
     pub atomic: bool,
 }

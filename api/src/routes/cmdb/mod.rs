@@ -15,6 +15,7 @@ impl From<CmdbError> for ApiError {
         match error {
             CmdbError::Store(e) => e.into(),
             CmdbError::Rule(e) => e.into(),
+            CmdbError::BatchRefused(errors) => ApiError::batch_refused(errors),
         }
     }
 }
