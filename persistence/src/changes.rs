@@ -539,9 +539,7 @@ pub fn planned_in(
         // uses a partial index only for the very same IN list, and the order would make it
         // walk `changes_calendar_idx` instead, reading every change of the 31 days from the
         // table to test its end (conflict detection: p99 73 ms). The few found are sorted here.
-        query.filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
-            "changes.state IN ('scheduled', 'implement')",
-        ))
+        query.filter(InList::fixed("changes.state", &["scheduled", "implement"]))
     } else {
         query.order((changes::planned_start.asc(), changes::id.asc()))
     };

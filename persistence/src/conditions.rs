@@ -25,6 +25,8 @@ enum Values {
     /// Our own names (enum values), written as literals: both planners then use the partial
     /// index of a single state.
     Names(Vec<&'static str>),
+    /// A set our code fixes (never a client's combination), as written: cached like one name.
+    Fixed(&'static [&'static str]),
     /// Anything else, bound.
     Bound(Vec<String>),
 }
@@ -38,6 +40,15 @@ impl InList {
         Self {
             column,
             values: Values::Names(names),
+        }
+    }
+
+    /// `column IN ('a', 'b')` for a set written in the code, in its order: a partial index over
+    /// the same list (`changes_planned_idx`) serves it, and the statement stays prepared.
+    pub(crate) fn fixed(column: &'static str, names: &'static [&'static str]) -> Self {
+        Self {
+            column,
+            values: Values::Fixed(names),
         }
     }
 
@@ -79,6 +90,7 @@ where
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         let empty = match &self.values {
             Values::Names(names) => names.is_empty(),
+            Values::Fixed(names) => names.is_empty(),
             Values::Bound(values) => values.is_empty(),
         };
         if empty {
@@ -91,6 +103,11 @@ where
                 out.push_sql(" = '");
                 out.push_sql(names[0]);
                 out.push_sql("'");
+            }
+            Values::Fixed(names) => {
+                out.push_sql(" IN ('");
+                out.push_sql(&names.join("', '"));
+                out.push_sql("')");
             }
             Values::Names(names) => {
                 // Each set of names is a statement of its own: a client combining filter values

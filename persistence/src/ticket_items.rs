@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use diesel::prelude::*;
 use domain::ticket::TicketKind;
 
+use crate::conditions::InList;
 use crate::schema::ticket_configuration_items as links;
 use crate::{DbConnection, StoreError};
 
@@ -34,7 +35,10 @@ pub fn of_many(
     }
     let rows: Vec<(String, String)> = links::table
         .filter(links::ticket_type.eq(kind.as_str()))
-        .filter(links::ticket_id.eq_any(ticket_ids))
+        .filter(InList::bound(
+            "ticket_configuration_items.ticket_id",
+            ticket_ids.iter().map(|id| id.to_string()).collect(),
+        ))
         .order((links::ticket_id.asc(), links::ci_id.asc()))
         .select((links::ticket_id, links::ci_id))
         .load(conn)?;
