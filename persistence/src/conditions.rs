@@ -208,7 +208,7 @@ mod tests {
                 let values = (0..n).map(|i| i.to_string()).collect();
                 match InList::bound("t.id", values).values {
                     Values::Bound(v) => v.len(),
-                    Values::Names(_) => 0,
+                    Values::Names(_) | Values::Fixed(_) => 0,
                 }
             })
             .collect();
