@@ -90,7 +90,7 @@ impl RouteTraits {
             );
         }
         if self.takes_body {
-            statuses.insert(413, "The request body is larger than the service accepts");
+            statuses.insert(413, "The request body is larger than the service accepts (`ITSM_MAX_BODY_BYTES`, 1 MiB by default), whatever it holds");
             statuses.insert(415, "The request body is not JSON");
         }
         if self.takes_body || self.query || (self.post && self.authenticated) {
