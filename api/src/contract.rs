@@ -638,6 +638,30 @@ impl Modify for DomainRules {
                             at.format = Some(SchemaFormat::KnownFormat(KnownFormat::DateTime));
                         }
                     }
+                    // `alert::validate_rule_labels`: at most MAX_LABELS conditions, each name
+                    // 1 to MAX_LABEL_NAME characters and not blank, each value at most
+                    // MAX_LABEL_VALUE.
+                    ("AlertRuleRequest", "labels") => {
+                        if let RefOr::T(Schema::Object(map)) = property {
+                            map.max_properties = Some(alert::MAX_LABELS);
+                            map.property_names = Some(Box::new(Schema::Object(
+                                ObjectBuilder::new()
+                                    .schema_type(Type::String)
+                                    .min_length(Some(1))
+                                    .max_length(Some(alert::MAX_LABEL_NAME))
+                                    .pattern(Some(query_text_pattern()))
+                                    .build(),
+                            )));
+                            map.additional_properties = Some(Box::new(
+                                AdditionalProperties::RefOr(RefOr::T(Schema::Object(
+                                    ObjectBuilder::new()
+                                        .schema_type(Type::String)
+                                        .max_length(Some(alert::MAX_LABEL_VALUE))
+                                        .build(),
+                                ))),
+                            ));
+                        }
+                    }
                     ("AlertmanagerAlert" | "GenericAlert" | "AlertmanagerPayload", _)
                         if field.ends_with("abels") || field.ends_with("nnotations") =>
                     {
