@@ -90,7 +90,7 @@ impl RouteTraits {
             );
         }
         if self.takes_body {
-            statuses.insert(413, "The request body is larger than the service accepts");
+            statuses.insert(413, "The request body is larger than the service accepts (`ITSM_MAX_BODY_BYTES`, 1 MiB by default), whatever it holds");
             statuses.insert(415, "The request body is not JSON");
         }
         if self.takes_body || self.query || (self.post && self.authenticated) {
@@ -636,6 +636,30 @@ impl Modify for DomainRules {
                     ("GenericAlert", "time") | ("AlertmanagerAlert", "startsAt" | "endsAt") => {
                         if let RefOr::T(Schema::Object(at)) = property {
                             at.format = Some(SchemaFormat::KnownFormat(KnownFormat::DateTime));
+                        }
+                    }
+                    // `alert::validate_rule_labels`: at most MAX_LABELS conditions, each name
+                    // 1 to MAX_LABEL_NAME characters and not blank, each value at most
+                    // MAX_LABEL_VALUE.
+                    ("AlertRuleRequest", "labels") => {
+                        if let RefOr::T(Schema::Object(map)) = property {
+                            map.max_properties = Some(alert::MAX_LABELS);
+                            map.property_names = Some(Box::new(Schema::Object(
+                                ObjectBuilder::new()
+                                    .schema_type(Type::String)
+                                    .min_length(Some(1))
+                                    .max_length(Some(alert::MAX_LABEL_NAME))
+                                    .pattern(Some(query_text_pattern()))
+                                    .build(),
+                            )));
+                            map.additional_properties = Some(Box::new(
+                                AdditionalProperties::RefOr(RefOr::T(Schema::Object(
+                                    ObjectBuilder::new()
+                                        .schema_type(Type::String)
+                                        .max_length(Some(alert::MAX_LABEL_VALUE))
+                                        .build(),
+                                ))),
+                            ));
                         }
                     }
                     ("AlertmanagerAlert" | "GenericAlert" | "AlertmanagerPayload", _)

@@ -328,6 +328,7 @@ pub async fn get_user(
     params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")),
     request_body(content = UpdateUser, content_type = "application/merge-patch+json"),
     responses((status = 200, body = User, headers(("ETag" = String))), (status = 404, body = crate::error::Problem),
+              (status = 409, description = "Deactivates the signed-in caller, or an external reference is taken", body = crate::error::Problem),
               (status = 412, body = crate::error::Problem), (status = 422, body = crate::error::Problem)),
 )]
 #[patch("/api/v1/users/{id}")]
@@ -346,10 +347,12 @@ pub async fn update_user(
         body.external_refs.as_deref(),
     )?;
     let id = id.into_inner();
+    // `{"active": false}` is valid content; it conflicts only with who is signed in (the
+    // caller would lock themselves out with the credential in use): a 409, not a 422.
     if id == caller.id && body.active == Some(false) {
-        return Err(ApiError::invalid(
-            "active",
-            "you cannot deactivate yourself",
+        return Err(ApiError::Conflict(
+            "active: you cannot deactivate yourself (the user signed in); another admin may"
+                .to_owned(),
         ));
     }
     let password_hash = hash_new_password(&state, body.password).await?;

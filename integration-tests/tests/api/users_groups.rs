@@ -849,6 +849,52 @@ async fn deactivated_users_cannot_join_groups(app: TestApp) {
         .await;
 }
 
+async fn deactivating_oneself_is_409(app: TestApp) {
+    let (status, me) = get_json(&app, "/api/v1/me").await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    let admin_id = me["id"].as_str().unwrap().to_owned();
+    let before = app.write_marks().await;
+    let response = app
+        .admin(Method::PATCH, &format!("/api/v1/users/{admin_id}"))
+        .json(&json!({"active": false, "display_name": "Gone"}))
+        .send()
+        .await
+        .unwrap();
+    // The body is valid content; it conflicts with who is signed in, not with any rule on data.
+    let problem = expect_problem(response, StatusCode::CONFLICT).await;
+    assert!(
+        problem["detail"].as_str().unwrap().starts_with("active:"),
+        "{problem}"
+    );
+    app.assert_unchanged_since(&before, "an admin deactivating themselves")
+        .await;
+    let (status, me) = get_json(&app, "/api/v1/me").await;
+    assert_eq!(status, StatusCode::OK, "the admin still signs in: {me}");
+    assert_ne!(
+        me["display_name"], "Gone",
+        "nothing of the refused patch was applied"
+    );
+
+    // Another admin may deactivate them.
+    let other = create_user(
+        &app,
+        json!({"username": "second-admin", "display_name": "Second", "password": "second-admin-password",
+               "roles": ["admin"]}),
+    )
+    .await;
+    let token = app.token_for("second-admin", "second-admin-password").await;
+    let response = app
+        .request(Method::PATCH, &format!("/api/v1/users/{admin_id}"), &token)
+        .json(&json!({"active": false}))
+        .send()
+        .await
+        .unwrap();
+    let (status, user) = read(response).await;
+    assert_eq!(status, StatusCode::OK, "{user}");
+    assert_eq!(user["active"], false);
+    assert_ne!(other["id"], user["id"]);
+}
+
 async fn group_list_and_update(app: TestApp) {
     for name in ["Alpha", "Bravo", "Charlie"] {
         app.group(name).await;
@@ -1027,5 +1073,6 @@ on_both_backends!(
     external_refs,
     groups_and_members,
     deactivated_users_cannot_join_groups,
+    deactivating_oneself_is_409,
     group_list_and_update,
 );
