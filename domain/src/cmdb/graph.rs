@@ -64,7 +64,55 @@ impl Adjacency {
     }
 }
 
-/// Collects a graph: its items first, then its relationships.
+/// Collects a graph's items, one by one and in any order (storage reads them in id order),
+/// without holding them as rows: each goes straight into the graph's own columns.
+pub struct GraphItems {
+    graph: Graph,
+    /// Whether every item so far came after the one before in id order.
+    in_order: bool,
+}
+
+impl GraphItems {
+    pub fn push(&mut self, item: GraphItem) {
+        let graph = &mut self.graph;
+        let class = match graph.classes.iter().position(|(c, _)| *c == item.class) {
+            Some(at) => at,
+            None => {
+                graph.classes.push((item.class, false));
+                graph.classes.len() - 1
+            }
+        };
+        self.in_order &= graph.ids.last().is_none_or(|last| **last < *item.id);
+        graph.ids.push(item.id.into_boxed_str());
+        graph.names.push(item.name.into_boxed_str());
+        graph
+            .class_of
+            .push(u16::try_from(class).unwrap_or(u16::MAX));
+        graph.status.push(item.status);
+        graph.criticality.push(item.criticality);
+    }
+
+    /// Ends the items (numbered in id order, each id kept once); `relationships` is how many
+    /// will follow, `is_service` tells which classes are business services.
+    pub fn relationships(
+        mut self,
+        relationships: usize,
+        is_service: impl Fn(&str) -> bool,
+    ) -> GraphBuilder {
+        if !self.in_order {
+            self.graph.sort_by_id();
+        }
+        for (class, service) in &mut self.graph.classes {
+            *service = is_service(class);
+        }
+        GraphBuilder {
+            graph: self.graph,
+            edges: Vec::with_capacity(relationships),
+        }
+    }
+}
+
+/// Collects a graph's relationships, once its items are in.
 pub struct GraphBuilder {
     graph: Graph,
     /// `(source, type, target)` by item number.
@@ -112,40 +160,59 @@ pub struct Graph {
 }
 
 impl Graph {
-    /// Starts a graph of `items` (in any order); `is_service` tells which classes are business
-    /// services.
-    pub fn builder(mut items: Vec<GraphItem>, is_service: impl Fn(&str) -> bool) -> GraphBuilder {
-        items.sort_by(|a, b| a.id.cmp(&b.id));
-        items.dedup_by(|a, b| a.id == b.id);
-        let mut graph = Graph {
-            ids: Vec::with_capacity(items.len()),
-            names: Vec::with_capacity(items.len()),
-            class_of: Vec::with_capacity(items.len()),
-            status: Vec::with_capacity(items.len()),
-            criticality: Vec::with_capacity(items.len()),
-            ..Graph::default()
-        };
-        for item in items {
-            let class = match graph.classes.iter().position(|(c, _)| *c == item.class) {
-                Some(at) => at,
-                None => {
-                    let service = is_service(&item.class);
-                    graph.classes.push((item.class, service));
-                    graph.classes.len() - 1
+    /// Starts a graph of about `items` items, added with [`GraphItems::push`].
+    pub fn builder(items: usize) -> GraphItems {
+        GraphItems {
+            graph: Graph {
+                ids: Vec::with_capacity(items),
+                names: Vec::with_capacity(items),
+                class_of: Vec::with_capacity(items),
+                status: Vec::with_capacity(items),
+                criticality: Vec::with_capacity(items),
+                ..Graph::default()
+            },
+            in_order: true,
+        }
+    }
+
+    /// Puts the items in id order, in place, keeping the first of each id.
+    fn sort_by_id(&mut self) {
+        let mut order: Vec<usize> = (0..self.ids.len()).collect();
+        order.sort_by(|a, b| self.ids[*a].cmp(&self.ids[*b]));
+        // Cycle by cycle: position `at` takes the item at `order[at]`.
+        let mut placed = vec![false; order.len()];
+        for start in 0..order.len() {
+            let mut at = start;
+            while !placed[at] {
+                placed[at] = true;
+                let from = order[at];
+                if from == start {
+                    break;
                 }
-            };
-            graph.ids.push(item.id.into_boxed_str());
-            graph.names.push(item.name.into_boxed_str());
-            graph
-                .class_of
-                .push(u16::try_from(class).unwrap_or(u16::MAX));
-            graph.status.push(item.status);
-            graph.criticality.push(item.criticality);
+                self.swap_items(at, from);
+                at = from;
+            }
         }
-        GraphBuilder {
-            graph,
-            edges: Vec::new(),
+        let mut kept = 0;
+        for n in 0..self.ids.len() {
+            if kept == 0 || self.ids[n] != self.ids[kept - 1] {
+                self.swap_items(kept, n);
+                kept += 1;
+            }
         }
+        self.ids.truncate(kept);
+        self.names.truncate(kept);
+        self.class_of.truncate(kept);
+        self.status.truncate(kept);
+        self.criticality.truncate(kept);
+    }
+
+    fn swap_items(&mut self, a: usize, b: usize) {
+        self.ids.swap(a, b);
+        self.names.swap(a, b);
+        self.class_of.swap(a, b);
+        self.status.swap(a, b);
+        self.criticality.swap(a, b);
     }
 
     fn number(&self, id: &str) -> Option<u32> {
@@ -241,6 +308,14 @@ impl Graph {
 pub(crate) mod tests {
     use super::*;
 
+    fn builder_of(items: Vec<GraphItem>, is_service: impl Fn(&str) -> bool) -> GraphBuilder {
+        let mut graph = Graph::builder(items.len());
+        for item in items {
+            graph.push(item);
+        }
+        graph.relationships(0, is_service)
+    }
+
     /// A graph of `depends_on` pairs, named as `impact`'s tests name them (`svc*` are
     /// business services, `svc_crit*` critical); `start` is in it even when unrelated.
     pub(crate) fn graph_of(edges: &[(&str, &str)], start: &str) -> Graph {
@@ -261,7 +336,7 @@ pub(crate) mod tests {
                 criticality: id.starts_with("svc_crit").then_some(Criticality::Critical),
             })
             .collect();
-        let mut builder = Graph::builder(items, |class| class == "business_service");
+        let mut builder = builder_of(items, |class| class == "business_service");
         for (source, target) in edges {
             assert!(builder.relate(source, RelationshipType::DependsOn, target));
         }
@@ -280,7 +355,7 @@ pub(crate) mod tests {
 
     #[test]
     fn relationships_to_unknown_items_are_refused() {
-        let mut builder = Graph::builder(
+        let mut builder = builder_of(
             vec![GraphItem {
                 id: "a".into(),
                 name: "a".into(),
@@ -296,7 +371,8 @@ pub(crate) mod tests {
 
     #[test]
     fn walks_follow_only_the_types_asked_for() {
-        let items = ["app", "db", "vm"]
+        // Out of id order: each item keeps its own name, class and status when sorted.
+        let items = ["vm", "app", "db"]
             .iter()
             .map(|id| GraphItem {
                 id: (*id).into(),
@@ -306,7 +382,7 @@ pub(crate) mod tests {
                 criticality: Some(Criticality::Low),
             })
             .collect();
-        let mut builder = Graph::builder(items, |_| false);
+        let mut builder = builder_of(items, |_| false);
         builder.relate("app", RelationshipType::DependsOn, "db");
         builder.relate("app", RelationshipType::RunsOn, "vm");
         let graph = builder.finish();

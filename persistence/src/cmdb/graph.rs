@@ -25,8 +25,8 @@ use crate::journal::CMDB_GRAPH;
 use crate::schema::{ci_relationships, configuration_items, counters};
 use crate::{DbConnection, StoreError};
 
-/// Rows read per query while building.
-const PAGE: i64 = 20_000;
+/// Rows read per query while building: each page is held as strings until it is copied.
+const PAGE: i64 = 5_000;
 
 pub(crate) type Connect = Arc<dyn Fn() -> Result<DbConnection, StoreError> + Send + Sync>;
 
@@ -91,9 +91,22 @@ impl GraphCache {
             if copy.version > version {
                 return Ok(None);
             }
+            // Older than what is committed, so never used again (the counter only advances):
+            // let it go before its successor is built, not after.
+            self.forget(&copy);
         }
         self.start_build();
         Ok(None)
+    }
+
+    fn forget(&self, stale: &Arc<Snapshot>) {
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, stale)) {
+            *current = None;
+        }
     }
 
     /// Builds a copy now on `conn` and keeps it (tests, and start-up when wanted).
@@ -190,7 +203,9 @@ fn build(conn: &mut DbConnection) -> Result<Snapshot, StoreError> {
 fn read_graph(conn: &mut DbConnection) -> Result<Snapshot, StoreError> {
     let version = graph_version(conn)?;
     let classes: ClassSet = super::classes::all(conn)?;
-    let mut items = Vec::new();
+    // Counted first, so that the copy's columns are allocated once, at their size.
+    let count: i64 = configuration_items::table.count().get_result(conn)?;
+    let mut items = Graph::builder(usize::try_from(count).unwrap_or(0));
     let mut after = String::new();
     loop {
         let page: Vec<(String, String, String, String, Option<String>)> =
@@ -226,7 +241,10 @@ fn read_graph(conn: &mut DbConnection) -> Result<Snapshot, StoreError> {
             break;
         }
     }
-    let mut builder = Graph::builder(items, |class| classes.is_a(class, "business_service"));
+    let count: i64 = ci_relationships::table.count().get_result(conn)?;
+    let mut builder = items.relationships(usize::try_from(count).unwrap_or(0), |class| {
+        classes.is_a(class, "business_service")
+    });
     let mut after = String::new();
     loop {
         let page: Vec<(String, String, String, String)> = ci_relationships::table
