@@ -362,21 +362,6 @@ async fn deactivated_user_is_locked_out(app: TestApp) {
     assert_eq!(me_with(&app, &fresh).await.status(), StatusCode::OK);
 }
 
-async fn admin_cannot_deactivate_themselves(app: TestApp) {
-    let admin_id = app.id_of(&app.admin_token).await;
-    let before = app.write_marks().await;
-    let response = app
-        .admin(Method::PATCH, &format!("/api/v1/users/{admin_id}"))
-        .json(&json!({"active": false}))
-        .send()
-        .await
-        .unwrap();
-    let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(problem["errors"][0]["field"], "active");
-    app.assert_unchanged_since(&before, "self-deactivation")
-        .await;
-}
-
 async fn role_denied_is_403(app: TestApp) {
     let (_, agent) = app.user_with_roles("agnes", &["agent"]).await;
     let (requester, requester_token) = app.user_with_roles("reggie", &["requester"]).await;
@@ -690,7 +675,6 @@ on_both_backends!(
     wrong_password_and_unknown_user_look_the_same,
     token_request_validation,
     deactivated_user_is_locked_out,
-    admin_cannot_deactivate_themselves,
     role_denied_is_403,
     api_token_lifecycle,
     api_token_expiry,
