@@ -708,8 +708,9 @@ async fn nothing_is_lost_when_killed_mid_stream(backend: Backend) {
         panic!("{}", itsm_integration_tests::NOT_BUILT_FOR_POSTGRES);
     };
     let receiver = Receiver::start();
-    // Slow answers, so that the kill comes while deliveries are in flight.
-    receiver.delay(Duration::from_millis(20));
+    // Slow answers, so that the kill comes while deliveries are in flight: four at a time,
+    // 60 events take 4.5 s, longer than their creation on a loaded machine.
+    receiver.delay(Duration::from_millis(300));
     let settings = [
         ("ITSM_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8"),
         ("ITSM_WEBHOOK_POLL_MS", "20"),
@@ -745,6 +746,7 @@ async fn nothing_is_lost_when_killed_mid_stream(backend: Backend) {
     receiver.wait_until(WAIT, |got| got.len() >= 10).await;
     server.signal("KILL");
     server.wait(Duration::from_secs(10)).await;
+    receiver.delay(Duration::from_millis(20));
     let before_restart = ids_of(&receiver.received()).len();
     assert!(
         before_restart < created.len(),
