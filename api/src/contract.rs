@@ -643,23 +643,7 @@ impl Modify for DomainRules {
                     // MAX_LABEL_VALUE.
                     ("AlertRuleRequest", "labels") => {
                         if let RefOr::T(Schema::Object(map)) = property {
-                            map.max_properties = Some(alert::MAX_LABELS);
-                            map.property_names = Some(Box::new(Schema::Object(
-                                ObjectBuilder::new()
-                                    .schema_type(Type::String)
-                                    .min_length(Some(1))
-                                    .max_length(Some(alert::MAX_LABEL_NAME))
-                                    .pattern(Some(query_text_pattern()))
-                                    .build(),
-                            )));
-                            map.additional_properties = Some(Box::new(
-                                AdditionalProperties::RefOr(RefOr::T(Schema::Object(
-                                    ObjectBuilder::new()
-                                        .schema_type(Type::String)
-                                        .max_length(Some(alert::MAX_LABEL_VALUE))
-                                        .build(),
-                                ))),
-                            ));
+                            bound_string_map(map, query_text_pattern(), alert::MAX_LABEL_VALUE);
                         }
                     }
                     ("AlertmanagerAlert" | "GenericAlert" | "AlertmanagerPayload", _)
@@ -676,23 +660,7 @@ impl Modify for DomainRules {
                             if name == "AlertmanagerAlert" && field == "labels" {
                                 map.min_properties = Some(1);
                             }
-                            map.max_properties = Some(alert::MAX_LABELS);
-                            map.property_names = Some(Box::new(Schema::Object(
-                                ObjectBuilder::new()
-                                    .schema_type(Type::String)
-                                    .min_length(Some(1))
-                                    .max_length(Some(alert::MAX_LABEL_NAME))
-                                    .pattern(Some(NO_NUL_PATTERN))
-                                    .build(),
-                            )));
-                            map.additional_properties = Some(Box::new(
-                                AdditionalProperties::RefOr(RefOr::T(Schema::Object(
-                                    ObjectBuilder::new()
-                                        .schema_type(Type::String)
-                                        .max_length(Some(value_max))
-                                        .build(),
-                                ))),
-                            ));
+                            bound_string_map(map, NO_NUL_PATTERN, value_max);
                         }
                     }
                     ("ReconcileItem", "key") => {
@@ -942,6 +910,33 @@ fn cursor_pattern(path: &str) -> String {
 
 /// A text filter: not all white space (`QueryParams::text`) and without NUL (which no stored
 /// text holds).
+/// An object of named strings as `alert::validate_rule_labels` and `alert::string_map` bound
+/// it: at most MAX_LABELS names of 1 to MAX_LABEL_NAME characters matching `name_pattern`, each
+/// value at most `value_max` characters.
+fn bound_string_map(
+    map: &mut utoipa::openapi::schema::Object,
+    name_pattern: impl Into<String>,
+    value_max: usize,
+) {
+    map.max_properties = Some(alert::MAX_LABELS);
+    map.property_names = Some(Box::new(Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(alert::MAX_LABEL_NAME))
+            .pattern(Some(name_pattern))
+            .build(),
+    )));
+    map.additional_properties = Some(Box::new(AdditionalProperties::RefOr(RefOr::T(
+        Schema::Object(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(value_max))
+                .build(),
+        ),
+    ))));
+}
+
 fn query_text_pattern() -> String {
     let not_blank = NOT_BLANK_PATTERN.trim_end_matches(']');
     format!("^[^\\u0000]*{not_blank}\\u0000][^\\u0000]*$")
