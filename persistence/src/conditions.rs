@@ -104,19 +104,13 @@ where
                 out.push_sql(names[0]);
                 out.push_sql("'");
             }
-            Values::Fixed(names) => {
-                out.push_sql(" IN ('");
-                out.push_sql(&names.join("', '"));
-                out.push_sql("')");
-            }
+            Values::Fixed(names) => push_names(&mut out, names),
             Values::Names(names) => {
                 // Each set of names is a statement of its own: a client combining filter values
                 // could fill every connection's statement cache. One name is cached (the hot
                 // case, and bounded by the names there are); a set is prepared each time.
                 out.unsafe_to_cache_prepared();
-                out.push_sql(" IN ('");
-                out.push_sql(&names.join("', '"));
-                out.push_sql("')");
+                push_names(&mut out, names);
             }
             Values::Bound(values) => {
                 out.push_sql(" IN (");
@@ -195,6 +189,17 @@ where
         out.push_sql(")");
         Ok(())
     }
+}
+
+/// ` IN ('a', 'b')`, written piece by piece.
+fn push_names<DB: Backend>(out: &mut AstPass<'_, '_, DB>, names: &[&str]) {
+    out.push_sql(" IN (");
+    for (n, name) in names.iter().enumerate() {
+        out.push_sql(if n == 0 { "'" } else { ", '" });
+        out.push_sql(name);
+        out.push_sql("'");
+    }
+    out.push_sql(")");
 }
 
 #[cfg(test)]
