@@ -420,17 +420,7 @@ impl Modify for DomainRules {
         for (_, path, operation) in operations_mut(openapi) {
             for parameter in operation.parameters.iter_mut().flatten() {
                 if path == "/api/v1/sla-timers" && parameter.name == "ticket_type" {
-                    parameter.schema = Some(RefOr::T(Schema::Object(
-                        ObjectBuilder::new()
-                            .schema_type(Type::String)
-                            .enum_values(Some(
-                                TicketKind::ALL
-                                    .iter()
-                                    .filter(|kind| kind.has_slas())
-                                    .map(|kind| kind.as_str()),
-                            ))
-                            .build(),
-                    )));
+                    parameter.schema = Some(timed_ticket_types(None));
                 }
                 let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut() else {
                     continue;
@@ -691,19 +681,8 @@ impl Modify for DomainRules {
                         text_bounds(property, domain::sla::MAX_POLICY_NAME_CHARS)
                     }
                     ("AppliesTo", "ticket_type") => {
-                        *property = RefOr::T(Schema::Object(
-                            ObjectBuilder::new()
-                                .schema_type(Type::String)
-                                .description(Some(
-                                    "The tickets with service levels: incidents and problems.",
-                                ))
-                                .enum_values(Some(
-                                    TicketKind::ALL
-                                        .iter()
-                                        .filter(|kind| kind.has_slas())
-                                        .map(|kind| kind.as_str()),
-                                ))
-                                .build(),
+                        *property = timed_ticket_types(Some(
+                            "The tickets with service levels: incidents and problems.",
                         ));
                     }
                     ("PauseCondition", "state") => one_of_values(
@@ -878,6 +857,22 @@ fn items_pattern(schema: &mut RefOr<Schema>, pattern: String) {
 }
 
 /// A text field that takes one of `values` (the enum replaces its pattern), described.
+/// The ticket types that run SLA timers, as a string enum.
+fn timed_ticket_types(description: Option<&str>) -> RefOr<Schema> {
+    RefOr::T(Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(description)
+            .enum_values(Some(
+                TicketKind::ALL
+                    .iter()
+                    .filter(|kind| kind.has_slas())
+                    .map(|kind| kind.as_str()),
+            ))
+            .build(),
+    ))
+}
+
 fn one_of_values(
     schema: &mut RefOr<Schema>,
     description: &str,
