@@ -109,13 +109,13 @@ pub async fn announce_due_timers(state: &AppState) -> ApiResult<usize> {
         ctx.sla = Some(rules.clone());
         ctx
     };
-    let fire = |chunk: Vec<(String, i64)>| {
+    let fire = |chunk: Vec<persistence::sla_timers::DueTimer>| {
         let ctx = context();
         state
             .db
             .write(move |conn| persistence::sla_timers::fire_all(conn, &ctx, &chunk))
     };
-    let chunks: Vec<Vec<(String, i64)>> = due.chunks(SLA_CHUNK).map(<[_]>::to_vec).collect();
+    let chunks: Vec<Vec<_>> = due.chunks(SLA_CHUNK).map(<[_]>::to_vec).collect();
     let results = futures_util::future::join_all(chunks.iter().cloned().map(fire)).await;
     for (chunk, result) in chunks.into_iter().zip(results) {
         if let Err(e) = result {
@@ -127,7 +127,7 @@ pub async fn announce_due_timers(state: &AppState) -> ApiResult<usize> {
                 chunk.len()
             );
             for timer in chunk {
-                let id = timer.0.clone();
+                let id = timer.id().to_owned();
                 if let Err(e) = fire(vec![timer]).await {
                     log::warn!("SLA worker: timer {id} cannot be settled: {e}");
                 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::calendar::Calendar;
@@ -146,7 +146,7 @@ impl TimelineKind {
 }
 
 /// One line of a timer's timeline as stored and shown.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TimelineLine {
     pub at: DateTime<Utc>,
     pub kind: TimelineKind,

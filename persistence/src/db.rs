@@ -971,6 +971,116 @@ mod tests {
         .collect()
     }
 
+    fn timer_lines_of(conn: &mut SqliteConnection) -> Vec<String> {
+        #[derive(QueryableByName)]
+        struct Line {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            line: String,
+        }
+        diesel::sql_query(
+            "SELECT timer_id || ' ' || position || ' ' || at || ' ' || kind || ' ' || reason || ' '
+                 || coalesce(target_seconds, '-') || ' ' || coalesce(policy_id, '-') || ' '
+                 || calendar_version || ' ' || coalesce(audit_entry_id, '-') AS line
+             FROM sla_timer_lines ORDER BY timer_id, position",
+        )
+        .load::<Line>(conn)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.line)
+        .collect()
+    }
+
+    /// The migration that keeps a timer's timeline in its row carries the stored lines over,
+    /// in order and exact to the fraction of a second, and reverting it carries them back.
+    #[test]
+    fn sla_timelines_move_into_their_timers_and_back() {
+        use domain::sla_timers::{TimelineKind, TimelineLine};
+        configure_sqlite();
+        let path = std::env::temp_dir().join(format!("itsm-timelines-{}.db", uuid::Uuid::new_v4()));
+        let mut conn = SqliteConnection::establish(&path.to_string_lossy()).unwrap();
+        use diesel::migration::MigrationSource;
+        let before_timelines =
+            MigrationSource::<diesel::sqlite::Sqlite>::migrations(&SQLITE_MIGRATIONS)
+                .unwrap()
+                .iter()
+                .position(|m| m.name().to_string().ends_with("_sla_timelines"))
+                .unwrap();
+        for _ in 0..before_timelines {
+            conn.run_next_migration(SQLITE_MIGRATIONS).unwrap();
+        }
+        conn.batch_execute(
+            "INSERT INTO sla_timers (id, ticket_type, ticket_id, metric, policy_id, calendar_id,
+                 calendar_version, warning_percent, target_seconds, state, started_at, as_of,
+                 elapsed_seconds, paused_seconds, due_order, version, clock_running, line_count)
+             VALUES
+                 ('t1', 'incident', 'i1', 'resolution', 'p1', 'c1', 1, 75, 28800, 'paused',
+                  '2026-12-04 15:00:00', '2026-12-04 15:30:00.25', 1800, 0,
+                  '9999-12-31 00:00:00', 2, 0, 2),
+                 ('t2', 'incident', 'i2', 'response', 'p1', 'c1', 1, 75, 3600, 'running',
+                  '2026-12-04 16:00:00', '2026-12-04 16:00:00', 0, 0,
+                  '2026-12-04 17:00:00', 1, 1, 0);
+             INSERT INTO sla_timer_lines (timer_id, position, at, kind, reason, target_seconds,
+                 policy_id, calendar_version, audit_entry_id)
+             VALUES
+                 ('t1', 1, '2026-12-04 15:30:00.25', 'pause',
+                  'state on_hold (awaiting_caller)', NULL, NULL, 1, 'a2'),
+                 ('t1', 0, '2026-12-04 15:00:00', 'start', 'policy \"Gold\" applies',
+                  28800, 'p1', 1, 'a1');",
+        )
+        .unwrap();
+        let before = timer_lines_of(&mut conn);
+
+        conn.run_next_migration(SQLITE_MIGRATIONS).unwrap();
+        let timelines: Vec<(String, String)> = crate::schema::sla_timers::table
+            .select((
+                crate::schema::sla_timers::id,
+                crate::schema::sla_timers::timeline,
+            ))
+            .order(crate::schema::sla_timers::id)
+            .load(&mut conn)
+            .unwrap();
+        let at = |text: &str| chrono::DateTime::parse_from_rfc3339(text).unwrap().to_utc();
+        let line =
+            |at, kind, reason: &str, target_seconds, policy_id: Option<&str>, audit: &str| {
+                TimelineLine {
+                    at,
+                    kind,
+                    reason: reason.to_owned(),
+                    target_seconds,
+                    policy_id: policy_id.map(str::to_owned),
+                    calendar_version: 1,
+                    audit_entry_id: Some(audit.to_owned()),
+                }
+            };
+        assert_eq!(
+            crate::sla_timers::timeline_lines(&timelines[0].1).unwrap(),
+            vec![
+                line(
+                    at("2026-12-04T15:00:00Z"),
+                    TimelineKind::Start,
+                    "policy \"Gold\" applies",
+                    Some(28800),
+                    Some("p1"),
+                    "a1"
+                ),
+                line(
+                    at("2026-12-04T15:30:00.25Z"),
+                    TimelineKind::Pause,
+                    "state on_hold (awaiting_caller)",
+                    None,
+                    None,
+                    "a2"
+                ),
+            ]
+        );
+        assert_eq!(timelines[1], ("t2".to_owned(), String::new()));
+
+        conn.revert_last_migration(SQLITE_MIGRATIONS).unwrap();
+        assert_eq!(timer_lines_of(&mut conn), before);
+        drop(conn);
+        let _ = std::fs::remove_file(&path);
+    }
+
     /// The migration to the full-text index carries the words of existing incidents over,
     /// and reverting it carries them back.
     #[test]

@@ -10,8 +10,8 @@
 //! the connection. The writer opens it with the transaction, marks it before each unit, cuts a
 //! failed unit's records off, and flushes it before `COMMIT`.
 //!
-//! New SLA timers and their first lines wait here too (one multi-row insert per batch, not two
-//! statements per new ticket); a unit of work about to read timers writes those still waiting
+//! New SLA timers wait here too (one multi-row insert per batch, not a statement per new
+//! ticket); a unit of work about to read timers writes those still waiting
 //! first ([`write_timers`]), so that it sees every timer of the transaction.
 //!
 //! SQLite's full-text index (FTS5) writes a segment of the words added since the last one at
@@ -26,8 +26,8 @@ use diesel::prelude::*;
 use serde_json::Value;
 
 use crate::audit::AuditRow;
-use crate::schema::{audit_entries, outbox_events, sla_timer_lines, sla_timers, ticket_words};
-use crate::sla_timers::{LineRow as TimerLineRow, TimerRow};
+use crate::schema::{audit_entries, outbox_events, sla_timers, ticket_words};
+use crate::sla_timers::NewTimer;
 use crate::{counters, DbConnection, StoreError, WriteContext};
 
 pub(crate) const EVENT_SEQUENCE: &str = "event_sequence";
@@ -65,12 +65,9 @@ struct Journal {
     words: Vec<IndexedWords>,
     /// Units of work that changed the CMDB's graph.
     graph_changes: usize,
-    /// New SLA timers and their lines; the first `timers_written` and `lines_written` are in
-    /// the database already.
-    timers: Vec<TimerRow>,
-    timer_lines: Vec<TimerLineRow>,
+    /// New SLA timers; the first `timers_written` are in the database already.
+    timers: Vec<NewTimer>,
     timers_written: usize,
-    lines_written: usize,
 }
 
 /// Where the journal stood before a unit of work, to cut that unit's records off.
@@ -81,9 +78,7 @@ pub(crate) struct Mark {
     words: usize,
     graph_changes: usize,
     timers: usize,
-    timer_lines: usize,
     timers_written: usize,
-    lines_written: usize,
 }
 
 thread_local! {
@@ -107,9 +102,7 @@ pub(crate) fn mark() -> Mark {
         words: journal.words.len(),
         graph_changes: journal.graph_changes,
         timers: journal.timers.len(),
-        timer_lines: journal.timer_lines.len(),
         timers_written: journal.timers_written,
-        lines_written: journal.lines_written,
     })
     .unwrap_or_default()
 }
@@ -122,10 +115,8 @@ pub(crate) fn cut(mark: Mark) {
         journal.words.truncate(mark.words);
         journal.graph_changes = journal.graph_changes.min(mark.graph_changes);
         journal.timers.truncate(mark.timers);
-        journal.timer_lines.truncate(mark.timer_lines);
         // Timers written since the mark were rolled back with the unit: they wait again.
         journal.timers_written = journal.timers_written.min(mark.timers_written);
-        journal.lines_written = journal.lines_written.min(mark.lines_written);
     });
 }
 
@@ -206,15 +197,9 @@ pub(crate) fn index_words(rowid: i64, terms: String, replaces: bool) -> Result<(
     })
 }
 
-/// Queues new SLA timers and their lines.
-pub(crate) fn add_timers(
-    timers: Vec<TimerRow>,
-    lines: Vec<TimerLineRow>,
-) -> Result<(), StoreError> {
-    with_journal(|journal| {
-        journal.timers.extend(timers);
-        journal.timer_lines.extend(lines);
-    })
+/// Queues new SLA timers.
+pub(crate) fn add_timers(timers: Vec<NewTimer>) -> Result<(), StoreError> {
+    with_journal(|journal| journal.timers.extend(timers))
 }
 
 /// Writes the new SLA timers still waiting: called before a unit of work reads timers, and
@@ -231,12 +216,6 @@ pub(crate) fn write_timers(conn: &mut DbConnection) -> Result<(), StoreError> {
             journal.timers[journal.timers_written..]
         );
         journal.timers_written = journal.timers.len();
-        insert_rows!(
-            conn,
-            sla_timer_lines::table,
-            journal.timer_lines[journal.lines_written..]
-        );
-        journal.lines_written = journal.timer_lines.len();
         Ok(())
     })
 }

@@ -480,7 +480,7 @@ diesel::table! {
         due_order -> Timestamp,
         version -> BigInt,
         clock_running -> Bool,
-        line_count -> Integer,
+        timeline -> Text,
     }
 }
 
@@ -509,22 +509,6 @@ diesel::table! {
     }
 }
 
-diesel::table! {
-    sla_timer_lines (timer_id, position) {
-        timer_id -> Text,
-        position -> Integer,
-        at -> Timestamp,
-        kind -> Text,
-        reason -> Text,
-        target_seconds -> Nullable<BigInt>,
-        policy_id -> Nullable<Text>,
-        calendar_version -> BigInt,
-        audit_entry_id -> Nullable<Text>,
-    }
-}
-
-diesel::joinable!(sla_timer_lines -> sla_timers (timer_id));
-diesel::allow_tables_to_appear_in_same_query!(sla_timers, sla_timer_lines);
 diesel::allow_tables_to_appear_in_same_query!(incidents, sla_timers);
 diesel::allow_tables_to_appear_in_same_query!(problems, sla_timers);
 

@@ -2,8 +2,9 @@
 //!
 //! A timer row keeps its clock (how far it has run, whether it runs, what it has read: see
 //! [`ClockSnapshot`]) for lists, list filters and the worker, which looks at a timer only when
-//! its `next_alarm_at` falls due; the lines of its timeline are the record of why, read back
-//! only to show the timeline or to replay it under another calendar version. Every change to a
+//! its `next_alarm_at` falls due; its timeline, the record of why, is kept in the row as one
+//! JSON line per line, appended to and read back only to show the timeline or to replay it
+//! under another calendar version. Every change to a
 //! timer goes through [`settle`], which goes on from the stored clock, appends the lines,
 //! announces each warning and breach crossed (a line and an event, once), runs the policy's
 //! escalations, and stores the new clock under a version check, so that two nodes (or the
@@ -27,7 +28,7 @@ use domain::sla_timers::{
 use domain::ticket::{Ticket, TicketKind};
 use serde_json::json;
 
-use crate::schema::{calendars, sla_timer_lines, sla_timers};
+use crate::schema::{calendars, sla_timers};
 use crate::tickets::{self, stored, Change, TicketTable};
 use crate::{audit, fixed_update, journal, utc, DbConnection, Slice, StoreError, WriteContext};
 
@@ -40,6 +41,7 @@ fn end_of_time() -> NaiveDateTime {
         .unwrap_or(NaiveDateTime::MAX)
 }
 
+/// A timer as stored, but its timeline (read only where it is needed).
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = sla_timers)]
 // None binds NULL (see `insert_rows!`).
@@ -67,37 +69,38 @@ pub(crate) struct TimerRow {
     due_order: NaiveDateTime,
     version: i64,
     clock_running: bool,
-    line_count: i32,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = sla_timer_lines)]
-// None binds NULL (see `insert_rows!`).
-#[diesel(treat_none_as_default_value = false)]
-pub(crate) struct LineRow {
-    timer_id: String,
-    position: i32,
-    at: NaiveDateTime,
-    kind: String,
-    reason: String,
-    target_seconds: Option<i64>,
-    policy_id: Option<String>,
-    calendar_version: i64,
-    audit_entry_id: Option<String>,
+/// A new timer with the first lines of its timeline.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = sla_timers)]
+pub(crate) struct NewTimer {
+    #[diesel(embed)]
+    row: TimerRow,
+    timeline: String,
 }
 
-impl LineRow {
-    fn line(&self) -> Result<TimelineLine, StoreError> {
-        Ok(TimelineLine {
-            at: utc(self.at),
-            kind: stored("timeline kind", &self.kind)?,
-            reason: self.reason.clone(),
-            target_seconds: self.target_seconds,
-            policy_id: self.policy_id.clone(),
-            calendar_version: self.calendar_version,
-            audit_entry_id: self.audit_entry_id.clone(),
-        })
+/// Lines as stored in a timer's `timeline`: each line's JSON and a newline.
+fn timeline_text(lines: &[TimelineLine]) -> Result<String, StoreError> {
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(&serde_json::to_string(line).map_err(|e| corrupt_timeline(&e))?);
+        text.push('\n');
     }
+    Ok(text)
+}
+
+/// The lines of a stored `timeline`, in order.
+pub(crate) fn timeline_lines(text: &str) -> Result<Vec<TimelineLine>, StoreError> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).map_err(|e| corrupt_timeline(&e)))
+        .collect()
+}
+
+fn corrupt_timeline(error: &serde_json::Error) -> StoreError {
+    StoreError::Database(diesel::result::Error::DeserializationError(
+        format!("an SLA timeline line: {error}").into(),
+    ))
 }
 
 impl TimerRow {
@@ -203,22 +206,13 @@ fn timer_row(conn: &mut DbConnection, id: &str) -> Result<TimerRow, StoreError> 
         .get_result(conn)?)
 }
 
-/// The lines of these timers, in order.
-fn lines_of(
-    conn: &mut DbConnection,
-    ids: &[&str],
-) -> Result<HashMap<String, Vec<TimelineLine>>, StoreError> {
-    let rows: Vec<LineRow> = sla_timer_lines::table
-        .filter(sla_timer_lines::timer_id.eq_any(ids))
-        .order((sla_timer_lines::timer_id, sla_timer_lines::position))
-        .select(LineRow::as_select())
-        .load(conn)?;
-    let mut lines: HashMap<String, Vec<TimelineLine>> = HashMap::new();
-    for row in rows {
-        let line = row.line()?;
-        lines.entry(row.timer_id).or_default().push(line);
-    }
-    Ok(lines)
+/// Timer `id`'s timeline, in order.
+fn lines_of(conn: &mut DbConnection, id: &str) -> Result<Vec<TimelineLine>, StoreError> {
+    let text: String = sla_timers::table
+        .find(id)
+        .select(sla_timers::timeline)
+        .get_result(conn)?;
+    timeline_lines(&text)
 }
 
 /// The timers of a ticket; on PostgreSQL locked until the unit of work commits, so that the
@@ -394,7 +388,6 @@ fn bring_in_line<T: Ticket>(
                     due_order: end_of_time(),
                     version: 0,
                     clock_running: true,
-                    line_count: 0,
                 };
                 let clock = row.clock()?;
                 let settled = Settled::read(row, clock, lines, &calendar.calendar, now)?;
@@ -438,9 +431,8 @@ fn bring_in_line<T: Ticket>(
 struct Settled {
     row: TimerRow,
     reading: Reading,
-    /// The new lines, from position `first_position` of the timeline on.
+    /// The new lines, to append to the timeline.
     lines: Vec<TimelineLine>,
-    first_position: i32,
     announcements: Vec<(Threshold, DateTime<Utc>)>,
 }
 
@@ -504,33 +496,12 @@ impl Settled {
             _ => end_of_time(),
         };
         row.version += 1;
-        let first_position = row.line_count;
-        row.line_count += i32::try_from(lines.len()).unwrap_or(i32::MAX);
         Ok(Settled {
             row,
             reading,
             lines,
-            first_position,
             announcements,
         })
-    }
-
-    /// The rows of the new lines.
-    fn new_line_rows(&self) -> impl Iterator<Item = LineRow> + '_ {
-        self.lines
-            .iter()
-            .zip(self.first_position..)
-            .map(|(line, position)| LineRow {
-                timer_id: self.row.id.clone(),
-                position,
-                at: line.at.naive_utc(),
-                kind: line.kind.as_str().to_owned(),
-                reason: line.reason.clone(),
-                target_seconds: line.target_seconds,
-                policy_id: line.policy_id.clone(),
-                calendar_version: line.calendar_version,
-                audit_entry_id: line.audit_entry_id.clone(),
-            })
     }
 
     /// The events and escalations of what it crossed.
@@ -543,18 +514,22 @@ impl Settled {
     }
 }
 
-/// Stores new timers: their rows and lines wait in the journal with the batch's others.
+/// Stores new timers: their rows wait in the journal with the batch's others.
 fn insert_new(
     conn: &mut DbConnection,
     ctx: &WriteContext,
     started: Vec<Settled>,
 ) -> Result<(), StoreError> {
-    if started.is_empty() {
-        return Ok(());
-    }
-    let rows: Vec<TimerRow> = started.iter().map(|s| s.row.clone()).collect();
-    let lines: Vec<LineRow> = started.iter().flat_map(Settled::new_line_rows).collect();
-    journal::add_timers(rows, lines)?;
+    let timers = started
+        .iter()
+        .map(|settled| {
+            Ok(NewTimer {
+                row: settled.row.clone(),
+                timeline: timeline_text(&settled.lines)?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    journal::add_timers(timers)?;
     for settled in &started {
         settled.announce(conn, ctx)?;
     }
@@ -591,7 +566,7 @@ fn settle(
         sla_timers::due_order.eq(row.due_order),
         sla_timers::version.eq(row.version),
         sla_timers::clock_running.eq(row.clock_running),
-        sla_timers::line_count.eq(row.line_count),
+        sla_timers::timeline.eq(sla_timers::timeline.concat(timeline_text(&settled.lines)?)),
     );
     let this_version = sla_timers::id
         .eq(&row.id)
@@ -601,8 +576,6 @@ fn settle(
     if updated == 0 {
         return Ok(false);
     }
-    let lines: Vec<LineRow> = settled.new_line_rows().collect();
-    insert_rows!(conn, sla_timer_lines::table, lines);
     settled.announce(conn, ctx)?;
     Ok(true)
 }
@@ -681,53 +654,59 @@ fn hand_over<T: TicketTable>(
     tickets::save(conn, ctx, &before, &after, change).map(|_| ())
 }
 
-/// Timers whose warning or breach falls due by `now`, soonest first, with their versions.
+/// A timer whose warning or breach fell due, as [`due`] read it.
+#[derive(Debug, Clone)]
+pub struct DueTimer(TimerRow);
+
+impl DueTimer {
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+}
+
+/// Timers whose warning or breach falls due by `now`, soonest first, as they stand.
 pub fn due(
     conn: &mut DbConnection,
     now: NaiveDateTime,
     limit: i64,
-) -> Result<Vec<(String, i64)>, StoreError> {
+) -> Result<Vec<DueTimer>, StoreError> {
     Ok(sla_timers::table
         .filter(sla_timers::next_alarm_at.le(now))
         .order(sla_timers::next_alarm_at)
-        .select((sla_timers::id, sla_timers::version))
+        .select(TimerRow::as_select())
         .limit(limit)
-        .load(conn)?)
+        .load(conn)?
+        .into_iter()
+        .map(DueTimer)
+        .collect())
 }
 
-/// Announces what timer `id` crossed by `ctx.at`, if it is still at `version`; whether this
-/// call did it.
-pub fn fire(
-    conn: &mut DbConnection,
-    ctx: &WriteContext,
-    id: &str,
-    version: i64,
-) -> Result<bool, StoreError> {
-    let row = timer_row(conn, id)?;
-    if row.version != version {
-        return Ok(false);
-    }
-    let calendar = calendar_of(
-        conn,
-        ctx.sla.as_deref(),
-        &row.calendar_id,
-        row.calendar_version,
-    )?;
-    let clock = row.clock()?;
-    settle(conn, ctx, row, clock, Vec::new(), &calendar)
-}
-
-/// Announces what each timer of `due` (id and version, as [`due`] read them) crossed by
-/// `ctx.at`, in one unit of work: an alarm storm costs the write path one unit per chunk, not
-/// one per timer. The number of timers this call settled.
+/// Announces what each timer of `due` crossed by `ctx.at`, in one unit of work: an alarm storm
+/// costs the write path one unit per chunk and one statement per timer. A timer is settled
+/// from the reading [`due`] took, under its version: one that changed since is left to the
+/// next round. The number of timers this call settled.
 pub fn fire_all(
     conn: &mut DbConnection,
     ctx: &WriteContext,
-    due: &[(String, i64)],
+    due: &[DueTimer],
 ) -> Result<usize, StoreError> {
     let mut fired = 0;
-    for (id, version) in due {
-        fired += usize::from(fire(conn, ctx, id, *version)?);
+    for DueTimer(row) in due {
+        let calendar = calendar_of(
+            conn,
+            ctx.sla.as_deref(),
+            &row.calendar_id,
+            row.calendar_version,
+        )?;
+        let clock = row.clock()?;
+        fired += usize::from(settle(
+            conn,
+            ctx,
+            row.clone(),
+            clock,
+            Vec::new(),
+            &calendar,
+        )?);
     }
     Ok(fired)
 }
@@ -779,7 +758,7 @@ pub fn recalculate(
     let mut row = row;
     row.calendar_version = current;
     let calendar = calendar_of(conn, ctx.sla.as_deref(), &row.calendar_id, current)?;
-    let lines = lines_of(conn, &[id])?.remove(id).unwrap_or_default();
+    let lines = lines_of(conn, id)?;
     let clock = timers::replay(&calendar, row.warning_percent(), &lines, utc(ctx.at))
         .ok_or_else(|| corrupt(id))?;
     if !settle(conn, ctx, row, clock, vec![line], &calendar)? {
@@ -865,14 +844,7 @@ pub fn get(
 
 /// A timer's timeline, in order.
 pub fn timeline(conn: &mut DbConnection, id: &str) -> Result<Vec<TimelineLine>, StoreError> {
-    let exists: i64 = sla_timers::table
-        .filter(sla_timers::id.eq(id))
-        .count()
-        .get_result(conn)?;
-    if exists == 0 {
-        return Err(StoreError::NotFound);
-    }
-    Ok(lines_of(conn, &[id])?.remove(id).unwrap_or_default())
+    lines_of(conn, id)
 }
 
 /// What the timer list is narrowed to.
