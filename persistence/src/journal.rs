@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use crate::audit::AuditRow;
 use crate::schema::{audit_entries, outbox_events, sla_timers, ticket_words};
-use crate::sla_timers::NewTimer;
+use crate::sla_timers::TimerRow;
 use crate::{counters, DbConnection, StoreError, WriteContext};
 
 pub(crate) const EVENT_SEQUENCE: &str = "event_sequence";
@@ -66,7 +66,7 @@ struct Journal {
     /// Units of work that changed the CMDB's graph.
     graph_changes: usize,
     /// New SLA timers; the first `timers_written` are in the database already.
-    timers: Vec<NewTimer>,
+    timers: Vec<TimerRow>,
     timers_written: usize,
 }
 
@@ -198,7 +198,7 @@ pub(crate) fn index_words(rowid: i64, terms: String, replaces: bool) -> Result<(
 }
 
 /// Queues new SLA timers.
-pub(crate) fn add_timers(timers: Vec<NewTimer>) -> Result<(), StoreError> {
+pub(crate) fn add_timers(timers: Vec<TimerRow>) -> Result<(), StoreError> {
     with_journal(|journal| journal.timers.extend(timers))
 }
 

@@ -41,7 +41,6 @@ fn end_of_time() -> NaiveDateTime {
         .unwrap_or(NaiveDateTime::MAX)
 }
 
-/// A timer as stored, but its timeline (read only where it is needed).
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = sla_timers)]
 // None binds NULL (see `insert_rows!`).
@@ -69,14 +68,8 @@ pub(crate) struct TimerRow {
     due_order: NaiveDateTime,
     version: i64,
     clock_running: bool,
-}
-
-/// A new timer with the first lines of its timeline.
-#[derive(Debug, Insertable)]
-#[diesel(table_name = sla_timers)]
-pub(crate) struct NewTimer {
-    #[diesel(embed)]
-    row: TimerRow,
+    /// The lines as stored (see [`timeline_text`]); a settled timer's new lines are appended
+    /// by its UPDATE, not here.
     timeline: String,
 }
 
@@ -204,15 +197,6 @@ fn timer_row(conn: &mut DbConnection, id: &str) -> Result<TimerRow, StoreError> 
         .find(id)
         .select(TimerRow::as_select())
         .get_result(conn)?)
-}
-
-/// Timer `id`'s timeline, in order.
-fn lines_of(conn: &mut DbConnection, id: &str) -> Result<Vec<TimelineLine>, StoreError> {
-    let text: String = sla_timers::table
-        .find(id)
-        .select(sla_timers::timeline)
-        .get_result(conn)?;
-    timeline_lines(&text)
 }
 
 /// The timers of a ticket; on PostgreSQL locked until the unit of work commits, so that the
@@ -388,6 +372,7 @@ fn bring_in_line<T: Ticket>(
                     due_order: end_of_time(),
                     version: 0,
                     clock_running: true,
+                    timeline: String::new(),
                 };
                 let clock = row.clock()?;
                 let settled = Settled::read(row, clock, lines, &calendar.calendar, now)?;
@@ -523,10 +508,9 @@ fn insert_new(
     let timers = started
         .iter()
         .map(|settled| {
-            Ok(NewTimer {
-                row: settled.row.clone(),
-                timeline: timeline_text(&settled.lines)?,
-            })
+            let mut row = settled.row.clone();
+            row.timeline = timeline_text(&settled.lines)?;
+            Ok(row)
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
     journal::add_timers(timers)?;
@@ -758,7 +742,7 @@ pub fn recalculate(
     let mut row = row;
     row.calendar_version = current;
     let calendar = calendar_of(conn, ctx.sla.as_deref(), &row.calendar_id, current)?;
-    let lines = lines_of(conn, id)?;
+    let lines = timeline_lines(&row.timeline)?;
     let clock = timers::replay(&calendar, row.warning_percent(), &lines, utc(ctx.at))
         .ok_or_else(|| corrupt(id))?;
     if !settle(conn, ctx, row, clock, vec![line], &calendar)? {
@@ -844,7 +828,7 @@ pub fn get(
 
 /// A timer's timeline, in order.
 pub fn timeline(conn: &mut DbConnection, id: &str) -> Result<Vec<TimelineLine>, StoreError> {
-    lines_of(conn, id)
+    timeline_lines(&timer_row(conn, id)?.timeline)
 }
 
 /// What the timer list is narrowed to.
