@@ -10,7 +10,7 @@
 //! escalations, and stores the new clock under a version check, so that two nodes (or the
 //! worker and a ticket save) never announce the same breach twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -533,6 +533,15 @@ fn settle(
 ) -> Result<bool, StoreError> {
     let previous = row.version;
     let settled = Settled::read(row, clock, new, calendar, utc(ctx.at))?;
+    if !store(conn, previous, &settled)? {
+        return Ok(false);
+    }
+    settled.announce(conn, ctx)?;
+    Ok(true)
+}
+
+/// Writes a settled timer if it is still at version `previous`: whether it was.
+fn store(conn: &mut DbConnection, previous: i64, settled: &Settled) -> Result<bool, StoreError> {
     let row = &settled.row;
     let changes = (
         sla_timers::policy_id.eq(&row.policy_id),
@@ -557,11 +566,70 @@ fn settle(
         .and(sla_timers::version.eq(previous));
     let updated = with_backend!(conn, c => fixed_update(sla_timers::table, changes, this_version)
         .execute(c))?;
-    if updated == 0 {
-        return Ok(false);
+    Ok(updated > 0)
+}
+
+/// [`store`] for many timers in one statement (PostgreSQL, where a statement per timer made
+/// the worker's round trips its limit): the ids of those still at their `previous` version,
+/// which were written.
+fn store_all(
+    conn: &mut diesel::PgConnection,
+    settled: &[(i64, Settled)],
+) -> Result<HashSet<String>, StoreError> {
+    use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamp};
+    #[derive(QueryableByName)]
+    struct Stored {
+        #[diesel(sql_type = Text)]
+        id: String,
     }
-    settled.announce(conn, ctx)?;
-    Ok(true)
+    let rows = || settled.iter().map(|(_, s)| &s.row);
+    let lines = settled
+        .iter()
+        .map(|(_, s)| timeline_text(&s.lines))
+        .collect::<Result<Vec<_>, _>>()?;
+    let stored: Vec<Stored> = diesel::sql_query(
+        "UPDATE sla_timers AS t SET policy_id = u.policy_id, \
+             calendar_version = u.calendar_version, target_seconds = u.target_seconds, \
+             state = u.state, as_of = u.as_of, elapsed_seconds = u.elapsed_seconds, \
+             paused_seconds = u.paused_seconds, due_at = u.due_at, warned_at = u.warned_at, \
+             breached_at = u.breached_at, stopped_at = u.stopped_at, \
+             next_alarm_at = u.next_alarm_at, due_order = u.due_order, version = u.version, \
+             clock_running = u.clock_running, timeline = t.timeline || u.lines \
+         FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], \
+             $6::text[], $7::timestamp[], $8::bigint[], $9::bigint[], $10::timestamp[], \
+             $11::timestamp[], $12::timestamp[], $13::timestamp[], $14::timestamp[], \
+             $15::timestamp[], $16::bigint[], $17::boolean[], $18::text[]) \
+             AS u(id, previous, policy_id, calendar_version, target_seconds, state, as_of, \
+                  elapsed_seconds, paused_seconds, due_at, warned_at, breached_at, stopped_at, \
+                  next_alarm_at, due_order, version, clock_running, lines) \
+         WHERE t.id = u.id AND t.version = u.previous \
+         RETURNING t.id",
+    )
+    .bind::<Array<Text>, _>(rows().map(|r| r.id.as_str()).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(
+        settled
+            .iter()
+            .map(|(previous, _)| *previous)
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Text>, _>(rows().map(|r| r.policy_id.as_str()).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(rows().map(|r| r.calendar_version).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(rows().map(|r| r.target_seconds).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(rows().map(|r| r.state.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Timestamp>, _>(rows().map(|r| r.as_of).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(rows().map(|r| r.elapsed_seconds).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(rows().map(|r| r.paused_seconds).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Timestamp>>, _>(rows().map(|r| r.due_at).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Timestamp>>, _>(rows().map(|r| r.warned_at).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Timestamp>>, _>(rows().map(|r| r.breached_at).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Timestamp>>, _>(rows().map(|r| r.stopped_at).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Timestamp>>, _>(rows().map(|r| r.next_alarm_at).collect::<Vec<_>>())
+    .bind::<Array<Timestamp>, _>(rows().map(|r| r.due_order).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(rows().map(|r| r.version).collect::<Vec<_>>())
+    .bind::<Array<Bool>, _>(rows().map(|r| r.clock_running).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(lines)
+    .load(conn)?;
+    Ok(stored.into_iter().map(|s| s.id).collect())
 }
 
 /// The `sla.warning` and `sla.breached` events of what a timer crossed, and the escalations its
@@ -666,7 +734,7 @@ pub fn due(
 }
 
 /// Announces what each timer of `due` crossed by `ctx.at`, in one unit of work: an alarm storm
-/// costs the write path one unit per chunk and one statement per timer. A timer is settled
+/// costs the write path one unit per chunk, and on PostgreSQL one statement. A timer is settled
 /// from the reading [`due`] took, under its version: one that changed since is left to the
 /// next round. The number of timers this call settled.
 pub fn fire_all(
@@ -674,7 +742,7 @@ pub fn fire_all(
     ctx: &WriteContext,
     due: &[DueTimer],
 ) -> Result<usize, StoreError> {
-    let mut fired = 0;
+    let mut settled = Vec::with_capacity(due.len());
     for DueTimer(row) in due {
         let calendar = calendar_of(
             conn,
@@ -683,14 +751,28 @@ pub fn fire_all(
             row.calendar_version,
         )?;
         let clock = row.clock()?;
-        fired += usize::from(settle(
-            conn,
-            ctx,
-            row.clone(),
-            clock,
-            Vec::new(),
-            &calendar,
-        )?);
+        let previous = row.version;
+        settled.push((
+            previous,
+            Settled::read(row.clone(), clock, Vec::new(), &calendar, utc(ctx.at))?,
+        ));
+    }
+    let stored = match conn {
+        DbConnection::Postgresql(c) => store_all(c, &settled)?,
+        DbConnection::Sqlite(_) => {
+            let mut stored = HashSet::new();
+            for (previous, timer) in &settled {
+                if store(conn, *previous, timer)? {
+                    stored.insert(timer.row.id.clone());
+                }
+            }
+            stored
+        }
+    };
+    let mut fired = 0;
+    for (_, timer) in settled.iter().filter(|(_, t)| stored.contains(&t.row.id)) {
+        timer.announce(conn, ctx)?;
+        fired += 1;
     }
     Ok(fired)
 }
