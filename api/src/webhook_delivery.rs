@@ -23,9 +23,6 @@ pub const SECRET_PREFIX: &str = "whsec_";
 pub const EXCERPT_BYTES: usize = 256;
 /// Events read per subscription per fan-out step.
 const FAN_OUT_BATCH: i64 = 500;
-/// Deliveries a worker fans out between two refreshes of their statistics
-/// ([`webhooks::refresh_statistics`]).
-const ANALYZE_AFTER: usize = 5_000;
 
 /// A new secret: `whsec_` and the base64 of 32 random bytes.
 pub fn generate_secret() -> String {
@@ -240,7 +237,6 @@ pub fn spawn(db: Database, settings: WebhookSettings) -> Result<(), String> {
             settings,
             node: persistence::new_id(),
             claims: 0,
-            fanned_out: 0,
         }
         .run()
         .await;
@@ -255,8 +251,6 @@ struct Worker {
     /// This process's name in leases.
     node: String,
     claims: u64,
-    /// Deliveries fanned out since the statistics were last refreshed.
-    fanned_out: usize,
 }
 
 type InFlight = tokio::task::JoinSet<AttemptResult>;
@@ -302,13 +296,6 @@ impl Worker {
                         log::warn!("webhook {id} turned off after a run of failed deliveries");
                     }
                     busy = done.fanned_out > 0 || !done.claimed.is_empty();
-                    self.fanned_out += done.fanned_out;
-                    if self.fanned_out >= ANALYZE_AFTER {
-                        self.fanned_out = 0;
-                        if let Err(e) = self.db.write(webhooks::refresh_statistics).await {
-                            log::warn!("cannot refresh the webhook deliveries' statistics: {e}");
-                        }
-                    }
                     let owner = self.owner();
                     for delivery in done.claimed {
                         in_flight.spawn(attempt(

@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::audit::{self, Mutation};
 use crate::schema::{alert_rules, alerts};
 use crate::tickets::stored;
-use crate::{fixed_update, journal, utc, DbConnection, Slice, StoreError, WriteContext};
+use crate::{fixed_update, journal, utc, DbConnection, Growth, Slice, StoreError, WriteContext};
 
 pub const ENTITY: &str = "alert";
 pub const RULE_ENTITY: &str = "alert_rule";
@@ -259,6 +259,9 @@ pub fn count_repeat(
     Ok(())
 }
 
+/// New alert keys: lookups by key and id need their statistics (see [`Growth`]).
+static ALERTS: Growth = Growth::new("alerts", 5_000);
+
 /// Stores a key seen for the first time (firing, or already resolved), with its audit entry
 /// and event (`alert.received` when firing, `alert.resolved` when not).
 pub fn insert(
@@ -294,6 +297,7 @@ pub fn insert(
             alerts::version.eq(1),
         ))
         .execute(conn)?;
+    ALERTS.added(conn, 1)?;
     let stored = get(conn, &id)?;
     let event = if resolved {
         "alert.resolved"

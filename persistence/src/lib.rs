@@ -147,6 +147,43 @@ impl Clock {
 }
 
 /// A new opaque, time-ordered identifier (UUID v7 as text).
+/// The rows a table gained on this node, for tables that fill in bursts from empty. On
+/// PostgreSQL the table is analysed after every `every` rows: statements are prepared once per
+/// connection under a generic plan, and one planned while the table was nearly empty keeps a
+/// sort or a sequential scan (48 ms a webhook claim among 13,000 due deliveries; alert lookups
+/// by key or id) until something analyses it (autovacuum, if it runs, within its naptime).
+/// Analysing invalidates those plans on every connection.
+pub(crate) struct Growth {
+    table: &'static str,
+    every: usize,
+    rows: std::sync::atomic::AtomicUsize,
+}
+
+impl Growth {
+    pub(crate) const fn new(table: &'static str, every: usize) -> Self {
+        Self {
+            table,
+            every,
+            rows: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Counts `rows` added by the open unit of work, and analyses the table (PostgreSQL) when
+    /// they cross a multiple of `every`.
+    pub(crate) fn added(&self, conn: &mut DbConnection, rows: usize) -> Result<(), StoreError> {
+        let before = self
+            .rows
+            .fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
+        if (before + rows) / self.every == before / self.every {
+            return Ok(());
+        }
+        if let DbConnection::Postgresql(c) = conn {
+            diesel::RunQueryDsl::execute(diesel::sql_query(format!("ANALYZE {}", self.table)), c)?;
+        }
+        Ok(())
+    }
+}
+
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }

@@ -26,7 +26,9 @@ use serde_json::json;
 use crate::audit::{self, Mutation};
 use crate::conditions::InList;
 use crate::schema::{webhook_deliveries, webhook_subscriptions};
-use crate::{check_version, fixed_update, outbox, DbConnection, Slice, StoreError, WriteContext};
+use crate::{
+    check_version, fixed_update, outbox, DbConnection, Growth, Slice, StoreError, WriteContext,
+};
 
 pub const ENTITY: &str = "webhook";
 
@@ -490,8 +492,12 @@ pub fn fan_out(
         })
         .collect();
     insert_rows!(conn, webhook_deliveries::table, rows);
+    DELIVERIES.added(conn, rows.len())?;
     Ok(read)
 }
+
+/// The deliveries fan-out adds: the claim's plan needs their statistics (see [`Growth`]).
+static DELIVERIES: Growth = Growth::new("webhook_deliveries", 5_000);
 
 /// A delivery leased to this node for one attempt.
 #[derive(Debug, Clone)]
@@ -710,18 +716,6 @@ impl QueryFragment<diesel::pg::Pg> for ClaimDue<'_> {
 }
 
 impl<C> RunQueryDsl<C> for ClaimDue<'_> {}
-
-/// Refreshes PostgreSQL's statistics of the deliveries after the worker added many. The claim
-/// and due queries are prepared once per connection under a generic plan; one planned while the
-/// table was nearly empty sorted every due delivery on each claim (48 ms a claim with 13,000
-/// due) instead of walking the due index, until something analysed the table (autovacuum, if
-/// it runs, within its naptime). Analysing invalidates those plans. Nothing to do on SQLite.
-pub fn refresh_statistics(conn: &mut DbConnection) -> Result<(), StoreError> {
-    if let DbConnection::Postgresql(c) = conn {
-        diesel::sql_query("ANALYZE webhook_deliveries").execute(c)?;
-    }
-    Ok(())
-}
 
 /// Frees every lease: on SQLite, where one process owns the database, a lease left by a
 /// process that was killed is stale at start-up.
