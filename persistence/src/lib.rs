@@ -146,7 +146,6 @@ impl Clock {
     }
 }
 
-/// A new opaque, time-ordered identifier (UUID v7 as text).
 /// The rows a table gained on this node, for tables that fill in bursts from empty. On
 /// PostgreSQL the table is analysed after every `every` rows: statements are prepared once per
 /// connection under a generic plan, and one planned while the table was nearly empty keeps a
@@ -184,6 +183,7 @@ impl Growth {
     }
 }
 
+/// A new opaque, time-ordered identifier (UUID v7 as text).
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }

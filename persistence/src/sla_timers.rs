@@ -4,8 +4,8 @@
 //! [`ClockSnapshot`]) for lists, list filters and the worker, which looks at a timer only when
 //! its `next_alarm_at` falls due; its timeline, the record of why, is kept in the row as one
 //! JSON line per line, appended to and read back only to show the timeline or to replay it
-//! under another calendar version. Every change to a
-//! timer goes through [`settle`], which goes on from the stored clock, appends the lines,
+//! under another calendar version. Every change to a timer goes through [`settle`] (or, for
+//! the worker's chunks, [`fire_all`]), which goes on from the stored clock, appends the lines,
 //! announces each warning and breach crossed (a line and an event, once), runs the policy's
 //! escalations, and stores the new clock under a version check, so that two nodes (or the
 //! worker and a ticket save) never announce the same breach twice.

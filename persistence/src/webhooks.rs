@@ -649,8 +649,9 @@ pub fn claim(
 /// walks them, locked (skipping those another transaction holds), leased, and returned with
 /// what signs them. The leased rows are found by key from an array of the due ids: joined to
 /// the CTE instead, the generic plan hashed the whole table on every claim (33 ms a claim
-/// with 20,000 deliveries, most of a turn). A hand-written statement, kept prepared: diesel prepares neither a raw
-/// query nor an UPDATE it builds, so the claim was parsed and planned on every turn.
+/// with 20,000 deliveries, most of a turn). A hand-written statement, kept prepared: diesel
+/// prepares neither a raw query nor an UPDATE it builds, so the claim was parsed and planned
+/// on every turn.
 struct ClaimDue<'a> {
     owner: &'a str,
     lease_until: NaiveDateTime,
