@@ -738,12 +738,13 @@ impl Database {
     }
 
     /// Refreshes the statistics the planner chooses indexes by (SQLite: `PRAGMA optimize`,
-    /// which analyses only tables that changed enough; PostgreSQL: `ANALYZE`).
+    /// which analyses only tables that changed enough; PostgreSQL: `ANALYZE` of the service's
+    /// tables).
     pub async fn optimize(&self) -> Result<(), StoreError> {
         self.write(|conn| match conn {
             DbConnection::Sqlite(c) => refresh_sqlite_statistics(c, "PRAGMA optimize"),
             // Autovacuum analyses in the end; after a bulk load the planner should not wait.
-            DbConnection::Postgresql(c) => Ok(c.batch_execute("ANALYZE")?),
+            DbConnection::Postgresql(c) => analyze_own_tables(c),
         })
         .await
     }
@@ -851,6 +852,29 @@ fn run_migrations(conn: &mut DbConnection) -> Result<usize, StoreError> {
         refresh_sqlite_statistics(c, "PRAGMA optimize = 0x10002")?;
     }
     Ok(applied)
+}
+
+/// `ANALYZE` of the tables in the service's schema. A bare `ANALYZE` takes every table of the
+/// database, other schemas' and other applications' too, and inside the write transaction
+/// holds each one's lock until the commit: beside another schema's migration (an `ALTER
+/// TABLE` waiting for one of them while holding another) that was a deadlock.
+fn analyze_own_tables(conn: &mut diesel::PgConnection) -> Result<(), StoreError> {
+    #[derive(QueryableByName)]
+    struct Table {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+    }
+    let tables: Vec<Table> = diesel::sql_query(
+        "SELECT quote_ident(tablename) AS name FROM pg_tables \
+         WHERE schemaname = current_schema() ORDER BY tablename",
+    )
+    .load(conn)?;
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    conn.batch_execute(&format!("ANALYZE {}", names.join(", ")))?;
+    Ok(())
 }
 
 /// Statistics for the SQLite planner: without them it may sort a large filtered set instead of
