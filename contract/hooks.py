@@ -247,12 +247,29 @@ def external_refs(body, case):
     body["external_refs"] = kept
 
 
+def assignment(body):
+    # Creating a ticket (POST /api/v1/incidents, problems, changes and the upserts by reference):
+    # an `assignee` needs an `assignment_group` (a change's template may fix it). Without a
+    # group the assignee is left out.
+    if (
+        body.get("assignee") is not None
+        and body.get("assignment_group") is None
+        and body.get("template") is None
+    ):
+        body["assignee"] = None
+
+
+def new_ticket(body, case):
+    external_refs(body, case)
+    assignment(body)
+
+
 def change(body, case):
     # POST /api/v1/changes: a `template` makes a standard change and a standard change has one;
     # `title` is required unless a template fixes it; `risk` and `risk_override_reason` come
     # together; `planned_start` and `planned_end` come together, the end after the start and at
     # most 31 days later.
-    external_refs(body, case)
+    new_ticket(body, case)
     if body.get("template") is not None:
         body["type"] = "standard"
     elif body.get("type") == "standard":
@@ -426,6 +443,10 @@ RULES = {
     ("POST", "/api/v1/changes/{id}/transitions"): change_transition,
     ("POST", "/api/v1/incidents/{id}/transitions"): ticket_transition,
     ("POST", "/api/v1/problems/{id}/transitions"): ticket_transition,
+    ("POST", "/api/v1/incidents"): new_ticket,
+    ("PUT", "/api/v1/incidents/by-external/{system}/{external_id}"): new_ticket,
+    ("POST", "/api/v1/problems"): new_ticket,
+    ("PUT", "/api/v1/problems/by-external/{system}/{external_id}"): new_ticket,
     ("POST", "/api/v1/sla-policies"): sla_policy,
     ("PUT", "/api/v1/sla-policies/{id}"): sla_policy,
     ("POST", "/api/v1/ci-classes"): ci_class,
@@ -433,12 +454,8 @@ RULES = {
 }
 # The other bodies with `external_refs`.
 for _method, _path in [
-    ("POST", "/api/v1/incidents"),
     ("PATCH", "/api/v1/incidents/{id}"),
-    ("PUT", "/api/v1/incidents/by-external/{system}/{external_id}"),
-    ("POST", "/api/v1/problems"),
     ("PATCH", "/api/v1/problems/{id}"),
-    ("PUT", "/api/v1/problems/by-external/{system}/{external_id}"),
     ("POST", "/api/v1/users"),
     ("PATCH", "/api/v1/users/{id}"),
     ("PUT", "/api/v1/users/by-external/{system}/{external_id}"),

@@ -301,9 +301,29 @@ pub fn required_text(value: Option<&str>, field: &str, why: &str) -> Result<Stri
     }
 }
 
+/// A ticket is worked by a person within a group: an assignee comes with the group they work it
+/// in. Whether they belong to it is stored, and checked where the groups are.
+pub fn assignee_has_group(group: Option<&str>, assignee: Option<&str>) -> Result<(), DomainError> {
+    if assignee.is_some() && group.is_none() {
+        return Err(DomainError::invalid("assignee", "needs an assignment_group"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_assignee_comes_with_a_group() {
+        assert!(assignee_has_group(None, None).is_ok());
+        assert!(assignee_has_group(Some("g"), None).is_ok());
+        assert!(assignee_has_group(Some("g"), Some("u")).is_ok());
+        assert_eq!(
+            assignee_has_group(None, Some("u")),
+            Err(DomainError::invalid("assignee", "needs an assignment_group"))
+        );
+    }
 
     #[test]
     fn numbers_give_their_sequence_back() {

@@ -12,7 +12,7 @@ use domain::change::{
     RiskAnswers, RiskLevel,
 };
 use domain::notes::{Note, Visibility};
-use domain::ticket::{trimmed, Lifecycle};
+use domain::ticket::{self, trimmed, Lifecycle};
 use domain::{ExternalRef, Role};
 use persistence::changes::{self, ChangeFilter};
 use persistence::tickets::TicketTable;
@@ -121,6 +121,8 @@ pub struct CreateChange {
     /// Id of the business service affected.
     pub service: Option<String>,
     pub assignment_group: Option<String>,
+    /// Needs `assignment_group` (given, or fixed by the template) and must be an active member
+    /// of it.
     pub assignee: Option<String>,
     /// Staff may request on someone's behalf (user id); defaults to the caller.
     pub requested_by: Option<String>,
@@ -135,6 +137,10 @@ pub struct CreateChange {
 impl CreateChange {
     fn into_draft(self) -> ApiResult<ChangeDraft> {
         ExternalRef::validate_list(&self.external_refs, "external_refs")?;
+        // A template may fix the group; without one the request alone must give it.
+        if self.template.is_none() {
+            ticket::assignee_has_group(self.assignment_group.as_deref(), self.assignee.as_deref())?;
+        }
         Ok(ChangeDraft {
             change_type: self.change_type.unwrap_or(ChangeType::Normal),
             template: self.template,

@@ -13,7 +13,7 @@ use domain::incident::{
 };
 use domain::notes::{Note, Visibility};
 use domain::priority::{Impact, Priority, Urgency};
-use domain::ticket::{trimmed, Lifecycle};
+use domain::ticket::{self, trimmed, Lifecycle};
 use domain::{ExternalRef, FieldError, Role};
 use persistence::incidents::{self, IncidentFilter};
 use persistence::DbConnection;
@@ -108,7 +108,7 @@ pub struct CreateIncident {
     pub urgency: Option<Urgency>,
     /// When absent, the first matching assignment rule chooses the group.
     pub assignment_group: Option<String>,
-    /// Must be an active member of the assignment group; assigning starts the work.
+    /// Needs `assignment_group` and must be an active member of it; assigning starts the work.
     pub assignee: Option<String>,
     pub parent_id: Option<String>,
     #[serde(default)]
@@ -224,6 +224,7 @@ impl CreateIncident {
             }
         }
         ExternalRef::validate_list(&self.external_refs, "external_refs")?;
+        ticket::assignee_has_group(self.assignment_group.as_deref(), self.assignee.as_deref())?;
         let caller_id = match (self.caller, caller.kind) {
             (Some(id), _) => id,
             (None, CallerKind::User) => caller.id.clone(),

@@ -11,7 +11,7 @@ use domain::priority::{Impact, Priority, Urgency};
 use domain::problem::{
     NewProblem, Problem, ProblemAction, ProblemInput, ProblemRelation, ProblemState,
 };
-use domain::ticket::trimmed;
+use domain::ticket::{self, trimmed};
 use domain::{ExternalRef, Role};
 use persistence::problems::{self, ProblemFilter};
 use persistence::DbConnection;
@@ -85,7 +85,7 @@ pub struct CreateProblem {
     #[validate(length(min = 1, max = 100))]
     pub category: Option<String>,
     pub assignment_group: Option<String>,
-    /// Must be an active member of the assignment group.
+    /// Needs `assignment_group` and must be an active member of it.
     pub assignee: Option<String>,
     #[validate(length(max = 20000))]
     pub root_cause: Option<String>,
@@ -104,6 +104,7 @@ pub struct CreateProblem {
 impl CreateProblem {
     fn into_new(self) -> ApiResult<NewProblem> {
         ExternalRef::validate_list(&self.external_refs, "external_refs")?;
+        ticket::assignee_has_group(self.assignment_group.as_deref(), self.assignee.as_deref())?;
         let title = self.title.trim().to_owned();
         if title.is_empty() {
             return Err(ApiError::invalid("title", "must not be blank"));

@@ -30,7 +30,7 @@ use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::{check_active_user, check_assignee, check_cmdb_links, check_group};
+use super::{check_active_user, check_assignment, check_cmdb_links};
 use crate::auth::{Caller, CallerKind};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -55,21 +55,6 @@ pub fn relation(caller: &Caller, change: &Change) -> ChangeRelation {
         manages: manages(caller),
         requested: change.requested_by == caller.id,
     }
-}
-
-/// The group must exist; an assignee must be an active member of it.
-fn check_assignment(
-    conn: &mut DbConnection,
-    group: Option<&str>,
-    assignee: Option<&str>,
-) -> ApiResult<()> {
-    if let Some(group) = group {
-        check_group(conn, group)?;
-    }
-    if let Some(assignee) = assignee {
-        check_assignee(conn, group, assignee)?;
-    }
-    Ok(())
 }
 
 /// The node's copy of the CMDB graph, which walks use when it is current.

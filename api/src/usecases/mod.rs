@@ -128,7 +128,25 @@ pub(crate) fn check_group(conn: &mut DbConnection, group: &str) -> ApiResult<()>
         .map_err(|e| unknown_reference(e, "assignment_group", "no such group"))
 }
 
-/// An assignee must be an active member of the ticket's assignment group.
+/// The group must exist; an assignee must be an active member of it.
+pub(crate) fn check_assignment(
+    conn: &mut DbConnection,
+    group: Option<&str>,
+    assignee: Option<&str>,
+) -> ApiResult<()> {
+    if let Some(group) = group {
+        check_group(conn, group)?;
+    }
+    if let Some(assignee) = assignee {
+        check_assignee(conn, group, assignee)?;
+    }
+    Ok(())
+}
+
+/// An assignee must be an active member of the ticket's assignment group. Membership is
+/// stored, so an assignee the group does not have is a conflict (409). A request naming an
+/// assignee without a group was refused when it was read (`ticket::assignee_has_group`); a
+/// ticket whose stored group a patch leaves empty conflicts with it.
 pub(crate) fn check_assignee(
     conn: &mut DbConnection,
     group: Option<&str>,
@@ -136,12 +154,13 @@ pub(crate) fn check_assignee(
 ) -> ApiResult<()> {
     check_active_user(conn, assignee, "assignee")?;
     let Some(group) = group else {
-        return Err(ApiError::invalid("assignee", "needs an assignment_group"));
+        return Err(ApiError::Conflict(
+            "assignee: the ticket has no assignment group; give one with the assignee".into(),
+        ));
     };
     if !groups::is_member(conn, group, assignee)? {
-        return Err(ApiError::invalid(
-            "assignee",
-            "must be a member of the assignment group",
+        return Err(ApiError::Conflict(
+            "assignee: is not a member of the assignment group".into(),
         ));
     }
     Ok(())

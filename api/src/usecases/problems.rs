@@ -10,7 +10,7 @@ use domain::{ExternalRef, FieldError, Role};
 use persistence::tickets::{self, Change, TicketTable};
 use persistence::{incidents, notes, problems, DbConnection, WriteContext};
 
-use super::{check_assignee, check_cmdb_links, check_group};
+use super::{check_assignment, check_cmdb_links};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -31,21 +31,6 @@ fn require_manager(caller: &Caller) -> ApiResult<()> {
             "this action requires the role problem_manager or admin".into(),
         ))
     }
-}
-
-/// The group must exist; an assignee must be an active member of it.
-fn check_assignment(
-    conn: &mut DbConnection,
-    group: Option<&str>,
-    assignee: Option<&str>,
-) -> ApiResult<()> {
-    if let Some(group) = group {
-        check_group(conn, group)?;
-    }
-    if let Some(assignee) = assignee {
-        check_assignee(conn, group, assignee)?;
-    }
-    Ok(())
 }
 
 fn check_assignment_change(

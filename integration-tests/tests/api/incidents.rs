@@ -266,7 +266,8 @@ async fn full_lifecycle_from_report_to_confirmation(app: TestApp) {
         ["start", "assign", "cancel", "declare_major"]
     );
 
-    // The assignee must be an active member of the group.
+    // The assignee must be an active member of the group: both are stored, so an outsider
+    // or a deactivated user conflicts with them (RFC 9110).
     let problem = expect_problem(
         transition(
             &app,
@@ -275,10 +276,13 @@ async fn full_lifecycle_from_report_to_confirmation(app: TestApp) {
             json!({"action": "assign", "assignee": text(&outsider, "id")}),
         )
         .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
+        StatusCode::CONFLICT,
     )
     .await;
-    assert_eq!(error_fields(&problem), ["assignee"], "{problem}");
+    assert!(
+        text(&problem, "detail").starts_with("assignee:"),
+        "{problem}"
+    );
     let problem = expect_problem(
         transition(
             &app,
@@ -287,7 +291,6 @@ async fn full_lifecycle_from_report_to_confirmation(app: TestApp) {
             json!({"action": "assign", "assignee": text(&retired, "id")}),
         )
         .await,
-        // The user's stored state, not the request's content: a conflict (RFC 9110).
         StatusCode::CONFLICT,
     )
     .await;
@@ -681,8 +684,8 @@ async fn patch_rejects_derived_fields_and_writes_nothing(app: TestApp) {
     assert_eq!(header(&response, "etag").as_deref(), Some("\"3\""));
 }
 
-/// References to groups, users and parents must exist (409 `unknown-reference`); an existing
-/// record that does not fit is a 422; the problem names the field.
+/// References to groups, users and parents must exist (409 `unknown-reference`), and an assignee
+/// comes with a group (422); the problem names the field.
 async fn unknown_references_are_refused_naming_the_field(app: TestApp) {
     let desk = app.group("Service Desk").await;
     let (agent, token) = agent_in(&app, "alma", &desk).await;
@@ -1442,12 +1445,13 @@ async fn patch_assignment_follows_the_rules(app: TestApp) {
     assert_eq!(reassigned["assignee"], ben["id"]);
     assert_eq!(reassigned["first_response_at"], first_response_at);
 
+    // Membership is stored: an outsider conflicts with it.
     let problem = expect_problem(
         patch_incident(&app, &token, &id, json!({"assignee": text(&out, "id")})).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
+        StatusCode::CONFLICT,
     )
     .await;
-    assert_eq!(error_fields(&problem), ["assignee"]);
+    assert!(text(&problem, "detail").starts_with("assignee:"), "{problem}");
 
     // Another group without an assignee releases the old assignee.
     let moved = patched(
@@ -1473,6 +1477,14 @@ async fn patch_assignment_follows_the_rules(app: TestApp) {
     assert_eq!(cleared["state"], "in_progress");
     let ungrouped = patched(&app, &token, &id, json!({"assignment_group": null})).await;
     assert!(ungrouped["assignment_group"].is_null());
+    // An assignee conflicts with an incident stored without a group.
+    let problem = expect_problem(
+        patch_incident(&app, &token, &id, json!({"assignee": text(&ann, "id")})).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert!(text(&problem, "detail").starts_with("assignee:"), "{problem}");
+    assert_eq!(fetch(&app, &token, &id).await["version"], ungrouped["version"]);
 
     // Creating with an assignee starts the work at once.
     let started = create_incident(

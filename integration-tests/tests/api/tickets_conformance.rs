@@ -6,7 +6,7 @@ use itsm_integration_tests::reqwest::{Method, StatusCode};
 use itsm_integration_tests::serde_json::{json, Value};
 use itsm_integration_tests::{expect_problem, header, read, TestApp};
 
-use crate::incidents::{actions, text};
+use crate::incidents::{actions, agent_in, text};
 
 /// What the suite needs to know of a ticket type.
 pub(crate) struct TicketType {
@@ -316,6 +316,58 @@ async fn requester_isolation(app: TestApp, t: &TicketType) {
     }
 }
 
+/// An assignee comes with a group (422 otherwise, nothing stored) and must be a member of it:
+/// membership is stored, so an outsider is a conflict (409), on create and on PATCH alike.
+async fn assignment_needs_a_member_of_the_group(app: TestApp, t: &TicketType) {
+    let worker = t.worker(&app, "wanda").await;
+    let desk = app.group("Desk").await;
+    let (member, _) = agent_in(&app, "mona", &desk).await;
+    let (outsider, _) = app.user_with_roles("otto", &["agent"]).await;
+    let create = |body: Value| {
+        app.request(Method::POST, t.path, &worker)
+            .json(&body)
+            .send()
+    };
+    let refused = expect_problem(
+        create(json!({"title": "No group", "assignee": text(&member, "id")}))
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(refused["errors"][0]["field"], "assignee", "{refused}");
+    let conflict = expect_problem(
+        create(json!({"title": "Outsider", "assignment_group": text(&desk, "id"),
+                      "assignee": text(&outsider, "id")}))
+        .await
+        .unwrap(),
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert!(text(&conflict, "detail").starts_with("assignee:"), "{conflict}");
+    let (_, page) = get(&app, &worker, t.path).await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(0), "{page}");
+
+    let response = create(json!({"title": "Member", "assignment_group": text(&desk, "id"),
+                                 "assignee": text(&member, "id")}))
+    .await
+    .unwrap();
+    let (status, ticket) = read(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{ticket}");
+    assert_eq!(ticket["assignee"], member["id"]);
+    let response = app
+        .request(Method::PATCH, &t.at(&text(&ticket, "id"), ""), &worker)
+        .json(&json!({"assignee": text(&outsider, "id")}))
+        .send()
+        .await
+        .unwrap();
+    let conflict = expect_problem(response, StatusCode::CONFLICT).await;
+    assert!(text(&conflict, "detail").starts_with("assignee:"), "{conflict}");
+    let (_, unchanged) = get(&app, &worker, &t.at(&text(&ticket, "id"), "")).await;
+    assert_eq!(unchanged["version"], ticket["version"]);
+    assert_eq!(unchanged["assignee"], member["id"]);
+}
+
 /// One test per (ticket type, promise), each on both backends.
 macro_rules! conformance {
     ($($ty:ident: $($check:ident),+;)+) => {
@@ -336,9 +388,12 @@ macro_rules! conformance {
 
 conformance! {
     INCIDENT: numbering_and_paths, transitions_and_if_match, notes_history_and_events,
-        list_filters_and_cursor_stability, requester_isolation;
+        list_filters_and_cursor_stability, requester_isolation,
+        assignment_needs_a_member_of_the_group;
     PROBLEM: numbering_and_paths, transitions_and_if_match, notes_history_and_events,
-        list_filters_and_cursor_stability, requester_isolation;
+        list_filters_and_cursor_stability, requester_isolation,
+        assignment_needs_a_member_of_the_group;
     CHANGE: numbering_and_paths, transitions_and_if_match, notes_history_and_events,
-        list_filters_and_cursor_stability, requester_isolation;
+        list_filters_and_cursor_stability, requester_isolation,
+        assignment_needs_a_member_of_the_group;
 }
