@@ -107,6 +107,11 @@ pub(crate) fn mark() -> Mark {
     .unwrap_or_default()
 }
 
+/// How many audit entries and events wait for the commit.
+pub(crate) fn waiting() -> usize {
+    with_journal(|journal| journal.audit.len() + journal.events.len()).unwrap_or(0)
+}
+
 /// Forgets the records added since `mark` (their unit of work rolled back).
 pub(crate) fn cut(mark: Mark) {
     let _ = with_journal(|journal| {

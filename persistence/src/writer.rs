@@ -29,6 +29,12 @@ type SharedQueue = Arc<Mutex<mpsc::Receiver<Box<dyn Job>>>>;
 
 const QUEUE_CAPACITY: usize = 4096;
 
+/// A transaction takes no further unit once this many audit entries and events wait for its
+/// commit: they are held in memory until then, and a few large units (1,000-item reconcile
+/// batches) would otherwise hold all of theirs in one transaction. The units not yet run wait
+/// for the next transaction, first in line.
+const MAX_WAITING_RECORDS: usize = 2_000;
+
 /// Which writers may run a unit of work, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Lane {
@@ -287,15 +293,18 @@ fn spawn_writer(
         .expect("the operating system refused to start a writer thread");
 }
 
-/// Takes the next batch: waits for one unit, then takes those already waiting.
+/// Takes the next batch: after the units the last transaction left (see
+/// [`MAX_WAITING_RECORDS`]), or else one it waits for, those already waiting.
 fn next_batch(queue: &SharedQueue, batch: &mut Vec<Box<dyn Job>>, max_batch: usize) -> bool {
     let mut queue = queue
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let Some(first) = queue.blocking_recv() else {
-        return false;
-    };
-    batch.push(first);
+    if batch.is_empty() {
+        let Some(first) = queue.blocking_recv() else {
+            return false;
+        };
+        batch.push(first);
+    }
     while batch.len() < max_batch {
         match queue.try_recv() {
             Ok(job) => batch.push(job),
@@ -318,6 +327,8 @@ fn run(
         // The SQLite checkpoint thread closes it, rarely, to let the WAL start over.
         let _batch_open = wal_gate.as_ref().map(|gate| gate.enter());
         take_outage_seen();
+        // How many units, from the front of the batch, the transaction ran.
+        let mut ran = batch.len();
         let committed = match begin(&mut conn) {
             Err(e) => Err(BatchFailure::of_diesel(
                 "cannot begin a write transaction",
@@ -325,7 +336,8 @@ fn run(
             )),
             Ok(()) => {
                 journal::open();
-                run_units(&mut conn, &mut batch).and_then(|()| {
+                run_units(&mut conn, &mut batch).and_then(|units_run| {
+                    ran = units_run;
                     journal::flush(&mut conn)
                         .map_err(|e| BatchFailure::new("cannot write the audit trail", &e))
                         .and_then(|()| {
@@ -350,8 +362,10 @@ fn run(
                 Err(e) => log::error!("writer cannot reconnect: {e}"),
             }
         }
-        // Units never run (begin failed) learn that the write path is unavailable.
-        for job in batch.drain(..) {
+        // Units never run (begin failed) learn that the write path is unavailable; after a
+        // commit, those the transaction left wait for the next one.
+        let answered = if committed.is_ok() { ran } else { batch.len() };
+        for job in batch.drain(..answered) {
             job.deliver(committed.clone());
         }
     }
@@ -364,14 +378,19 @@ fn run(
 /// (SQLITE_FULL, SQLITE_IOERR), after which a unit's savepoint would commit on its own, without
 /// the batch's audit entries and events. Consecutive `NewRows` units share a savepoint; if one
 /// of them fails, that savepoint is rolled back and they run again, each in a savepoint of its
-/// own.
-fn run_units(conn: &mut DbConnection, batch: &mut [Box<dyn Job>]) -> Result<(), BatchFailure> {
+/// own. Once [`MAX_WAITING_RECORDS`] wait for the commit, no further unit runs: returns how
+/// many units, from the front of the batch, ran.
+fn run_units(conn: &mut DbConnection, batch: &mut [Box<dyn Job>]) -> Result<usize, BatchFailure> {
     let outage_met = |(outage, detail): (Outage, String)| BatchFailure {
         outage: Some(outage),
         detail: format!("a unit of work of the batch met an outage: {detail}"),
     };
+    let total = batch.len();
     let mut rest = batch;
     while let Some(first) = rest.first() {
+        if journal::waiting() >= MAX_WAITING_RECORDS {
+            return Ok(total - rest.len());
+        }
         let shared = match first.lane() {
             Lane::NewRows => rest
                 .iter()
@@ -420,7 +439,7 @@ fn run_units(conn: &mut DbConnection, batch: &mut [Box<dyn Job>]) -> Result<(), 
             }
         }
     }
-    Ok(())
+    Ok(total)
 }
 
 /// Runs `unit` in a savepoint of its own, so that its failure undoes its work alone. On
@@ -522,5 +541,71 @@ fn commit(conn: &mut DbConnection) -> QueryResult<()> {
     match conn {
         DbConnection::Sqlite(c) => AnsiTransactionManager::commit_transaction(c),
         DbConnection::Postgresql(c) => AnsiTransactionManager::commit_transaction(c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    use crate::{outbox, Database, DatabaseConfig, WriteContext};
+
+    /// Units queued behind a unit that holds the writer make one batch; each queues 900 events.
+    /// No unit starts while `MAX_WAITING_RECORDS` or more wait for the commit, and every unit
+    /// commits (the ones left over in the next transaction).
+    #[test]
+    fn a_transaction_takes_no_more_units_once_enough_records_wait() {
+        let path = std::env::temp_dir().join(format!("itsm-writer-{}.db", crate::new_id()));
+        let db = Database::open(&DatabaseConfig {
+            url: Some(format!("sqlite://{}", path.display())),
+            ..DatabaseConfig::default()
+        })
+        .unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let waiting_at_start: Vec<usize> = thread::scope(|scope| {
+            let holding = scope.spawn(|| {
+                runtime.block_on(db.write(|_| -> Result<(), StoreError> {
+                    thread::sleep(std::time::Duration::from_millis(500));
+                    Ok(())
+                }))
+            });
+            thread::sleep(std::time::Duration::from_millis(100));
+            let units: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        runtime.block_on(db.write(|_| -> Result<usize, StoreError> {
+                            let waiting = journal::waiting();
+                            let ctx = WriteContext::system("test");
+                            for n in 0..900 {
+                                let id = n.to_string();
+                                journal::add_event(&ctx, "test.event", "test", &id, &Value::Null)?;
+                            }
+                            Ok(waiting)
+                        }))
+                    })
+                })
+                .collect();
+            holding.join().unwrap().unwrap();
+            units
+                .into_iter()
+                .map(|unit| unit.join().unwrap().unwrap())
+                .collect()
+        });
+        assert!(
+            waiting_at_start.iter().all(|&w| w < MAX_WAITING_RECORDS),
+            "{waiting_at_start:?}"
+        );
+        // Some unit started a transaction of its own after the first took two others.
+        assert!(
+            waiting_at_start.iter().filter(|&&w| w == 0).count() >= 3,
+            "{waiting_at_start:?}"
+        );
+        let events = runtime
+            .block_on(db.read(|conn| outbox::latest_sequence(conn)))
+            .unwrap();
+        assert_eq!(events, 8 * 900);
+        drop(db);
+        let _ = std::fs::remove_file(&path);
     }
 }
