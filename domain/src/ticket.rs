@@ -305,7 +305,10 @@ pub fn required_text(value: Option<&str>, field: &str, why: &str) -> Result<Stri
 /// in. Whether they belong to it is stored, and checked where the groups are.
 pub fn assignee_has_group(group: Option<&str>, assignee: Option<&str>) -> Result<(), DomainError> {
     if assignee.is_some() && group.is_none() {
-        return Err(DomainError::invalid("assignee", "needs an assignment_group"));
+        return Err(DomainError::invalid(
+            "assignee",
+            "needs an assignment_group",
+        ));
     }
     Ok(())
 }
@@ -321,7 +324,10 @@ mod tests {
         assert!(assignee_has_group(Some("g"), Some("u")).is_ok());
         assert_eq!(
             assignee_has_group(None, Some("u")),
-            Err(DomainError::invalid("assignee", "needs an assignment_group"))
+            Err(DomainError::invalid(
+                "assignee",
+                "needs an assignment_group"
+            ))
         );
     }
 

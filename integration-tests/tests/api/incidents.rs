@@ -1451,7 +1451,10 @@ async fn patch_assignment_follows_the_rules(app: TestApp) {
         StatusCode::CONFLICT,
     )
     .await;
-    assert!(text(&problem, "detail").starts_with("assignee:"), "{problem}");
+    assert!(
+        text(&problem, "detail").starts_with("assignee:"),
+        "{problem}"
+    );
 
     // Another group without an assignee releases the old assignee.
     let moved = patched(
@@ -1483,8 +1486,14 @@ async fn patch_assignment_follows_the_rules(app: TestApp) {
         StatusCode::CONFLICT,
     )
     .await;
-    assert!(text(&problem, "detail").starts_with("assignee:"), "{problem}");
-    assert_eq!(fetch(&app, &token, &id).await["version"], ungrouped["version"]);
+    assert!(
+        text(&problem, "detail").starts_with("assignee:"),
+        "{problem}"
+    );
+    assert_eq!(
+        fetch(&app, &token, &id).await["version"],
+        ungrouped["version"]
+    );
 
     // Creating with an assignee starts the work at once.
     let started = create_incident(

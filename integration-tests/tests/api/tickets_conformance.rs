@@ -337,19 +337,26 @@ async fn assignment_needs_a_member_of_the_group(app: TestApp, t: &TicketType) {
     .await;
     assert_eq!(refused["errors"][0]["field"], "assignee", "{refused}");
     let conflict = expect_problem(
-        create(json!({"title": "Outsider", "assignment_group": text(&desk, "id"),
-                      "assignee": text(&outsider, "id")}))
+        create(
+            json!({"title": "Outsider", "assignment_group": text(&desk, "id"),
+                      "assignee": text(&outsider, "id")}),
+        )
         .await
         .unwrap(),
         StatusCode::CONFLICT,
     )
     .await;
-    assert!(text(&conflict, "detail").starts_with("assignee:"), "{conflict}");
+    assert!(
+        text(&conflict, "detail").starts_with("assignee:"),
+        "{conflict}"
+    );
     let (_, page) = get(&app, &worker, t.path).await;
     assert_eq!(page["items"].as_array().map(Vec::len), Some(0), "{page}");
 
-    let response = create(json!({"title": "Member", "assignment_group": text(&desk, "id"),
-                                 "assignee": text(&member, "id")}))
+    let response = create(
+        json!({"title": "Member", "assignment_group": text(&desk, "id"),
+                                 "assignee": text(&member, "id")}),
+    )
     .await
     .unwrap();
     let (status, ticket) = read(response).await;
@@ -362,7 +369,10 @@ async fn assignment_needs_a_member_of_the_group(app: TestApp, t: &TicketType) {
         .await
         .unwrap();
     let conflict = expect_problem(response, StatusCode::CONFLICT).await;
-    assert!(text(&conflict, "detail").starts_with("assignee:"), "{conflict}");
+    assert!(
+        text(&conflict, "detail").starts_with("assignee:"),
+        "{conflict}"
+    );
     let (_, unchanged) = get(&app, &worker, &t.at(&text(&ticket, "id"), "")).await;
     assert_eq!(unchanged["version"], ticket["version"]);
     assert_eq!(unchanged["assignee"], member["id"]);
