@@ -33,7 +33,29 @@ const USAGE: &str = "usage:
                                                  (refused while a service uses it)
 Configuration comes from ITSM_* environment variables (see README.md).";
 
+/// How long mimalloc keeps freed memory resident before it returns it to the system, unless
+/// MIMALLOC_PURGE_DELAY says otherwise. mimalloc 3 waits 1,000 ms: in the CMDB benchmark (16
+/// concurrent impact walks of 1,000 items, about 0.5 MB of JSON each) the memory of the last
+/// second's answers stayed resident, a peak of 202 MB; at 5 ms, 171 MB at the same throughput
+/// (at 0 ms, 163 MB and a quarter less throughput).
+const ALLOCATOR_PURGE_DELAY_MS: std::ffi::c_long = 5;
+
+#[allow(unsafe_code)]
+fn configure_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    // `mi_option_purge_delay` (its old name `mi_option_reset_delay`): 15 in mimalloc 2 and 3;
+    // libmimalloc-sys names no constant for it.
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: called once, first thing in main, before the process starts another thread
+    // (mi_option_set is not thread-safe); an option index and a value in milliseconds, as
+    // mimalloc's header documents.
+    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, ALLOCATOR_PURGE_DELAY_MS) };
+}
+
 fn main() -> ExitCode {
+    configure_allocator();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -19,6 +19,7 @@
 //!
 //! BENCH_CMDB_ITEMS=N scales the graph (default 100,000; BENCH_QUICK=1: 10,000);
 //! BENCH_SKIP_SQLITE=1 measures PostgreSQL alone; BENCH_KEEP_SCHEMA=1 keeps its schema to look into.
+//! BENCH_SERVER_LOG sets the server's `RUST_LOG` (default `warn`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -72,7 +73,11 @@ async fn start_server(env: &[(&str, String)], dir: &std::path::Path) -> Server {
         .arg("serve")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("ITSM_BIND", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
+        // BENCH_SERVER_LOG sets the server's RUST_LOG (its log goes to the bench's stderr).
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .current_dir(dir)
         .stdout(Stdio::null())
         .spawn()
