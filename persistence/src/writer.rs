@@ -601,9 +601,7 @@ mod tests {
             waiting_at_start.iter().filter(|&&w| w == 0).count() >= 3,
             "{waiting_at_start:?}"
         );
-        let events = runtime
-            .block_on(db.read(|conn| outbox::latest_sequence(conn)))
-            .unwrap();
+        let events = runtime.block_on(db.read(outbox::latest_sequence)).unwrap();
         assert_eq!(events, 8 * 900);
         drop(db);
         let _ = std::fs::remove_file(&path);
