@@ -36,9 +36,9 @@ Configuration comes from ITSM_* environment variables (see README.md).";
 /// How long mimalloc keeps freed memory resident before it returns it to the system, unless
 /// MIMALLOC_PURGE_DELAY says otherwise. mimalloc 3 waits 1,000 ms: in the CMDB benchmark (16
 /// concurrent impact walks of 1,000 items, about 0.5 MB of JSON each) the memory of the last
-/// second's answers stayed resident, a peak of 202 MB; at 5 ms, 171 MB at the same throughput
-/// (at 0 ms, 163 MB and a quarter less throughput).
-const ALLOCATOR_PURGE_DELAY_MS: std::ffi::c_long = 5;
+/// second's answers stayed resident, a peak of 202 MB on SQLite. At 50 ms: 176 MB; at 5 ms,
+/// 160-171 MB; at 0 ms, 163 MB and a quarter less throughput (a purge on every free).
+const ALLOCATOR_PURGE_DELAY_MS: std::ffi::c_long = 50;
 
 #[allow(unsafe_code)]
 fn configure_allocator() {
