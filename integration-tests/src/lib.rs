@@ -449,6 +449,15 @@ pub async fn expect_problem(response: Response, status: StatusCode) -> Value {
     body
 }
 
+/// A 409 problem about `field`: a conflict with what is stored names the field first in its
+/// detail (`"assignee: is not a member of the assignment group"`).
+pub async fn expect_conflict_on(response: Response, field: &str) -> Value {
+    let problem = expect_problem(response, StatusCode::CONFLICT).await;
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with(&format!("{field}:")), "{problem}");
+    problem
+}
+
 /// A refused body: 409 `unknown-reference` when every listed field names a record that does
 /// not exist ("no such ..."), 422 `validation` otherwise. Returns the problem.
 pub async fn expect_refusal(response: Response) -> Value {

@@ -4,7 +4,7 @@
 use itsm_integration_tests::reqwest::{Method, StatusCode};
 use itsm_integration_tests::serde_json::{json, Value};
 use itsm_integration_tests::{
-    error_fields, expect_problem, header, on_both_backends, read, TestApp,
+    error_fields, expect_conflict_on, expect_problem, header, on_both_backends, read, TestApp,
 };
 
 async fn push(
@@ -337,11 +337,7 @@ async fn directory_and_cmdb_records_pushed_twice_are_one_record_each(app: TestAp
         .await
         .unwrap();
     // The stored item's class is what the body conflicts with.
-    let problem = expect_problem(response, StatusCode::CONFLICT).await;
-    assert!(
-        problem["detail"].as_str().unwrap().starts_with("class:"),
-        "{problem}"
-    );
+    expect_conflict_on(response, "class").await;
     let response = app
         .admin(Method::PUT, "/api/v1/groups/by-external/hr/TEAM-9")
         .json(
