@@ -415,8 +415,8 @@ fn bring_in_line<T: Ticket>(
 /// announce.
 struct Settled {
     row: TimerRow,
-    /// Which indexed columns the settle changed (see [`IndexedChanges`]).
-    changed: IndexedChanges,
+    /// The indexed columns as read, before the settle (see [`store`]).
+    before: IndexedColumns,
     reading: Reading,
     /// The new lines, to append to the timeline.
     lines: Vec<TimelineLine>,
@@ -485,7 +485,7 @@ impl Settled {
         };
         row.version += 1;
         Ok(Settled {
-            changed: before.changes_in(&row),
+            before,
             row,
             reading,
             lines,
@@ -544,26 +544,16 @@ fn settle(
     Ok(true)
 }
 
-/// The columns of a timer that its indexes cover, as read.
+/// The columns of a timer that its indexes cover, as read. A settle writes only those it
+/// changed: SQLite rewrites the entries of every index over a column its `SET` names, changed
+/// or not, and a warning or a breach (most of the worker's settles) changes only the next alarm
+/// of the four indexed columns.
 struct IndexedColumns {
     state: String,
     due_at: Option<NaiveDateTime>,
     breached_at: Option<NaiveDateTime>,
     next_alarm_at: Option<NaiveDateTime>,
     due_order: NaiveDateTime,
-}
-
-/// Which of the [`IndexedColumns`] a settle changed. A settle writes only those: SQLite
-/// rewrites the entries of every index over a column its `SET` names, changed or not, and a
-/// warning or a breach (most of the worker's settles) changes only the next alarm of the four
-/// indexed columns.
-#[derive(Debug, Clone, Copy)]
-struct IndexedChanges {
-    state: bool,
-    due_at: bool,
-    breached_at: bool,
-    next_alarm_at: bool,
-    due_order: bool,
 }
 
 impl IndexedColumns {
@@ -576,42 +566,27 @@ impl IndexedColumns {
             due_order: row.due_order,
         }
     }
-
-    fn changes_in(&self, row: &TimerRow) -> IndexedChanges {
-        IndexedChanges {
-            state: self.state != row.state,
-            due_at: self.due_at != row.due_at,
-            breached_at: self.breached_at != row.breached_at,
-            next_alarm_at: self.next_alarm_at != row.next_alarm_at,
-            due_order: self.due_order != row.due_order,
-        }
-    }
 }
 
 /// Writes a settled timer if it is still at version `previous`: whether it was.
 fn store(conn: &mut DbConnection, previous: i64, settled: &Settled) -> Result<bool, StoreError> {
-    let row = &settled.row;
-    let changed = settled.changed;
+    let (row, before) = (&settled.row, &settled.before);
     let changes = (
         sla_timers::policy_id.eq(&row.policy_id),
         sla_timers::calendar_version.eq(row.calendar_version),
         sla_timers::target_seconds.eq(row.target_seconds),
-        changed.state.then(|| sla_timers::state.eq(&row.state)),
+        (before.state != row.state).then(|| sla_timers::state.eq(&row.state)),
         sla_timers::as_of.eq(row.as_of),
         sla_timers::elapsed_seconds.eq(row.elapsed_seconds),
         sla_timers::paused_seconds.eq(row.paused_seconds),
-        changed.due_at.then(|| sla_timers::due_at.eq(row.due_at)),
+        (before.due_at != row.due_at).then(|| sla_timers::due_at.eq(row.due_at)),
         sla_timers::warned_at.eq(row.warned_at),
-        changed
-            .breached_at
+        (before.breached_at != row.breached_at)
             .then(|| sla_timers::breached_at.eq(row.breached_at)),
         sla_timers::stopped_at.eq(row.stopped_at),
-        changed
-            .next_alarm_at
+        (before.next_alarm_at != row.next_alarm_at)
             .then(|| sla_timers::next_alarm_at.eq(row.next_alarm_at)),
-        changed
-            .due_order
-            .then(|| sla_timers::due_order.eq(row.due_order)),
+        (before.due_order != row.due_order).then(|| sla_timers::due_order.eq(row.due_order)),
         sla_timers::version.eq(row.version),
         sla_timers::clock_running.eq(row.clock_running),
         sla_timers::timeline.eq(sla_timers::timeline.concat(timeline_text(&settled.lines)?)),
